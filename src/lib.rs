@@ -1,0 +1,3 @@
+//! llmd: a "make for benchmarks" for LLM inference stacks.
+pub mod pyfmt;
+pub mod yaml;
