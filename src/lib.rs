@@ -1,3 +1,7 @@
 //! llmd: a "make for benchmarks" for LLM inference stacks.
+pub mod cli;
+pub mod config;
+pub mod error;
 pub mod pyfmt;
+pub mod render;
 pub mod yaml;

@@ -1,1 +1,4 @@
-fn main() {}
+//! The `llmd` binary: everything lives in the library; see `llmd::cli`.
+fn main() -> std::process::ExitCode {
+    llmd::cli::main()
+}

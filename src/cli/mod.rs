@@ -1,0 +1,185 @@
+//! The command line: argument definitions (clap derive) and dispatch.
+//!
+//! Flag names follow llm-d-benchmark's CLI so that its users can switch tools without
+//! relearning: global flags may come before or after the subcommand, and most have an
+//! `LLMDBENCH_*` environment default. Each subcommand lives in its own file and turns
+//! its arguments into library calls; exit codes are decided in [`exit`].
+
+pub mod exit;
+pub mod plan;
+pub mod steps;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, PlanOptions};
+use crate::error::{InputError, Warnings};
+pub use steps::StepSelection;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "llmd",
+    version,
+    about = "A make for LLM inference benchmarks: render, deploy, run and analyse llm-d-benchmark experiments incrementally",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after any subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Specification: a path, a name under config/specification (examples/sim) or a unique bare name (sim).
+    #[arg(long = "spec", visible_alias = "specification_file", global = true, env = "LLMDBENCH_SPEC", value_name = "SPEC")]
+    pub spec: Option<String>,
+    /// Root of the config tree (config/specification, config/templates, ...).
+    #[arg(long, visible_alias = "bd", global = true, env = "LLMDBENCH_BASE_DIR", default_value = ".", value_name = "DIR")]
+    pub base_dir: PathBuf,
+    /// Where plans, results and analyses are written.
+    #[arg(long, visible_alias = "ws", global = true, env = "LLMDBENCH_WORKSPACE", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Decide and log every action without doing it.
+    #[arg(short = 'n', long, global = true, env = "LLMDBENCH_DRY_RUN")]
+    pub dry_run: bool,
+    /// Print more detail (override audit, resolver notes).
+    #[arg(short, long, global = true, env = "LLMDBENCH_VERBOSE")]
+    pub verbose: bool,
+    /// Do not create cluster-scoped objects.
+    #[arg(short = 'i', long, global = true, env = "LLMDBENCH_NON_ADMIN")]
+    pub non_admin: bool,
+    /// Scenario override `[stack-glob:]dotted.key=value` (repeatable, comma-separated).
+    #[arg(long = "set", global = true, env = "LLMDBENCH_SET", value_name = "[STACK:]KEY=VALUE")]
+    pub set: Vec<String>,
+    /// YAML file deep-merged over every stack of the scenario (below --set).
+    #[arg(long, visible_alias = "cc", global = true, env = "LLMDBENCH_CLUSTER_CONFIG", value_name = "FILE")]
+    pub cluster_config: Option<PathBuf>,
+}
+
+/// Flags shared by the lifecycle subcommands.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// Namespaces: deploy[,harness[,wva]].
+    #[arg(short = 'p', long, env = "LLMDBENCH_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Model to deploy (overrides model.name).
+    #[arg(short = 'm', long, env = "LLMDBENCH_MODELS", value_name = "MODEL")]
+    pub models: Option<String>,
+    /// Deploy method: standalone, modelservice, fma, kustomize or nok8s.
+    #[arg(short = 't', long, env = "LLMDBENCH_METHODS", value_name = "METHODS")]
+    pub methods: Option<String>,
+    /// Only these stacks (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub stack: Vec<String>,
+    /// Only these steps, e.g. 0,3-5.
+    #[arg(short = 's', long, value_name = "STEPS")]
+    pub step: Option<StepSelection>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render each stack's merged config and manifests into <workspace>/plan.
+    Plan(plan::PlanArgs),
+    /// Deploy the stacks of a plan.
+    Standup(LifecycleArgs),
+    /// Check deployed stacks answer correctly.
+    Smoketest(LifecycleArgs),
+    /// Run benchmark harnesses against deployed stacks.
+    Run(LifecycleArgs),
+    /// Remove what standup created.
+    Teardown(LifecycleArgs),
+    /// Run a design of experiments (setup treatments x run treatments).
+    Experiment(LifecycleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Entry point of the `llmd` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::INPUT_ERROR } else { exit::SUCCESS });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Standup(_) | Command::Smoketest(_) | Command::Run(_) | Command::Teardown(_) | Command::Experiment(_) => {
+            let name = match cli.command {
+                Command::Standup(_) => "standup",
+                Command::Smoketest(_) => "smoketest",
+                Command::Run(_) => "run",
+                Command::Teardown(_) => "teardown",
+                _ => "experiment",
+            };
+            eprintln!("error: `llmd {name}` is not available yet in this version of llmd; `llmd plan` renders plans today");
+            Ok(ExitCode::from(exit::FAILURE))
+        }
+    }
+}
+
+impl GlobalArgs {
+    /// The workspace directory (default `./workspace`).
+    pub fn workspace_dir(&self) -> PathBuf {
+        self.workspace.clone().unwrap_or_else(|| PathBuf::from("workspace"))
+    }
+
+    /// The spec name, or a usage error.
+    pub fn require_spec(&self) -> Result<&str, InputError> {
+        self.spec.as_deref().ok_or_else(|| {
+            InputError::new("no specification given").help("pass --spec NAME (e.g. --spec examples/sim) or set LLMDBENCH_SPEC")
+        })
+    }
+
+    /// Builds plan options from global and common flags.
+    pub fn plan_options(&self, common: &CommonArgs, warnings: &mut Warnings) -> anyhow::Result<PlanOptions> {
+        let mut overrides = Overrides::parse(&self.set, warnings)?;
+        if let Some(path) = &self.cluster_config {
+            let doc = crate::yaml::load_file(path).map_err(InputError::from)?;
+            if !doc.is_null() && doc.as_map().is_none() {
+                return Err(InputError::at(&doc.origin, "--cluster-config must be a YAML mapping").into());
+            }
+            if doc.as_map().is_some() {
+                overrides = overrides.with_cluster_config(doc);
+            }
+        }
+        Ok(PlanOptions {
+            base_dir: self.base_dir.clone(),
+            spec: self.require_spec()?.to_string(),
+            namespace: common.namespace.clone(),
+            models: common.models.clone(),
+            methods: common.methods.clone(),
+            gateway_class: None,
+            monitoring: None,
+            stack_filter: common.stack.clone(),
+            overrides,
+            setup_overrides: None,
+            hf_token: PlanOptions::hf_token_from_env(),
+            verbose: self.verbose,
+        })
+    }
+}
+
+/// Prints warnings to stderr.
+pub fn print_warnings(warnings: &Warnings) {
+    for w in warnings.iter() {
+        eprintln!("warning: {w}");
+    }
+}

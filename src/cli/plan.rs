@@ -1,0 +1,59 @@
+//! `llmd plan`: render every stack's config and manifests into `<workspace>/plan`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::{CommonArgs, GlobalArgs, exit, print_warnings};
+use crate::config::resolve_plan;
+use crate::error::Warnings;
+use crate::render::{TemplateSet, render_plan, write::write_plan};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Gateway class for modelservice stacks (none, epponly, istio, agentgateway, gke, data-science-gateway-class).
+    #[arg(long, value_name = "CLASS")]
+    pub gateway_class: Option<String>,
+    /// Render with monitoring on (PodMonitor, metrics scraping). As upstream's `plan`, rendering without this flag turns PodMonitor and router Prometheus off.
+    #[arg(short = 'f', long)]
+    pub monitoring: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut warnings = Warnings::default();
+    let mut opts = global.plan_options(&args.common, &mut warnings)?;
+    opts.gateway_class = args.gateway_class.clone();
+    opts.monitoring = Some(args.monitoring);
+    let resolved = resolve_plan(&opts)?;
+    warnings.extend(resolved.warnings.clone());
+    for stack in &resolved.stacks {
+        warnings.extend(stack.warnings.clone());
+    }
+    let templates = TemplateSet::load(&resolved.spec.template_dir)?;
+    let plan = render_plan(&resolved, &templates)?;
+    print_warnings(&warnings);
+    let workspace = global.workspace_dir();
+    if global.dry_run {
+        for stack in &plan.stacks {
+            println!("would write {}/plan/{}/ ({} manifests + config.yaml)", workspace.display(), stack.name, stack.rendered.files.len());
+        }
+        return Ok(ExitCode::from(exit::SUCCESS));
+    }
+    let dir = write_plan(&workspace, &plan)?;
+    for stack in &plan.stacks {
+        let non_empty = stack.rendered.files.iter().filter(|(_, c)| c.trim() != "").count();
+        println!(
+            "{:<24} {} manifests ({} non-empty) + config.yaml  model_id_label={}",
+            stack.name,
+            stack.rendered.files.len(),
+            non_empty,
+            stack.resolved.config.get("model_id_label").and_then(|n| n.as_str()).unwrap_or("-")
+        );
+    }
+    println!("plan for {} written to {} in {:.0?}", resolved.spec.name, dir.display(), started.elapsed());
+    Ok(ExitCode::from(exit::SUCCESS))
+}

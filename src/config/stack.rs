@@ -1,0 +1,804 @@
+//! The per-stack merge pipeline: from defaults + scenario + overrides to the config a
+//! stack's templates are rendered with. The order and every rule follow upstream's
+//! `RenderPlans._process_stack`; each step is a small function below, named after what
+//! it resolves.
+//!
+//! Steps that need a live cluster or a container registry upstream (`auto` accelerator
+//! detection, `auto` image tags) are not resolved here: llmd plans are pure functions of
+//! their input files and flags. Such values pass through unchanged.
+
+use std::path::Path;
+
+use crate::error::{InputError, Warnings};
+use crate::pyfmt;
+use crate::yaml::{Mapping, Node, Origin, Value, load_file, map_of};
+
+use super::expand::{expand_common, hoist_modelservice};
+use super::identity::{model_id_label, suffix_stack_scoped_names};
+use super::merge::{merge_into, merged};
+use super::overrides::{check_override_paths, is_secret_path, leaf_entries};
+use super::{PlanOptions, Scenario};
+
+/// Namespace used when the config says `auto`.
+pub const DEFAULT_NAMESPACE: &str = "llmdbench";
+const HF_TOKEN_SENTINELS: &[&str] = &["REPLACE_TOKEN", "REPLACE_TOKEN_B64", ""];
+const SUPPORTED_GATEWAY_CLASSES: &[&str] = &["none", "epponly", "istio", "agentgateway", "gke", "data-science-gateway-class"];
+const ACCELERATOR_RENDER_ONLY: &[&str] =
+    &["runtimePreamble", "dtypeArgs", "executionArgs", "blockSizeArgs", "memoryUtilizationArgs", "kvBufferDeviceJson"];
+
+/// One stack's resolved configuration.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    pub name: String,
+    /// 1-based position in the scenario.
+    pub index: usize,
+    pub config: Node,
+    pub warnings: Warnings,
+}
+
+impl StackConfig {
+    /// True when the stack is deployed without Kubernetes (only nok8s templates apply).
+    pub fn is_nok8s(&self) -> bool {
+        self.config.get_path(&["nok8s", "enabled"]).is_some_and(Node::is_truthy)
+    }
+}
+
+/// Claims shared across the stacks of one render (nok8s host ports and container names).
+#[derive(Default)]
+struct HostClaims {
+    ports: Vec<(i64, String, String)>,
+    names: Vec<(String, String)>,
+}
+
+/// Resolves every stack of `scenario`.
+pub fn resolve_stacks(opts: &PlanOptions, defaults: &Node, scenario: &Scenario, overlays_dir: &Path) -> Result<Vec<StackConfig>, InputError> {
+    let siblings = sibling_stacks(scenario)?;
+    let shared_infra = siblings
+        .iter()
+        .position(|s| !s.get("standalone").is_some_and(Node::is_truthy))
+        .map_or(1, |i| i + 1);
+    let shared = expand_common(&scenario.shared, Some(defaults))?;
+    let mut claims = HostClaims::default();
+    let mut out = Vec::with_capacity(scenario.stacks.len());
+    for (i, (name, stack)) in scenario.stacks.iter().enumerate() {
+        let ctx = StackContext {
+            opts,
+            name,
+            index: i + 1,
+            total: scenario.stacks.len(),
+            defaults,
+            overlays_dir,
+        };
+        let mut warnings = Warnings::default();
+        let mut config = ctx.merge_layers(&shared, stack, &mut warnings)?;
+        ctx.resolve(&mut config, &mut warnings)?;
+        let root = config.as_map_mut().expect("config root is a mapping");
+        root.insert("siblingStacks".into(), Node::bare(Value::Seq(siblings.clone())));
+        root.insert("stackIndex".into(), Node::from(ctx.index as i64));
+        root.insert("sharedInfraStackIndex".into(), Node::from(shared_infra as i64));
+        root.insert("scenarioName".into(), Node::str(scenario.name.clone()));
+        let mut errors = Vec::new();
+        validate_epponly(&config, ctx.total, name, &mut errors);
+        validate_direct_service(&config, name, &mut errors);
+        validate_kustomize_patches(&config, name, &mut errors);
+        resolve_nok8s_envoy_base_id(&mut config);
+        resolve_nok8s_client_host(&mut config);
+        validate_nok8s_host_claims(&config, name, &mut claims, &mut errors);
+        if let Some(first) = errors.into_iter().next() {
+            return Err(first);
+        }
+        out.push(StackConfig { name: name.clone(), index: ctx.index, config, warnings });
+    }
+    Ok(out)
+}
+
+/// `siblingStacks`: one `{name, modelName, standalone}` entry per stack, from the raw
+/// scenario (before defaults), so templates can emit a shared HTTPRoute.
+fn sibling_stacks(scenario: &Scenario) -> Result<Vec<Node>, InputError> {
+    let shared = expand_common(&scenario.shared, None)?;
+    let shared_standalone = shared.get_path(&["standalone", "enabled"]).filter(|n| !n.is_null()).map(Node::is_truthy);
+    let mut out = Vec::new();
+    for (name, stack) in &scenario.stacks {
+        let normalized = expand_common(stack, None)?;
+        let combined = merged(&shared, &normalized);
+        let model_name = combined.get_path(&["model", "name"]).cloned().unwrap_or_else(|| Node::str(""));
+        let standalone = normalized
+            .get_path(&["standalone", "enabled"])
+            .filter(|n| !n.is_null())
+            .map(Node::is_truthy)
+            .or(shared_standalone)
+            .unwrap_or(false);
+        out.push(map_of([("name", Node::str(name.clone())), ("modelName", model_name), ("standalone", Node::from(standalone))]));
+    }
+    Ok(out)
+}
+
+struct StackContext<'a> {
+    opts: &'a PlanOptions,
+    name: &'a str,
+    index: usize,
+    total: usize,
+    defaults: &'a Node,
+    overlays_dir: &'a Path,
+}
+
+impl StackContext<'_> {
+    fn origin(&self, flag: &str) -> Origin {
+        Origin::synthetic(flag)
+    }
+
+    /// defaults ⊕ shared ⊕ stack, hoisting, then overrides.
+    fn merge_layers(&self, shared: &Node, stack: &Node, warnings: &mut Warnings) -> Result<Node, InputError> {
+        let mut stack_layer = stack.clone();
+        if let Some(m) = stack_layer.as_map_mut() {
+            m.shift_remove("name");
+        }
+        let stack_layer = expand_common(&stack_layer, Some(self.defaults))?;
+        let mut config = merged(self.defaults, shared);
+        merge_into(&mut config, &stack_layer);
+        if config.as_map().is_none() {
+            config = Node::map(Mapping::new());
+        }
+        hoist_modelservice(&mut config);
+        Ok(config)
+            .and_then(|mut c| {
+                let overrides = self.opts.overrides.for_stack(self.name, self.opts.setup_overrides.as_ref());
+                if overrides.as_map().is_some_and(|m| !m.is_empty()) {
+                    self.log_overrides(&overrides, &c, warnings);
+                    check_override_paths(&overrides, &c, self.name, warnings)?;
+                    merge_into(&mut c, &overrides);
+                    self.apply_accelerator_profile(&mut c, warnings)?;
+                    // Profile defaults never beat an explicit override: apply them again.
+                    merge_into(&mut c, &overrides);
+                } else {
+                    self.apply_accelerator_profile(&mut c, warnings)?;
+                }
+                Ok(c)
+            })
+    }
+
+    fn log_overrides(&self, overrides: &Node, base: &Node, warnings: &mut Warnings) {
+        if !self.opts.verbose {
+            return;
+        }
+        for (path, value) in leaf_entries(overrides) {
+            let dotted = path.join(".");
+            let (old, new) = if is_secret_path(&dotted) {
+                ("<redacted>".to_string(), "<redacted>".to_string())
+            } else {
+                let old = base.get_path(&path).map_or("<unset>".to_string(), pyfmt::repr_node);
+                (old, pyfmt::repr_node(value))
+            };
+            warnings.push(format!("[{}] scenario override: {dotted}: {old} -> {new} ({})", self.name, value.origin));
+        }
+    }
+
+    fn apply_accelerator_profile(&self, config: &mut Node, warnings: &mut Warnings) -> Result<(), InputError> {
+        let profile = match config.get_path(&["accelerator", "profile"]).and_then(Node::as_str) {
+            Some(p) if !p.is_empty() && p != "auto" => p.to_string(),
+            _ => return Ok(()),
+        };
+        let mut names = vec![profile.clone()];
+        if profile.starts_with("intel-") && profile != "intel-gaudi" && profile != "intel-xpu" {
+            names.push("intel-xpu".into());
+        }
+        for name in names.iter().rev() {
+            let file = self.overlays_dir.join(format!("{name}.yaml"));
+            if file.is_file() {
+                let overlay = load_file(&file)?;
+                merge_into(config, &overlay);
+                if self.opts.verbose {
+                    warnings.push(format!("[{}] applied accelerator profile overlay {}", self.name, file.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolver chain that runs after the merge, in upstream's order.
+    fn resolve(&self, config: &mut Node, warnings: &mut Warnings) -> Result<(), InputError> {
+        apply_resource_preset(config, warnings, self.name);
+        self.resolve_namespace(config);
+        self.resolve_model(config, warnings);
+        self.resolve_methods(config, warnings);
+        self.resolve_gateway_class(config)?;
+        self.resolve_monitoring(config);
+        self.resolve_hf_token(config);
+        resolve_model_id_label(config);
+        suffix_stack_scoped_names(config, self.total);
+        resolve_nok8s_stack_scope(config, self.name, self.total);
+        resolve_inference_pool_host(config);
+        normalize_direct_service_mode(config);
+        normalize_router_block(config);
+        super::substitute::substitute(config, warnings)?;
+        if let Some(acc) = config.get_path_mut(&["accelerator"]).and_then(Node::as_map_mut) {
+            for key in ACCELERATOR_RENDER_ONLY {
+                acc.shift_remove(*key);
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_namespace(&self, config: &mut Node) {
+        let current = config.get_path(&["namespace", "name"]).and_then(Node::as_str).unwrap_or("auto").to_string();
+        let gateway_needs = |c: &Node| matches!(c.get_path(&["gateway", "namespace"]).and_then(Node::as_str), Some("auto" | DEFAULT_NAMESPACE | ""));
+        if let Some(cli) = &self.opts.namespace {
+            let parts: Vec<&str> = cli.split(',').map(str::trim).collect();
+            let mut deploy = parts.first().copied().filter(|s| !s.is_empty()).unwrap_or(&current).to_string();
+            let mut harness = parts.get(1).copied().filter(|s| !s.is_empty()).map_or(deploy.clone(), str::to_string);
+            let mut wva = parts.get(2).copied().filter(|s| !s.is_empty()).map_or(deploy.clone(), str::to_string);
+            if deploy == "auto" {
+                deploy = DEFAULT_NAMESPACE.into();
+            }
+            if harness == "auto" {
+                harness = deploy.clone();
+            }
+            if wva == "auto" {
+                wva = deploy.clone();
+            }
+            let origin = self.origin("--namespace");
+            config.set_path(&["namespace", "name"], Node::new(Value::Str(deploy.clone()), origin.clone()));
+            if gateway_needs(config) {
+                config.set_path(&["gateway", "namespace"], Node::new(Value::Str(deploy), origin.clone()));
+            }
+            config.set_path(&["harness", "namespace"], Node::new(Value::Str(harness), origin.clone()));
+            config.set_path(&["wva", "namespace"], Node::new(Value::Str(wva), origin));
+        } else if current == "auto" {
+            let origin = self.origin("llmd: namespace auto");
+            config.set_path(&["namespace", "name"], Node::new(Value::Str(DEFAULT_NAMESPACE.into()), origin.clone()));
+            if gateway_needs(config) {
+                config.set_path(&["gateway", "namespace"], Node::new(Value::Str(DEFAULT_NAMESPACE.into()), origin));
+            }
+        }
+    }
+
+    fn resolve_model(&self, config: &mut Node, warnings: &mut Warnings) {
+        let Some(model) = &self.opts.models else { return };
+        if self.total > 1 && self.opts.stack_filter.len() == 1 {
+            if self.opts.stack_filter[0] != self.name {
+                return;
+            }
+        } else if self.total > 1 && self.index == 1 {
+            warnings.push(format!(
+                "-m/--models={model:?} is applied to all {} stacks; to change one stack's model combine it with --stack <name>",
+                self.total
+            ));
+        }
+        let origin = self.origin("--models");
+        let namespace = config.get_path(&["namespace", "name"]).and_then(Node::as_str).unwrap_or(DEFAULT_NAMESPACE).to_string();
+        let short = model_id_label(model, &namespace);
+        let s = |v: String| Node::new(Value::Str(v), origin.clone());
+        config.set_path(&["model", "name"], s(model.clone()));
+        config.set_path(&["model", "huggingfaceId"], s(model.clone()));
+        config.set_path(&["model", "path"], s(format!("models/{model}")));
+        config.set_path(&["model", "shortName"], s(short));
+        for role in ["decode", "prefill"] {
+            if config.get_path(&[role, "vllm", "customCommand"]).is_some_and(Node::is_truthy) {
+                warnings.push(format!(
+                    "[{}] --models {model} does not reach {role}.vllm.customCommand; update the command in the scenario or remove it",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    fn resolve_methods(&self, config: &mut Node, warnings: &mut Warnings) {
+        let Some(cli) = &self.opts.methods else { return };
+        let mut methods: Vec<String> = cli.split(',').map(|m| m.trim().to_string()).collect();
+        let has = |ms: &[String], m: &str| ms.iter().any(|x| x == m);
+        if has(&methods, "standalone") && has(&methods, "modelservice") {
+            warnings.push("cannot enable both standalone and modelservice; using modelservice");
+            methods = vec!["modelservice".into()];
+        }
+        if has(&methods, "standalone") && has(&methods, "fma") {
+            warnings.push("cannot enable both standalone and fma; using standalone");
+            methods = vec!["standalone".into()];
+        }
+        if has(&methods, "kustomize") && ["standalone", "modelservice", "fma"].iter().any(|m| has(&methods, m)) {
+            warnings.push("cannot combine kustomize with another deploy method; using kustomize");
+            methods = vec!["kustomize".into()];
+        }
+        if has(&methods, "nok8s") && ["standalone", "modelservice", "fma", "kustomize"].iter().any(|m| has(&methods, m)) {
+            warnings.push("cannot combine nok8s with another deploy method; using nok8s");
+            methods = vec!["nok8s".into()];
+        }
+        let enabled: &[(&str, bool)] = if has(&methods, "nok8s") {
+            &[("standalone", false), ("modelservice", false), ("fma", false), ("kustomize", false), ("nok8s", true)]
+        } else if has(&methods, "standalone") {
+            &[("standalone", true), ("modelservice", false), ("fma", false), ("kustomize", false), ("nok8s", false)]
+        } else if has(&methods, "kustomize") {
+            &[("standalone", false), ("modelservice", false), ("fma", false), ("kustomize", true), ("nok8s", false)]
+        } else if has(&methods, "modelservice") || has(&methods, "fma") {
+            let ms = has(&methods, "modelservice");
+            let fma = has(&methods, "fma");
+            let origin = self.origin("--methods");
+            for (section, on) in [("standalone", false), ("kustomize", false), ("nok8s", false), ("modelservice", ms), ("fma", fma)] {
+                config.set_path(&[section, "enabled"], Node::new(Value::Bool(on), origin.clone()));
+            }
+            return;
+        } else {
+            // Unknown method names select nothing, as upstream; the sections are still created.
+            &[]
+        };
+        let origin = self.origin("--methods");
+        for section in ["standalone", "modelservice", "fma", "kustomize", "nok8s"] {
+            if config.get(section).is_none() {
+                config.set_path(&[section], Node::new(Value::Map(Mapping::new()), origin.clone()));
+            }
+        }
+        for (section, on) in enabled {
+            config.set_path(&[*section, "enabled"], Node::new(Value::Bool(*on), origin.clone()));
+        }
+    }
+
+    fn resolve_gateway_class(&self, config: &mut Node) -> Result<(), InputError> {
+        let Some(class) = &self.opts.gateway_class else { return Ok(()) };
+        let class = class.trim().to_string();
+        let ms_enabled = config.get_path(&["modelservice", "enabled"]).is_none_or(Node::is_truthy);
+        if ms_enabled && !SUPPORTED_GATEWAY_CLASSES.contains(&class.as_str()) {
+            return Err(InputError::new(format!("--gateway-class={class:?} is not supported for the modelservice deploy method"))
+                .help(format!("choose one of: {}", SUPPORTED_GATEWAY_CLASSES.join(", "))));
+        }
+        config.set_path(&["gateway", "className"], Node::new(Value::Str(class), self.origin("--gateway-class")));
+        Ok(())
+    }
+
+    fn resolve_monitoring(&self, config: &mut Node) {
+        let Some(on) = self.opts.monitoring else { return };
+        let origin = self.origin("--monitoring");
+        let b = |v| Node::new(Value::Bool(v), origin.clone());
+        if on {
+            config.set_path(&["monitoring", "podmonitor", "enabled"], b(true));
+            config.set_path(&["monitoring", "metricsScrapeEnabled"], b(true));
+        } else {
+            config.set_path(&["monitoring", "podmonitor", "enabled"], b(false));
+            config.set_path(&["router", "monitoring", "prometheus", "enabled"], b(false));
+        }
+    }
+
+    fn resolve_hf_token(&self, config: &mut Node) {
+        let current = config.get_path(&["huggingface", "token"]).and_then(Node::as_str).unwrap_or("").to_string();
+        if config.get("huggingface").and_then(Node::as_map).is_none() {
+            config.set_path(&["huggingface"], Node::map(Mapping::new()));
+        }
+        let origin = self.origin("environment: HF_TOKEN");
+        if !HF_TOKEN_SENTINELS.contains(&current.as_str()) {
+            config.set_path(&["huggingface", "enabled"], Node::new(Value::Bool(true), origin));
+            return;
+        }
+        let s = |v: String| Node::new(Value::Str(v), origin.clone());
+        match &self.opts.hf_token {
+            Some(token) if !token.is_empty() => {
+                use base64::Engine;
+                config.set_path(&["huggingface", "token"], s(token.clone()));
+                config.set_path(&["huggingface", "tokenBase64"], s(base64::engine::general_purpose::STANDARD.encode(token)));
+                config.set_path(&["huggingface", "enabled"], Node::new(Value::Bool(true), origin.clone()));
+            }
+            _ => {
+                config.set_path(&["huggingface", "enabled"], Node::new(Value::Bool(false), origin.clone()));
+                config.set_path(&["huggingface", "token"], s(String::new()));
+                config.set_path(&["huggingface", "tokenBase64"], s(String::new()));
+            }
+        }
+    }
+}
+
+fn apply_resource_preset(config: &mut Node, warnings: &mut Warnings, stack: &str) {
+    let Some(preset_name) = config.get("resourcePreset").filter(|n| n.is_truthy()).map(pyfmt::str_node) else { return };
+    let Some(preset) = config.get_path(&["resourcePresets", preset_name.as_str()]).cloned() else {
+        warnings.push(format!("[{stack}] resource preset '{preset_name}' not found; skipping"));
+        return;
+    };
+    for component in ["decode", "prefill"] {
+        if let Some(p) = preset.get(component) {
+            let mut base = config.get(component).filter(|n| n.as_map().is_some()).cloned().unwrap_or_else(|| Node::map(Mapping::new()));
+            merge_into(&mut base, p);
+            config.set_path(&[component], base);
+        }
+    }
+}
+
+fn resolve_model_id_label(config: &mut Node) {
+    let name = config.get_path(&["model", "name"]).map(pyfmt::str_node).filter(|s| !s.is_empty() && s != "None");
+    let namespace = config.get_path(&["namespace", "name"]).map(pyfmt::str_node).unwrap_or_default();
+    let label = match name {
+        Some(n) => model_id_label(&n, &namespace),
+        None => config.get_path(&["model", "shortName"]).map(pyfmt::str_node).unwrap_or_default(),
+    };
+    let origin = Origin::synthetic("llmd: model_id_label");
+    config.set_path(&["model_id_label"], Node::new(Value::Str(label.clone()), origin.clone()));
+    if config.get("model").and_then(Node::as_map).is_some() {
+        config.set_path(&["model", "idLabel"], Node::new(Value::Str(label), origin));
+    }
+}
+
+fn is_enabled(config: &Node, section: &str) -> bool {
+    config.get_path(&[section, "enabled"]).is_some_and(Node::is_truthy)
+}
+
+fn resolve_nok8s_stack_scope(config: &mut Node, stack: &str, total: usize) {
+    if total < 2 || !is_enabled(config, "nok8s") {
+        return;
+    }
+    let slug: String = stack.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }).collect();
+    if slug.is_empty() {
+        return;
+    }
+    if !config.get_path(&["nok8s", "nameSuffix"]).is_some_and(Node::is_truthy) {
+        config.set_path(&["nok8s", "nameSuffix"], Node::str(format!("-{slug}")));
+    }
+    let dir = config
+        .get_path(&["nok8s", "workspaceHostDir"])
+        .filter(|n| n.is_truthy())
+        .map(pyfmt::str_node)
+        .unwrap_or_else(|| "~/.llmdbench/nok8s".into());
+    config.set_path(&["nok8s", "workspaceHostDir"], Node::str(format!("{}/{slug}", dir.trim_end_matches('/'))));
+}
+
+fn resolve_inference_pool_host(config: &mut Node) {
+    let label = config.get("model_id_label").and_then(Node::as_str).unwrap_or("").to_string();
+    let Some(rule) = config.get_path_mut(&["router", "inferencePool", "providerConfig", "destinationRule"]) else { return };
+    let Some(map) = rule.as_map_mut() else { return };
+    if !map.get("host").is_some_and(Node::is_truthy) && !label.is_empty() {
+        map.insert("host".into(), Node::str(format!("{label}-router-epp")));
+    }
+}
+
+fn gateway_class(config: &Node) -> String {
+    config.get_path(&["gateway", "className"]).map(pyfmt::str_node).unwrap_or_default()
+}
+
+fn modelservice_enabled(config: &Node) -> bool {
+    config.get_path(&["modelservice", "enabled"]).is_none_or(Node::is_truthy)
+}
+
+fn normalize_direct_service_mode(config: &mut Node) {
+    if gateway_class(config) != "none" || !modelservice_enabled(config) {
+        return;
+    }
+    config.set_path(&["routing", "proxy", "enabled"], Node::from(false));
+    if let Some(cmd) = config.get_path_mut(&["decode", "vllm", "customCommand"]) {
+        if let Value::Str(s) = &mut cmd.value {
+            *s = s.replace("$VLLM_METRICS_PORT", "$VLLM_INFERENCE_PORT");
+        }
+    }
+}
+
+fn has_named(list: &[Node], key: &str, name: &str) -> bool {
+    list.iter().any(|e| e.get(key).and_then(Node::as_str) == Some(name))
+}
+
+fn list_or_empty(node: Option<&Node>) -> Vec<Node> {
+    node.filter(|n| n.is_truthy()).and_then(Node::as_seq).map(<[Node]>::to_vec).unwrap_or_default()
+}
+
+fn hf_token_env(hf: &Node) -> Node {
+    let name = hf.get("secretName").cloned().unwrap_or_else(|| Node::str("llm-d-hf-token"));
+    let key = hf.get("tokenKey").cloned().unwrap_or_else(|| Node::str("HF_TOKEN"));
+    map_of([
+        ("name", Node::str("HF_TOKEN")),
+        ("valueFrom", map_of([("secretKeyRef", map_of([("name", name), ("key", key)]))])),
+    ])
+}
+
+/// Benchmark-specific details upstream lays into the `router:` chart values.
+fn normalize_router_block(config: &mut Node) {
+    let hf = config.get("huggingface").cloned().unwrap_or_else(|| Node::map(Mapping::new()));
+    let hf_enabled = hf.get("enabled").is_some_and(Node::is_truthy);
+    let images = config.get("images").filter(|n| n.is_truthy()).cloned();
+    let metrics_scrape = config.get_path(&["monitoring", "metricsScrapeEnabled"]).is_some_and(Node::is_truthy);
+    let gw = gateway_class(config);
+    let model_name = config.get_path(&["model", "name"]).filter(|n| n.is_truthy()).cloned();
+    let inference_serving = config.get_path(&["labels", "inferenceServing"]).filter(|n| n.is_truthy()).map(pyfmt::str_node);
+    let label = config.get("model_id_label").filter(|n| n.is_truthy()).map(pyfmt::str_node);
+    let decode_port = config.get_path(&["decode", "vllm", "servicePort"]).filter(|n| n.is_truthy()).cloned();
+
+    let Some(router) = config.ensure_map("router") else { return };
+    if router.ensure_map("epp").is_none() {
+        return;
+    }
+    // 1. HF_TOKEN into the EPP env.
+    let epp = router.get_path_mut(&["epp"]).expect("ensured");
+    if hf_enabled {
+        let mut env = list_or_empty(epp.get("env"));
+        if !has_named(&env, "name", "HF_TOKEN") {
+            env.push(hf_token_env(&hf));
+            epp.set_path(&["env"], Node::bare(Value::Seq(env)));
+        }
+    }
+    // 2. EPP image from the image catalog, user fields on top.
+    if let Some(picker) = images.as_ref().and_then(|i| i.get("routerEndpointPicker")).filter(|n| n.is_truthy()) {
+        let repo_full = picker.get("repository").map(pyfmt::str_node).unwrap_or_default();
+        if !repo_full.is_empty() {
+            let (registry, repository) = match repo_full.rfind('/') {
+                Some(i) if i > 0 => (repo_full[..i].to_string(), repo_full[i + 1..].to_string()),
+                _ => (String::new(), repo_full.clone()),
+            };
+            let mut image = map_of([
+                ("registry", Node::str(registry)),
+                ("repository", Node::str(repository)),
+                ("tag", picker.get("tag").cloned().unwrap_or_else(|| Node::str("main"))),
+                ("pullPolicy", picker.get("pullPolicy").cloned().unwrap_or_else(|| Node::str("IfNotPresent"))),
+            ]);
+            if let Some(user) = epp.get("image").and_then(Node::as_map) {
+                let image_map = image.as_map_mut().expect("mapping");
+                for (k, v) in user {
+                    image_map.insert(k.clone(), v.clone());
+                }
+            }
+            epp.set_path(&["image"], image);
+        }
+    }
+    // 3. zmqPort → chart-native port arrays.
+    let zmq = epp.as_map_mut().expect("mapping").shift_remove("zmqPort").filter(|n| n.is_truthy());
+    // 4. verbosity → flags.v.
+    let verbosity = epp.as_map_mut().expect("mapping").shift_remove("verbosity").filter(|n| !n.is_null());
+    if !epp.get("flags").is_some_and(Node::is_truthy) {
+        if metrics_scrape {
+            epp.set_path(&["flags"], map_of([("v", Node::str("4"))]));
+        } else if let Some(v) = verbosity {
+            epp.set_path(&["flags"], map_of([("v", Node::str(pyfmt::str_node(&v)))]));
+        }
+    }
+    if let Some(port) = zmq {
+        let mut container_ports = list_or_empty(epp.get("extraContainerPorts"));
+        if !has_named(&container_ports, "name", "zmq") {
+            container_ports.insert(0, map_of([("name", Node::str("zmq")), ("containerPort", port.clone()), ("protocol", Node::str("TCP"))]));
+            epp.set_path(&["extraContainerPorts"], Node::bare(Value::Seq(container_ports)));
+        }
+        let mut service_ports = list_or_empty(router.get("extraServicePorts"));
+        if !has_named(&service_ports, "name", "zmq") {
+            service_ports.insert(
+                0,
+                map_of([("name", Node::str("zmq")), ("port", port.clone()), ("targetPort", port), ("protocol", Node::str("TCP"))]),
+            );
+            router.set_path(&["extraServicePorts"], Node::bare(Value::Seq(service_ports)));
+        }
+    }
+    // 5. epponly: an HTTP service port for the proxy sidecar.
+    if gw == "epponly" {
+        let mut service_ports = list_or_empty(router.get("extraServicePorts"));
+        if !has_named(&service_ports, "name", "http") {
+            let target = router.get_path(&["proxy", "httpTargetPort"]).cloned().unwrap_or_else(|| Node::from(8081));
+            service_ports.push(map_of([
+                ("name", Node::str("http")),
+                ("port", Node::from(80)),
+                ("protocol", Node::str("TCP")),
+                ("targetPort", target),
+            ]));
+            router.set_path(&["extraServicePorts"], Node::bare(Value::Seq(service_ports)));
+        }
+    }
+    // 6. tokenizer sidecar: model name, writable HF cache.
+    if let Some(tokenizer) = router.get_path_mut(&["tokenizer"]).filter(|t| t.as_map().is_some_and(|m| !m.is_empty())) {
+        if tokenizer.get("enabled").is_some_and(Node::is_truthy) {
+            if !tokenizer.get("modelName").is_some_and(Node::is_truthy) {
+                if let Some(name) = &model_name {
+                    tokenizer.set_path(&["modelName"], name.clone());
+                }
+            }
+            let mut env = list_or_empty(tokenizer.get("env"));
+            if !has_named(&env, "name", "HF_HOME") {
+                if hf_enabled && !has_named(&env, "name", "HF_TOKEN") {
+                    env.push(hf_token_env(&hf));
+                }
+                env.push(map_of([("name", Node::str("HF_HOME")), ("value", Node::str("/tmp/hf-cache"))]));
+                tokenizer.set_path(&["env"], Node::bare(Value::Seq(env)));
+            }
+            let mut mounts = list_or_empty(tokenizer.get("volumeMounts"));
+            if !has_named(&mounts, "mountPath", "/tmp/hf-cache") {
+                mounts.push(map_of([("name", Node::str("model-cache")), ("mountPath", Node::str("/tmp/hf-cache"))]));
+                tokenizer.set_path(&["volumeMounts"], Node::bare(Value::Seq(mounts)));
+            }
+        }
+    }
+    // 7. modelServers: benchmark labels and the decode port.
+    if let Some(servers) = router.ensure_map("modelServers") {
+        if !servers.get("matchLabels").is_some_and(Node::is_truthy) && (inference_serving.is_some() || label.is_some()) {
+            let mut labels = Mapping::new();
+            if let Some(s) = inference_serving {
+                labels.insert("llm-d.ai/inferenceServing".into(), Node::str(s));
+            }
+            if let Some(l) = label {
+                labels.insert("llm-d.ai/model".into(), Node::str(l));
+            }
+            servers.set_path(&["matchLabels"], Node::map(labels));
+        }
+        if !servers.get("targetPorts").is_some_and(Node::is_truthy) {
+            if let Some(port) = decode_port {
+                servers.set_path(&["targetPorts"], Node::bare(Value::Seq(vec![map_of([("number", port)])])));
+            }
+        }
+    }
+    // 8. The metrics-reader Secret name, where the router chart reads it.
+    if let Some(monitoring) = router.get_path_mut(&["monitoring"]).filter(|m| m.as_map().is_some()) {
+        if let Some(secret) = monitoring.get("secretName").filter(|n| n.is_truthy()).cloned() {
+            if let Some(auth) = monitoring.ensure_map("prometheus").and_then(|p| p.ensure_map("auth")) {
+                if !auth.get("secretName").is_some_and(Node::is_truthy) {
+                    auth.set_path(&["secretName"], secret);
+                }
+            }
+        }
+    }
+    // 9. providerConfig → provider.<class> for the gke / istio gateway charts.
+    let provider_config = router
+        .get_path_mut(&["inferencePool"])
+        .and_then(Node::as_map_mut)
+        .and_then(|m| m.shift_remove("providerConfig"))
+        .filter(|n| !n.is_null());
+    if gw == "gke" || gw == "istio" {
+        let Some(provider) = config.ensure_map("provider") else { return };
+        if provider.get("name").is_none() {
+            provider.set_path(&["name"], Node::str(gw.clone()));
+        }
+        if let Some(pc) = provider_config.filter(|n| n.is_truthy()) {
+            let existing = provider.get(&gw).filter(|n| n.is_truthy()).cloned().unwrap_or_else(|| Node::map(Mapping::new()));
+            provider.set_path(&[gw.as_str()], merged(&pc, &existing));
+        }
+    }
+}
+
+fn validate_epponly(config: &Node, total: usize, stack: &str, errors: &mut Vec<InputError>) {
+    if gateway_class(config) != "epponly" || !modelservice_enabled(config) {
+        return;
+    }
+    let origin = config.get_path(&["gateway", "className"]).map(|n| n.origin.clone()).unwrap_or_default();
+    if total > 1 {
+        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=epponly is single-stack only; this scenario has {total} stacks")));
+    }
+    if config.get_path(&["httpRoute", "mode"]).and_then(Node::as_str) == Some("shared") {
+        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=epponly cannot be used with httpRoute.mode=shared")));
+    }
+}
+
+fn as_int(node: Option<&Node>) -> i64 {
+    match node.map(|n| &n.value) {
+        Some(Value::Int(i)) => *i,
+        Some(Value::Float(f)) => *f as i64,
+        Some(Value::Bool(b)) => i64::from(*b),
+        Some(Value::Str(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn validate_direct_service(config: &Node, stack: &str, errors: &mut Vec<InputError>) {
+    if gateway_class(config) != "none" || !modelservice_enabled(config) {
+        return;
+    }
+    let origin = config.get_path(&["gateway", "className"]).map(|n| n.origin.clone()).unwrap_or_default();
+    if config.get_path(&["httpRoute", "mode"]).and_then(Node::as_str) == Some("shared") {
+        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=none cannot be used with httpRoute.mode=shared")));
+    }
+    let prefill = config.get("prefill");
+    if prefill.and_then(|p| p.get("enabled")).is_some_and(Node::is_truthy) && as_int(prefill.and_then(|p| p.get("replicas"))) > 0 {
+        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=none cannot be used with prefill replicas")));
+    }
+    let decode = config.get("decode");
+    let replicas = as_int(decode.and_then(|d| d.get("replicas")));
+    let enabled = decode.and_then(|d| d.get("enabled")).map_or(replicas > 0, Node::is_truthy);
+    if !enabled || replicas < 1 {
+        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=none requires at least one decode replica")));
+    }
+}
+
+fn validate_kustomize_patches(config: &Node, stack: &str, errors: &mut Vec<InputError>) {
+    if !is_enabled(config, "kustomize") {
+        return;
+    }
+    let patches = list_or_empty(config.get_path(&["kustomize", "patches"]));
+    for (i, entry) in patches.iter().enumerate() {
+        if entry.as_map().is_none() {
+            errors.push(InputError::at(&entry.origin, format!("[{stack}] kustomize.patches[{i}] must be a mapping")));
+            continue;
+        }
+        let Some(patch) = entry.get("patch").and_then(Node::as_str).filter(|p| !p.is_empty()) else { continue };
+        match crate::yaml::load::load_all_str(patch, &format!("kustomize.patches[{i}].patch")) {
+            Err(e) => errors.push(InputError::at(&entry.origin, format!("[{stack}] kustomize.patches[{i}].patch is invalid YAML: {e}"))),
+            Ok(docs) => {
+                for doc in docs.iter().filter(|d| !d.is_null() && d.as_map().is_none()) {
+                    errors.push(InputError::at(
+                        &entry.origin,
+                        format!("[{stack}] kustomize.patches[{i}].patch expected a YAML mapping, got {}", doc.type_name()),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn port_value(node: &Node) -> Option<i64> {
+    match &node.value {
+        Value::Int(i) => Some(*i),
+        Value::Str(s) if !s.trim().is_empty() && s.trim().chars().all(|c| c.is_ascii_digit()) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn resolve_nok8s_envoy_base_id(config: &mut Node) {
+    if !is_enabled(config, "nok8s") {
+        return;
+    }
+    let Some(envoy) = config.get_path_mut(&["nok8s", "envoy"]).filter(|e| e.as_map().is_some()) else { return };
+    if envoy.get("baseId").is_some_and(Node::is_truthy) {
+        return;
+    }
+    if let Some(port) = envoy.get("listenPort").and_then(port_value).filter(|p| (1..=65535).contains(p)) {
+        envoy.set_path(&["baseId"], Node::from(port));
+    }
+}
+
+/// The host nok8s containers are reached on: the host of an `ssh://[user@]host` connection,
+/// `localhost` for a local engine.
+fn resolve_nok8s_client_host(config: &mut Node) {
+    if !is_enabled(config, "nok8s") {
+        return;
+    }
+    let connection = config.get_path(&["nok8s", "connection"]).filter(|n| n.is_truthy()).map(pyfmt::str_node).unwrap_or_default();
+    let host = connection
+        .strip_prefix("ssh://")
+        .map(|rest| {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            rest.split([':', '/']).next().unwrap_or(rest).to_string()
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    config.set_path(&["nok8s", "clientHost"], Node::str(host));
+}
+
+const NOK8S_HOST_PORTS: &[(&[&str], bool)] = &[
+    (&["nok8s", "vllm", "hostPort"], true),
+    (&["nok8s", "envoy", "listenPort"], false),
+    (&["nok8s", "envoy", "adminPort"], false),
+    (&["nok8s", "epp", "grpcPort"], false),
+    (&["nok8s", "epp", "grpcHealthPort"], false),
+    (&["nok8s", "epp", "metricsPort"], false),
+];
+
+fn validate_nok8s_host_claims(config: &Node, stack: &str, claims: &mut HostClaims, errors: &mut Vec<InputError>) {
+    if !is_enabled(config, "nok8s") {
+        return;
+    }
+    let replicas = config.get_path(&["nok8s", "vllm", "replicas"]).and_then(port_value).filter(|r| *r >= 1).unwrap_or(1);
+    let suffix = config.get_path(&["nok8s", "nameSuffix"]).filter(|n| n.is_truthy()).map(pyfmt::str_node).unwrap_or_default();
+    let mut names: Vec<String> = (0..replicas).map(|i| format!("vllm-{i}{suffix}")).collect();
+    names.push(format!("epp{suffix}"));
+    names.push(format!("envoy{suffix}"));
+    for name in names {
+        match claims.names.iter().find(|(n, _)| *n == name) {
+            Some((_, owner)) if owner != stack => errors.push(InputError::new(format!(
+                "[{stack}] nok8s container name '{name}' is already used by stack '{owner}'; give the stacks distinct names or nok8s.nameSuffix values"
+            ))),
+            Some(_) => {}
+            None => claims.names.push((name, stack.to_string())),
+        }
+    }
+    for (path, is_base) in NOK8S_HOST_PORTS {
+        let Some(node) = config.get_path(path) else { continue };
+        if node.is_null() {
+            continue;
+        }
+        let key = path.join(".");
+        let Some(base) = port_value(node) else {
+            errors.push(InputError::at(&node.origin, format!("[{stack}] {key} must be an integer port, got {}", pyfmt::repr_node(node))));
+            continue;
+        };
+        if !(1..=65535).contains(&base) {
+            errors.push(InputError::at(&node.origin, format!("[{stack}] {key} is {base}, outside the valid port range 1-65535")));
+            continue;
+        }
+        let span = if *is_base { replicas } else { 1 };
+        for port in base..base + span {
+            match claims.ports.iter().find(|(p, _, _)| *p == port) {
+                Some((_, owner, _)) if owner != stack => errors.push(InputError::at(
+                    &node.origin,
+                    format!("[{stack}] nok8s host port {port} ({key}) is already used by stack '{owner}'"),
+                )),
+                Some((_, _, owner_key)) if *owner_key != key => errors.push(InputError::at(
+                    &node.origin,
+                    format!("[{stack}] nok8s host port {port} is claimed by both {owner_key} and {key}"),
+                )),
+                Some(_) => {}
+                None => claims.ports.push((port, stack.to_string(), key.clone())),
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Rendering one stack's manifests from a template directory, upstream-style.
+//!
+//! * Every `*.j2` file in the directory is a template, in sorted file-name order, except
+//!   partials whose names start with `_`.
+//! * `_macros.j2`, when present, is textually prepended to every template (upstream does
+//!   not `import` it), so its macros are in scope everywhere. Error lines are mapped back
+//!   to `_macros.j2` or to the template file.
+//! * The output name is the file name without `.j2`, plus `.yaml` when it does not end
+//!   in `.yaml` (`14_standalone-deployment_yaml.j2` → `14_standalone-deployment_yaml.yaml`).
+//! * Each output is stripped and ends with one newline; every output is parsed as YAML.
+//! * Templates of one stack are rendered in order against one shared, mutable config:
+//!   a `dict.update` in template 13 is visible to template 14 and to `config.yaml`.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::Environment;
+
+use super::env::plan_environment;
+use super::pyvalue::{from_template, to_template};
+use crate::error::InputError;
+use crate::yaml::{DumpOptions, Node, dump, load::load_all_str};
+
+const MACROS_FILE: &str = "_macros.j2";
+
+/// One template file.
+#[derive(Clone, Debug)]
+pub struct TemplateFile {
+    /// File name in the template directory (the minijinja template name).
+    pub source_name: String,
+    /// Output file name in the plan.
+    pub output_name: String,
+    /// The template's own text (without the prepended macros).
+    pub text: String,
+}
+
+/// A compiled template directory.
+pub struct TemplateSet {
+    pub dir: PathBuf,
+    pub templates: Vec<TemplateFile>,
+    /// Text of `_macros.j2` (with the newline upstream adds), if any.
+    pub macros: Option<String>,
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateSet").field("dir", &self.dir).field("templates", &self.templates.len()).finish()
+    }
+}
+
+/// Maps a minijinja error to an [`InputError`] that names the file and line the user
+/// must edit (`_macros.j2` when the line falls inside the prepended macros).
+pub fn template_error(e: &minijinja::Error, file: &str, macro_lines: usize, macros_path: Option<&str>) -> InputError {
+    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let location = match e.line() {
+        Some(line) if macro_lines > 0 && line <= macro_lines => format!("{}:{line}", macros_path.unwrap_or(MACROS_FILE)),
+        Some(line) => format!("{file}:{}", line - macro_lines),
+        None => file.to_string(),
+    };
+    let what = match e.kind() {
+        minijinja::ErrorKind::SyntaxError => "template syntax error",
+        minijinja::ErrorKind::UndefinedError => "undefined value",
+        _ => "template error",
+    };
+    let mut err = InputError::new(format!("{location}: {what}: {detail}"));
+    if detail.starts_with("raise():") {
+        err.message = format!("{location}: {}", detail.trim_start_matches("raise(): "));
+        err = err.help("the template rejected this configuration (it called raise())");
+    }
+    err
+}
+
+impl TemplateSet {
+    /// Reads and compiles every template in `dir`.
+    pub fn load(dir: &Path) -> Result<TemplateSet, InputError> {
+        let display = dir.display().to_string();
+        let entries = std::fs::read_dir(dir).map_err(|e| InputError::new(format!("{display}: cannot read template directory: {e}")))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n.ends_with(".j2"))
+            .collect();
+        names.sort();
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(name).display())))
+        };
+        let macros = if names.iter().any(|n| n == MACROS_FILE) { Some(read(MACROS_FILE)? + "\n") } else { None };
+        let macro_lines = macros.as_deref().map_or(0, |m| m.matches('\n').count());
+        let macros_path = dir.join(MACROS_FILE).display().to_string();
+        let mut env = plan_environment();
+        let mut templates = Vec::new();
+        for name in names.iter().filter(|n| !n.starts_with('_')) {
+            let text = read(name)?;
+            let stem = name.trim_end_matches(".j2");
+            let output_name = if stem.ends_with(".yaml") { stem.to_string() } else { format!("{stem}.yaml") };
+            let source = format!("{}{text}", macros.as_deref().unwrap_or(""));
+            env.add_template_owned(name.clone(), source)
+                .map_err(|e| template_error(&e, &dir.join(name).display().to_string(), macro_lines, Some(&macros_path)))?;
+            templates.push(TemplateFile { source_name: name.clone(), output_name, text });
+        }
+        if templates.is_empty() {
+            return Err(InputError::new(format!("{display}: no templates (*.j2) found")));
+        }
+        Ok(TemplateSet { dir: dir.to_path_buf(), templates, macros, env })
+    }
+
+    fn macro_lines(&self) -> usize {
+        self.macros.as_deref().map_or(0, |m| m.matches('\n').count())
+    }
+
+    /// blake3 over the template names and texts: what a plan's key covers.
+    pub fn digest(&self) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(b"llmd/templates/v1\0");
+        if let Some(m) = &self.macros {
+            h.update(MACROS_FILE.as_bytes()).update(b"\0").update(m.as_bytes()).update(b"\0");
+        }
+        for t in &self.templates {
+            h.update(t.source_name.as_bytes()).update(b"\0").update(t.text.as_bytes()).update(b"\0");
+        }
+        h.finalize()
+    }
+
+    /// Renders every template for one stack. `nok8s` stacks render only the templates
+    /// whose names contain `nok8s`. Returns the outputs and the (possibly mutated) config.
+    pub fn render_stack(&self, config: &Node, nok8s: bool) -> Result<RenderedStack, InputError> {
+        let ctx = to_template(config);
+        let macro_lines = self.macro_lines();
+        let macros_path = self.dir.join(MACROS_FILE).display().to_string();
+        let mut files = Vec::new();
+        for t in &self.templates {
+            if nok8s && !t.output_name.contains("nok8s") {
+                continue;
+            }
+            let path = self.dir.join(&t.source_name).display().to_string();
+            let tmpl = self.env.get_template(&t.source_name).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
+            let rendered = tmpl.render(ctx.clone()).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
+            let content = format!("{}\n", rendered.trim());
+            check_yaml(&content, &t.source_name, &t.output_name)?;
+            files.push((t.output_name.clone(), content));
+        }
+        Ok(RenderedStack { files, config: from_template(&ctx) })
+    }
+}
+
+/// A rendered stack: `(output file name, content)` in template order, plus the config
+/// after rendering (templates may mutate it).
+#[derive(Clone, Debug)]
+pub struct RenderedStack {
+    pub files: Vec<(String, String)>,
+    pub config: Node,
+}
+
+impl RenderedStack {
+    /// `config.yaml`, as upstream writes it (a JSON round trip, then a sorted PyYAML dump).
+    pub fn config_yaml(&self) -> String {
+        dump(&self.config, DumpOptions::default())
+    }
+}
+
+/// Parses a rendered output; a failure names the template and the offending line.
+fn check_yaml(content: &str, template: &str, output: &str) -> Result<(), InputError> {
+    if let Err(e) = load_all_str(content, output) {
+        let line = content.lines().nth(e.origin.line.saturating_sub(1) as usize).unwrap_or("").trim_end();
+        return Err(InputError::new(format!(
+            "template {template} rendered invalid YAML: {output}:{}:{}: {}\n  | {line}",
+            e.origin.line, e.origin.col, e.message
+        ))
+        .help("look for indentation or quoting in the template around that output line"));
+    }
+    Ok(())
+}
