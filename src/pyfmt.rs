@@ -153,10 +153,9 @@ pub fn repr_node(node: &crate::yaml::Node) -> String {
         Value::Float(f) => float_repr(*f),
         Value::Str(s) => str_repr(s),
         Value::Seq(items) => format!("[{}]", items.iter().map(repr_node).collect::<Vec<_>>().join(", ")),
-        Value::Map(m) => format!(
-            "{{{}}}",
-            m.iter().map(|(k, v)| format!("{}: {}", str_repr(k), repr_node(v))).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Map(m) => {
+            format!("{{{}}}", m.iter().map(|(k, v)| format!("{}: {}", str_repr(k), repr_node(v))).collect::<Vec<_>>().join(", "))
+        }
     }
 }
 

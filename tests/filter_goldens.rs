@@ -22,7 +22,13 @@ fn snippets_render_like_jinja2() {
             Err(e) => failures.push(format!("{template}\n  want {want:?}\n  error {e:#}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} snippets differ:\n{}", failures.len(), goldens["cases"].as_array().unwrap().len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} snippets differ:\n{}",
+        failures.len(),
+        goldens["cases"].as_array().unwrap().len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

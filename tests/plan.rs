@@ -56,7 +56,16 @@ fn rendering_is_deterministic() {
 fn set_overrides_reach_the_plan() {
     let ws = tempfile::tempdir().unwrap();
     let r = run(llmd()
-        .args(["--spec", "examples/multi-model", "plan", "--set", "llama-*:decode.replicas=5,model.maxModelLen=2048", "-p", "bench,harness-ns", "--workspace"])
+        .args([
+            "--spec",
+            "examples/multi-model",
+            "plan",
+            "--set",
+            "llama-*:decode.replicas=5,model.maxModelLen=2048",
+            "-p",
+            "bench,harness-ns",
+            "--workspace",
+        ])
         .arg(ws.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let cfg = |stack: &str| std::fs::read_to_string(ws.path().join("plan").join(stack).join("config.yaml")).unwrap();
@@ -71,4 +80,94 @@ fn set_overrides_reach_the_plan() {
     assert_eq!(qwen.get("stackIndex").unwrap().as_i64(), Some(1));
     assert_eq!(llama.get("stackIndex").unwrap().as_i64(), Some(2));
     assert_eq!(llama.get("scenarioName").unwrap().as_str(), Some("multi-model"));
+}
+
+/// A throwaway copy of the shipped config tree, for tests that break it.
+fn config_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp").arg("-r").arg(support::root().join("config")).arg(dir.path()).status().unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn expect_input_error(r: &support::Run, fragments: &[&str]) {
+    assert_eq!(r.code, 2, "expected exit code 2, got {}:\n{}", r.code, r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    for f in fragments {
+        assert!(r.stderr.contains(f), "stderr lacks {f:?}:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_code_2() {
+    let ws = tempfile::tempdir().unwrap();
+    let ws_arg = ws.path().to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--spec", "examples/simm", "plan"], &["specification 'examples/simm' not found", "did you mean 'examples/sim'"]),
+        (&["plan"], &["no specification given", "--spec"]),
+        (
+            &["--spec", "examples/sim", "plan", "--set", "decode.replicas"],
+            &["invalid --set override 'decode.replicas'", "[stack:]dotted.key=value"],
+        ),
+        (&["--spec", "examples/sim", "plan", "--set", "a=1,a.b=2"], &["conflicting --set overrides"]),
+        (
+            &["--spec", "examples/sim", "plan", "--set", "simm:decode.replicas=2"],
+            &["selector 'simm' matches no stack", "did you mean 'sim:'"],
+        ),
+        (&["--spec", "examples/sim", "plan", "--stack", "nope"], &["--stack 'nope' matches no stack"]),
+        (&["--spec", "examples/sim", "plan", "--set", "decode.vllm.additionalFlags.0=x"], &["descends into a list"]),
+        (&["--spec", "examples/sim", "plan", "--set", "model.name=${model.path}"], &["cyclic config variable reference", "defaults.yaml:"]),
+        (
+            &["--spec", "examples/multi-model", "plan", "--set", "httpRoute.mode=weird"],
+            &["08_httproute.yaml.j2:7", "httpRoute.mode must be"],
+        ),
+        (&["--spec", "examples/sim", "plan", "--cluster-config", "/nonexistent/cc.yaml"], &["/nonexistent/cc.yaml", "cannot read"]),
+        (&["--spec", "examples/sim", "plan", "-s", "3-1"], &["backwards"]),
+    ];
+    for (args, fragments) in cases {
+        let r = run(llmd().args(*args).args(["--workspace", ws_arg]));
+        expect_input_error(&r, fragments);
+    }
+    assert!(!ws.path().join("plan").exists(), "failed renders must not leave a plan");
+}
+
+#[test]
+fn broken_config_trees_name_file_and_line() {
+    let base = config_copy();
+    let ws = tempfile::tempdir().unwrap();
+    let plan_with =
+        |spec: &str| run(llmd().args(["--base-dir", base.path().to_str().unwrap(), "--spec", spec, "plan", "--workspace"]).arg(ws.path()));
+    // A good plan first: failures afterwards must leave it untouched.
+    assert_eq!(plan_with("examples/sim").code, 0);
+    let good = std::fs::read_to_string(ws.path().join("plan/sim/14_standalone-deployment.yaml")).unwrap();
+
+    let scenario = base.path().join("config/scenarios/examples/sim.yaml");
+    let original = std::fs::read_to_string(&scenario).unwrap();
+    std::fs::write(&scenario, "scenario:\n  - name: x\n    model: {name: [a\n").unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["config/scenarios/examples/sim.yaml:4:", "flow sequence"]);
+    std::fs::write(&scenario, "scenario: 5\n").unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["'scenario' must be a list of stacks"]);
+    std::fs::write(&scenario, original).unwrap();
+
+    let bad = base.path().join("config/templates/jinja/99_bad.yaml.j2");
+    std::fs::write(&bad, "{% if x %}\nfoo: {{ bar }\n").unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["99_bad.yaml.j2:2", "template syntax error"]);
+    std::fs::write(&bad, "ok: 1\nbad: a: b\n").unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["99_bad.yaml.j2 rendered invalid YAML", "99_bad.yaml:2:"]);
+    std::fs::write(&bad, "a: {{ nothere.x }}\n").unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["99_bad.yaml.j2:1", "undefined"]);
+    std::fs::remove_file(&bad).unwrap();
+
+    let macros = base.path().join("config/templates/jinja/_macros.j2");
+    let text = std::fs::read_to_string(&macros).unwrap();
+    std::fs::write(&macros, text.replace("{{ model.maxModelLen }}", "{{ model.maxModelLen.a.b }}")).unwrap();
+    expect_input_error(&plan_with("examples/gpu"), &["_macros.j2:7", "undefined"]);
+    std::fs::write(&macros, text).unwrap();
+
+    let defaults = base.path().join("config/templates/values/defaults.yaml");
+    std::fs::remove_file(&defaults).unwrap();
+    std::fs::create_dir(&defaults).unwrap();
+    expect_input_error(&plan_with("examples/sim"), &["defaults.yaml"]);
+
+    assert_eq!(std::fs::read_to_string(ws.path().join("plan/sim/14_standalone-deployment.yaml")).unwrap(), good);
 }

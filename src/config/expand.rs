@@ -38,7 +38,9 @@ pub fn expand_common(layer: &Node, defaults: Option<&Node>) -> Result<Node, Inpu
                     continue;
                 }
                 let mut inherited = value.clone();
-                if let (Some(allowed), Some(inh)) = (defaults.get_path(&[section, key.as_str()]).and_then(Node::as_map), inherited.as_map_mut()) {
+                if let (Some(allowed), Some(inh)) =
+                    (defaults.get_path(&[section, key.as_str()]).and_then(Node::as_map), inherited.as_map_mut())
+                {
                     inh.retain(|k, _| allowed.contains_key(k));
                     if inh.is_empty() {
                         continue;
@@ -106,8 +108,12 @@ mod tests {
 
     #[test]
     fn common_seeds_owning_sections_and_merges_to_root() {
-        let defaults = y("decode: {acceleratorType: {labelKey: k, labelValue: v}, replicas: 1}\nstandalone: {acceleratorType: {}, image: {repository: r, tag: t}}\nprefill: {replicas: 0}\n");
-        let layer = y("common:\n  acceleratorType: {labelValue: H100, extra: 1}\n  replicas: 3\n  enabled: true\n  images: {vllmOpenai: {repository: myrepo, tag: v1, junk: 2}}\ndecode: {replicas: 5}\n");
+        let defaults = y(
+            "decode: {acceleratorType: {labelKey: k, labelValue: v}, replicas: 1}\nstandalone: {acceleratorType: {}, image: {repository: r, tag: t}}\nprefill: {replicas: 0}\n",
+        );
+        let layer = y(
+            "common:\n  acceleratorType: {labelValue: H100, extra: 1}\n  replicas: 3\n  enabled: true\n  images: {vllmOpenai: {repository: myrepo, tag: v1, junk: 2}}\ndecode: {replicas: 5}\n",
+        );
         let out = expand_common(&layer, Some(&defaults)).unwrap();
         assert_eq!(out.get_path(&["decode", "replicas"]).unwrap().as_i64(), Some(5), "explicit per-method wins");
         assert_eq!(out.get_path(&["prefill", "replicas"]).unwrap().as_i64(), Some(3));

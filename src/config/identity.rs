@@ -36,10 +36,10 @@ pub fn suffix_stack_scoped_names(config: &mut Node, total_stacks: usize) {
         _ => return,
     };
     for (path, default) in STACK_SCOPED_DEFAULTS {
-        if let Some(node) = config.get_path_mut(path) {
-            if node.as_str() == Some(default) {
-                node.value = Value::Str(format!("{default}-{label}"));
-            }
+        if let Some(node) = config.get_path_mut(path)
+            && node.as_str() == Some(default)
+        {
+            node.value = Value::Str(format!("{default}-{label}"));
         }
     }
 }
@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn suffixing_only_for_multi_stack_defaults() {
-        let base = load_str("model_id_label: lbl\ndownloadJob: {name: download-model}\nrouter: {monitoring: {secretName: custom}}\n", "t").unwrap();
+        let base = load_str("model_id_label: lbl\ndownloadJob: {name: download-model}\nrouter: {monitoring: {secretName: custom}}\n", "t")
+            .unwrap();
         let mut one = base.clone();
         suffix_stack_scoped_names(&mut one, 1);
         assert_eq!(one, base);

@@ -69,10 +69,18 @@ fn walk(layer: &Node, defaults: &Node, path: &mut Vec<String>, label: &str, warn
                 match did_you_mean(key, default_map.keys().map(String::as_str)) {
                     Some(s) => {
                         let intended = path.iter().map(String::as_str).chain(std::iter::once(s)).collect::<Vec<_>>().join(".");
-                        warnings.push_at(&value.origin, format!("[{label}] unknown key '{dotted}' (not in defaults); did you mean '{intended}'?"));
+                        warnings.push_at(
+                            &value.origin,
+                            format!("[{label}] unknown key '{dotted}' (not in defaults); did you mean '{intended}'?"),
+                        );
                     }
                     None if path.is_empty() => {
-                        warnings.push_at(&value.origin, format!("[{label}] unknown top-level key '{dotted}' (not in defaults); templates will only see it if they read it"));
+                        warnings.push_at(
+                            &value.origin,
+                            format!(
+                                "[{label}] unknown top-level key '{dotted}' (not in defaults); templates will only see it if they read it"
+                            ),
+                        );
                     }
                     None => {}
                 }
@@ -88,7 +96,8 @@ mod tests {
 
     #[test]
     fn near_misses_and_top_level_unknowns() {
-        let defaults = load_str("decode: {replicas: 1, flags: {a: 1}, parallelism: {}}\nmodel: {name: x}\nlabels: {}\n", "defaults.yaml").unwrap();
+        let defaults =
+            load_str("decode: {replicas: 1, flags: {a: 1}, parallelism: {}}\nmodel: {name: x}\nlabels: {}\n", "defaults.yaml").unwrap();
         let scenario = Scenario {
             file: "s.yaml".into(),
             name: "s".into(),
@@ -108,6 +117,9 @@ mod tests {
         assert_eq!(text.len(), 3, "{text:?}");
         assert!(text[0].contains("'modle'") && text[0].contains("did you mean 'model'"), "{text:?}");
         assert!(text[1].contains("'common.paralelism'") && text[1].contains("'common.parallelism'"), "{text:?}");
-        assert!(text[2].contains("'decode.replcas'") && text[2].contains("'decode.replicas'") && text[2].starts_with("s.yaml:2:"), "{text:?}");
+        assert!(
+            text[2].contains("'decode.replcas'") && text[2].contains("'decode.replicas'") && text[2].starts_with("s.yaml:2:"),
+            "{text:?}"
+        );
     }
 }

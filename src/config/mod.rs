@@ -58,10 +58,7 @@ pub struct PlanOptions {
 impl PlanOptions {
     /// Reads the Hugging Face token the way upstream does.
     pub fn hf_token_from_env() -> Option<String> {
-        ["HF_TOKEN", "LLMDBENCH_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok())
-            .find(|v| !v.is_empty())
+        ["HF_TOKEN", "LLMDBENCH_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"].iter().filter_map(|k| std::env::var(k).ok()).find(|v| !v.is_empty())
     }
 }
 
@@ -149,7 +146,11 @@ pub fn resolve_loaded(opts: &PlanOptions, spec: Spec, defaults: Node, scenario: 
     let names: Vec<String> = scenario.stacks.iter().map(|(n, _)| n.clone()).collect();
     for wanted in &opts.stack_filter {
         if !names.contains(wanted) {
-            let mut err = InputError::new(format!("--stack '{wanted}' matches no stack in {} (known stacks: {})", scenario.file.display(), names.join(", ")));
+            let mut err = InputError::new(format!(
+                "--stack '{wanted}' matches no stack in {} (known stacks: {})",
+                scenario.file.display(),
+                names.join(", ")
+            ));
             if let Some(s) = crate::error::did_you_mean(wanted, names.iter().map(String::as_str)) {
                 err = err.help(format!("did you mean '{s}'?"));
             }

@@ -78,15 +78,15 @@ pub fn resolve_spec_file(base_dir: &Path, spec: &str) -> Result<PathBuf, InputEr
             let mut err = InputError::new(format!("specification '{spec}' not found under {}", spec_root(base_dir).display()));
             err = match did_you_mean(name, names.iter().copied()) {
                 Some(s) => err.help(format!("did you mean '{s}'? available: {}", names.join(", "))),
-                None if names.is_empty() => err.help("no specifications found; is --base-dir pointing at a tree with config/specification?"),
+                None if names.is_empty() => {
+                    err.help("no specifications found; is --base-dir pointing at a tree with config/specification?")
+                }
                 None => err.help(format!("available: {}", names.join(", "))),
             };
             Err(err)
         }
-        many => Err(InputError::new(format!("specification name '{spec}' is ambiguous")).help(format!(
-            "use one of: {}",
-            many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
+        many => Err(InputError::new(format!("specification name '{spec}' is ambiguous"))
+            .help(format!("use one of: {}", many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")))),
     }
 }
 
@@ -102,8 +102,9 @@ pub fn load_spec(base_dir: &Path, spec: &str) -> Result<Spec, InputError> {
         .map_err(|e| crate::render::plan::template_error(&e, &display, 0, None))?;
     let doc = load_str(&rendered, &format!("{display} (rendered)"))?;
     if doc.get("scenario").is_some() && doc.get("scenario_file").is_none() {
-        return Err(InputError::new(format!("{display} looks like a scenario file, not a specification"))
-            .help("pass a specification (config/specification/**/<name>.yaml.j2) with --spec; it names the scenario in scenario_file.path"));
+        return Err(InputError::new(format!("{display} looks like a scenario file, not a specification")).help(
+            "pass a specification (config/specification/**/<name>.yaml.j2) with --spec; it names the scenario in scenario_file.path",
+        ));
     }
     let path_of = |key: &str| -> Result<PathBuf, InputError> {
         let node = doc.get(key).ok_or_else(|| {

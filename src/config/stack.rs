@@ -51,24 +51,19 @@ struct HostClaims {
 }
 
 /// Resolves every stack of `scenario`.
-pub fn resolve_stacks(opts: &PlanOptions, defaults: &Node, scenario: &Scenario, overlays_dir: &Path) -> Result<Vec<StackConfig>, InputError> {
+pub fn resolve_stacks(
+    opts: &PlanOptions,
+    defaults: &Node,
+    scenario: &Scenario,
+    overlays_dir: &Path,
+) -> Result<Vec<StackConfig>, InputError> {
     let siblings = sibling_stacks(scenario)?;
-    let shared_infra = siblings
-        .iter()
-        .position(|s| !s.get("standalone").is_some_and(Node::is_truthy))
-        .map_or(1, |i| i + 1);
+    let shared_infra = siblings.iter().position(|s| !s.get("standalone").is_some_and(Node::is_truthy)).map_or(1, |i| i + 1);
     let shared = expand_common(&scenario.shared, Some(defaults))?;
     let mut claims = HostClaims::default();
     let mut out = Vec::with_capacity(scenario.stacks.len());
     for (i, (name, stack)) in scenario.stacks.iter().enumerate() {
-        let ctx = StackContext {
-            opts,
-            name,
-            index: i + 1,
-            total: scenario.stacks.len(),
-            defaults,
-            overlays_dir,
-        };
+        let ctx = StackContext { opts, name, index: i + 1, total: scenario.stacks.len(), defaults, overlays_dir };
         let mut warnings = Warnings::default();
         let mut config = ctx.merge_layers(&shared, stack, &mut warnings)?;
         ctx.resolve(&mut config, &mut warnings)?;
@@ -140,21 +135,20 @@ impl StackContext<'_> {
             config = Node::map(Mapping::new());
         }
         hoist_modelservice(&mut config);
-        Ok(config)
-            .and_then(|mut c| {
-                let overrides = self.opts.overrides.for_stack(self.name, self.opts.setup_overrides.as_ref());
-                if overrides.as_map().is_some_and(|m| !m.is_empty()) {
-                    self.log_overrides(&overrides, &c, warnings);
-                    check_override_paths(&overrides, &c, self.name, warnings)?;
-                    merge_into(&mut c, &overrides);
-                    self.apply_accelerator_profile(&mut c, warnings)?;
-                    // Profile defaults never beat an explicit override: apply them again.
-                    merge_into(&mut c, &overrides);
-                } else {
-                    self.apply_accelerator_profile(&mut c, warnings)?;
-                }
-                Ok(c)
-            })
+        Ok(config).and_then(|mut c| {
+            let overrides = self.opts.overrides.for_stack(self.name, self.opts.setup_overrides.as_ref());
+            if overrides.as_map().is_some_and(|m| !m.is_empty()) {
+                self.log_overrides(&overrides, &c, warnings);
+                check_override_paths(&overrides, &c, self.name, warnings)?;
+                merge_into(&mut c, &overrides);
+                self.apply_accelerator_profile(&mut c, warnings)?;
+                // Profile defaults never beat an explicit override: apply them again.
+                merge_into(&mut c, &overrides);
+            } else {
+                self.apply_accelerator_profile(&mut c, warnings)?;
+            }
+            Ok(c)
+        })
     }
 
     fn log_overrides(&self, overrides: &Node, base: &Node, warnings: &mut Warnings) {
@@ -221,7 +215,8 @@ impl StackContext<'_> {
 
     fn resolve_namespace(&self, config: &mut Node) {
         let current = config.get_path(&["namespace", "name"]).and_then(Node::as_str).unwrap_or("auto").to_string();
-        let gateway_needs = |c: &Node| matches!(c.get_path(&["gateway", "namespace"]).and_then(Node::as_str), Some("auto" | DEFAULT_NAMESPACE | ""));
+        let gateway_needs =
+            |c: &Node| matches!(c.get_path(&["gateway", "namespace"]).and_then(Node::as_str), Some("auto" | DEFAULT_NAMESPACE | ""));
         if let Some(cli) = &self.opts.namespace {
             let parts: Vec<&str> = cli.split(',').map(str::trim).collect();
             let mut deploy = parts.first().copied().filter(|s| !s.is_empty()).unwrap_or(&current).to_string();
@@ -457,10 +452,10 @@ fn normalize_direct_service_mode(config: &mut Node) {
         return;
     }
     config.set_path(&["routing", "proxy", "enabled"], Node::from(false));
-    if let Some(cmd) = config.get_path_mut(&["decode", "vllm", "customCommand"]) {
-        if let Value::Str(s) = &mut cmd.value {
-            *s = s.replace("$VLLM_METRICS_PORT", "$VLLM_INFERENCE_PORT");
-        }
+    if let Some(cmd) = config.get_path_mut(&["decode", "vllm", "customCommand"])
+        && let Value::Str(s) = &mut cmd.value
+    {
+        *s = s.replace("$VLLM_METRICS_PORT", "$VLLM_INFERENCE_PORT");
     }
 }
 
@@ -475,10 +470,7 @@ fn list_or_empty(node: Option<&Node>) -> Vec<Node> {
 fn hf_token_env(hf: &Node) -> Node {
     let name = hf.get("secretName").cloned().unwrap_or_else(|| Node::str("llm-d-hf-token"));
     let key = hf.get("tokenKey").cloned().unwrap_or_else(|| Node::str("HF_TOKEN"));
-    map_of([
-        ("name", Node::str("HF_TOKEN")),
-        ("valueFrom", map_of([("secretKeyRef", map_of([("name", name), ("key", key)]))])),
-    ])
+    map_of([("name", Node::str("HF_TOKEN")), ("valueFrom", map_of([("secretKeyRef", map_of([("name", name), ("key", key)]))]))])
 }
 
 /// Benchmark-specific details upstream lays into the `router:` chart values.
@@ -543,7 +535,8 @@ fn normalize_router_block(config: &mut Node) {
     if let Some(port) = zmq {
         let mut container_ports = list_or_empty(epp.get("extraContainerPorts"));
         if !has_named(&container_ports, "name", "zmq") {
-            container_ports.insert(0, map_of([("name", Node::str("zmq")), ("containerPort", port.clone()), ("protocol", Node::str("TCP"))]));
+            container_ports
+                .insert(0, map_of([("name", Node::str("zmq")), ("containerPort", port.clone()), ("protocol", Node::str("TCP"))]));
             epp.set_path(&["extraContainerPorts"], Node::bare(Value::Seq(container_ports)));
         }
         let mut service_ports = list_or_empty(router.get("extraServicePorts"));
@@ -570,26 +563,26 @@ fn normalize_router_block(config: &mut Node) {
         }
     }
     // 6. tokenizer sidecar: model name, writable HF cache.
-    if let Some(tokenizer) = router.get_path_mut(&["tokenizer"]).filter(|t| t.as_map().is_some_and(|m| !m.is_empty())) {
-        if tokenizer.get("enabled").is_some_and(Node::is_truthy) {
-            if !tokenizer.get("modelName").is_some_and(Node::is_truthy) {
-                if let Some(name) = &model_name {
-                    tokenizer.set_path(&["modelName"], name.clone());
-                }
+    if let Some(tokenizer) = router.get_path_mut(&["tokenizer"]).filter(|t| t.as_map().is_some_and(|m| !m.is_empty()))
+        && tokenizer.get("enabled").is_some_and(Node::is_truthy)
+    {
+        if !tokenizer.get("modelName").is_some_and(Node::is_truthy)
+            && let Some(name) = &model_name
+        {
+            tokenizer.set_path(&["modelName"], name.clone());
+        }
+        let mut env = list_or_empty(tokenizer.get("env"));
+        if !has_named(&env, "name", "HF_HOME") {
+            if hf_enabled && !has_named(&env, "name", "HF_TOKEN") {
+                env.push(hf_token_env(&hf));
             }
-            let mut env = list_or_empty(tokenizer.get("env"));
-            if !has_named(&env, "name", "HF_HOME") {
-                if hf_enabled && !has_named(&env, "name", "HF_TOKEN") {
-                    env.push(hf_token_env(&hf));
-                }
-                env.push(map_of([("name", Node::str("HF_HOME")), ("value", Node::str("/tmp/hf-cache"))]));
-                tokenizer.set_path(&["env"], Node::bare(Value::Seq(env)));
-            }
-            let mut mounts = list_or_empty(tokenizer.get("volumeMounts"));
-            if !has_named(&mounts, "mountPath", "/tmp/hf-cache") {
-                mounts.push(map_of([("name", Node::str("model-cache")), ("mountPath", Node::str("/tmp/hf-cache"))]));
-                tokenizer.set_path(&["volumeMounts"], Node::bare(Value::Seq(mounts)));
-            }
+            env.push(map_of([("name", Node::str("HF_HOME")), ("value", Node::str("/tmp/hf-cache"))]));
+            tokenizer.set_path(&["env"], Node::bare(Value::Seq(env)));
+        }
+        let mut mounts = list_or_empty(tokenizer.get("volumeMounts"));
+        if !has_named(&mounts, "mountPath", "/tmp/hf-cache") {
+            mounts.push(map_of([("name", Node::str("model-cache")), ("mountPath", Node::str("/tmp/hf-cache"))]));
+            tokenizer.set_path(&["volumeMounts"], Node::bare(Value::Seq(mounts)));
         }
     }
     // 7. modelServers: benchmark labels and the decode port.
@@ -604,21 +597,19 @@ fn normalize_router_block(config: &mut Node) {
             }
             servers.set_path(&["matchLabels"], Node::map(labels));
         }
-        if !servers.get("targetPorts").is_some_and(Node::is_truthy) {
-            if let Some(port) = decode_port {
-                servers.set_path(&["targetPorts"], Node::bare(Value::Seq(vec![map_of([("number", port)])])));
-            }
+        if !servers.get("targetPorts").is_some_and(Node::is_truthy)
+            && let Some(port) = decode_port
+        {
+            servers.set_path(&["targetPorts"], Node::bare(Value::Seq(vec![map_of([("number", port)])])));
         }
     }
     // 8. The metrics-reader Secret name, where the router chart reads it.
-    if let Some(monitoring) = router.get_path_mut(&["monitoring"]).filter(|m| m.as_map().is_some()) {
-        if let Some(secret) = monitoring.get("secretName").filter(|n| n.is_truthy()).cloned() {
-            if let Some(auth) = monitoring.ensure_map("prometheus").and_then(|p| p.ensure_map("auth")) {
-                if !auth.get("secretName").is_some_and(Node::is_truthy) {
-                    auth.set_path(&["secretName"], secret);
-                }
-            }
-        }
+    if let Some(monitoring) = router.get_path_mut(&["monitoring"]).filter(|m| m.as_map().is_some())
+        && let Some(secret) = monitoring.get("secretName").filter(|n| n.is_truthy()).cloned()
+        && let Some(auth) = monitoring.ensure_map("prometheus").and_then(|p| p.ensure_map("auth"))
+        && !auth.get("secretName").is_some_and(Node::is_truthy)
+    {
+        auth.set_path(&["secretName"], secret);
     }
     // 9. providerConfig → provider.<class> for the gke / istio gateway charts.
     let provider_config = router
@@ -644,7 +635,10 @@ fn validate_epponly(config: &Node, total: usize, stack: &str, errors: &mut Vec<I
     }
     let origin = config.get_path(&["gateway", "className"]).map(|n| n.origin.clone()).unwrap_or_default();
     if total > 1 {
-        errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=epponly is single-stack only; this scenario has {total} stacks")));
+        errors.push(InputError::at(
+            &origin,
+            format!("[{stack}] gateway.className=epponly is single-stack only; this scenario has {total} stacks"),
+        ));
     }
     if config.get_path(&["httpRoute", "mode"]).and_then(Node::as_str) == Some("shared") {
         errors.push(InputError::at(&origin, format!("[{stack}] gateway.className=epponly cannot be used with httpRoute.mode=shared")));
@@ -800,5 +794,154 @@ fn validate_nok8s_host_claims(config: &Node, stack: &str, claims: &mut HostClaim
                 None => claims.ports.push((port, stack.to_string(), key.clone())),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::yaml::load_str;
+
+    const DEFAULTS: &str = "\
+namespace: {name: auto}
+gateway: {namespace: auto, className: istio}
+model: {name: default/model, maxModelLen: 100}
+decode: {replicas: 1, parallelism: {tensor: 1}, args: [a, b], image: {tag: v1}}
+standalone: {enabled: true}
+modelservice: {enabled: false}
+huggingface: {token: '', secretName: s, tokenKey: HF_TOKEN}
+labels: {inferenceServing: 'true'}
+router: {epp: {verbosity: '2'}}
+downloadJob: {name: download-model}
+vllmCommon: {cmd: 'serve ${model.name} --len ${model.maxModelLen}'}
+";
+
+    fn scenario(text: &str) -> Scenario {
+        let doc = load_str(text, "scenario.yaml").unwrap();
+        let stacks = doc
+            .get("scenario")
+            .unwrap()
+            .as_seq()
+            .unwrap()
+            .iter()
+            .map(|s| (s.get("name").unwrap().as_str().unwrap().to_string(), s.clone()))
+            .collect();
+        Scenario {
+            file: "scenario.yaml".into(),
+            name: "scenario".into(),
+            shared: doc.get("shared").cloned().unwrap_or_else(|| Node::map(Mapping::new())),
+            stacks,
+        }
+    }
+
+    fn resolve(opts: &PlanOptions, text: &str) -> Vec<StackConfig> {
+        let defaults = load_str(DEFAULTS, "defaults.yaml").unwrap();
+        resolve_stacks(opts, &defaults, &scenario(text), Path::new("/nonexistent")).unwrap()
+    }
+
+    fn set(args: &[&str]) -> Overrides {
+        Overrides::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &mut Warnings::default()).unwrap()
+    }
+
+    fn get<'a>(s: &'a StackConfig, path: &str) -> &'a Node {
+        let parts: Vec<&str> = path.split('.').collect();
+        s.config.get_path(&parts).unwrap_or_else(|| panic!("{path} missing"))
+    }
+
+    #[test]
+    fn layers_apply_in_precedence_order() {
+        let text = "\
+shared: {decode: {replicas: 2, parallelism: {tensor: 2}}, model: {maxModelLen: 200}}
+scenario:
+  - name: a
+    decode: {replicas: 3, args: [c], image: null}
+  - name: b
+";
+        let mut opts = PlanOptions {
+            overrides: set(&["decode.parallelism.tensor=4", "?:model.maxModelLen=300", "b:model.maxModelLen=400"]),
+            ..Default::default()
+        };
+        let stacks = resolve(&opts, text);
+        let (a, b) = (&stacks[0], &stacks[1]);
+        assert_eq!(get(a, "decode.replicas").as_i64(), Some(3), "stack beats shared");
+        assert_eq!(get(b, "decode.replicas").as_i64(), Some(2), "shared beats defaults");
+        assert_eq!(get(a, "decode.parallelism.tensor").as_i64(), Some(4), "--set beats the scenario");
+        assert_eq!(get(a, "model.maxModelLen").as_i64(), Some(300), "glob selector beats global");
+        assert_eq!(get(b, "model.maxModelLen").as_i64(), Some(400), "exact selector beats glob");
+        assert_eq!(get(a, "decode.args").as_seq().unwrap().len(), 1, "lists replace");
+        assert_eq!(get(a, "decode.image.tag").as_str(), Some("v1"), "null never clobbers");
+        assert_eq!(get(a, "vllmCommon.cmd").as_str(), Some("serve default/model --len 300"), "substitution sees the final values");
+
+        opts.setup_overrides = Some(load_str("model: {maxModelLen: 999}", "experiment.yaml").unwrap());
+        let stacks = resolve(&opts, text);
+        assert_eq!(get(&stacks[1], "model.maxModelLen").as_i64(), Some(999), "treatments beat --set");
+        assert_eq!(get(&stacks[1], "model.maxModelLen").origin.file.as_deref(), Some("experiment.yaml"), "provenance of the winner");
+    }
+
+    #[test]
+    fn identity_and_injected_keys() {
+        let stacks = resolve(
+            &PlanOptions::default(),
+            "scenario:\n  - name: one\n    model: {name: Qwen/Qwen3-0.6B}\n    standalone: {enabled: true}\n  - name: two\n    standalone: {enabled: false}\n",
+        );
+        let one = &stacks[0];
+        assert_eq!(get(one, "namespace.name").as_str(), Some("llmdbench"));
+        assert_eq!(get(one, "gateway.namespace").as_str(), Some("llmdbench"));
+        assert_eq!(get(one, "model_id_label").as_str(), Some("qwen-qwe-07df2612-en3-0-6b"));
+        assert_eq!(get(one, "model.idLabel").as_str(), Some("qwen-qwe-07df2612-en3-0-6b"));
+        assert_eq!(get(one, "downloadJob.name").as_str(), Some("download-model-qwen-qwe-07df2612-en3-0-6b"));
+        assert_eq!(get(one, "stackIndex").as_i64(), Some(1));
+        assert_eq!(get(&stacks[1], "stackIndex").as_i64(), Some(2));
+        assert_eq!(get(one, "sharedInfraStackIndex").as_i64(), Some(2), "the first non-standalone stack owns shared infra");
+        assert_eq!(get(one, "scenarioName").as_str(), Some("scenario"));
+        let siblings = get(one, "siblingStacks").as_seq().unwrap();
+        assert_eq!(siblings[0].get("modelName").unwrap().as_str(), Some("Qwen/Qwen3-0.6B"));
+        assert_eq!(siblings[1].get("standalone").unwrap().as_bool(), Some(false));
+        let labels = get(one, "router.modelServers.matchLabels").as_map().unwrap();
+        assert_eq!(labels["llm-d.ai/model"].as_str(), Some("qwen-qwe-07df2612-en3-0-6b"));
+        assert_eq!(get(one, "router.epp.flags.v").as_str(), Some("2"), "verbosity becomes flags.v");
+        assert!(get(one, "router.epp").get("verbosity").is_none());
+    }
+
+    #[test]
+    fn cli_flags_and_tokens() {
+        let opts = PlanOptions {
+            namespace: Some("deploy,,wva".into()),
+            models: Some("meta/Llama.3".into()),
+            methods: Some("modelservice".into()),
+            monitoring: Some(false),
+            hf_token: Some("hf_secret".into()),
+            ..Default::default()
+        };
+        let s = &resolve(&opts, "scenario:\n  - name: one\n")[0];
+        assert_eq!(get(s, "namespace.name").as_str(), Some("deploy"));
+        assert_eq!(get(s, "harness.namespace").as_str(), Some("deploy"));
+        assert_eq!(get(s, "wva.namespace").as_str(), Some("wva"));
+        assert_eq!(get(s, "model.name").as_str(), Some("meta/Llama.3"));
+        assert_eq!(get(s, "model.path").as_str(), Some("models/meta/Llama.3"));
+        assert_eq!(get(s, "model.name").origin.file.as_deref(), Some("--models"));
+        assert_eq!(get(s, "standalone.enabled").as_bool(), Some(false));
+        assert_eq!(get(s, "modelservice.enabled").as_bool(), Some(true));
+        assert_eq!(get(s, "monitoring.podmonitor.enabled").as_bool(), Some(false));
+        assert_eq!(get(s, "router.monitoring.prometheus.enabled").as_bool(), Some(false));
+        assert_eq!(get(s, "huggingface.enabled").as_bool(), Some(true));
+        assert_eq!(get(s, "huggingface.tokenBase64").as_str(), Some("aGZfc2VjcmV0"));
+        let epp_env = get(s, "router.epp.env").as_seq().unwrap();
+        assert_eq!(epp_env[0].get("name").unwrap().as_str(), Some("HF_TOKEN"));
+
+        let s = &resolve(&PlanOptions::default(), "scenario:\n  - name: one\n")[0];
+        assert_eq!(get(s, "huggingface.enabled").as_bool(), Some(false), "no token: no secret");
+    }
+
+    #[test]
+    fn gateway_class_is_validated_for_modelservice() {
+        let defaults = load_str(DEFAULTS, "defaults.yaml").unwrap();
+        let opts = PlanOptions { gateway_class: Some("nginx".into()), methods: Some("modelservice".into()), ..Default::default() };
+        let err = resolve_stacks(&opts, &defaults, &scenario("scenario:\n  - name: one\n"), Path::new("/x")).unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+        let opts = PlanOptions { gateway_class: Some("epponly".into()), methods: Some("modelservice".into()), ..Default::default() };
+        let err = resolve_stacks(&opts, &defaults, &scenario("scenario:\n  - name: one\n  - name: two\n"), Path::new("/x")).unwrap_err();
+        assert!(err.to_string().contains("single-stack only"), "{err}");
     }
 }

@@ -27,8 +27,7 @@ fn references(text: &str) -> Vec<(usize, usize, &str)> {
         let Some(close) = text[body_start..].find('}') else { break };
         let body = &text[body_start..body_start + close];
         let segments: Vec<&str> = body.split('.').collect();
-        let valid = segments.len() >= 2
-            && segments.iter().all(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_'));
+        let valid = segments.len() >= 2 && segments.iter().all(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_'));
         if valid {
             out.push((start, body_start + close + 1, body));
             i = body_start + close + 1;
@@ -195,7 +194,9 @@ mod tests {
 
     #[test]
     fn resolves_scalars_and_leaves_shell_vars() {
-        let (n, w) = run("model: {name: Qwen/Qwen3, len: 4096, on: yes}\ncmd: \"serve ${model.name} --len ${model.len} $HOME ${HOME} ${model.on}\"\n");
+        let (n, w) = run(
+            "model: {name: Qwen/Qwen3, len: 4096, enabled: yes}\ncmd: \"serve ${model.name} --len ${model.len} $HOME ${HOME} ${model.enabled}\"\n",
+        );
         assert_eq!(n.unwrap().get("cmd").unwrap().as_str(), Some("serve Qwen/Qwen3 --len 4096 $HOME ${HOME} True"));
         assert!(w.is_empty());
     }

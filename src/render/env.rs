@@ -21,9 +21,7 @@ fn base() -> Environment<'static> {
     env.set_syntax(syntax());
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.set_formatter(|out, _state, value| {
-        out.write_str(&py_str(value)).map_err(minijinja::Error::from)
-    });
+    env.set_formatter(|out, _state, value| out.write_str(&py_str(value)).map_err(minijinja::Error::from));
     env.set_unknown_method_callback(filters::python_method);
     env.add_filter("int", filters::int);
     env.add_filter("float", filters::float);

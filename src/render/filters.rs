@@ -25,7 +25,8 @@ fn text_arg(value: &Value) -> String {
 
 pub fn indent(value: Value, width: Option<Value>, first: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
     let width: usize = match kwargs.get::<Option<Value>>("width")?.or(width) {
-        Some(w) => usize::try_from(w.clone()).map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("indent width must be a number, got {w}")))?,
+        Some(w) => usize::try_from(w.clone())
+            .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("indent width must be a number, got {w}")))?,
         None => 4,
     };
     let first = kwargs.get::<Option<Value>>("first")?.or(first).is_some_and(|f| f.is_true());
@@ -76,8 +77,7 @@ pub fn toyaml(value: Value, indent: Option<usize>, kwargs: Kwargs) -> Result<Val
         return Ok(Value::from(text));
     }
     let pad = " ".repeat(indent);
-    let out: Vec<String> =
-        text.split('\n').map(|l| if l.trim().is_empty() { l.to_string() } else { format!("{pad}{l}") }).collect();
+    let out: Vec<String> = text.split('\n').map(|l| if l.trim().is_empty() { l.to_string() } else { format!("{pad}{l}") }).collect();
     Ok(Value::from(out.join("\n")))
 }
 
@@ -297,7 +297,8 @@ pub fn python_method(_state: &mut State, value: &Value, method: &str, args: &[Va
                     } else {
                         vec![a[0].clone()]
                     };
-                    let hit = prefixes.iter().any(|p| if method == "startswith" { s.starts_with(p.as_str()) } else { s.ends_with(p.as_str()) });
+                    let hit =
+                        prefixes.iter().any(|p| if method == "startswith" { s.starts_with(p.as_str()) } else { s.ends_with(p.as_str()) });
                     Value::from(hit)
                 }
                 ("count", [sub]) => Value::from(s.matches(sub.as_str()).count()),
@@ -323,12 +324,18 @@ pub fn python_method(_state: &mut State, value: &Value, method: &str, args: &[Va
         ValueKind::Map => {
             let pairs = map_pairs(value).ok_or_else(unknown)?;
             match (method, args) {
-                ("items", []) => Ok(Value::from(pairs.into_iter().map(|(k, v)| Value::from_object(Tuple::from([Value::from(k), v]))).collect::<Vec<_>>())),
+                ("items", []) => Ok(Value::from(
+                    pairs.into_iter().map(|(k, v)| Value::from_object(Tuple::from([Value::from(k), v]))).collect::<Vec<_>>(),
+                )),
                 ("keys", []) => Ok(Value::from(pairs.into_iter().map(|(k, _)| Value::from(k)).collect::<Vec<_>>())),
                 ("values", []) => Ok(Value::from(pairs.into_iter().map(|(_, v)| v).collect::<Vec<_>>())),
                 ("get", [key]) | ("get", [key, _]) => {
                     let k = py_str(key);
-                    Ok(pairs.into_iter().find(|(pk, _)| *pk == k).map(|(_, v)| v).unwrap_or_else(|| args.get(1).cloned().unwrap_or(Value::from(()))))
+                    Ok(pairs
+                        .into_iter()
+                        .find(|(pk, _)| *pk == k)
+                        .map(|(_, v)| v)
+                        .unwrap_or_else(|| args.get(1).cloned().unwrap_or(Value::from(()))))
                 }
                 ("update" | "setdefault" | "pop", _) => Err(Error::new(
                     ErrorKind::InvalidOperation,

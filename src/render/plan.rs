@@ -83,7 +83,8 @@ impl TemplateSet {
             .collect();
         names.sort();
         let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name)).map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(name).display())))
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(name).display())))
         };
         let macros = if names.iter().any(|n| n == MACROS_FILE) { Some(read(MACROS_FILE)? + "\n") } else { None };
         let macro_lines = macros.as_deref().map_or(0, |m| m.matches('\n').count());

@@ -77,7 +77,9 @@ impl Object for PyDict {
         match method {
             "items" => {
                 no_args(method, args)?;
-                Ok(JValue::from(self.snapshot().into_iter().map(|(k, v)| JValue::from_object(Tuple::from([JValue::from(k), v]))).collect::<Vec<_>>()))
+                Ok(JValue::from(
+                    self.snapshot().into_iter().map(|(k, v)| JValue::from_object(Tuple::from([JValue::from(k), v]))).collect::<Vec<_>>(),
+                ))
             }
             "keys" => {
                 no_args(method, args)?;

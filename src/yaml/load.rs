@@ -219,20 +219,19 @@ impl<'a> Builder<'a> {
                     match item.value {
                         Value::Map(m) => groups.push(m),
                         _ => {
-                            return Err(self.error(
-                                item.origin,
-                                format!("expected a mapping for merging, but found {}", item.value.type_name()),
-                            ));
+                            return Err(
+                                self.error(item.origin, format!("expected a mapping for merging, but found {}", item.value.type_name()))
+                            );
                         }
                     }
                 }
                 // PyYAML reverses the list so earlier mappings override later ones.
                 Ok(groups.into_iter().rev().flat_map(|m| m.into_iter()).collect())
             }
-            other => Err(self.error(
-                origin.clone(),
-                format!("expected a mapping or list of mappings for merging, but found {}", other.type_name()),
-            )),
+            other => {
+                Err(self
+                    .error(origin.clone(), format!("expected a mapping or list of mappings for merging, but found {}", other.type_name())))
+            }
         }
     }
 
@@ -287,9 +286,7 @@ mod tests {
 
     #[test]
     fn anchors_aliases_and_merge_keys() {
-        let n = load(
-            "base: &b {a: 1, b: 2}\nother: &o {b: 20, c: 30}\nx:\n  <<: *b\n  a: 10\ny:\n  <<: [*b, *o]\n  d: 4\nz: *b\n",
-        );
+        let n = load("base: &b {a: 1, b: 2}\nother: &o {b: 20, c: 30}\nx:\n  <<: *b\n  a: 10\ny:\n  <<: [*b, *o]\n  d: 4\nz: *b\n");
         let x = n.get("x").unwrap().as_map().unwrap();
         assert_eq!(x.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(x["a"].as_i64(), Some(10));

@@ -34,10 +34,10 @@ pub fn resolve_plain(text: &str) -> Value {
             return Value::Float(f);
         }
     }
-    if is_float(text) {
-        if let Some(f) = construct_float(text) {
-            return Value::Float(f);
-        }
+    if is_float(text)
+        && let Some(f) = construct_float(text)
+    {
+        return Value::Float(f);
     }
     Value::Str(text.to_string())
 }
@@ -45,13 +45,7 @@ pub fn resolve_plain(text: &str) -> Value {
 /// True when `text`, written as a plain scalar, would load back as the same string.
 /// The dumper quotes every string for which this is false.
 pub fn plain_is_str(text: &str) -> bool {
-    !(is_null(text)
-        || parse_bool(text).is_some()
-        || is_int(text)
-        || is_float(text)
-        || is_timestamp(text)
-        || text == "<<"
-        || text == "=")
+    !(is_null(text) || parse_bool(text).is_some() || is_int(text) || is_float(text) || is_timestamp(text) || text == "<<" || text == "=")
 }
 
 /// Resolves a scalar carrying an explicit core tag (`!!str`, `!!int`, ...).

@@ -1,0 +1,31 @@
+# llmd developer recipes. `just --list` shows them all.
+
+# Build the release binary.
+build:
+    cargo build --release
+
+# Run the whole test suite.
+test:
+    cargo test
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# All benchmarks.
+bench: bench-render
+
+# Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
+bench-render:
+    cargo bench --bench render
+
+# The embedded default: render the simulator's plan.
+demo:
+    cargo run --release -- --spec examples/sim plan
+
+# Regenerate the Python-made goldens (needs python3 with PyYAML and Jinja2).
+goldens:
+    python3 tests/goldens/gen_pyyaml.py
+    python3 tests/goldens/gen_filters.py
+    cargo build && python3 tests/goldens/gen_render.py
