@@ -1,9 +1,10 @@
 //! Typo detection: scenario keys that the defaults do not know.
 //!
 //! The defaults file is the schema. A scenario key absent from it is reported when it is
-//! a near miss of a sibling defaults key (`replcas` → `replicas`), or when it sits at the
-//! top level, where new blocks are rare. Deeper keys without a near miss are allowed:
-//! blocks such as `vllmCommon.flags` or `annotations` are open-ended by design.
+//! a near miss of a sibling defaults key (`replcas` → `replicas`, `modle` → `model`).
+//! Other new keys are allowed without a word, as upstream allows them: blocks such as
+//! `vllmCommon.flags` or `annotations` are open-ended by design, and upstream scenarios
+//! carry top-level keys (`workDir`, `timeouts`) that its CLI reads.
 //! Keys of a `common:` block are known when the root or any deploy-method section of
 //! the defaults has them.
 
@@ -66,23 +67,10 @@ fn walk(layer: &Node, defaults: &Node, path: &mut Vec<String>, label: &str, warn
             }
             None => {
                 let dotted = path.iter().chain(std::iter::once(key)).cloned().collect::<Vec<_>>().join(".");
-                match did_you_mean(key, default_map.keys().map(String::as_str)) {
-                    Some(s) => {
-                        let intended = path.iter().map(String::as_str).chain(std::iter::once(s)).collect::<Vec<_>>().join(".");
-                        warnings.push_at(
-                            &value.origin,
-                            format!("[{label}] unknown key '{dotted}' (not in defaults); did you mean '{intended}'?"),
-                        );
-                    }
-                    None if path.is_empty() => {
-                        warnings.push_at(
-                            &value.origin,
-                            format!(
-                                "[{label}] unknown top-level key '{dotted}' (not in defaults); templates will only see it if they read it"
-                            ),
-                        );
-                    }
-                    None => {}
+                if let Some(s) = did_you_mean(key, default_map.keys().map(String::as_str)) {
+                    let intended = path.iter().map(String::as_str).chain(std::iter::once(s)).collect::<Vec<_>>().join(".");
+                    warnings
+                        .push_at(&value.origin, format!("[{label}] unknown key '{dotted}' (not in defaults); did you mean '{intended}'?"));
                 }
             }
         }
@@ -105,7 +93,7 @@ mod tests {
             stacks: vec![(
                 "one".into(),
                 load_str(
-                    "name: one\ndecode: {replcas: 2, flags: {newflag: 1}}\nlabels: {anything: 1}\ncommon: {model: {name: z}, parallelism: {tensor: 2}, paralelism: 1}\n",
+                    "name: one\ndecode: {replcas: 2, flags: {newflag: 1}}\nlabels: {anything: 1}\nworkDir: x\ncommon: {model: {name: z}, parallelism: {tensor: 2}, paralelism: 1}\n",
                     "s.yaml",
                 )
                 .unwrap(),
@@ -116,6 +104,7 @@ mod tests {
         let text: Vec<String> = w.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 3, "{text:?}");
         assert!(text[0].contains("'modle'") && text[0].contains("did you mean 'model'"), "{text:?}");
+        assert!(!text.iter().any(|t| t.contains("workDir")), "{text:?}");
         assert!(text[1].contains("'common.paralelism'") && text[1].contains("'common.parallelism'"), "{text:?}");
         assert!(
             text[2].contains("'decode.replcas'") && text[2].contains("'decode.replicas'") && text[2].starts_with("s.yaml:2:"),

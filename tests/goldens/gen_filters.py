@@ -161,6 +161,17 @@ SNIPPETS = [
     "{% for x in range(3) %}{{ loop.index }}{% if not loop.last %},{% endif %}{% endfor %}",
     "a\n  {% if t %}\n  b\n  {% endif %}\nc",
     "{{ (d | length) }}|{{ lst | length }}|{{ s | length }}|{{ s | trim }}|{{ lst[0] }}|{{ d.a.z[1] }}",
+    "{% if t %}{% set inner = 'leaked' %}{% endif %}{{ inner }}|{% for x in [1] %}{% set loopvar = 'x' %}{% endfor %}{{ loopvar }}",
+    "{% macro cmd(mode='decode') -%}\n{% if mode == 'decode' -%}\n{% set cfg = labels -%}\n{% else -%}\n{% set cfg = d -%}\n{% endif -%}\n{{ cfg.app }} {{ s }}\n{%- endmacro %}[{{ cmd() }}]",
+    "{% set namespace = {'name': 'ns1'} %}{{ namespace.name }}",
+    "{{ none is not none }}|{{ i is not none }}|{{ undefined_var is not defined }}|{{ s is string }}|{{ i is number }}|{{ lst is sequence }}|{{ d is mapping }}",
+    "{%- if t -%}\n  trimmed\n{%- endif -%}\n|",
+    "{% for x in lst %}{{ loop.index0 }}/{{ loop.length }}{% if loop.first %}F{% endif %} {% endfor %}",
+    "{{ labels | dictsort }}|{{ [3, 1, 2] | sort }}|{{ [3, 1, 2] | max }}|{{ ['B', 'a'] | map('lower') | list }}|{{ [1, 2, 3] | first }}|{{ [1, 2, 3] | last }}",
+    "{{ env | selectattr('value') | map(attribute='name') | join(',') }}|{{ env | rejectattr('value', 'defined') | map(attribute='name') | list }}",
+    "{{ '%s-%d' | format('a', 3) }}|{{ fl | round(1) }}|{{ -3 | abs }}|{{ [1, 1, 2] | unique | list }}|{{ 7 // 2 }}|{{ 7 / 2 }}|{{ 7 % 3 }}",
+    "{{ d.items() | list | length }}|{{ labels.values() | list }}|{{ 'app' in labels }}|{{ 'zz' not in labels }}",
+    "{{ s[0:5] }}|{{ lst[-1] }}|{{ s.split()[1] }}|{{ 'a-b-c'.rsplit('-', 1) }}|{{ ' x '.strip() }}|{{ s.title() }}",
 ]
 
 
