@@ -4,4 +4,6 @@ pub mod config;
 pub mod error;
 pub mod pyfmt;
 pub mod render;
+pub mod sim;
+pub mod timing;
 pub mod yaml;

@@ -95,6 +95,8 @@ pub enum Command {
     Teardown(LifecycleArgs),
     /// Run a design of experiments (setup treatments x run treatments).
     Experiment(LifecycleArgs),
+    /// Serve a vLLM-compatible simulator (OpenAI API, SSE, vLLM metrics).
+    Sim(Box<crate::sim::SimArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +123,11 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Sim(args) => {
+            let cfg = args.resolve()?;
+            crate::sim::run(cfg)?;
+            Ok(ExitCode::from(exit::SUCCESS))
+        }
         Command::Standup(_) | Command::Smoketest(_) | Command::Run(_) | Command::Teardown(_) | Command::Experiment(_) => {
             let name = match cli.command {
                 Command::Standup(_) => "standup",

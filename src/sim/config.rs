@@ -1,0 +1,576 @@
+//! `llmd sim` settings: llm-d-inference-sim's flag names, a `--config` YAML file and a
+//! few environment variables, with precedence CLI > environment > YAML > defaults.
+//!
+//! Durations accept Go-style units (`100ms`, `1.5s`, `250us`, `2m`); a bare number means
+//! milliseconds, as in llm-d-inference-sim.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::error::InputError;
+use crate::yaml::{Node, Value, load_file};
+
+/// Command-line flags of `llmd sim`. Every flag is optional so that the environment and
+/// the YAML file can fill in what the command line leaves out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SimArgs {
+    /// YAML file with any of these settings (kebab-case or camelCase keys).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on (data-parallel ranks use port+1, port+2, ...).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to bind.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Model name (env SIM_MODEL).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Names the model is served as (comma-separated; default: --model).
+    #[arg(long, value_delimiter = ',')]
+    pub served_model_name: Option<Vec<String>>,
+    /// `random` generates text; `echo` streams the prompt back.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Latency model: `constant` (TTFT/ITL), `per-token` (prefill cost per token), or `step` (a batching engine).
+    #[arg(long, visible_alias = "engine")]
+    pub latency_calculator: Option<String>,
+    #[arg(long)]
+    pub time_to_first_token: Option<String>,
+    #[arg(long)]
+    pub time_to_first_token_std_dev: Option<String>,
+    #[arg(long)]
+    pub inter_token_latency: Option<String>,
+    #[arg(long)]
+    pub inter_token_latency_std_dev: Option<String>,
+    /// Fixed prefill cost in the per-token model.
+    #[arg(long)]
+    pub prefill_overhead: Option<String>,
+    /// Prefill cost per uncached prompt token in the per-token model.
+    #[arg(long)]
+    pub prefill_time_per_token: Option<String>,
+    #[arg(long)]
+    pub prefill_time_std_dev: Option<String>,
+    /// Latency multiplier when all slots are busy (>= 1; llm-d's load factor).
+    #[arg(long)]
+    pub time_factor_under_load: Option<f64>,
+    /// Step engine: fixed cost of one iteration.
+    #[arg(long)]
+    pub step_base_time: Option<String>,
+    /// Step engine: cost per prefill token in an iteration.
+    #[arg(long)]
+    pub step_prefill_time_per_token: Option<String>,
+    /// Step engine: cost per decoding sequence in an iteration.
+    #[arg(long)]
+    pub step_decode_time_per_seq: Option<String>,
+    /// Step engine: cost per context token of the running batch in an iteration.
+    #[arg(long)]
+    pub step_context_time_per_token: Option<String>,
+    /// Step engine: token budget of one iteration (chunked prefill).
+    #[arg(long)]
+    pub max_num_batched_tokens: Option<usize>,
+    /// Requests processed at once; more wait in a FIFO queue.
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Waiting requests beyond this are rejected with 429.
+    #[arg(long)]
+    pub max_waiting_queue_length: Option<usize>,
+    /// Tokens per SSE event.
+    #[arg(long)]
+    pub stream_interval: Option<usize>,
+    /// Track KV blocks and prefix-cache hits (`--enable-kvcache` or `--enable-kvcache=false`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub enable_kvcache: Option<bool>,
+    /// KV-cache capacity in blocks.
+    #[arg(long)]
+    pub kv_cache_size: Option<usize>,
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    #[arg(long)]
+    pub hash_seed: Option<String>,
+    /// Percentage (0-100) of requests answered with an injected error.
+    #[arg(long)]
+    pub failure_injection_rate: Option<f64>,
+    /// Injected error kinds: rate_limit, invalid_api_key, context_length, server_error, invalid_request, model_not_found.
+    #[arg(long, value_delimiter = ',')]
+    pub failure_types: Option<Vec<String>>,
+    /// Percentage of streams aborted mid-way (connection dropped) after --abort-after-tokens tokens.
+    #[arg(long)]
+    pub abort_rate: Option<f64>,
+    #[arg(long)]
+    pub abort_after_tokens: Option<usize>,
+    /// Percentage of streams that stall for --stall-duration at token --stall-at-token.
+    #[arg(long)]
+    pub stall_rate: Option<f64>,
+    #[arg(long)]
+    pub stall_at_token: Option<usize>,
+    #[arg(long)]
+    pub stall_duration: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Independent engines on consecutive ports (1-8).
+    #[arg(long)]
+    pub data_parallel_size: Option<usize>,
+    /// `/health/ready` answers 503 (and inference is refused) until this has passed.
+    #[arg(long)]
+    pub startup_duration: Option<String>,
+    /// A Hugging Face tokenizer.json; the default is the embedded cl100k_base encoding.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Write one JSON line per request (arrival, admission, every chunk's send time).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub journal: Option<PathBuf>,
+    /// Largest request body accepted, in MiB.
+    #[arg(long)]
+    pub max_request_body_size_mb: Option<usize>,
+    /// Echo an `x-request-id` header on responses.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub enable_request_id_headers: Option<bool>,
+    /// How long SIGTERM waits for in-flight streams.
+    #[arg(long)]
+    pub shutdown_grace: Option<String>,
+}
+
+/// Which latency model runs requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyModel {
+    Constant,
+    PerToken,
+    Step,
+}
+
+/// Which text a response carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Random,
+    Echo,
+}
+
+/// An injected failure kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    RateLimit,
+    InvalidApiKey,
+    ContextLength,
+    ServerError,
+    InvalidRequest,
+    ModelNotFound,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::RateLimit,
+        FailureKind::InvalidApiKey,
+        FailureKind::ContextLength,
+        FailureKind::ServerError,
+        FailureKind::InvalidRequest,
+        FailureKind::ModelNotFound,
+    ];
+
+    pub fn parse(s: &str) -> Option<FailureKind> {
+        Some(match s.trim() {
+            "rate_limit" | "429" => FailureKind::RateLimit,
+            "invalid_api_key" | "401" => FailureKind::InvalidApiKey,
+            "context_length" => FailureKind::ContextLength,
+            "server_error" | "503" => FailureKind::ServerError,
+            "invalid_request" | "400" => FailureKind::InvalidRequest,
+            "model_not_found" | "404" => FailureKind::ModelNotFound,
+            _ => return None,
+        })
+    }
+
+    /// HTTP status, OpenAI error type and message.
+    pub fn describe(self) -> (u16, &'static str, &'static str) {
+        match self {
+            FailureKind::RateLimit => (429, "RateLimitError", "Rate limit reached (injected failure)"),
+            FailureKind::InvalidApiKey => (401, "AuthenticationError", "Incorrect API key provided (injected failure)"),
+            FailureKind::ContextLength => (400, "BadRequestError", "This model's maximum context length is exceeded (injected failure)"),
+            FailureKind::ServerError => (503, "ServiceUnavailableError", "The server is overloaded (injected failure)"),
+            FailureKind::InvalidRequest => (400, "BadRequestError", "Invalid request (injected failure)"),
+            FailureKind::ModelNotFound => (404, "NotFoundError", "The model does not exist (injected failure)"),
+        }
+    }
+}
+
+/// Fully resolved simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub host: String,
+    pub port: u16,
+    pub model: String,
+    pub served_model_names: Vec<String>,
+    pub mode: Mode,
+    pub latency: LatencyModel,
+    pub ttft: Duration,
+    pub ttft_std_dev: Duration,
+    pub itl: Duration,
+    pub itl_std_dev: Duration,
+    pub prefill_overhead: Duration,
+    pub prefill_time_per_token: Duration,
+    pub prefill_time_std_dev: Duration,
+    pub time_factor_under_load: f64,
+    pub step_base_time: Duration,
+    pub step_prefill_time_per_token: Duration,
+    pub step_decode_time_per_seq: Duration,
+    pub step_context_time_per_token: Duration,
+    pub max_num_batched_tokens: usize,
+    pub max_num_seqs: usize,
+    pub max_model_len: usize,
+    pub max_waiting_queue_length: usize,
+    pub stream_interval: usize,
+    pub enable_kvcache: bool,
+    pub kv_cache_size: usize,
+    pub block_size: usize,
+    pub hash_seed: u64,
+    pub failure_injection_rate: f64,
+    pub failure_types: Vec<FailureKind>,
+    pub abort_rate: f64,
+    pub abort_after_tokens: usize,
+    pub stall_rate: f64,
+    pub stall_at_token: usize,
+    pub stall_duration: Duration,
+    pub seed: u64,
+    pub data_parallel_size: usize,
+    pub startup_duration: Duration,
+    pub tokenizer: Option<PathBuf>,
+    pub journal: Option<PathBuf>,
+    pub max_request_body_bytes: usize,
+    pub enable_request_id_headers: bool,
+    pub shutdown_grace: Duration,
+    /// `x-inference-pod`, `x-inference-namespace` from POD_NAME / POD_NAMESPACE.
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            model: String::new(),
+            served_model_names: Vec::new(),
+            mode: Mode::Random,
+            latency: LatencyModel::Constant,
+            ttft: Duration::ZERO,
+            ttft_std_dev: Duration::ZERO,
+            itl: Duration::ZERO,
+            itl_std_dev: Duration::ZERO,
+            prefill_overhead: Duration::ZERO,
+            prefill_time_per_token: Duration::ZERO,
+            prefill_time_std_dev: Duration::ZERO,
+            time_factor_under_load: 1.0,
+            step_base_time: Duration::from_millis(5),
+            step_prefill_time_per_token: Duration::from_micros(20),
+            step_decode_time_per_seq: Duration::from_micros(200),
+            step_context_time_per_token: Duration::ZERO,
+            max_num_batched_tokens: 8192,
+            max_num_seqs: 5,
+            max_model_len: 1024,
+            max_waiting_queue_length: 1000,
+            stream_interval: 1,
+            enable_kvcache: false,
+            kv_cache_size: 1024,
+            block_size: 16,
+            hash_seed: 0,
+            failure_injection_rate: 0.0,
+            failure_types: FailureKind::ALL.to_vec(),
+            abort_rate: 0.0,
+            abort_after_tokens: 1,
+            stall_rate: 0.0,
+            stall_at_token: 1,
+            stall_duration: Duration::from_millis(500),
+            seed: 0,
+            data_parallel_size: 1,
+            startup_duration: Duration::ZERO,
+            tokenizer: None,
+            journal: None,
+            max_request_body_bytes: 4 << 20,
+            enable_request_id_headers: false,
+            shutdown_grace: Duration::from_secs(30),
+            pod_name: None,
+            pod_namespace: None,
+        }
+    }
+}
+
+/// Parses `100ms`, `1.5s`, `250us`, `2m`, `1h`; a bare number is milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("'{text}' is not a duration (e.g. 100ms, 1.5s)"))?;
+    let secs = match unit.trim() {
+        "" | "ms" => value / 1e3,
+        "s" => value,
+        "us" | "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("'{text}': unknown duration unit '{other}' (use ns, us, ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{text}' is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Settings from a `--config` YAML file: keys in kebab-case or camelCase.
+struct YamlSettings(Node);
+
+impl YamlSettings {
+    fn get(&self, kebab: &str) -> Option<&Node> {
+        let camel: String =
+            kebab.split('-').enumerate().map(|(i, p)| if i == 0 { p.to_string() } else { p[..1].to_uppercase() + &p[1..] }).collect();
+        self.0.get(kebab).or_else(|| self.0.get(&camel))
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.get(key).map(|n| match &n.value {
+            Value::Str(s) => s.clone(),
+            _ => crate::pyfmt::str_node(n),
+        })
+    }
+}
+
+impl SimArgs {
+    /// Resolves CLI > environment > YAML > defaults and validates the result.
+    pub fn resolve(&self) -> Result<SimConfig, InputError> {
+        let yaml = match &self.config {
+            Some(path) => {
+                let node = load_file(path)?;
+                if !node.is_null() && node.as_map().is_none() {
+                    return Err(InputError::at(&node.origin, "the simulator config file must be a YAML mapping"));
+                }
+                YamlSettings(node)
+            }
+            None => YamlSettings(Node::null()),
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut c = SimConfig::default();
+
+        macro_rules! text {
+            ($field:ident, $key:literal) => {
+                self.$field.clone().map(|v| v.to_string()).or_else(|| yaml.text($key))
+            };
+        }
+        let bad = |key: &str, v: &str, why: &str| InputError::new(format!("sim setting '{key}': invalid value '{v}': {why}"));
+        let duration = |key: &str, v: Option<String>, into: &mut Duration| -> Result<(), InputError> {
+            if let Some(v) = v {
+                *into = parse_duration(&v).map_err(|e| InputError::new(format!("sim setting '{key}': {e}")))?;
+            }
+            Ok(())
+        };
+        fn number<T: std::str::FromStr>(key: &str, v: Option<String>, into: &mut T) -> Result<(), InputError> {
+            if let Some(v) = v {
+                *into = v.trim().parse().map_err(|_| InputError::new(format!("sim setting '{key}': '{v}' is not a valid number")))?;
+            }
+            Ok(())
+        }
+        fn boolean(key: &str, v: Option<String>, into: &mut bool) -> Result<(), InputError> {
+            if let Some(v) = v {
+                *into = match v.trim().to_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(InputError::new(format!("sim setting '{key}': '{v}' is not a boolean"))),
+                };
+            }
+            Ok(())
+        }
+
+        c.model = self.model.clone().or_else(|| env("SIM_MODEL")).or_else(|| yaml.text("model")).unwrap_or_default();
+        if c.model.is_empty() {
+            return Err(InputError::new("the simulator needs a model name").help("pass --model NAME (or set SIM_MODEL)"));
+        }
+        c.served_model_names = self
+            .served_model_name
+            .clone()
+            .or_else(|| {
+                yaml.get("served-model-name").map(|n| match n.as_seq() {
+                    Some(items) => items.iter().map(crate::pyfmt::str_node).collect(),
+                    None => crate::pyfmt::str_node(n).split(',').map(|s| s.trim().to_string()).collect(),
+                })
+            })
+            .unwrap_or_default();
+        c.served_model_names.retain(|n| !n.is_empty());
+        if c.served_model_names.is_empty() {
+            c.served_model_names = vec![c.model.clone()];
+        }
+        if let Some(h) = text!(host, "host") {
+            c.host = h;
+        }
+        number("port", text!(port, "port"), &mut c.port)?;
+        if let Some(m) = text!(mode, "mode") {
+            c.mode = match m.as_str() {
+                "random" => Mode::Random,
+                "echo" => Mode::Echo,
+                other => return Err(bad("mode", other, "expected random or echo")),
+            };
+        }
+        duration("time-to-first-token", text!(time_to_first_token, "time-to-first-token"), &mut c.ttft)?;
+        duration("time-to-first-token-std-dev", text!(time_to_first_token_std_dev, "time-to-first-token-std-dev"), &mut c.ttft_std_dev)?;
+        duration("inter-token-latency", text!(inter_token_latency, "inter-token-latency"), &mut c.itl)?;
+        duration("inter-token-latency-std-dev", text!(inter_token_latency_std_dev, "inter-token-latency-std-dev"), &mut c.itl_std_dev)?;
+        duration("prefill-overhead", text!(prefill_overhead, "prefill-overhead"), &mut c.prefill_overhead)?;
+        duration("prefill-time-per-token", text!(prefill_time_per_token, "prefill-time-per-token"), &mut c.prefill_time_per_token)?;
+        duration("prefill-time-std-dev", text!(prefill_time_std_dev, "prefill-time-std-dev"), &mut c.prefill_time_std_dev)?;
+        number("time-factor-under-load", text!(time_factor_under_load, "time-factor-under-load"), &mut c.time_factor_under_load)?;
+        duration("step-base-time", text!(step_base_time, "step-base-time"), &mut c.step_base_time)?;
+        duration(
+            "step-prefill-time-per-token",
+            text!(step_prefill_time_per_token, "step-prefill-time-per-token"),
+            &mut c.step_prefill_time_per_token,
+        )?;
+        duration("step-decode-time-per-seq", text!(step_decode_time_per_seq, "step-decode-time-per-seq"), &mut c.step_decode_time_per_seq)?;
+        duration(
+            "step-context-time-per-token",
+            text!(step_context_time_per_token, "step-context-time-per-token"),
+            &mut c.step_context_time_per_token,
+        )?;
+        number("max-num-batched-tokens", text!(max_num_batched_tokens, "max-num-batched-tokens"), &mut c.max_num_batched_tokens)?;
+        number("max-num-seqs", text!(max_num_seqs, "max-num-seqs"), &mut c.max_num_seqs)?;
+        number("max-model-len", text!(max_model_len, "max-model-len"), &mut c.max_model_len)?;
+        number("max-waiting-queue-length", text!(max_waiting_queue_length, "max-waiting-queue-length"), &mut c.max_waiting_queue_length)?;
+        number("stream-interval", text!(stream_interval, "stream-interval"), &mut c.stream_interval)?;
+        boolean("enable-kvcache", text!(enable_kvcache, "enable-kvcache"), &mut c.enable_kvcache)?;
+        number("kv-cache-size", text!(kv_cache_size, "kv-cache-size"), &mut c.kv_cache_size)?;
+        number("block-size", text!(block_size, "block-size"), &mut c.block_size)?;
+        if let Some(s) = text!(hash_seed, "hash-seed").or_else(|| env("PYTHONHASHSEED")) {
+            c.hash_seed = s.trim().parse().unwrap_or_else(|_| crate::sim::rng::hash_str(&s));
+        }
+        number("failure-injection-rate", text!(failure_injection_rate, "failure-injection-rate"), &mut c.failure_injection_rate)?;
+        let types = self.failure_types.clone().or_else(|| {
+            yaml.get("failure-types").map(|n| match n.as_seq() {
+                Some(items) => items.iter().map(crate::pyfmt::str_node).collect(),
+                None => crate::pyfmt::str_node(n).split(',').map(str::to_string).collect(),
+            })
+        });
+        if let Some(types) = types {
+            let mut kinds = Vec::new();
+            for t in types.iter().filter(|t| !t.trim().is_empty()) {
+                kinds.push(FailureKind::parse(t).ok_or_else(|| {
+                    bad(
+                        "failure-types",
+                        t,
+                        "expected rate_limit, invalid_api_key, context_length, server_error, invalid_request or model_not_found",
+                    )
+                })?);
+            }
+            if !kinds.is_empty() {
+                c.failure_types = kinds;
+            }
+        }
+        number("abort-rate", text!(abort_rate, "abort-rate"), &mut c.abort_rate)?;
+        number("abort-after-tokens", text!(abort_after_tokens, "abort-after-tokens"), &mut c.abort_after_tokens)?;
+        number("stall-rate", text!(stall_rate, "stall-rate"), &mut c.stall_rate)?;
+        number("stall-at-token", text!(stall_at_token, "stall-at-token"), &mut c.stall_at_token)?;
+        duration("stall-duration", text!(stall_duration, "stall-duration"), &mut c.stall_duration)?;
+        number("seed", text!(seed, "seed"), &mut c.seed)?;
+        number("data-parallel-size", text!(data_parallel_size, "data-parallel-size"), &mut c.data_parallel_size)?;
+        duration("startup-duration", text!(startup_duration, "startup-duration"), &mut c.startup_duration)?;
+        c.tokenizer = self.tokenizer.clone().or_else(|| yaml.text("tokenizer").map(PathBuf::from));
+        c.journal = self.journal.clone().or_else(|| yaml.text("journal").map(PathBuf::from));
+        let mut body_mb = c.max_request_body_bytes >> 20;
+        number("max-request-body-size-mb", text!(max_request_body_size_mb, "max-request-body-size-mb"), &mut body_mb)?;
+        c.max_request_body_bytes = body_mb << 20;
+        boolean(
+            "enable-request-id-headers",
+            text!(enable_request_id_headers, "enable-request-id-headers"),
+            &mut c.enable_request_id_headers,
+        )?;
+        duration("shutdown-grace", text!(shutdown_grace, "shutdown-grace"), &mut c.shutdown_grace)?;
+        c.pod_name = env("POD_NAME");
+        c.pod_namespace = env("POD_NAMESPACE");
+
+        let calc = text!(latency_calculator, "latency-calculator");
+        c.latency = match calc.as_deref() {
+            Some("constant") => LatencyModel::Constant,
+            Some("per-token") => LatencyModel::PerToken,
+            Some("step") => LatencyModel::Step,
+            // llm-d-inference-sim's legacy auto-selection: per-token when its knobs are set.
+            None | Some("") => {
+                if c.prefill_overhead > Duration::ZERO || c.prefill_time_per_token > Duration::ZERO {
+                    LatencyModel::PerToken
+                } else {
+                    LatencyModel::Constant
+                }
+            }
+            Some(other) => return Err(bad("latency-calculator", other, "expected constant, per-token or step")),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl SimConfig {
+    fn validate(&self) -> Result<(), InputError> {
+        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(InputError::new(format!("sim settings: {msg}"))) };
+        check(self.max_num_seqs >= 1, "max-num-seqs must be at least 1")?;
+        check(self.max_model_len >= 1, "max-model-len must be at least 1")?;
+        check((1..=8).contains(&self.data_parallel_size), "data-parallel-size must be between 1 and 8")?;
+        check((0.0..=100.0).contains(&self.failure_injection_rate), "failure-injection-rate is a percentage (0-100)")?;
+        check((0.0..=100.0).contains(&self.abort_rate), "abort-rate is a percentage (0-100)")?;
+        check((0.0..=100.0).contains(&self.stall_rate), "stall-rate is a percentage (0-100)")?;
+        check(self.time_factor_under_load >= 1.0, "time-factor-under-load must be >= 1")?;
+        check((1..=1024).contains(&self.block_size), "block-size must be between 1 and 1024")?;
+        check(self.kv_cache_size >= 1, "kv-cache-size must be at least 1 block")?;
+        check(self.stream_interval >= 1, "stream-interval must be at least 1")?;
+        check(self.max_num_batched_tokens >= 1, "max-num-batched-tokens must be at least 1")?;
+        check(
+            self.ttft_std_dev.as_secs_f64() <= 0.3 * self.ttft.as_secs_f64() + 1e-12,
+            "time-to-first-token-std-dev must be at most 30% of time-to-first-token",
+        )?;
+        check(
+            self.itl_std_dev.as_secs_f64() <= 0.3 * self.itl.as_secs_f64() + 1e-12,
+            "inter-token-latency-std-dev must be at most 30% of inter-token-latency",
+        )?;
+        check(self.port as usize + self.data_parallel_size - 1 <= u16::MAX as usize, "port + data-parallel-size exceeds the port range")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(parse_duration("20").unwrap(), Duration::from_millis(20));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn precedence_cli_over_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sim.yaml");
+        std::fs::write(&file, "model: from-yaml\nmax-num-seqs: 7\ninterTokenLatency: 3ms\ntime-to-first-token: 9ms\n").unwrap();
+        let args = SimArgs { config: Some(file), time_to_first_token: Some("4ms".into()), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.model, "from-yaml");
+        assert_eq!(c.max_num_seqs, 7);
+        assert_eq!(c.itl, Duration::from_millis(3));
+        assert_eq!(c.ttft, Duration::from_millis(4));
+        assert_eq!(c.served_model_names, ["from-yaml"]);
+    }
+
+    #[test]
+    fn invalid_settings_are_input_errors() {
+        let base = SimArgs { model: Some("m".into()), ..Default::default() };
+        assert!(SimArgs { failure_injection_rate: Some(150.0), ..base.clone() }.resolve().is_err());
+        assert!(SimArgs { mode: Some("mirror".into()), ..base.clone() }.resolve().is_err());
+        assert!(SimArgs { failure_types: Some(vec!["teapot".into()]), ..base.clone() }.resolve().is_err());
+        assert!(
+            SimArgs { time_to_first_token: Some("10ms".into()), time_to_first_token_std_dev: Some("5ms".into()), ..base.clone() }
+                .resolve()
+                .is_err()
+        );
+        assert!(SimArgs { ..Default::default() }.resolve().is_err() || std::env::var("SIM_MODEL").is_ok());
+    }
+}

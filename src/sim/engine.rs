@@ -1,0 +1,570 @@
+//! The simulated inference engine: admission, latency and token timing.
+//!
+//! Two schedulers share one interface ([`Engine::submit`] returns a stream of
+//! [`Event`]s):
+//!
+//! * **compat** (`--latency-calculator constant|per-token`), llm-d-inference-sim's model:
+//!   `max-num-seqs` slots with a FIFO queue in front; an admitted request waits its
+//!   prefill time (constant TTFT, or overhead + uncached tokens × per-token time) and then
+//!   one inter-token latency per token. Every latency is scaled by the load factor
+//!   `1 + (f − 1)(running − 1)/(max_num_seqs − 1)`, evaluated at prefill start and again
+//!   for every token. Jitter is a normal sample clamped to ±70 % of the mean.
+//! * **step** (`--latency-calculator step`), an iteration-level batching engine: every
+//!   iteration schedules the running sequences' decode tokens plus waiting prompts'
+//!   prefill chunks within `max-num-batched-tokens`, takes
+//!   `base + prefill_tokens·p + decode_seqs·d + context_tokens·c`, and then gives each
+//!   decoding sequence one token. Throughput therefore saturates at `1/d` tokens per
+//!   second per decode sequence slot and ITL grows with the batch, as in vLLM. When the
+//!   KV cache runs out of blocks the newest sequence is preempted (recomputed later).
+//!
+//! Timing uses absolute schedules (`t += gap`, never `sleep(gap)`) on the
+//! high-resolution timer, so lateness does not accumulate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::config::{LatencyModel, SimConfig};
+use super::kv::{Allocation, KvCache};
+use super::metrics::{FinishReason, Metrics};
+use super::rng::Rng;
+use crate::timing::sleep_until;
+
+/// Work for the engine.
+#[derive(Debug)]
+pub struct Request {
+    pub arrival: Instant,
+    pub prompt_tokens: Arc<Vec<u32>>,
+    /// Tokens to generate.
+    pub output_len: usize,
+    /// Why the request ends once `output_len` tokens are out.
+    pub finish: FinishReason,
+    pub max_tokens_param: Option<usize>,
+    /// Abort (drop the connection) after this many tokens.
+    pub abort_after: Option<usize>,
+    /// Pause before token `j` (0-based) for the duration.
+    pub stall: Option<(usize, Duration)>,
+    pub rng: Rng,
+}
+
+/// Progress of a request, in order: `Admitted`, then `Tokens` until `output_len` tokens
+/// were produced (the channel then closes), or `Aborted`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    Admitted { at: Instant, cached_tokens: usize },
+    Tokens { at: Instant, count: usize },
+    Aborted,
+}
+
+/// The waiting queue is full (HTTP 429).
+#[derive(Debug)]
+pub struct QueueFull;
+
+pub struct Engine {
+    cfg: Arc<SimConfig>,
+    pub metrics: Arc<Metrics>,
+    kv: Mutex<KvCache>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    step: Option<mpsc::UnboundedSender<StepSeq>>,
+}
+
+fn jitter(rng: &mut Rng, mean: Duration, std_dev: Duration) -> Duration {
+    if std_dev.is_zero() || mean.is_zero() {
+        return mean;
+    }
+    let m = mean.as_secs_f64();
+    let v = (m + rng.normal() * std_dev.as_secs_f64()).clamp(0.3 * m, 1.7 * m);
+    Duration::from_secs_f64(v)
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<SimConfig>, metrics: Arc<Metrics>) -> Arc<Engine> {
+        let kv = Mutex::new(KvCache::new(cfg.kv_cache_size, cfg.block_size, cfg.hash_seed));
+        let slots = Arc::new(Semaphore::new(cfg.max_num_seqs));
+        if cfg.latency == LatencyModel::Step {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let engine =
+                Arc::new(Engine { cfg, metrics, kv, slots, waiting: AtomicUsize::new(0), running: AtomicUsize::new(0), step: Some(tx) });
+            tokio::spawn(step_loop(engine.clone(), rx));
+            engine
+        } else {
+            Arc::new(Engine { cfg, metrics, kv, slots, waiting: AtomicUsize::new(0), running: AtomicUsize::new(0), step: None })
+        }
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.waiting.set(self.waiting.load(Ordering::Relaxed) as f64);
+        self.metrics.running.set(self.running.load(Ordering::Relaxed) as f64);
+        if let Ok(kv) = self.kv.lock() {
+            self.metrics.kv_usage.set(kv.usage());
+        }
+    }
+
+    /// Queues a request. Fails when the waiting queue is full.
+    pub fn submit(self: &Arc<Self>, req: Request) -> Result<mpsc::UnboundedReceiver<Event>, QueueFull> {
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let free_slot = self.running.load(Ordering::Acquire) < self.cfg.max_num_seqs;
+        if queued >= self.cfg.max_waiting_queue_length && !(free_slot && queued == 0) {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        self.update_gauges();
+        let (tx, rx) = mpsc::unbounded_channel();
+        match &self.step {
+            Some(step) => {
+                let seq = StepSeq::new(req, tx);
+                if let Err(e) = step.send(seq) {
+                    // The engine loop is gone (shutdown): the request just ends.
+                    drop(e);
+                }
+            }
+            None => {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.run_compat(req, tx).await });
+            }
+        }
+        Ok(rx)
+    }
+
+    fn load_factor(&self) -> f64 {
+        let running = self.running.load(Ordering::Relaxed).max(1) as f64;
+        let max = self.cfg.max_num_seqs as f64;
+        if max <= 1.0 { 1.0 } else { 1.0 + (self.cfg.time_factor_under_load - 1.0) * (running - 1.0) / (max - 1.0) }
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        if d.is_zero() { d } else { d.mul_f64(self.load_factor()) }
+    }
+
+    /// Pins KV blocks (or just looks the prefix up when the cache is full).
+    fn kv_admit(&self, prompt: &[u32], reserve: usize) -> (Option<Allocation>, usize) {
+        if !self.cfg.enable_kvcache {
+            return (None, 0);
+        }
+        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        let hashes = kv.block_hashes(prompt);
+        match kv.allocate(&hashes, prompt.len(), reserve) {
+            Some(a) => {
+                let cached = a.cached_tokens;
+                (Some(a), cached)
+            }
+            None => {
+                let cached = kv.lookup(&hashes);
+                (None, cached)
+            }
+        }
+    }
+
+    fn kv_release(&self, alloc: Option<Allocation>) {
+        if let Some(a) = alloc {
+            self.kv.lock().unwrap_or_else(|e| e.into_inner()).release(&a);
+        }
+    }
+
+    async fn run_compat(self: Arc<Self>, mut req: Request, tx: mpsc::UnboundedSender<Event>) {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let admitted = Instant::now();
+        let prompt_len = req.prompt_tokens.len();
+        let (alloc, cached) = self.kv_admit(&req.prompt_tokens, req.output_len);
+        self.metrics.prompt_tokens.inc_by(prompt_len as u64);
+        if self.cfg.enable_kvcache {
+            self.metrics.prefix_queries.inc_by(prompt_len as u64);
+            self.metrics.prefix_hits.inc_by(cached as u64);
+        }
+        self.update_gauges();
+        let mut tracker = RequestTimes::new(&req, admitted);
+        let mut outcome = FinishReason::Abort;
+        'run: {
+            if tx.send(Event::Admitted { at: admitted, cached_tokens: cached }).is_err() {
+                break 'run;
+            }
+            let prefill = match self.cfg.latency {
+                LatencyModel::PerToken => {
+                    let base = self.cfg.prefill_overhead + self.cfg.prefill_time_per_token * (prompt_len.saturating_sub(cached)) as u32;
+                    jitter(&mut req.rng, base, self.cfg.prefill_time_std_dev.min(base.mul_f64(0.3)))
+                }
+                _ => jitter(&mut req.rng, self.cfg.ttft, self.cfg.ttft_std_dev),
+            };
+            let mut t = admitted + self.scaled(prefill);
+            let mut produced = 0usize;
+            // Tokens due at the same instant travel together in one event.
+            let mut pending = 0usize;
+            while produced < req.output_len {
+                produced += 1;
+                pending += 1;
+                let aborting = req.abort_after.is_some_and(|k| produced >= k) && produced < req.output_len;
+                let last = produced == req.output_len || aborting;
+                let mut gap = Duration::ZERO;
+                if !last {
+                    gap = self.scaled(jitter(&mut req.rng, self.cfg.itl, self.cfg.itl_std_dev));
+                    if let Some((_, stall)) = req.stall.filter(|(j, _)| *j == produced) {
+                        gap += stall;
+                    }
+                }
+                if last || !gap.is_zero() {
+                    sleep_until(t).await;
+                    if tx.send(Event::Tokens { at: t, count: pending }).is_err() {
+                        break 'run;
+                    }
+                    tracker.tokens(t, pending, &self.metrics);
+                    pending = 0;
+                    if aborting {
+                        let _ = tx.send(Event::Aborted);
+                        break 'run;
+                    }
+                    t += gap;
+                }
+            }
+            outcome = req.finish;
+        }
+        drop(permit);
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.kv_release(alloc);
+        self.update_gauges();
+        tracker.finish(outcome, &self.metrics);
+    }
+}
+
+/// Per-request timestamps feeding the latency histograms.
+struct RequestTimes {
+    arrival: Instant,
+    admitted: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    tokens: usize,
+    prompt_len: usize,
+    max_tokens: Option<usize>,
+}
+
+impl RequestTimes {
+    fn new(req: &Request, admitted: Instant) -> Self {
+        RequestTimes {
+            arrival: req.arrival,
+            admitted,
+            first: None,
+            last: None,
+            tokens: 0,
+            prompt_len: req.prompt_tokens.len(),
+            max_tokens: req.max_tokens_param,
+        }
+    }
+
+    fn tokens(&mut self, at: Instant, count: usize, m: &Metrics) {
+        if count == 0 {
+            return;
+        }
+        m.generation_tokens.inc_by(count as u64);
+        match self.last {
+            None => {
+                self.first = Some(at);
+                m.ttft.observe((at - self.arrival).as_secs_f64());
+                m.prefill.observe((at - self.admitted).as_secs_f64());
+            }
+            Some(prev) => {
+                let gap = (at - prev).as_secs_f64();
+                m.itl.observe(gap);
+                m.tpot_legacy.observe(gap);
+            }
+        }
+        // Tokens delivered together are zero gaps apart.
+        for _ in 1..count {
+            m.itl.observe(0.0);
+            m.tpot_legacy.observe(0.0);
+        }
+        self.last = Some(at);
+        self.tokens += count;
+    }
+
+    fn finish(&self, reason: FinishReason, m: &Metrics) {
+        m.finished(reason);
+        m.prompt_len.observe(self.prompt_len as f64);
+        m.generation_len.observe(self.tokens as f64);
+        m.n_param.observe(1.0);
+        if let Some(mt) = self.max_tokens {
+            m.max_tokens_param.observe(mt as f64);
+            m.max_generation.observe(mt as f64);
+        }
+        m.queue.observe((self.admitted - self.arrival).as_secs_f64());
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            m.e2e.observe((last - self.arrival).as_secs_f64());
+            m.inference.observe((last - self.admitted).as_secs_f64());
+            m.decode.observe((last - first).as_secs_f64());
+            if self.tokens > 1 {
+                m.request_tpot.observe((last - first).as_secs_f64() / (self.tokens - 1) as f64);
+            }
+        }
+    }
+}
+
+/// A sequence inside the step engine.
+struct StepSeq {
+    req: Request,
+    tx: mpsc::UnboundedSender<Event>,
+    times: Option<RequestTimes>,
+    alloc: Option<Allocation>,
+    /// Tokens produced so far (survive preemption).
+    generated: usize,
+    /// Prompt (+ regenerated) tokens still to prefill.
+    prefill_left: usize,
+    admitted: bool,
+    /// A stall (`--stall-at-token`) holds the sequence back until then.
+    stalled_until: Option<Instant>,
+}
+
+impl StepSeq {
+    fn new(req: Request, tx: mpsc::UnboundedSender<Event>) -> Self {
+        StepSeq { req, tx, times: None, alloc: None, generated: 0, prefill_left: 0, admitted: false, stalled_until: None }
+    }
+
+    fn context(&self) -> usize {
+        self.req.prompt_tokens.len() + self.generated
+    }
+}
+
+async fn step_loop(engine: Arc<Engine>, mut arrivals: mpsc::UnboundedReceiver<StepSeq>) {
+    let cfg = engine.cfg.clone();
+    let mut waiting: VecDeque<StepSeq> = VecDeque::new();
+    let mut running: Vec<StepSeq> = Vec::new();
+    let mut clock = Instant::now();
+    loop {
+        if waiting.is_empty() && running.is_empty() {
+            match arrivals.recv().await {
+                Some(seq) => waiting.push_back(seq),
+                None => return,
+            }
+            clock = Instant::now();
+        }
+        while let Ok(seq) = arrivals.try_recv() {
+            waiting.push_back(seq);
+        }
+        // Schedule this iteration.
+        let mut budget = cfg.max_num_batched_tokens;
+        let mut decode_seqs = 0usize;
+        let mut prefill_tokens = 0usize;
+        let mut chunks: Vec<usize> = vec![0; running.len()];
+        for (i, seq) in running.iter().enumerate() {
+            if seq.prefill_left == 0 && budget > 0 {
+                decode_seqs += 1;
+                budget -= 1;
+            } else if seq.prefill_left > 0 && budget > 0 {
+                let chunk = seq.prefill_left.min(budget);
+                chunks[i] = chunk;
+                prefill_tokens += chunk;
+                budget -= chunk;
+            }
+        }
+        while running.len() < cfg.max_num_seqs && budget > 0 {
+            let Some(mut seq) = waiting.pop_front() else { break };
+            let prompt = seq.req.prompt_tokens.clone();
+            let (alloc, cached) = engine.kv_admit(&prompt, seq.generated + 1);
+            if cfg.enable_kvcache && alloc.is_none() && !running.is_empty() {
+                waiting.push_front(seq);
+                break;
+            }
+            let now = Instant::now();
+            if !seq.admitted {
+                seq.admitted = true;
+                engine.waiting.fetch_sub(1, Ordering::AcqRel);
+                engine.metrics.prompt_tokens.inc_by(seq.req.prompt_tokens.len() as u64);
+                if cfg.enable_kvcache {
+                    engine.metrics.prefix_queries.inc_by(seq.req.prompt_tokens.len() as u64);
+                    engine.metrics.prefix_hits.inc_by(cached as u64);
+                }
+                seq.times = Some(RequestTimes::new(&seq.req, now));
+                if seq.tx.send(Event::Admitted { at: now, cached_tokens: cached }).is_err() {
+                    engine.kv_release(alloc);
+                    engine.metrics.finished(FinishReason::Abort);
+                    continue;
+                }
+            }
+            engine.running.fetch_add(1, Ordering::AcqRel);
+            seq.alloc = alloc;
+            seq.prefill_left = (seq.context() - cached).max(1);
+            let chunk = seq.prefill_left.min(budget);
+            prefill_tokens += chunk;
+            budget -= chunk;
+            chunks.push(chunk);
+            running.push(seq);
+        }
+        engine.update_gauges();
+        let context_tokens: usize = running.iter().map(StepSeq::context).sum();
+        let duration = cfg.step_base_time
+            + cfg.step_prefill_time_per_token * prefill_tokens as u32
+            + cfg.step_decode_time_per_seq * decode_seqs as u32
+            + cfg.step_context_time_per_token * context_tokens as u32;
+        engine.metrics.iteration_tokens.observe((prefill_tokens + decode_seqs) as f64);
+        clock = clock.max(Instant::now() - Duration::from_millis(1)) + duration;
+        sleep_until(clock).await;
+        let end = clock;
+
+        // Apply the iteration: prefill progress, one token per decoding sequence.
+        let mut finished = Vec::new();
+        let mut preempt = Vec::new();
+        for (i, seq) in running.iter_mut().enumerate() {
+            let produces = if seq.prefill_left > 0 {
+                seq.prefill_left -= chunks[i];
+                seq.prefill_left == 0 && chunks[i] > 0
+            } else {
+                true
+            };
+            if !produces {
+                continue;
+            }
+            if let Some((_, d)) = seq.req.stall.filter(|(j, _)| *j == seq.generated && *j > 0) {
+                seq.req.stall = None;
+                seq.stalled_until = Some(end + d);
+            }
+            if seq.stalled_until.is_some_and(|until| end < until) {
+                continue;
+            }
+            if let Some(alloc) = seq.alloc.as_mut() {
+                let needed = (seq.req.prompt_tokens.len() + seq.generated + 1).div_ceil(cfg.block_size);
+                if needed > alloc.blocks() {
+                    let mut kv = engine.kv.lock().unwrap_or_else(|e| e.into_inner());
+                    if !kv.grow(alloc, needed - alloc.blocks()) {
+                        preempt.push(i);
+                        continue;
+                    }
+                }
+            }
+            seq.generated += 1;
+            let ok = seq.tx.send(Event::Tokens { at: end, count: 1 }).is_ok();
+            if let Some(t) = seq.times.as_mut() {
+                t.tokens(end, 1, &engine.metrics);
+            }
+            let abort = seq.req.abort_after.is_some_and(|k| seq.generated >= k) && seq.generated < seq.req.output_len;
+            if abort {
+                let _ = seq.tx.send(Event::Aborted);
+            }
+            if !ok || abort {
+                finished.push((i, FinishReason::Abort));
+            } else if seq.generated >= seq.req.output_len {
+                finished.push((i, seq.req.finish));
+            }
+        }
+        // Preempt the newest sequence when blocks ran out (recompute later).
+        if !preempt.is_empty()
+            && let Some(victim) = (0..running.len()).filter(|i| !finished.iter().any(|(f, _)| f == i)).max()
+        {
+            let mut seq = running.remove(victim);
+            finished.retain(|(f, _)| *f != victim);
+            for (f, _) in finished.iter_mut() {
+                if *f > victim {
+                    *f -= 1;
+                }
+            }
+            engine.kv_release(seq.alloc.take());
+            engine.running.fetch_sub(1, Ordering::AcqRel);
+            engine.metrics.preemptions.inc_by(1);
+            seq.prefill_left = 0;
+            waiting.push_front(seq);
+        }
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (i, reason) in finished {
+            let mut seq = running.swap_remove(i);
+            engine.kv_release(seq.alloc.take());
+            engine.running.fetch_sub(1, Ordering::AcqRel);
+            if let Some(t) = seq.times.take() {
+                t.finish(reason, &engine.metrics);
+            }
+        }
+        engine.update_gauges();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::metrics::Metrics;
+
+    fn engine(cfg: SimConfig) -> Arc<Engine> {
+        let m = Arc::new(Metrics::new("m", 0, cfg.max_model_len, cfg.block_size, cfg.kv_cache_size));
+        Engine::new(Arc::new(cfg), m)
+    }
+
+    fn request(tokens: usize, out: usize) -> Request {
+        Request {
+            arrival: Instant::now(),
+            prompt_tokens: Arc::new((0..tokens as u32).collect()),
+            output_len: out,
+            finish: FinishReason::Length,
+            max_tokens_param: Some(out),
+            abort_after: None,
+            stall: None,
+            rng: Rng::new(1),
+        }
+    }
+
+    async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Some(e) = rx.recv().await {
+            v.push(e);
+        }
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn constant_latency_schedule() {
+        let cfg = SimConfig { model: "m".into(), ttft: Duration::from_millis(20), itl: Duration::from_millis(5), ..Default::default() };
+        let e = engine(cfg);
+        let events = collect(e.submit(request(10, 4)).unwrap()).await;
+        let Event::Admitted { at: admitted, .. } = events[0] else { panic!("{events:?}") };
+        let times: Vec<Instant> =
+            events[1..].iter().map(|e| if let Event::Tokens { at, count: 1 } = e { *at } else { panic!("{e:?}") }).collect();
+        assert_eq!(times.len(), 4);
+        assert_eq!(times[0] - admitted, Duration::from_millis(20));
+        for w in times.windows(2) {
+            assert_eq!(w[1] - w[0], Duration::from_millis(5));
+        }
+        assert_eq!(e.metrics.generation_tokens.get(), 4);
+        assert_eq!(e.metrics.prompt_tokens.get(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_full_is_rejected() {
+        let cfg = SimConfig {
+            model: "m".into(),
+            ttft: Duration::from_millis(200),
+            max_num_seqs: 1,
+            max_waiting_queue_length: 1,
+            ..Default::default()
+        };
+        let e = engine(cfg);
+        let _a = e.submit(request(1, 1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _b = e.submit(request(1, 1)).unwrap();
+        assert!(e.submit(request(1, 1)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn step_engine_batches() {
+        let cfg = SimConfig {
+            model: "m".into(),
+            latency: LatencyModel::Step,
+            step_base_time: Duration::from_millis(2),
+            step_decode_time_per_seq: Duration::from_millis(1),
+            step_prefill_time_per_token: Duration::ZERO,
+            max_num_seqs: 8,
+            ..Default::default()
+        };
+        let e = engine(cfg);
+        let rxs: Vec<_> = (0..4).map(|_| e.submit(request(5, 10)).unwrap()).collect();
+        let mut all = Vec::new();
+        for rx in rxs {
+            all.push(collect(rx).await);
+        }
+        for events in &all {
+            let tokens: usize = events.iter().map(|e| if let Event::Tokens { count, .. } = e { *count } else { 0 }).sum();
+            assert_eq!(tokens, 10);
+        }
+        assert_eq!(e.metrics.generation_tokens.get(), 40);
+        assert!(e.metrics.iteration_tokens.count() >= 10);
+    }
+}

@@ -1,0 +1,332 @@
+//! `llmd sim` over real HTTP on loopback: the OpenAI endpoints, usage exactness, echo,
+//! metrics, queueing, failure injection, prefix caching, the step engine, harness-shaped
+//! requests and bad input.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::Sim;
+use support::http::{get, post, request};
+
+const MODEL: &str = "Qwen/Qwen3-0.6B";
+
+fn content_of(event: &Value) -> String {
+    let choice = &event["choices"][0];
+    choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str()).unwrap_or("").to_string()
+}
+
+#[test]
+fn completions_and_chat_streaming_and_not_with_exact_usage() {
+    let sim = Sim::start(&["--model", MODEL, "--max-model-len", "2048"]);
+    for (path, body) in [
+        ("/v1/completions", json!({"model": MODEL, "prompt": "The quick brown fox", "max_tokens": 12, "ignore_eos": true})),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 12, "ignore_eos": true}),
+        ),
+    ] {
+        // Not streamed.
+        let r = post(sim.port, path, &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["usage"]["completion_tokens"], 12);
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        let text = v["choices"][0]["text"].as_str().or_else(|| v["choices"][0]["message"]["content"].as_str()).unwrap();
+        let tokens = post(sim.port, "/tokenize", &json!({"prompt": text})).json();
+        assert_eq!(tokens["count"], 12, "the text re-tokenizes to completion_tokens");
+
+        // Streamed, with usage.
+        let mut body = body.clone();
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let r = post(sim.port, path, &body);
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+        let events = r.events();
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let parsed: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        let usage = parsed.last().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        let token_events: Vec<&Value> = parsed[..parsed.len() - 1].iter().filter(|e| !content_of(e).is_empty()).collect();
+        assert_eq!(token_events.len(), 12, "one event per token");
+        assert_eq!(usage["usage"]["completion_tokens"], 12);
+        assert_eq!(usage["usage"]["total_tokens"], usage["usage"]["prompt_tokens"].as_u64().unwrap() + 12);
+        assert_eq!(token_events.last().unwrap()["choices"][0]["finish_reason"], "length");
+        if path.contains("chat") {
+            assert_eq!(parsed[0]["choices"][0]["delta"]["role"], "assistant", "role delta first");
+        }
+    }
+}
+
+#[test]
+fn echo_mode_streams_the_prompt_back() {
+    let sim = Sim::start(&["--model", MODEL, "--mode", "echo"]);
+    let prompt = "Echo this sentence, with ünïcode and 数字 123.";
+    let r = post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": prompt, "max_tokens": 100, "stream": true}));
+    let events = r.events();
+    let text: String = events[..events.len() - 1].iter().map(|e| content_of(&serde_json::from_str(e).unwrap())).collect();
+    assert_eq!(text, prompt);
+    let v = post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": prompt, "max_tokens": 100})).json();
+    assert_eq!(v["choices"][0]["text"], prompt);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], v["usage"]["prompt_tokens"]);
+}
+
+#[test]
+fn metrics_count_tokens_exactly_and_track_load() {
+    let sim = Sim::start(&["--model", MODEL, "--max-num-seqs", "2", "--time-to-first-token", "400ms"]);
+    let before = sim.metric("vllm:generation_tokens_total");
+    let mut served = 0;
+    for n in [3, 7, 11] {
+        let v =
+            post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "count me", "max_tokens": n, "ignore_eos": true})).json();
+        served += v["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    assert_eq!(served, 21);
+    assert_eq!(sim.metric("vllm:generation_tokens_total") - before, 21.0);
+    assert_eq!(sim.metric("vllm:request_success_total"), 0.0, "first sample is finished_reason=stop");
+
+    // Five slow requests against two slots: 2 running, 3 waiting.
+    let port = sim.port;
+    let handles: Vec<_> = (0..5)
+        .map(|_| std::thread::spawn(move || post(port, "/v1/completions", &json!({"model": MODEL, "prompt": "slow", "max_tokens": 1}))))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(sim.metric("vllm:num_requests_running"), 2.0);
+    assert_eq!(sim.metric("vllm:num_requests_waiting"), 3.0);
+    for h in handles {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+    assert_eq!(sim.metric("vllm:num_requests_running"), 0.0);
+    assert_eq!(sim.metric("vllm:num_requests_waiting"), 0.0);
+    assert_eq!(sim.metric("vllm:time_to_first_token_seconds_count"), 8.0);
+}
+
+#[test]
+fn a_full_queue_answers_429() {
+    let sim = Sim::start(&["--model", MODEL, "--max-num-seqs", "1", "--max-waiting-queue-length", "1", "--time-to-first-token", "500ms"]);
+    let port = sim.port;
+    let first: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50 * i));
+                post(port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 1}))
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = post(port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 1}));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "RateLimitError");
+    for h in first {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+}
+
+#[test]
+fn injected_failures_follow_the_rate() {
+    let sim =
+        Sim::start(&["--model", MODEL, "--failure-injection-rate", "30", "--failure-types", "rate_limit,server_error", "--seed", "42"]);
+    let n = 600;
+    let mut failed = 0;
+    for i in 0..n {
+        let r = request(
+            sim.port,
+            "POST",
+            "/v1/completions",
+            Some(&json!({"model": MODEL, "prompt": "x", "max_tokens": 1}).to_string()),
+            &[("x-request-id", &format!("req-{i}"))],
+        );
+        if r.status != 200 {
+            assert!(r.status == 429 || r.status == 503, "{}", r.status);
+            assert!(r.json()["error"]["message"].as_str().unwrap().contains("injected"));
+            failed += 1;
+        }
+    }
+    // 30% of 600 = 180, sd = sqrt(600 * 0.3 * 0.7) ≈ 11.2; allow 4 sd.
+    assert!((135..=225).contains(&failed), "{failed} of {n} failed");
+    // X-Return-Error forces one.
+    let r = request(
+        sim.port,
+        "POST",
+        "/v1/completions",
+        Some(&json!({"model": MODEL, "prompt": "x"}).to_string()),
+        &[("X-Return-Error", "404")],
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn repeated_prompts_hit_the_prefix_cache() {
+    let sim = Sim::start(&["--model", MODEL, "--enable-kvcache", "--block-size", "16", "--kv-cache-size", "64"]);
+    let prompt = "a shared system prompt that is long enough to fill several kv cache blocks ".repeat(4);
+    let ask = || post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": prompt, "max_tokens": 2})).json();
+    let first = ask();
+    let second = ask();
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert_eq!(cached, prompt_tokens / 16 * 16, "every full block of the prompt is cached");
+    assert!(cached > 0);
+    assert_eq!(sim.metric("vllm:prefix_cache_hits_total"), cached as f64);
+    assert_eq!(sim.metric("vllm:prefix_cache_queries_total"), 2.0 * prompt_tokens as f64);
+}
+
+#[test]
+fn step_engine_throughput_plateaus_with_concurrency() {
+    // Iteration = 2 ms + 1 ms per decoding sequence: throughput B/(2+B) tokens per ms,
+    // so 333/s at B=1, 800/s at B=8, 941/s at B=32 (plateau 1000/s).
+    let sim = Sim::start(&[
+        "--model",
+        MODEL,
+        "--latency-calculator",
+        "step",
+        "--step-base-time",
+        "2ms",
+        "--step-decode-time-per-seq",
+        "1ms",
+        "--step-prefill-time-per-token",
+        "0ms",
+        "--max-num-seqs",
+        "64",
+    ]);
+    let throughput = |concurrency: usize| {
+        let port = sim.port;
+        let tokens = 40;
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let v =
+                        post(port, "/v1/completions", &json!({"model": MODEL, "prompt": "step", "max_tokens": tokens, "ignore_eos": true}))
+                            .json();
+                    v["usage"]["completion_tokens"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        total as f64 / start.elapsed().as_secs_f64()
+    };
+    let t1 = throughput(1);
+    let t8 = throughput(8);
+    let t32 = throughput(32);
+    assert!(t8 > 1.8 * t1, "batching raises throughput: {t1:.0} -> {t8:.0} tok/s");
+    assert!(t32 < 1.35 * t8, "throughput plateaus: {t8:.0} -> {t32:.0} tok/s");
+    assert!(t32 < 1100.0, "never above the 1000 tok/s bound (+ slack): {t32:.0}");
+}
+
+#[test]
+fn harness_shaped_requests_are_answered() {
+    let sim = Sim::start(&["--model", MODEL, "--max-model-len", "4096"]);
+    // The exact request bodies the harnesses send (see ../shared/fixtures/harness-outputs).
+    let vllm_bench = json!({"model": MODEL, "prompt": "hello hello hello", "temperature": 0.0, "repetition_penalty": 1.0, "max_tokens": 50, "logprobs": null, "stream": true, "stream_options": {"include_usage": true}, "ignore_eos": true});
+    let guidellm = json!({"prompt": "synthetic text", "model": MODEL, "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 50, "max_completion_tokens": 50, "stop": null, "ignore_eos": true});
+    let inference_perf = json!({"model": MODEL, "prompt": "random tokens", "max_tokens": 50, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}});
+    let aiperf = json!({"messages": [{"role": "user", "content": " and admire our sufferance"}], "model": MODEL, "stream": true, "max_completion_tokens": 50, "stream_options": {"include_usage": true}});
+    for (name, path, body) in [
+        ("vllm bench", "/v1/completions", vllm_bench),
+        ("guidellm", "/v1/completions", guidellm),
+        ("inference-perf", "/v1/completions", inference_perf),
+        ("aiperf", "/v1/chat/completions", aiperf),
+    ] {
+        let r = post(sim.port, path, &body);
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let events = r.events();
+        assert_eq!(events.last().unwrap(), "[DONE]", "{name}");
+        let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        let n = usage["usage"]["completion_tokens"].as_u64().unwrap();
+        let content = events[..events.len() - 2].iter().filter(|e| !content_of(&serde_json::from_str(e).unwrap()).is_empty()).count();
+        assert_eq!(content as u64, n, "{name}: usage matches streamed tokens");
+        if name != "aiperf" {
+            assert_eq!(n, 50, "{name}: ignore_eos gives exactly max_tokens");
+        }
+    }
+    let models = get(sim.port, "/v1/models").json();
+    assert_eq!(models["data"][0]["id"], MODEL);
+    assert_eq!(models["data"][0]["root"], MODEL);
+    assert_eq!(models["data"][0]["max_model_len"], 4096);
+}
+
+#[test]
+fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
+    let sim = Sim::start(&["--model", MODEL, "--max-model-len", "64", "--max-request-body-size-mb", "1"]);
+    let raw = |body: &str| request(sim.port, "POST", "/v1/completions", Some(body), &[]);
+    let cases: Vec<(u16, support::http::Response)> = vec![
+        (400, raw("{not json")),
+        (400, raw("[1, 2]")),
+        (400, post(sim.port, "/v1/completions", &json!({"model": MODEL}))),
+        (400, post(sim.port, "/v1/chat/completions", &json!({"model": MODEL, "messages": []}))),
+        (404, post(sim.port, "/v1/completions", &json!({"model": "other/model", "prompt": "x"}))),
+        (400, post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 100}))),
+        (400, post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": -1}))),
+        (400, post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "n": 3}))),
+        (413, raw(&format!("{{\"model\":\"{MODEL}\",\"prompt\":\"{}\"}}", "x".repeat(2 << 20)))),
+        (404, get(sim.port, "/v2/nothing")),
+        (405, get(sim.port, "/v1/completions")),
+    ];
+    for (want, r) in cases {
+        assert_eq!(r.status, want, "{}", r.body);
+        let e = r.json();
+        assert_eq!(e["error"]["code"], want);
+        assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let long = post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 100})).json();
+    assert!(long["error"]["message"].as_str().unwrap().contains("maximum context length is 64"));
+    assert_eq!(post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "still alive", "max_tokens": 2})).status, 200);
+}
+
+#[test]
+fn readiness_waits_for_startup_and_sigterm_drains_streams() {
+    let sim = Sim::start(&["--model", MODEL, "--startup-duration", "400ms", "--inter-token-latency", "50ms"]);
+    assert_eq!(get(sim.port, "/health").status, 200);
+    assert_eq!(get(sim.port, "/health/ready").status, 503);
+    assert_eq!(post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x"})).status, 503);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(get(sim.port, "/health/ready").status, 200);
+    let port = sim.port;
+    let stream = std::thread::spawn(move || {
+        post(port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 10, "ignore_eos": true, "stream": true}))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let status = sim.stop();
+    assert!(status.success(), "{status:?}");
+    let r = stream.join().unwrap();
+    assert_eq!(r.events().last().unwrap(), "[DONE]", "the in-flight stream finished before exit");
+}
+
+#[test]
+fn journal_records_every_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let sim = Sim::start(&[
+        "--model",
+        MODEL,
+        "--time-to-first-token",
+        "20ms",
+        "--inter-token-latency",
+        "5ms",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    let r = post(
+        sim.port,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "journal", "max_tokens": 6, "ignore_eos": true, "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    sim.stop();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["completion_tokens"], 6);
+    assert_eq!(rec["status"], "ok");
+    let chunks = rec["chunks"].as_array().unwrap();
+    let tokens: u64 = chunks.iter().map(|c| c[1].as_u64().unwrap()).sum();
+    assert_eq!(tokens, 6);
+    let first = chunks[0][0].as_u64().unwrap();
+    let ttft_ms = (first - rec["arrival_ns"].as_u64().unwrap()) as f64 / 1e6;
+    assert!((19.5..30.0).contains(&ttft_ms), "server-side TTFT {ttft_ms} ms");
+    let gaps: Vec<f64> = chunks.windows(2).map(|w| (w[1][0].as_u64().unwrap() - w[0][0].as_u64().unwrap()) as f64 / 1e6).collect();
+    for g in &gaps[..gaps.len() - 1] {
+        assert!((4.0..7.0).contains(g), "gap {g} ms in {gaps:?}");
+    }
+}
