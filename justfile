@@ -14,7 +14,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-render
+bench: bench-render bench-sim
 
 # Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
 bench-render:
@@ -29,3 +29,7 @@ goldens:
     python3 tests/goldens/gen_pyyaml.py
     python3 tests/goldens/gen_filters.py
     cargo build && python3 tests/goldens/gen_render.py
+
+# The simulator: req/s, tokens/s and chunk timing error at 1000 streams.
+bench-sim:
+    cargo bench --bench sim

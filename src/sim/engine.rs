@@ -21,17 +21,20 @@
 //! high-resolution timer, so lateness does not accumulate.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::config::{LatencyModel, SimConfig};
 use super::kv::{Allocation, KvCache};
 use super::metrics::{FinishReason, Metrics};
 use super::rng::Rng;
-use crate::timing::sleep_until;
+use crate::timing::{Sleep, sleep_until};
 
 /// Work for the engine.
 #[derive(Debug)]
@@ -106,7 +109,7 @@ impl Engine {
     }
 
     /// Queues a request. Fails when the waiting queue is full.
-    pub fn submit(self: &Arc<Self>, req: Request) -> Result<mpsc::UnboundedReceiver<Event>, QueueFull> {
+    pub fn submit(self: &Arc<Self>, req: Request) -> Result<Events, QueueFull> {
         let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
         let free_slot = self.running.load(Ordering::Acquire) < self.cfg.max_num_seqs;
         if queued >= self.cfg.max_waiting_queue_length && !(free_slot && queued == 0) {
@@ -114,21 +117,15 @@ impl Engine {
             return Err(QueueFull);
         }
         self.update_gauges();
-        let (tx, rx) = mpsc::unbounded_channel();
         match &self.step {
             Some(step) => {
-                let seq = StepSeq::new(req, tx);
-                if let Err(e) = step.send(seq) {
-                    // The engine loop is gone (shutdown): the request just ends.
-                    drop(e);
-                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                // If the engine loop is gone (shutdown) the request just ends.
+                let _ = step.send(StepSeq::new(req, tx));
+                Ok(Events::Step(rx))
             }
-            None => {
-                let engine = self.clone();
-                tokio::spawn(async move { engine.run_compat(req, tx).await });
-            }
+            None => Ok(Events::Compat(Box::new(CompatRun::new(self.clone(), req)))),
         }
-        Ok(rx)
     }
 
     fn load_factor(&self) -> f64 {
@@ -165,70 +162,210 @@ impl Engine {
             self.kv.lock().unwrap_or_else(|e| e.into_inner()).release(&a);
         }
     }
+}
 
-    async fn run_compat(self: Arc<Self>, mut req: Request, tx: mpsc::UnboundedSender<Event>) {
-        let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.running.fetch_add(1, Ordering::AcqRel);
+/// The events of one request: pulled by whoever serves the response.
+pub enum Events {
+    /// Compat mode runs inside the consumer's own task: the response body polls the
+    /// timer directly, so each token costs one task wake-up, not two.
+    Compat(Box<CompatRun>),
+    Step(mpsc::UnboundedReceiver<Event>),
+}
+
+impl Events {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        match self {
+            Events::Compat(run) => run.poll_next(cx),
+            Events::Step(rx) => rx.poll_recv(cx),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Running,
+    Aborting,
+    Done,
+    Finished,
+}
+
+/// The next emission: `count` tokens at `next_at`, then `gap` to the one after.
+#[derive(Clone, Copy)]
+struct Group {
+    count: usize,
+    gap: Duration,
+    last: bool,
+    aborting: bool,
+}
+
+/// One compat-mode request as a state machine: wait for a slot, prefill, then one
+/// token per inter-token latency.
+pub struct CompatRun {
+    engine: Arc<Engine>,
+    req: Request,
+    phase: Phase,
+    acquire: Option<Acquire>,
+    permit: Option<OwnedSemaphorePermit>,
+    alloc: Option<Allocation>,
+    times: Option<RequestTimes>,
+    produced: usize,
+    next_at: Instant,
+    group: Option<Group>,
+    sleep: Option<Sleep>,
+}
+
+impl CompatRun {
+    fn new(engine: Arc<Engine>, req: Request) -> Self {
+        let acquire: Acquire = Box::pin(engine.slots.clone().acquire_owned());
+        CompatRun {
+            engine,
+            req,
+            phase: Phase::Queued,
+            acquire: Some(acquire),
+            permit: None,
+            alloc: None,
+            times: None,
+            produced: 0,
+            next_at: Instant::now(),
+            group: None,
+            sleep: None,
+        }
+    }
+
+    fn admit(&mut self, permit: OwnedSemaphorePermit) -> Event {
+        let engine = &self.engine;
+        engine.waiting.fetch_sub(1, Ordering::AcqRel);
+        engine.running.fetch_add(1, Ordering::AcqRel);
+        self.permit = Some(permit);
         let admitted = Instant::now();
-        let prompt_len = req.prompt_tokens.len();
-        let (alloc, cached) = self.kv_admit(&req.prompt_tokens, req.output_len);
-        self.metrics.prompt_tokens.inc_by(prompt_len as u64);
-        if self.cfg.enable_kvcache {
-            self.metrics.prefix_queries.inc_by(prompt_len as u64);
-            self.metrics.prefix_hits.inc_by(cached as u64);
+        let prompt_len = self.req.prompt_tokens.len();
+        let (alloc, cached) = engine.kv_admit(&self.req.prompt_tokens, self.req.output_len);
+        self.alloc = alloc;
+        engine.metrics.prompt_tokens.inc_by(prompt_len as u64);
+        if engine.cfg.enable_kvcache {
+            engine.metrics.prefix_queries.inc_by(prompt_len as u64);
+            engine.metrics.prefix_hits.inc_by(cached as u64);
         }
-        self.update_gauges();
-        let mut tracker = RequestTimes::new(&req, admitted);
-        let mut outcome = FinishReason::Abort;
-        'run: {
-            if tx.send(Event::Admitted { at: admitted, cached_tokens: cached }).is_err() {
-                break 'run;
+        engine.update_gauges();
+        self.times = Some(RequestTimes::new(&self.req, admitted));
+        let prefill = match engine.cfg.latency {
+            LatencyModel::PerToken => {
+                let base = engine.cfg.prefill_overhead + engine.cfg.prefill_time_per_token * (prompt_len.saturating_sub(cached)) as u32;
+                jitter(&mut self.req.rng, base, engine.cfg.prefill_time_std_dev.min(base.mul_f64(0.3)))
             }
-            let prefill = match self.cfg.latency {
-                LatencyModel::PerToken => {
-                    let base = self.cfg.prefill_overhead + self.cfg.prefill_time_per_token * (prompt_len.saturating_sub(cached)) as u32;
-                    jitter(&mut req.rng, base, self.cfg.prefill_time_std_dev.min(base.mul_f64(0.3)))
-                }
-                _ => jitter(&mut req.rng, self.cfg.ttft, self.cfg.ttft_std_dev),
-            };
-            let mut t = admitted + self.scaled(prefill);
-            let mut produced = 0usize;
-            // Tokens due at the same instant travel together in one event.
-            let mut pending = 0usize;
-            while produced < req.output_len {
-                produced += 1;
-                pending += 1;
-                let aborting = req.abort_after.is_some_and(|k| produced >= k) && produced < req.output_len;
-                let last = produced == req.output_len || aborting;
-                let mut gap = Duration::ZERO;
-                if !last {
-                    gap = self.scaled(jitter(&mut req.rng, self.cfg.itl, self.cfg.itl_std_dev));
-                    if let Some((_, stall)) = req.stall.filter(|(j, _)| *j == produced) {
-                        gap += stall;
-                    }
-                }
-                if last || !gap.is_zero() {
-                    sleep_until(t).await;
-                    if tx.send(Event::Tokens { at: t, count: pending }).is_err() {
-                        break 'run;
-                    }
-                    tracker.tokens(t, pending, &self.metrics);
-                    pending = 0;
-                    if aborting {
-                        let _ = tx.send(Event::Aborted);
-                        break 'run;
-                    }
-                    t += gap;
-                }
+            _ => jitter(&mut self.req.rng, engine.cfg.ttft, engine.cfg.ttft_std_dev),
+        };
+        self.next_at = admitted + engine.scaled(prefill);
+        Event::Admitted { at: admitted, cached_tokens: cached }
+    }
+
+    /// Tokens due at the same instant travel together in one emission.
+    fn plan(&mut self) -> Group {
+        let mut count = 0;
+        loop {
+            count += 1;
+            let k = self.produced + count;
+            let aborting = self.req.abort_after.is_some_and(|a| k >= a) && k < self.req.output_len;
+            if k >= self.req.output_len || aborting {
+                return Group { count, gap: Duration::ZERO, last: true, aborting };
             }
-            outcome = req.finish;
+            let mut gap = self.engine.scaled(jitter(&mut self.req.rng, self.engine.cfg.itl, self.engine.cfg.itl_std_dev));
+            if let Some((_, stall)) = self.req.stall.filter(|(j, _)| *j == k) {
+                gap += stall;
+            }
+            if !gap.is_zero() {
+                return Group { count, gap, last: false, aborting: false };
+            }
         }
-        drop(permit);
-        self.running.fetch_sub(1, Ordering::AcqRel);
-        self.kv_release(alloc);
-        self.update_gauges();
-        tracker.finish(outcome, &self.metrics);
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        match self.phase {
+            Phase::Queued => {
+                let acquire = self.acquire.as_mut().expect("queued requests are acquiring");
+                let permit = match acquire.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(p)) => p,
+                    Poll::Ready(Err(_)) => {
+                        self.phase = Phase::Finished;
+                        return Poll::Ready(None);
+                    }
+                };
+                self.acquire = None;
+                self.phase = Phase::Running;
+                Poll::Ready(Some(self.admit(permit)))
+            }
+            Phase::Running => {
+                if self.group.is_none() {
+                    self.group = Some(self.plan());
+                    self.sleep = Some(sleep_until(self.next_at));
+                }
+                if let Some(sleep) = self.sleep.as_mut()
+                    && Pin::new(sleep).poll(cx).is_pending()
+                {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+                let g = self.group.take().expect("planned above");
+                let at = self.next_at;
+                self.produced += g.count;
+                if let Some(t) = self.times.as_mut() {
+                    t.tokens(at, g.count, &self.engine.metrics);
+                }
+                if g.aborting {
+                    self.phase = Phase::Aborting;
+                } else if g.last {
+                    self.phase = Phase::Done;
+                } else {
+                    self.next_at += g.gap;
+                }
+                Poll::Ready(Some(Event::Tokens { at, count: g.count }))
+            }
+            Phase::Aborting => {
+                self.finish(FinishReason::Abort);
+                Poll::Ready(Some(Event::Aborted))
+            }
+            Phase::Done => {
+                self.finish(self.req.finish);
+                Poll::Ready(None)
+            }
+            Phase::Finished => Poll::Ready(None),
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason) {
+        if self.phase == Phase::Finished {
+            return;
+        }
+        let engine = self.engine.clone();
+        if self.phase == Phase::Queued {
+            // Gave up while waiting for a slot.
+            engine.waiting.fetch_sub(1, Ordering::AcqRel);
+            engine.metrics.finished(FinishReason::Abort);
+        } else {
+            self.permit = None;
+            engine.running.fetch_sub(1, Ordering::AcqRel);
+            engine.kv_release(self.alloc.take());
+            if let Some(t) = self.times.take() {
+                t.finish(reason, &engine.metrics);
+            }
+        }
+        engine.update_gauges();
+        self.phase = Phase::Finished;
+    }
+}
+
+impl Drop for CompatRun {
+    fn drop(&mut self) {
+        // The client went away (or the response was dropped) before the end.
+        self.finish(FinishReason::Abort);
     }
 }
 
@@ -502,9 +639,9 @@ mod tests {
         }
     }
 
-    async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+    async fn collect(mut events: Events) -> Vec<Event> {
         let mut v = Vec::new();
-        while let Some(e) = rx.recv().await {
+        while let Some(e) = events.next().await {
             v.push(e);
         }
         v
@@ -537,8 +674,8 @@ mod tests {
             ..Default::default()
         };
         let e = engine(cfg);
-        let _a = e.submit(request(1, 1)).unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut a = e.submit(request(1, 1)).unwrap();
+        assert!(matches!(a.next().await, Some(Event::Admitted { .. })));
         let _b = e.submit(request(1, 1)).unwrap();
         assert!(e.submit(request(1, 1)).is_err());
     }

@@ -18,11 +18,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::mpsc;
 
 use super::api::{ApiError, GenerationRequest, Kind, Prompt, ResponseHead, Usage, chat_prompt};
 use super::config::{FailureKind, Mode, SimConfig};
-use super::engine::{self, Engine, Event};
+use super::engine::{self, Engine, Event, Events};
 use super::journal::{Journal, Record};
 use super::metrics::FinishReason;
 use super::rng::Rng;
@@ -501,8 +500,8 @@ fn aborted() -> std::io::Error {
 }
 
 /// Waits for every token, then answers in one body.
-async fn complete(mut rx: mpsc::UnboundedReceiver<Event>, mut state: StreamState) -> Result<Response<SimBody>, std::io::Error> {
-    while let Some(ev) = rx.recv().await {
+async fn complete(mut rx: Events, mut state: StreamState) -> Result<Response<SimBody>, std::io::Error> {
+    while let Some(ev) = rx.next().await {
         match ev {
             Event::Admitted { at, cached_tokens } => {
                 state.usage.cached_tokens = cached_tokens;
@@ -533,7 +532,7 @@ async fn complete(mut rx: mpsc::UnboundedReceiver<Event>, mut state: StreamState
 
 /// A Server-Sent-Events body driven by the engine.
 pub struct SseBody {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: Events,
     state: StreamState,
     include_usage: bool,
     continuous_usage: bool,
@@ -587,7 +586,7 @@ impl Body for SseBody {
         let mut out = String::new();
         let mut sent_tokens = 0;
         loop {
-            match self.rx.poll_recv(cx) {
+            match self.rx.poll_next(cx) {
                 Poll::Ready(Some(Event::Admitted { at, cached_tokens })) => {
                     self.state.usage.cached_tokens = cached_tokens;
                     if let Some(r) = self.state.record.as_mut() {
