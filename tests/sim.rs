@@ -330,3 +330,47 @@ fn journal_records_every_chunk() {
         assert!((4.0..7.0).contains(g), "gap {g} ms in {gaps:?}");
     }
 }
+
+#[test]
+fn data_parallel_ranks_each_serve_with_their_own_engine() {
+    let sim = Sim::start(&["--model", MODEL, "--data-parallel-size", "2"]);
+    // With --port 0 every rank picks a free port; the first line names rank 0's.
+    let r = post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 3, "ignore_eos": true}));
+    assert_eq!(r.status, 200);
+    let metrics = get(sim.port, "/metrics").body;
+    assert!(metrics.contains("engine=\"0\""), "{metrics}");
+}
+
+#[test]
+fn injected_aborts_and_stalls() {
+    let sim = Sim::start(&["--model", MODEL, "--abort-rate", "100", "--abort-after-tokens", "3", "--inter-token-latency", "1ms"]);
+    let r =
+        post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 10, "ignore_eos": true, "stream": true}));
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("[DONE]"), "an aborted stream never finishes: {}", r.body);
+    assert_eq!(r.body.matches("data: ").count(), 3, "{}", r.body);
+    assert_eq!(sim.metric("vllm:request_success_total"), 0.0);
+
+    let sim = Sim::start(&["--model", MODEL, "--stall-rate", "100", "--stall-at-token", "2", "--stall-duration", "300ms"]);
+    let start = std::time::Instant::now();
+    let r = post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "max_tokens": 4, "ignore_eos": true, "stream": true}));
+    assert_eq!(r.events().last().unwrap(), "[DONE]");
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300), "the stream stalled");
+}
+
+#[test]
+fn a_hugging_face_tokenizer_gives_matching_counts() {
+    let tokenizer = support::root().join("../shared/fixtures/tokenizers/qwen3/tokenizer.json");
+    if !tokenizer.exists() {
+        eprintln!("skipped: {} not present (CI provides ../shared/fixtures)", tokenizer.display());
+        return;
+    }
+    let sim = Sim::start(&["--model", MODEL, "--tokenizer", tokenizer.to_str().unwrap()]);
+    let v = post(sim.port, "/tokenize", &json!({"prompt": "Hello, world"})).json();
+    // Qwen3: "Hello", ",", " world".
+    assert_eq!(v["count"], 3, "{v}");
+    let out =
+        post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "Hello, world", "max_tokens": 20, "ignore_eos": true})).json();
+    let text = out["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(post(sim.port, "/tokenize", &json!({"prompt": text})).json()["count"], 20);
+}

@@ -449,6 +449,8 @@ async fn generate(server: &Arc<Server>, req: Request<Incoming>, kind: Kind, arri
             group: String::new(),
             group_tokens: 0,
             role_sent: false,
+            abort_next: false,
+            abort_yielded: false,
             done: false,
         };
         let mut r = Response::new(SimBody::Right(body));
@@ -541,6 +543,9 @@ pub struct SseBody {
     group: String,
     group_tokens: usize,
     role_sent: bool,
+    /// An abort arrived together with tokens: the tokens went out, the error is next.
+    abort_next: bool,
+    abort_yielded: bool,
     done: bool,
 }
 
@@ -583,6 +588,16 @@ impl Body for SseBody {
         if self.done {
             return Poll::Ready(None);
         }
+        if self.abort_next {
+            if !self.abort_yielded {
+                // Let hyper flush the last tokens before the connection is dropped.
+                self.abort_yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.done = true;
+            return Poll::Ready(Some(Err(aborted())));
+        }
         let mut out = String::new();
         let mut sent_tokens = 0;
         loop {
@@ -599,9 +614,14 @@ impl Body for SseBody {
                     sent_tokens += self.state.produced - before;
                 }
                 Poll::Ready(Some(Event::Aborted)) => {
-                    self.done = true;
                     self.state.write_record("aborted");
-                    return Poll::Ready(Some(Err(aborted())));
+                    if out.is_empty() {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(aborted())));
+                    }
+                    // Send what was produced before the abort; fail on the next poll.
+                    self.abort_next = true;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                 }
                 Poll::Ready(None) => {
                     self.done = true;
