@@ -14,15 +14,15 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-render bench-sim
+bench: bench-render bench-sim bench-harness
 
 # Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
 bench-render:
     cargo bench --bench render
 
-# The embedded default: render the simulator's plan.
+# The embedded default: the whole lifecycle on the simulator stack (the README's quick start).
 demo:
-    cargo run --release -- --spec examples/sim plan
+    cargo run --release -- --spec examples/sim experiment
 
 # Regenerate the Python-made goldens (needs python3 with PyYAML and Jinja2).
 goldens:
@@ -33,3 +33,7 @@ goldens:
 # The simulator: req/s, tokens/s and chunk timing error at 1000 streams.
 bench-sim:
     cargo bench --bench sim
+
+# The native harness: achieved rate and send lateness at 1k/5k/10k req/s (guidellm beside it when installed).
+bench-harness:
+    cargo bench --bench harness

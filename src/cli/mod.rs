@@ -6,6 +6,9 @@
 //! its arguments into library calls; exit codes are decided in [`exit`].
 
 pub mod exit;
+pub mod experiment;
+pub mod lifecycle;
+pub mod load;
 pub mod plan;
 pub mod steps;
 
@@ -85,24 +88,20 @@ pub struct CommonArgs {
 pub enum Command {
     /// Render each stack's merged config and manifests into <workspace>/plan.
     Plan(plan::PlanArgs),
-    /// Deploy the stacks of a plan.
-    Standup(LifecycleArgs),
-    /// Check deployed stacks answer correctly.
-    Smoketest(LifecycleArgs),
-    /// Run benchmark harnesses against deployed stacks.
-    Run(LifecycleArgs),
-    /// Remove what standup created.
-    Teardown(LifecycleArgs),
-    /// Run a design of experiments (setup treatments x run treatments).
-    Experiment(LifecycleArgs),
+    /// Deploy the stacks of a plan (local backend: one process per replica), then smoketest them.
+    Standup(lifecycle::StandupArgs),
+    /// Check deployed stacks answer like the plan says.
+    Smoketest(lifecycle::SmoketestArgs),
+    /// Run benchmark harnesses against deployed stacks (or --endpoint-url).
+    Run(Box<lifecycle::RunArgs>),
+    /// Remove what standup created (everything the workspace's receipts list).
+    Teardown(lifecycle::TeardownArgs),
+    /// Full cycle per setup treatment: standup, smoketest, run every run treatment, teardown.
+    Experiment(Box<experiment::ExperimentArgs>),
     /// Serve a vLLM-compatible simulator (OpenAI API, SSE, vLLM metrics).
     Sim(Box<crate::sim::SimArgs>),
-}
-
-#[derive(Debug, Args)]
-pub struct LifecycleArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
+    /// Generate load against an OpenAI-compatible endpoint (the native harness).
+    Load(Box<load::LoadArgs>),
 }
 
 /// Entry point of the `llmd` binary.
@@ -123,22 +122,17 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Load(args) => load::run(args),
         Command::Sim(args) => {
             let cfg = args.resolve()?;
             crate::sim::run(cfg)?;
             Ok(ExitCode::from(exit::SUCCESS))
         }
-        Command::Standup(_) | Command::Smoketest(_) | Command::Run(_) | Command::Teardown(_) | Command::Experiment(_) => {
-            let name = match cli.command {
-                Command::Standup(_) => "standup",
-                Command::Smoketest(_) => "smoketest",
-                Command::Run(_) => "run",
-                Command::Teardown(_) => "teardown",
-                _ => "experiment",
-            };
-            eprintln!("error: `llmd {name}` is not available yet in this version of llmd; `llmd plan` renders plans today");
-            Ok(ExitCode::from(exit::FAILURE))
-        }
+        Command::Standup(args) => lifecycle::standup(&cli.global, args),
+        Command::Smoketest(args) => lifecycle::smoketest(&cli.global, args),
+        Command::Run(args) => lifecycle::run(&cli.global, args),
+        Command::Teardown(args) => lifecycle::teardown(&cli.global, args),
+        Command::Experiment(args) => experiment::run(&cli.global, args),
     }
 }
 

@@ -12,7 +12,6 @@
 //! * [`engine`] — admission, scheduling and token timing.
 //! * [`kv`] — the KV/prefix cache model.
 //! * [`metrics`] — Prometheus metrics.
-//! * [`tokenize`] — tokenizers and the output vocabulary.
 //! * [`journal`] — per-request ground truth for harness accuracy tests.
 //! * [`rng`] — per-request deterministic randomness.
 
@@ -24,7 +23,6 @@ pub mod kv;
 pub mod metrics;
 pub mod rng;
 pub mod server;
-pub mod tokenize;
 
 use std::sync::Arc;
 
@@ -62,7 +60,7 @@ impl RunningSim {
 /// Binds every rank and starts serving (inside a tokio runtime).
 pub async fn start(cfg: SimConfig) -> Result<RunningSim> {
     let cfg = Arc::new(cfg);
-    let (tokenizer, words) = tokenize::load(cfg.tokenizer.as_deref())?;
+    let (tokenizer, words) = crate::tokenize::load(cfg.tokenizer.as_deref())?;
     let journal = match &cfg.journal {
         Some(path) => Some(Arc::new(journal::Journal::create(path)?)),
         None => None,

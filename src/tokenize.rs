@@ -1,4 +1,4 @@
-//! Tokenizers for the simulator: the embedded `cl100k_base` encoding (offline, no files)
+//! Tokenizers for the simulator and the load generator: the embedded `cl100k_base` encoding (offline, no files)
 //! or a Hugging Face `tokenizer.json` (`--tokenizer`), so that usage counts can match
 //! exactly the tokenizer a harness uses.
 //!

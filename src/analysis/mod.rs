@@ -1,0 +1,5 @@
+//! Analysis of benchmark results.
+//!
+//! * [`stats`] — summary statistics with numpy's conventions.
+
+pub mod stats;

@@ -1,0 +1,399 @@
+//! `llmd standup | smoketest | run | teardown`: the lifecycle phases on the local backend.
+//!
+//! Each command renders the plan (standup also writes it to `<workspace>/plan`), builds
+//! a [`PhaseContext`] and hands the phase's steps to the executor. Standup runs the
+//! smoketest afterwards unless `--skip-smoketest`. Teardown works from the receipts in
+//! the workspace and needs no specification.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{CommonArgs, GlobalArgs, exit, print_warnings};
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, Receipt};
+use crate::config::{PlanOptions, resolve_plan};
+use crate::error::{InputError, Warnings};
+use crate::experiment::{RunTreatment, load_run_treatments};
+use crate::harness::external::HarnessKind;
+use crate::phases::run::RunSettings;
+use crate::phases::{ExecutionReport, Phase, PhaseContext, Settings, StackEntry, StackState, Step, execute};
+use crate::render::{RenderedPlan, TemplateSet, render_plan, write::write_plan};
+use crate::yaml::Node;
+
+#[derive(Debug, Args)]
+pub struct StandupArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Stacks stood up at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Do not run the smoketest after standup.
+    #[arg(long)]
+    pub skip_smoketest: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SmoketestArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Stacks tested at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Harness: llmd (native), inference-perf, guidellm or vllm-benchmark (default: the scenario's harness.name).
+    #[arg(short = 'l', long, env = "LLMDBENCH_HARNESS", value_name = "HARNESS")]
+    pub harness: Option<String>,
+    /// Workload profile under workload/profiles/<harness>/ (default: the scenario's harness.profile).
+    #[arg(short = 'w', long, env = "LLMDBENCH_WORKLOAD", value_name = "PROFILE")]
+    pub workload: Option<String>,
+    /// Harness instances per treatment, run at once.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    pub parallelism: usize,
+    /// Experiments file with run treatments (`treatments:` or `run:`, and `constants:`).
+    #[arg(short = 'e', long, value_name = "FILE")]
+    pub experiments: Option<PathBuf>,
+    /// Profile overrides `dotted.key=value,...` (one treatment named `override`, or applied to every -e treatment).
+    #[arg(short = 'o', long = "overrides", value_name = "K=V,...")]
+    pub overrides: Vec<String>,
+    /// Run-only mode: benchmark this OpenAI-compatible URL instead of the deployed stacks.
+    #[arg(short = 'U', long, env = "LLMDBENCH_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Print each stack's endpoint and exit.
+    #[arg(long)]
+    pub list_endpoints: bool,
+    /// Summarise the results afterwards (<workspace>/analysis).
+    #[arg(long)]
+    pub analyze: bool,
+    /// A local tokenizer (tokenizer.json or its directory) for external harnesses.
+    #[arg(long, env = "LLMD_TOKENIZER", value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Longest one harness run may take, in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub harness_timeout: u64,
+    /// Stacks benchmarked at once (upstream runs one at a time).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Stacks torn down at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+}
+
+/// blake3 over a stack's rendered files and config.
+fn plan_hash(files: &[(String, String)], config_yaml: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, content) in sorted {
+        for part in [name.as_bytes(), content.as_bytes()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.update(b"config.yaml");
+    h.update(config_yaml.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// Renders the plan and turns its stacks into phase entries.
+fn load_stacks(global: &GlobalArgs, common: &CommonArgs, write: bool) -> Result<Vec<Arc<StackEntry>>> {
+    let mut warnings = Warnings::default();
+    let opts = global.plan_options(common, &mut warnings)?;
+    print_warnings(&warnings);
+    render_stacks(&opts, &global.workspace_dir(), write && !global.dry_run)
+}
+
+/// Renders a plan (writing it under `workspace/plan` when `write`) as phase entries.
+pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -> Result<Vec<Arc<StackEntry>>> {
+    let mut warnings = Warnings::default();
+    let resolved = resolve_plan(opts)?;
+    warnings.extend(resolved.warnings.clone());
+    for stack in &resolved.stacks {
+        warnings.extend(stack.warnings.clone());
+    }
+    let templates = TemplateSet::load(&resolved.spec.template_dir)?;
+    let plan: RenderedPlan = render_plan(&resolved, &templates)?;
+    print_warnings(&warnings);
+    if write {
+        write_plan(workspace, &plan)?;
+    }
+    Ok(plan
+        .stacks
+        .into_iter()
+        .map(|s| {
+            let config_yaml = s.rendered.config_yaml();
+            Arc::new(StackEntry {
+                plan_hash: plan_hash(&s.rendered.files, &config_yaml),
+                name: s.name,
+                config: s.rendered.config,
+                state: Mutex::new(StackState::default()),
+            })
+        })
+        .collect())
+}
+
+pub(crate) fn settings(global: &GlobalArgs, common: &CommonArgs, parallel: usize, run: Option<RunSettings>) -> Settings {
+    Settings {
+        workspace: global.workspace_dir(),
+        base_dir: global.base_dir.clone(),
+        dry_run: global.dry_run,
+        verbose: global.verbose,
+        parallel: parallel.max(1),
+        steps: common.step.clone().unwrap_or_default(),
+        stack_filter: common.stack.clone(),
+        run,
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Runs one phase and prints its verdict.
+pub(crate) fn run_phase(rt: &tokio::runtime::Runtime, phase: Phase, ctx: Arc<PhaseContext>, steps: Vec<Arc<dyn Step>>) -> ExecutionReport {
+    let started = Instant::now();
+    let selected =
+        ctx.stacks.iter().filter(|s| ctx.settings.stack_filter.is_empty() || ctx.settings.stack_filter.contains(&s.name)).count();
+    eprintln!("{}{}: {} stack(s)", if ctx.settings.dry_run { "[dry-run] " } else { "" }, phase.name(), selected);
+    let report = rt.block_on(execute(ctx, steps));
+    if report.ok() {
+        eprintln!("{} done in {:.1?}", phase.name(), started.elapsed());
+    } else {
+        eprintln!("{} FAILED after {:.1?}:\n  {}", phase.name(), started.elapsed(), report.summary().replace('\n', "\n  "));
+    }
+    report
+}
+
+pub(crate) fn check_stack_filter(common: &CommonArgs, stacks: &[Arc<StackEntry>]) -> Result<()> {
+    for want in &common.stack {
+        if !stacks.iter().any(|s| &s.name == want) {
+            let names: Vec<&str> = stacks.iter().map(|s| s.name.as_str()).collect();
+            let mut e = InputError::new(format!("--stack {want}: no such stack (stacks: {})", names.join(", ")));
+            if let Some(s) = crate::error::did_you_mean(want, names.iter().copied()) {
+                e = e.help(format!("did you mean '{s}'?"));
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn verdict(report: &ExecutionReport) -> ExitCode {
+    ExitCode::from(if report.ok() { exit::SUCCESS } else { exit::FAILURE })
+}
+
+pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
+    let stacks = load_stacks(global, &args.common, true)?;
+    check_stack_filter(&args.common, &stacks)?;
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let rt = runtime()?;
+    let ctx = Arc::new(PhaseContext {
+        settings: settings(global, &args.common, args.parallel, None),
+        backend: backend.clone(),
+        stacks: stacks.clone(),
+    });
+    let report = run_phase(&rt, Phase::Standup, ctx, crate::phases::standup::steps());
+    if !report.ok() || args.skip_smoketest || global.dry_run {
+        return Ok(verdict(&report));
+    }
+    // The smoketest sees the same stacks (with their receipts) and all its steps.
+    let mut smoke_settings = settings(global, &args.common, args.parallel, None);
+    smoke_settings.steps = Default::default();
+    let ctx = Arc::new(PhaseContext { settings: smoke_settings, backend, stacks });
+    Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
+}
+
+/// Stacks with their receipts loaded (for phases after standup).
+fn with_receipts(global: &GlobalArgs, stacks: Vec<Arc<StackEntry>>) -> Result<Vec<Arc<StackEntry>>> {
+    let ws = global.workspace_dir();
+    for s in &stacks {
+        if let Some(r) = Receipt::load(&ws, &s.name)? {
+            let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.endpoint = r.endpoint();
+            st.model = Some(r.model.clone());
+            st.receipt = Some(r);
+        }
+    }
+    Ok(stacks)
+}
+
+pub fn smoketest(global: &GlobalArgs, args: &SmoketestArgs) -> Result<ExitCode> {
+    let stacks = with_receipts(global, load_stacks(global, &args.common, false)?)?;
+    check_stack_filter(&args.common, &stacks)?;
+    let rt = runtime()?;
+    let ctx = Arc::new(PhaseContext {
+        settings: settings(global, &args.common, args.parallel, None),
+        backend: Arc::new(LocalBackend::new()?),
+        stacks,
+    });
+    Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
+}
+
+/// `-o a=1,b.c=2` flags as dotted overrides.
+pub(crate) fn parse_overrides(flags: &[String]) -> Result<Vec<(String, Node)>, InputError> {
+    let mut out = Vec::new();
+    for flag in flags {
+        for pair in flag.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| InputError::new(format!("-o {pair}: expected dotted.key=value")).help("e.g. -o load.stages.0.rate=20"))?;
+            if k.trim().is_empty() {
+                return Err(InputError::new(format!("-o {pair}: empty key")));
+            }
+            out.push((k.trim().to_string(), Node::str(v.trim())));
+        }
+    }
+    Ok(out)
+}
+
+fn run_treatments(args: &RunArgs) -> Result<Vec<RunTreatment>> {
+    let overrides = parse_overrides(&args.overrides)?;
+    let mut treatments = match &args.experiments {
+        Some(path) => {
+            let t = load_run_treatments(path)?;
+            if t.is_empty() {
+                return Err(
+                    InputError::new(format!("{}: no run treatments (expected a `treatments:` or `run:` list)", path.display())).into()
+                );
+            }
+            t
+        }
+        None if overrides.is_empty() => Vec::new(),
+        None => return Ok(vec![RunTreatment { name: "override".into(), profile: None, values: overrides }]),
+    };
+    for t in &mut treatments {
+        t.values.extend(overrides.iter().cloned());
+    }
+    Ok(treatments)
+}
+
+/// The harness (`-l`, else the scenario's `harness.name`, else the native one) and its
+/// workload profile (`-w`, else the scenario's `harness.profile` when the harness is the
+/// scenario's, else `sanity_random.yaml`).
+pub(crate) fn harness_and_workload(
+    stacks: &[Arc<StackEntry>],
+    harness: Option<&str>,
+    workload: Option<&str>,
+) -> Result<(HarnessKind, String)> {
+    let scenario =
+        |key: &str| stacks.first().and_then(|s| s.config.get_path(&["harness", key])).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+    let name = harness.map(str::to_string).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
+    let kind = HarnessKind::parse(&name).map_err(|e| InputError::new(format!("-l/--harness: {e}")))?;
+    let workload = workload
+        .map(str::to_string)
+        .or_else(|| if harness.is_none() { scenario("profile") } else { None })
+        .unwrap_or_else(|| "sanity_random.yaml".into());
+    Ok((kind, workload))
+}
+
+/// Phase entries for everything the receipts in `workspace` list.
+pub(crate) fn receipt_stacks(workspace: &Path) -> Result<Vec<Arc<StackEntry>>> {
+    Ok(Receipt::load_all(workspace)?
+        .into_iter()
+        .map(|r| {
+            Arc::new(StackEntry {
+                name: r.stack.clone(),
+                config: Node::null(),
+                plan_hash: r.plan_hash.clone(),
+                state: Mutex::new(StackState { receipt: Some(r), ..Default::default() }),
+            })
+        })
+        .collect())
+}
+
+/// The stack used in run-only mode without a specification.
+fn endpoint_stack() -> Arc<StackEntry> {
+    Arc::new(StackEntry {
+        name: "endpoint".into(),
+        config: Node::null(),
+        plan_hash: String::new(),
+        state: Mutex::new(StackState::default()),
+    })
+}
+
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
+    let stacks = if global.spec.is_none() && args.endpoint_url.is_some() {
+        vec![endpoint_stack()]
+    } else {
+        with_receipts(global, load_stacks(global, &args.common, false)?)?
+    };
+    check_stack_filter(&args.common, &stacks)?;
+    let (harness, workload) = harness_and_workload(&stacks, args.harness.as_deref(), args.workload.as_deref())?;
+    let run_settings = RunSettings {
+        harness,
+        workload,
+        treatments: run_treatments(args)?,
+        parallelism: args.parallelism.max(1),
+        endpoint_url: args.endpoint_url.clone(),
+        analyze: args.analyze,
+        tokenizer: args.tokenizer.clone(),
+        timeout: Duration::from_secs(args.harness_timeout.max(1)),
+    };
+    let mut phase_settings = settings(global, &args.common, args.parallel, Some(run_settings));
+    if args.list_endpoints {
+        phase_settings.steps = crate::cli::StepSelection(Some(vec![3]));
+    }
+    let rt = runtime()?;
+    let ctx = Arc::new(PhaseContext { settings: phase_settings, backend: Arc::new(LocalBackend::new()?), stacks: stacks.clone() });
+    let report = run_phase(&rt, Phase::Run, ctx, crate::phases::run::steps());
+    if args.list_endpoints {
+        for s in &stacks {
+            let st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+            println!("{}\t{}", s.name, st.endpoint.as_deref().unwrap_or("-"));
+        }
+    }
+    Ok(verdict(&report))
+}
+
+pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
+    let stacks = receipt_stacks(&global.workspace_dir())?;
+    if !stacks.is_empty() {
+        check_stack_filter(&args.common, &stacks)?;
+    }
+    let rt = runtime()?;
+    let ctx = Arc::new(PhaseContext {
+        settings: settings(global, &args.common, args.parallel, None),
+        backend: Arc::new(LocalBackend::new()?),
+        stacks,
+    });
+    Ok(verdict(&run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_hash_is_order_independent_and_content_sensitive() {
+        let a = vec![("a.yaml".to_string(), "x".to_string()), ("b.yaml".to_string(), "y".to_string())];
+        let b = vec![a[1].clone(), a[0].clone()];
+        assert_eq!(plan_hash(&a, "c"), plan_hash(&b, "c"));
+        assert_ne!(plan_hash(&a, "c"), plan_hash(&a, "d"));
+        let shifted = vec![("a.yamlx".to_string(), String::new()), ("b.yaml".to_string(), "y".to_string())];
+        assert_ne!(plan_hash(&a, "c"), plan_hash(&shifted, "c"));
+    }
+
+    #[test]
+    fn overrides_parse() {
+        let o = parse_overrides(&["load.stages.0.rate=5, seed=3".into()]).unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[1].0, "seed");
+        assert!(parse_overrides(&["nokey".into()]).is_err());
+        assert!(parse_overrides(&["=1".into()]).is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Experiment files: designs of experiments in llm-d-benchmark's format.
+//!
+//! ```yaml
+//! experiment: {name: my-sweep, harness: llmd, profile: sanity_random.yaml}
+//! setup:
+//!   constants: {vllmCommon.flags.enforceEager: true}      # merged into every setup treatment
+//!   treatments:                                            # infrastructure (scenario overrides)
+//!     - {name: tp1, decode.parallelism.tensor: 1}
+//! constants: {load.stages.0.duration: 10}                  # merged into every run treatment
+//! treatments:                                              # workload (profile overrides); `run:` also works
+//!   - {name: rate5, load.stages.0.rate: 5}
+//! ```
+//!
+//! A treatment's keys other than `name` (and `profile` for run treatments) are dotted
+//! paths. Setup treatments become nested scenario overrides (applied after `--set`);
+//! a file without a `setup:` section has one setup treatment, `default`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::error::InputError;
+use crate::yaml::{Mapping, Node, Value, load_file};
+
+/// One setup (infrastructure) treatment.
+#[derive(Clone, Debug)]
+pub struct SetupTreatment {
+    pub name: String,
+    /// Dotted overrides, constants first.
+    pub values: Vec<(String, Node)>,
+    /// The same as a nested mapping, ready to merge over each stack.
+    pub overrides: Node,
+}
+
+/// An experiments file.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub name: String,
+    pub harness: Option<String>,
+    pub profile: Option<String>,
+    pub setup: Vec<SetupTreatment>,
+    pub run: Vec<RunTreatment>,
+    pub stop_on_error: bool,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "experiment",
+    "design",
+    "setup",
+    "treatments",
+    "run",
+    "constants",
+    "reset_caches",
+    "treatment_max_attempts",
+    "treatment_stop_on_error",
+    "validate_failures",
+];
+
+/// `a.b.c: v` pairs as a nested mapping; a key that is both a value and a parent is an error.
+pub fn dotted_to_nested(pairs: &[(String, Node)], origin: &crate::yaml::Origin) -> Result<Node, InputError> {
+    let mut root = Node::new(Value::Map(Mapping::new()), origin.clone());
+    for (key, value) in pairs {
+        let parts: Vec<&str> = key.split('.').collect();
+        insert_nested(&mut root, &parts, 0, key, value)?;
+    }
+    Ok(root)
+}
+
+fn insert_nested(node: &mut Node, parts: &[&str], depth: usize, key: &str, value: &Node) -> Result<(), InputError> {
+    let Value::Map(m) = &mut node.value else {
+        return Err(InputError::at(
+            &value.origin,
+            format!("'{key}' conflicts with '{}', which sets a value there", parts[..depth].join(".")),
+        ));
+    };
+    let part = parts[depth];
+    if depth + 1 == parts.len() {
+        if m.get(part).is_some_and(|n| n.as_map().is_some()) {
+            return Err(InputError::at(&value.origin, format!("'{key}' is set as a value, but other keys nest under it")));
+        }
+        m.insert(part.to_string(), value.clone());
+        return Ok(());
+    }
+    let child = m.entry(part.to_string()).or_insert_with(|| Node::new(Value::Map(Mapping::new()), value.origin.clone()));
+    insert_nested(child, parts, depth + 1, key, value)
+}
+
+/// Reads a whole experiments file.
+pub fn load_experiment(path: &Path) -> Result<Experiment> {
+    let doc = load_file(path).map_err(InputError::from)?;
+    if doc.as_map().is_none() {
+        return Err(InputError::at(&doc.origin, "an experiments file must be a mapping").into());
+    }
+    for (key, node) in doc.as_map().into_iter().flatten() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            let mut e = InputError::at(&node.origin, format!("unknown key '{key}' in an experiments file"));
+            if let Some(s) = crate::error::did_you_mean(key, TOP_LEVEL_KEYS.iter().copied()) {
+                e = e.help(format!("did you mean '{s}'?"));
+            }
+            return Err(e.into());
+        }
+    }
+    let meta = doc.get("experiment");
+    let text = |key: &str| meta.and_then(|m| m.get(key)).filter(|n| !n.is_null()).map(crate::pyfmt::str_node);
+    let name =
+        text("name").unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "experiment".into()));
+    let mut setup = Vec::new();
+    if let Some(section) = doc.get("setup").filter(|n| !n.is_null()) {
+        if section.as_map().is_none() {
+            return Err(InputError::at(&section.origin, "'setup' must be a mapping with 'constants' and 'treatments'").into());
+        }
+        let constants = section.get("constants").map(|c| dotted_pairs(c, &[])).unwrap_or_default();
+        let items = match section.get("treatments") {
+            Some(t) => t.as_seq().ok_or_else(|| InputError::at(&t.origin, "'setup.treatments' must be a list"))?.to_vec(),
+            None => Vec::new(),
+        };
+        for (i, item) in items.iter().enumerate() {
+            if item.as_map().is_none() {
+                return Err(InputError::at(&item.origin, format!("setup treatment {} must be a mapping", i + 1)).into());
+            }
+            let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| format!("setup-{}", i + 1));
+            check_name(&name, item, setup.iter().map(|t: &SetupTreatment| t.name.as_str()))?;
+            let mut values = constants.clone();
+            values.extend(dotted_pairs(item, &["name"]));
+            let overrides = dotted_to_nested(&values, &item.origin)?;
+            setup.push(SetupTreatment { name, values, overrides });
+        }
+        if items.is_empty() && !constants.is_empty() {
+            let overrides = dotted_to_nested(&constants, &section.origin)?;
+            setup.push(SetupTreatment { name: "default".into(), values: constants, overrides });
+        }
+    }
+    if setup.is_empty() {
+        setup.push(default_setup());
+    }
+    Ok(Experiment {
+        name,
+        harness: text("harness"),
+        profile: text("profile"),
+        setup,
+        run: parse_run_treatments(&doc)?,
+        stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),
+    })
+}
+
+/// The setup treatment of an experiment without a `setup:` section.
+pub fn default_setup() -> SetupTreatment {
+    SetupTreatment {
+        name: "default".into(),
+        values: Vec::new(),
+        overrides: Node::new(Value::Map(Mapping::new()), crate::yaml::Origin::synthetic("default")),
+    }
+}
+
+fn check_name<'a>(name: &str, item: &Node, mut existing: impl Iterator<Item = &'a str>) -> Result<(), InputError> {
+    if name.is_empty() || name.contains(['/', ' ']) {
+        return Err(InputError::at(&item.origin, format!("treatment name '{name}' must be non-empty without '/' or spaces")));
+    }
+    if existing.any(|n| n == name) {
+        return Err(InputError::at(&item.origin, format!("duplicate treatment name '{name}'")));
+    }
+    Ok(())
+}
+
+/// One run (workload) treatment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunTreatment {
+    pub name: String,
+    /// A different profile for this treatment.
+    pub profile: Option<String>,
+    /// Dotted overrides, constants first.
+    pub values: Vec<(String, Node)>,
+}
+
+fn dotted_pairs(node: &Node, skip: &[&str]) -> Vec<(String, Node)> {
+    node.as_map()
+        .map(|m| m.iter().filter(|(k, _)| !skip.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Reads the run treatments of an experiments file (`treatments:` or `run:`, with the
+/// top-level `constants:` applied first). A file without treatments yields none.
+pub fn load_run_treatments(path: &Path) -> Result<Vec<RunTreatment>> {
+    let doc = load_file(path).map_err(InputError::from)?;
+    parse_run_treatments(&doc)
+}
+
+pub fn parse_run_treatments(doc: &Node) -> Result<Vec<RunTreatment>> {
+    if !doc.is_null() && doc.as_map().is_none() {
+        return Err(InputError::at(&doc.origin, "an experiments file must be a mapping").into());
+    }
+    let constants = match doc.get("constants") {
+        Some(c) if c.as_map().is_some() => dotted_pairs(c, &[]),
+        Some(c) if c.is_null() => Vec::new(),
+        Some(c) => return Err(InputError::at(&c.origin, "'constants' must be a mapping of dotted keys to values").into()),
+        None => Vec::new(),
+    };
+    let Some(list) = doc.get("treatments").or_else(|| doc.get("run")) else { return Ok(Vec::new()) };
+    let Some(items) = list.as_seq() else {
+        return Err(InputError::at(&list.origin, format!("'treatments' must be a list of treatments, not a {}", list.type_name())).into());
+    };
+    let mut out: Vec<RunTreatment> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.as_map().is_none() {
+            return Err(InputError::at(&item.origin, format!("treatment {} must be a mapping", i + 1)).into());
+        }
+        let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| format!("treatment-{}", i + 1));
+        check_name(&name, item, out.iter().map(|t| t.name.as_str()))?;
+        let mut values = constants.clone();
+        values.extend(dotted_pairs(item, &["name", "profile"]));
+        out.push(RunTreatment { name, profile: item.get("profile").map(crate::pyfmt::str_node), values });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::load_str;
+
+    #[test]
+    fn run_treatments_with_constants() {
+        let doc = load_str("constants: {load.stages.0.duration: 5}\ntreatments:\n  - {name: r1, load.stages.0.rate: 1}\n  - {load.stages.0.rate: 2, profile: other.yaml}\n", "e.yaml").unwrap();
+        let t = parse_run_treatments(&doc).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].name, "r1");
+        assert_eq!(t[0].values[0].0, "load.stages.0.duration");
+        assert_eq!(t[1].name, "treatment-2");
+        assert_eq!(t[1].profile.as_deref(), Some("other.yaml"));
+        assert!(parse_run_treatments(&load_str("treatments: 5", "e").unwrap()).is_err());
+        assert!(parse_run_treatments(&load_str("treatments: [{name: a}, {name: a}]", "e").unwrap()).is_err());
+    }
+
+    #[test]
+    fn setup_treatments_nest_and_conflicts_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(
+            &path,
+            "experiment: {name: sweep, harness: llmd}\nsetup:\n  constants: {local.sim.seed: 1}\n  treatments:\n    - {name: fast, local.sim.timeToFirstToken: 5ms}\n    - {name: slow, local.sim.timeToFirstToken: 50ms}\ntreatments: [{name: r1, load.stages.0.rate: 2}]\n",
+        )
+        .unwrap();
+        let e = load_experiment(&path).unwrap();
+        assert_eq!(e.name, "sweep");
+        assert_eq!(e.harness.as_deref(), Some("llmd"));
+        assert_eq!(e.setup.len(), 2);
+        assert_eq!(e.setup[1].overrides.get_path(&["local", "sim", "timeToFirstToken"]).unwrap().as_str(), Some("50ms"));
+        assert_eq!(e.setup[1].overrides.get_path(&["local", "sim", "seed"]).unwrap().as_i64(), Some(1));
+        assert_eq!(e.run.len(), 1);
+
+        std::fs::write(&path, "treatments: [{name: r1}]\n").unwrap();
+        let e = load_experiment(&path).unwrap();
+        assert_eq!((e.name.as_str(), e.setup.len(), e.setup[0].name.as_str()), ("e", 1, "default"));
+
+        std::fs::write(&path, "setup: {treatments: [{name: a, x.y: 1, x.y.z: 2}]}\n").unwrap();
+        assert!(load_experiment(&path).unwrap_err().to_string().contains("conflicts with 'x.y'"));
+        std::fs::write(&path, "setup: {treatments: [{name: a, x.y.z: 1, x.y: 2}]}\n").unwrap();
+        assert!(load_experiment(&path).unwrap_err().to_string().contains("other keys nest under it"));
+        std::fs::write(&path, "setup: {treatments: [{name: a, x: 1, x.y: 2}]}\n").unwrap();
+        assert!(load_experiment(&path).unwrap_err().to_string().contains("conflicts with 'x'"));
+        std::fs::write(&path, "treatmnets: []\n").unwrap();
+        assert!(format!("{:#}", load_experiment(&path).unwrap_err()).contains("treatments"));
+    }
+}

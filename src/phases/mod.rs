@@ -1,0 +1,138 @@
+//! The lifecycle phases (standup, smoketest, run, teardown) as ordered, numbered steps —
+//! llm-d-benchmark's extension point, kept:
+//!
+//! * A [`Step`] has a number, a name, a description, a phase, and is either global or
+//!   per-stack; it can skip itself ([`Step::should_skip`]) and [`Step::execute`]s.
+//! * The [`executor`] sorts steps by number and partitions them: global steps numbered at
+//!   or below the first per-stack step run first, sequentially, and a failure aborts the
+//!   phase; per-stack steps run sequentially within a stack and in parallel across
+//!   stacks (`--parallel`), a failure stopping only its stack; the remaining global
+//!   steps run afterwards, even if some stacks failed. Errors and panics become failed
+//!   results; `--step` filters by number.
+//! * In dry-run mode steps describe what they would do instead of doing it.
+//!
+//! Steps share a [`PhaseContext`]: immutable settings, the stacks with their rendered
+//! configs, and per-stack typed outputs of earlier steps ([`StackState`]) — not a bag of
+//! mutable fields.
+//!
+//! Adding a step: implement [`Step`] in the phase's file and add it to that phase's
+//! `steps()` list; the number decides where it runs.
+
+pub mod executor;
+pub mod run;
+pub mod smoketest;
+pub mod standup;
+pub mod teardown;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+use crate::backend::{Backend, BoxFuture, Receipt};
+use crate::cli::StepSelection;
+use crate::yaml::Node;
+
+pub use executor::{ExecutionReport, StepResult, StepStatus, execute};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Standup,
+    Smoketest,
+    Run,
+    Teardown,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Standup => "standup",
+            Phase::Smoketest => "smoketest",
+            Phase::Run => "run",
+            Phase::Teardown => "teardown",
+        }
+    }
+}
+
+/// Immutable settings of one phase invocation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub workspace: PathBuf,
+    pub base_dir: PathBuf,
+    pub dry_run: bool,
+    pub verbose: bool,
+    pub parallel: usize,
+    pub steps: StepSelection,
+    pub stack_filter: Vec<String>,
+    /// Run-phase settings (harness, workload, treatments).
+    pub run: Option<run::RunSettings>,
+}
+
+/// A stack as the phases see it.
+pub struct StackEntry {
+    pub name: String,
+    /// The stack's rendered config (after templates ran).
+    pub config: Node,
+    /// blake3 of the stack's rendered plan.
+    pub plan_hash: String,
+    pub state: Mutex<StackState>,
+}
+
+/// Outputs of earlier steps for one stack.
+#[derive(Debug, Default, Clone)]
+pub struct StackState {
+    pub receipt: Option<Receipt>,
+    pub endpoint: Option<String>,
+    pub model: Option<String>,
+    /// Rendered workload profiles, one per run treatment.
+    pub runs: Vec<run::PreparedRun>,
+    /// Result directories written by the harness.
+    pub results: Vec<PathBuf>,
+    /// Finished harness instances, with the native harness's reports.
+    pub finished: Vec<run::FinishedRun>,
+}
+
+/// Everything steps can see.
+pub struct PhaseContext {
+    pub settings: Settings,
+    pub backend: Arc<dyn Backend>,
+    pub stacks: Vec<Arc<StackEntry>>,
+}
+
+impl PhaseContext {
+    /// Prints an action (prefixed in dry-run mode).
+    pub fn say(&self, stack: Option<&str>, msg: impl AsRef<str>) {
+        let prefix = if self.settings.dry_run { "[dry-run] " } else { "" };
+        match stack {
+            Some(s) => eprintln!("  {prefix}[{s}] {}", msg.as_ref()),
+            None => eprintln!("  {prefix}{}", msg.as_ref()),
+        }
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutcome {
+    pub message: String,
+}
+
+impl StepOutcome {
+    pub fn msg(m: impl Into<String>) -> StepOutcome {
+        StepOutcome { message: m.into() }
+    }
+}
+
+/// One numbered step of a phase.
+pub trait Step: Send + Sync {
+    fn number(&self) -> u32;
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    fn phase(&self) -> Phase;
+    fn per_stack(&self) -> bool;
+    /// `Some(reason)` to skip.
+    fn should_skip(&self, _ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
+        None
+    }
+    /// Does the work. `stack` is set exactly for per-stack steps.
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>>;
+}

@@ -1,0 +1,693 @@
+//! Run: point a harness at each stack and collect what it measures.
+//!
+//! | # | step | scope | does |
+//! |---|------|-------|------|
+//! | 00 | run_preflight | global | the harness is installed, the profiles exist, the results directory is writable |
+//! | 03 | detect_endpoint | per stack | `--endpoint-url` wins; else the stack's receipt |
+//! | 04 | verify_model | per stack | `/v1/models` lists the stack's model |
+//! | 05 | render_profiles | per stack | fill `REPLACE_ENV_*`, apply each treatment's overrides → `<workspace>/workload/profiles/<harness>/` |
+//! | 07 | deploy_harness | per stack | per treatment: `-j` harness instances, results in `<workspace>/results/<experiment-id>_<i>/` |
+//! | 09 | collect_results | per stack | every result directory holds the harness's result files |
+//! | 12 | analyze_results | global | with `--analyze`: a summary of every result in `<workspace>/analysis/` |
+//!
+//! A treatment fails when its harness fails or more than half of its requests fail; a
+//! treatment with fewer failures succeeds with a warning. Failed requests never enter
+//! latency statistics (see [`crate::harness::report`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
+use crate::backend::{BoxFuture, Receipt};
+use crate::error::Warnings;
+use crate::experiment::RunTreatment;
+use crate::harness::client::Endpoint;
+use crate::harness::external::{self, HarnessKind};
+use crate::harness::profile::{find_profile, render_profile};
+use crate::harness::{RunReport, http_json};
+use crate::yaml::{Node, Value, map_of};
+
+/// Run-phase settings.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub harness: HarnessKind,
+    /// The workload profile name (`sanity_random.yaml`).
+    pub workload: String,
+    /// Run treatments; empty means one run of the profile as it is.
+    pub treatments: Vec<RunTreatment>,
+    /// Harness instances per treatment (`-j`).
+    pub parallelism: usize,
+    /// Run-only mode: benchmark this URL instead of the stacks' deployments.
+    pub endpoint_url: Option<String>,
+    pub analyze: bool,
+    /// A tokenizer for external harnesses (they need a local one offline).
+    pub tokenizer: Option<PathBuf>,
+    /// Longest a harness may run.
+    pub timeout: Duration,
+}
+
+/// One rendered profile, ready to run.
+#[derive(Clone, Debug)]
+pub struct PreparedRun {
+    pub treatment: Option<String>,
+    pub profile_path: PathBuf,
+    pub doc: Node,
+}
+
+/// One finished harness instance.
+#[derive(Clone, Debug)]
+pub struct FinishedRun {
+    pub experiment_id: String,
+    pub treatment: Option<String>,
+    pub dir: PathBuf,
+    pub report: Option<RunReport>,
+}
+
+pub fn steps() -> Vec<Arc<dyn Step>> {
+    vec![
+        Arc::new(Preflight),
+        Arc::new(DetectEndpoint),
+        Arc::new(VerifyModel),
+        Arc::new(RenderProfiles),
+        Arc::new(DeployHarness),
+        Arc::new(CollectResults),
+        Arc::new(AnalyzeResults),
+    ]
+}
+
+fn settings(ctx: &PhaseContext) -> Result<&RunSettings> {
+    ctx.settings.run.as_ref().context("run settings missing")
+}
+
+fn state(stack: &StackEntry) -> std::sync::MutexGuard<'_, super::StackState> {
+    stack.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The profile names a run needs, one per treatment.
+fn profile_names(rs: &RunSettings) -> Vec<String> {
+    if rs.treatments.is_empty() {
+        return vec![rs.workload.clone()];
+    }
+    rs.treatments.iter().map(|t| t.profile.clone().unwrap_or_else(|| rs.workload.clone())).collect()
+}
+
+struct Preflight;
+
+impl Step for Preflight {
+    fn number(&self) -> u32 {
+        0
+    }
+    fn name(&self) -> &'static str {
+        "run_preflight"
+    }
+    fn description(&self) -> &'static str {
+        "the harness and its profiles are available; results can be written"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        false
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let rs = settings(ctx)?;
+            let tool = match rs.harness {
+                HarnessKind::Llmd => "built in".to_string(),
+                kind => kind.locate()?.display().to_string(),
+            };
+            for name in profile_names(rs) {
+                find_profile(&ctx.settings.base_dir, rs.harness.name(), &name)?;
+            }
+            if let Some(url) = &rs.endpoint_url {
+                Endpoint::parse(url).map_err(|e| anyhow::anyhow!("--endpoint-url: {e}"))?;
+            }
+            let results = ctx.settings.workspace.join("results");
+            if !ctx.settings.dry_run {
+                std::fs::create_dir_all(&results).with_context(|| format!("cannot create {}", results.display()))?;
+            }
+            Ok(StepOutcome::msg(format!(
+                "harness {} ({tool}), profile {}, {} treatment(s)",
+                rs.harness.name(),
+                rs.workload,
+                rs.treatments.len().max(1)
+            )))
+        })
+    }
+}
+
+struct DetectEndpoint;
+
+impl Step for DetectEndpoint {
+    fn number(&self) -> u32 {
+        3
+    }
+    fn name(&self) -> &'static str {
+        "detect_endpoint"
+    }
+    fn description(&self) -> &'static str {
+        "find the URL that serves the stack"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        true
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let stack = stack.expect("per-stack step");
+            let rs = settings(ctx)?;
+            let model = stack.config.get_path(&["model", "name"]).map(crate::pyfmt::str_node);
+            let (endpoint, how) = match &rs.endpoint_url {
+                Some(url) => (url.trim_end_matches('/').to_string(), "--endpoint-url".to_string()),
+                None => {
+                    let receipt = Receipt::load(&ctx.settings.workspace, &stack.name)?.with_context(|| {
+                        format!(
+                            "stack '{}' is not stood up in {} (no receipt); run `llmd standup` first, or pass --endpoint-url",
+                            stack.name,
+                            ctx.settings.workspace.display()
+                        )
+                    })?;
+                    if !ctx.settings.dry_run
+                        && let crate::backend::Liveness::Gone(why) = ctx.backend.check(&receipt, None).await
+                    {
+                        bail!("stack '{}' is stood up but not serving: {why}; run `llmd standup` again", stack.name);
+                    }
+                    let url = receipt.endpoint().context("the receipt lists no replica")?;
+                    let how = format!("receipt, {} replica(s)", receipt.replicas.len());
+                    state(stack).receipt = Some(receipt);
+                    (url, how)
+                }
+            };
+            let mut st = state(stack);
+            st.endpoint = Some(endpoint.clone());
+            if st.model.is_none() {
+                st.model = model;
+            }
+            Ok(StepOutcome::msg(format!("{endpoint} ({how})")))
+        })
+    }
+}
+
+struct VerifyModel;
+
+impl Step for VerifyModel {
+    fn number(&self) -> u32 {
+        4
+    }
+    fn name(&self) -> &'static str {
+        "verify_model"
+    }
+    fn description(&self) -> &'static str {
+        "the endpoint serves the stack's model"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        true
+    }
+    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
+        ctx.settings.dry_run.then(|| "dry run".into())
+    }
+    fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let stack = stack.expect("per-stack step");
+            let (url, model) = {
+                let st = state(stack);
+                (st.endpoint.clone().context("no endpoint detected")?, st.model.clone())
+            };
+            let ep = Endpoint::parse(&url).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let (status, body) = http_json(&ep, "/v1/models", None, Duration::from_secs(30)).await?;
+            if status != 200 {
+                bail!("{url}/v1/models answered HTTP {status}: {body}");
+            }
+            let ids: Vec<String> = body["data"]
+                .as_array()
+                .map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            match model {
+                Some(m) if ids.contains(&m) => Ok(StepOutcome::msg(format!("{url} serves {m}"))),
+                Some(m) => bail!("{url} does not serve '{m}' (it serves {}); pass -m MODEL to benchmark one of those", ids.join(", ")),
+                None => {
+                    let first = ids.first().cloned().with_context(|| format!("{url}/v1/models lists no model"))?;
+                    state(stack).model = Some(first.clone());
+                    Ok(StepOutcome::msg(format!("{url} serves {first}")))
+                }
+            }
+        })
+    }
+}
+
+/// `REPLACE_ENV_*` values for a stack.
+fn placeholder_values(stack: &StackEntry, endpoint: &str, model: &str) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("LLMDBENCH_DEPLOY_CURRENT_MODEL".into(), model.to_string());
+    v.insert("LLMDBENCH_DEPLOY_CURRENT_TOKENIZER".into(), model.to_string());
+    if let Some(len) = stack.config.get_path(&["model", "maxModelLen"]) {
+        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), crate::pyfmt::str_node(len));
+    }
+    v.insert("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL".into(), endpoint.to_string());
+    v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.name.clone());
+    v
+}
+
+/// `sanity_random.yaml.in` + `rate5` → `sanity_random-rate5.yaml`.
+fn rendered_name(profile: &Path, treatment: Option<&str>) -> String {
+    let file = profile.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    let file = file.strip_suffix(".in").unwrap_or(&file).to_string();
+    let (stem, suffix) = match file.rfind('.') {
+        Some(i) if i > 0 => (file[..i].to_string(), file[i..].to_string()),
+        _ => (file.clone(), String::new()),
+    };
+    match treatment {
+        Some(t) => format!("{stem}-{t}{suffix}"),
+        None => format!("{stem}{suffix}"),
+    }
+}
+
+struct RenderProfiles;
+
+impl Step for RenderProfiles {
+    fn number(&self) -> u32 {
+        5
+    }
+    fn name(&self) -> &'static str {
+        "render_profiles"
+    }
+    fn description(&self) -> &'static str {
+        "fill the workload profiles and apply the run treatments"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        true
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let stack = stack.expect("per-stack step");
+            let rs = settings(ctx)?;
+            let (endpoint, model) = {
+                let st = state(stack);
+                (st.endpoint.clone().unwrap_or_default(), st.model.clone().unwrap_or_default())
+            };
+            let values = placeholder_values(stack, &endpoint, &model);
+            let out_dir = ctx.settings.workspace.join("workload/profiles").join(rs.harness.name()).join(&stack.name);
+            let plain = RunTreatment { name: String::new(), profile: None, values: Vec::new() };
+            let treatments: Vec<(Option<&str>, &RunTreatment)> = if rs.treatments.is_empty() {
+                vec![(None, &plain)]
+            } else {
+                rs.treatments.iter().map(|t| (Some(t.name.as_str()), t)).collect()
+            };
+            let mut runs = Vec::new();
+            let mut warnings = Warnings::default();
+            for (name, t) in treatments {
+                let profile = find_profile(&ctx.settings.base_dir, rs.harness.name(), t.profile.as_deref().unwrap_or(&rs.workload))?;
+                let (doc, yaml) = render_profile(&profile, &values, &t.values, &mut warnings)?;
+                let file = out_dir.join(rendered_name(&profile, name));
+                if rs.harness == HarnessKind::Llmd {
+                    crate::cli::load::parse_native_profile(&doc, &file.display().to_string())?;
+                }
+                if !ctx.settings.dry_run {
+                    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+                    crate::fsutil::write_atomic(&file, yaml.as_bytes())?;
+                }
+                runs.push(PreparedRun { treatment: name.map(str::to_string), profile_path: file, doc });
+            }
+            for w in warnings.iter() {
+                ctx.say(Some(&stack.name), format!("warning: {w}"));
+            }
+            let n = runs.len();
+            state(stack).runs = runs;
+            Ok(StepOutcome::msg(format!("{n} profile(s) in {}", out_dir.display())))
+        })
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `<harness>[-<treatment>]-<unix_ts>-<rand6>`, as upstream names experiments.
+fn experiment_id(harness: HarnessKind, treatment: Option<&str>) -> String {
+    let mut rng = crate::sim::rng::Rng::new(crate::timing::mono_ns() ^ u64::from(std::process::id()));
+    let rand: String = (0..6).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(rng.next_u64() % 36) as usize])).collect();
+    let ts = unix_now() as u64;
+    match treatment {
+        Some(t) => format!("{}-{t}-{ts}-{rand}", harness.name()),
+        None => format!("{}-{ts}-{rand}", harness.name()),
+    }
+}
+
+/// Request counts of one harness instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Tally {
+    total: u64,
+    failed: u64,
+    /// Failures by class, e.g. "3 ServiceUnavailableError".
+    errors: String,
+}
+
+impl Tally {
+    fn of_report(r: &RunReport) -> Tally {
+        let c = &r.requests;
+        Tally {
+            total: c.total as u64,
+            failed: (c.failed + c.incomplete) as u64,
+            errors: c.errors.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+struct InstanceOutcome {
+    dir: PathBuf,
+    report: Option<RunReport>,
+    tally: Option<Tally>,
+    error: Option<String>,
+}
+
+struct DeployHarness;
+
+/// Runs harness instance `index` of one treatment and writes its `run_metadata.yaml`.
+async fn run_instance(
+    ctx: &PhaseContext,
+    stack: &StackEntry,
+    run: &PreparedRun,
+    eid: &str,
+    index: usize,
+    endpoint: &str,
+    model: &str,
+) -> InstanceOutcome {
+    let rs = settings(ctx).expect("checked by the caller");
+    let dir = ctx.settings.workspace.join("results").join(format!("{eid}_{index}"));
+    let start = unix_now();
+    let result: Result<(Option<RunReport>, Tally)> = async {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        match rs.harness {
+            HarnessKind::Llmd => {
+                let profile = crate::cli::load::parse_native_profile(&run.doc, &run.profile_path.display().to_string())?;
+                let ep = Endpoint::parse(endpoint).map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))?;
+                let report = tokio::time::timeout(rs.timeout, crate::harness::run_native(&profile, ep, model, &dir, !ctx.settings.verbose))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the native harness did not finish within {:?}", rs.timeout))??;
+                let tally = Tally::of_report(&report);
+                Ok((Some(report), tally))
+            }
+            kind => {
+                let program = kind.locate()?;
+                let ext = external::prepare(kind, run.doc.clone(), program, endpoint, model, &dir, rs.tokenizer.as_deref())?;
+                let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
+                external::run(&ext, &dir.join("harness.log"), rs.timeout, &env).await?;
+                let c = external::collect(kind, &dir)?;
+                Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
+            }
+        }
+    }
+    .await;
+    let stop = unix_now();
+    let (report, tally, error) = match result {
+        Ok((r, t)) => (r, Some(t), None),
+        Err(e) => (None, None, Some(format!("{e:#}"))),
+    };
+    let meta = map_of([
+        ("eid", Node::str(eid)),
+        ("harness", Node::str(rs.harness.name())),
+        ("treatment", run.treatment.as_deref().map_or_else(Node::null, Node::str)),
+        ("stack", Node::str(&stack.name)),
+        ("plan_hash", Node::str(&stack.plan_hash)),
+        ("model", Node::str(model)),
+        ("endpoint", Node::str(endpoint)),
+        ("profile", Node::str(run.profile_path.display().to_string())),
+        ("start", Node::bare(Value::Float(start))),
+        ("stop", Node::bare(Value::Float(stop))),
+        ("delta", Node::bare(Value::Float(stop - start))),
+        ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
+        ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
+        (
+            "description",
+            Node::str(format!("{} on {} ({})", rs.harness.name(), stack.name, run.treatment.as_deref().unwrap_or("profile as is"))),
+        ),
+    ]);
+    let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
+    let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {
+        (Some(e), _) => Some(e),
+        (None, Err(e)) => Some(format!("cannot write {}: {e}", dir.join("run_metadata.yaml").display())),
+        (None, Ok(())) => None,
+    };
+    InstanceOutcome { dir, report, tally, error }
+}
+
+/// Judges a finished instance: `Err` fails the treatment, `Ok(Some)` is a warning.
+fn judge(outcome: &InstanceOutcome) -> Result<Option<String>, String> {
+    if let Some(e) = &outcome.error {
+        return Err(e.clone());
+    }
+    let Some(t) = &outcome.tally else { return Err("the harness reported no request counts".into()) };
+    let errors = if t.errors.is_empty() { String::new() } else { format!(" ({})", t.errors) };
+    if t.total == 0 {
+        return Err("the harness sent no requests".into());
+    }
+    if t.failed * 2 > t.total {
+        return Err(format!("{} of {} requests failed{errors}", t.failed, t.total));
+    }
+    Ok((t.failed > 0)
+        .then(|| format!("{} of {} requests failed{errors}; they are counted, not in the latency statistics", t.failed, t.total)))
+}
+
+impl Step for DeployHarness {
+    fn number(&self) -> u32 {
+        7
+    }
+    fn name(&self) -> &'static str {
+        "deploy_harness"
+    }
+    fn description(&self) -> &'static str {
+        "run the harness once per treatment (x parallelism) and wait for it"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        true
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let stack = stack.expect("per-stack step");
+            let rs = settings(ctx)?;
+            let (runs, endpoint, model) = {
+                let st = state(stack);
+                (st.runs.clone(), st.endpoint.clone().context("no endpoint detected")?, st.model.clone().context("no model known")?)
+            };
+            let mut failures = Vec::new();
+            let mut done = 0;
+            for run in &runs {
+                let eid = experiment_id(rs.harness, run.treatment.as_deref());
+                let label = run.treatment.as_deref().unwrap_or("profile");
+                if ctx.settings.dry_run {
+                    ctx.say(
+                        Some(&stack.name),
+                        format!(
+                            "would run {} x{} with {} → results/{eid}_1..",
+                            rs.harness.name(),
+                            rs.parallelism,
+                            run.profile_path.display()
+                        ),
+                    );
+                    continue;
+                }
+                ctx.say(
+                    Some(&stack.name),
+                    format!("treatment {label}: {} x{} against {endpoint} (experiment {eid})", rs.harness.name(), rs.parallelism),
+                );
+                let instances = (1..=rs.parallelism.max(1)).map(|i| run_instance(ctx, stack, run, &eid, i, &endpoint, &model));
+                let outcomes = crate::join::join_all(instances).await;
+                let mut treatment_failed = false;
+                for o in &outcomes {
+                    match judge(o) {
+                        Err(e) => {
+                            treatment_failed = true;
+                            failures.push(format!("treatment {label} ({}): {e}", o.dir.display()));
+                        }
+                        Ok(Some(w)) => ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}")),
+                        Ok(None) => {}
+                    }
+                    if let Some(r) = &o.report {
+                        ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
+                    }
+                }
+                let mut st = state(stack);
+                for o in outcomes {
+                    st.results.push(o.dir.clone());
+                    st.finished.push(FinishedRun {
+                        experiment_id: eid.clone(),
+                        treatment: run.treatment.clone(),
+                        dir: o.dir,
+                        report: o.report,
+                    });
+                }
+                if !treatment_failed {
+                    done += 1;
+                }
+            }
+            if !failures.is_empty() {
+                bail!("{} of {} treatment(s) failed:\n    {}", runs.len() - done, runs.len(), failures.join("\n    "));
+            }
+            Ok(StepOutcome::msg(format!("{done} treatment(s) finished; results in {}", ctx.settings.workspace.join("results").display())))
+        })
+    }
+}
+
+fn one_line(r: &RunReport) -> String {
+    let ms = |s: &Option<crate::analysis::stats::Summary>| s.as_ref().map_or("-".into(), |s| format!("{:.1}", s.mean * 1e3));
+    format!(
+        "{}/{} ok, {:.1} req/s, TTFT mean {} ms, TPOT mean {} ms, E2E mean {} ms, {} output tokens",
+        r.requests.completed,
+        r.requests.total,
+        r.request_throughput,
+        ms(&r.ttft_s),
+        ms(&r.tpot_s),
+        ms(&r.e2e_s),
+        r.total_output_tokens
+    )
+}
+
+struct CollectResults;
+
+impl Step for CollectResults {
+    fn number(&self) -> u32 {
+        9
+    }
+    fn name(&self) -> &'static str {
+        "collect_results"
+    }
+    fn description(&self) -> &'static str {
+        "check every result directory holds the harness's result files"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        true
+    }
+    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
+        ctx.settings.dry_run.then(|| "dry run".into())
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let stack = stack.expect("per-stack step");
+            let rs = settings(ctx)?;
+            let dirs = state(stack).results.clone();
+            let mut files = 0;
+            for dir in &dirs {
+                files += external::collect(rs.harness, dir)?.files.len();
+            }
+            Ok(StepOutcome::msg(format!(
+                "{files} result file(s) in {} result director{}",
+                dirs.len(),
+                if dirs.len() == 1 { "y" } else { "ies" }
+            )))
+        })
+    }
+}
+
+struct AnalyzeResults;
+
+impl Step for AnalyzeResults {
+    fn number(&self) -> u32 {
+        12
+    }
+    fn name(&self) -> &'static str {
+        "analyze_results"
+    }
+    fn description(&self) -> &'static str {
+        "summarise every result (with --analyze)"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Run
+    }
+    fn per_stack(&self) -> bool {
+        false
+    }
+    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
+        match settings(ctx) {
+            Ok(rs) if !rs.analyze => Some("--analyze not given".into()),
+            _ if ctx.settings.dry_run => Some("dry run".into()),
+            _ => None,
+        }
+    }
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+        Box::pin(async move {
+            let dir = ctx.settings.workspace.join("analysis");
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut text = String::new();
+            for stack in &ctx.stacks {
+                for run in &state(stack).finished {
+                    text.push_str(&format!("== {} / {} ({})\n", stack.name, run.treatment.as_deref().unwrap_or("-"), run.dir.display()));
+                    match &run.report {
+                        Some(r) => text.push_str(&r.table()),
+                        None => text.push_str("(external harness: see its result files)\n"),
+                    }
+                    text.push('\n');
+                }
+            }
+            let path = dir.join("summary.txt");
+            crate::fsutil::write_atomic(&path, text.as_bytes())?;
+            Ok(StepOutcome::msg(format!("summary in {}", path.display())))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_profile_names() {
+        assert_eq!(rendered_name(Path::new("p/sanity_random.yaml.in"), Some("rate5")), "sanity_random-rate5.yaml");
+        assert_eq!(rendered_name(Path::new("p/sanity_random.yaml"), None), "sanity_random.yaml");
+        assert_eq!(rendered_name(Path::new("p/noext.in"), Some("t")), "noext-t");
+    }
+
+    #[test]
+    fn experiment_ids_follow_upstream() {
+        let id = experiment_id(HarnessKind::Llmd, Some("rate5"));
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts[0], "llmd");
+        assert_eq!(parts[1], "rate5");
+        assert!(parts[2].parse::<u64>().is_ok());
+        assert_eq!(parts[3].len(), 6);
+        assert_ne!(id, experiment_id(HarnessKind::Llmd, Some("rate5")));
+    }
+
+    fn outcome(total: usize, failed: usize) -> InstanceOutcome {
+        let mut r = RunReport::default();
+        r.requests.total = total;
+        r.requests.failed = failed;
+        r.requests.completed = total - failed;
+        r.requests.errors.insert("ServiceUnavailableError".into(), failed);
+        InstanceOutcome { dir: PathBuf::from("d"), tally: Some(Tally::of_report(&r)), report: Some(r), error: None }
+    }
+
+    #[test]
+    fn treatments_fail_on_majority_failures() {
+        assert_eq!(judge(&outcome(10, 0)), Ok(None));
+        assert!(judge(&outcome(10, 1)).unwrap().is_some());
+        assert!(judge(&outcome(10, 6)).is_err());
+        assert!(judge(&outcome(0, 0)).is_err());
+        assert!(judge(&outcome(10, 6)).unwrap_err().contains("6 of 10 requests failed (6 ServiceUnavailableError)"));
+        assert!(judge(&InstanceOutcome { dir: PathBuf::new(), report: None, tally: None, error: Some("boom".into()) }).is_err());
+        let external = InstanceOutcome {
+            dir: PathBuf::new(),
+            report: None,
+            tally: Some(Tally { total: 10, failed: 0, errors: String::new() }),
+            error: None,
+        };
+        assert_eq!(judge(&external), Ok(None));
+    }
+}
