@@ -348,3 +348,38 @@ fn shipped_profiles_and_experiments_are_valid() {
         assert!(!e.setup.is_empty() && !e.run.is_empty(), "{}", entry.path().display());
     }
 }
+
+#[test]
+fn a_configured_server_command_is_stood_up_and_torn_down() {
+    // `local.server: command` with llmd's own simulator standing in for `vllm serve`:
+    // `{model}` and `{port}` are substituted, readiness is polled on /health.
+    let ws = Workspace::new();
+    let cc = ws.path().join("local.yaml");
+    std::fs::write(
+        &cc,
+        format!(
+            "local:\n  server: command\n  command: [{}, sim, --model, '{{model}}', --port, '{{port}}', --max-model-len, '4096', --time-to-first-token, 5ms]\n",
+            env!("CARGO_BIN_EXE_llmd")
+        ),
+    )
+    .unwrap();
+    let up = ws.llmd(&["--spec", "examples/sim", "--cluster-config", cc.to_str().unwrap(), "standup"]);
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    let receipt = ws.receipt("sim");
+    let command: Vec<&str> = receipt["replicas"][0]["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let port = receipt["replicas"][0]["port"].as_u64().unwrap().to_string();
+    assert_eq!(&command[1..6], ["sim", "--model", "Qwen/Qwen3-0.6B", "--port", port.as_str()]);
+    let pid = ws.pids("sim")[0];
+    assert_eq!(ws.llmd(&["teardown"]).code, 0);
+    assert!(gone_soon(pid));
+}
+
+#[test]
+fn a_missing_server_command_fails_standup_before_starting_anything() {
+    let ws = Workspace::new();
+    let r =
+        ws.llmd(&["--spec", "examples/sim", "--set", "local.server=command", "--set", "local.command=[no-such-server-binary]", "standup"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("`no-such-server-binary` is not installed"), "{}", r.stderr);
+    assert!(!ws.path().join("receipts/sim.json").exists());
+}

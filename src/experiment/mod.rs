@@ -56,33 +56,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "validate_failures",
 ];
 
-/// `a.b.c: v` pairs as a nested mapping; a key that is both a value and a parent is an error.
-pub fn dotted_to_nested(pairs: &[(String, Node)], origin: &crate::yaml::Origin) -> Result<Node, InputError> {
-    let mut root = Node::new(Value::Map(Mapping::new()), origin.clone());
-    for (key, value) in pairs {
-        let parts: Vec<&str> = key.split('.').collect();
-        insert_nested(&mut root, &parts, 0, key, value)?;
-    }
-    Ok(root)
-}
-
-fn insert_nested(node: &mut Node, parts: &[&str], depth: usize, key: &str, value: &Node) -> Result<(), InputError> {
-    let Value::Map(m) = &mut node.value else {
-        return Err(InputError::at(
-            &value.origin,
-            format!("'{key}' conflicts with '{}', which sets a value there", parts[..depth].join(".")),
-        ));
-    };
-    let part = parts[depth];
-    if depth + 1 == parts.len() {
-        if m.get(part).is_some_and(|n| n.as_map().is_some()) {
-            return Err(InputError::at(&value.origin, format!("'{key}' is set as a value, but other keys nest under it")));
-        }
-        m.insert(part.to_string(), value.clone());
-        return Ok(());
-    }
-    let child = m.entry(part.to_string()).or_insert_with(|| Node::new(Value::Map(Mapping::new()), value.origin.clone()));
-    insert_nested(child, parts, depth + 1, key, value)
+/// Dotted setup overrides as the nested mapping merged over each stack; a key set both
+/// as a value and as a parent is an error at `origin`.
+fn nested(pairs: &[(String, Node)], origin: &crate::yaml::Origin) -> Result<Node, InputError> {
+    let split = pairs.iter().map(|(k, v)| (k.split('.').map(str::to_string).collect(), v.clone())).collect();
+    crate::config::overrides::dotted_to_nested(split).map_err(|e| InputError::at(origin, e))
 }
 
 /// Reads a whole experiments file.
@@ -122,11 +100,11 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
             check_name(&name, item, setup.iter().map(|t: &SetupTreatment| t.name.as_str()))?;
             let mut values = constants.clone();
             values.extend(dotted_pairs(item, &["name"]));
-            let overrides = dotted_to_nested(&values, &item.origin)?;
+            let overrides = nested(&values, &item.origin)?;
             setup.push(SetupTreatment { name, values, overrides });
         }
         if items.is_empty() && !constants.is_empty() {
-            let overrides = dotted_to_nested(&constants, &section.origin)?;
+            let overrides = nested(&constants, &section.origin)?;
             setup.push(SetupTreatment { name: "default".into(), values: constants, overrides });
         }
     }
@@ -253,11 +231,9 @@ mod tests {
         assert_eq!((e.name.as_str(), e.setup.len(), e.setup[0].name.as_str()), ("e", 1, "default"));
 
         std::fs::write(&path, "setup: {treatments: [{name: a, x.y: 1, x.y.z: 2}]}\n").unwrap();
-        assert!(load_experiment(&path).unwrap_err().to_string().contains("conflicts with 'x.y'"));
+        assert!(load_experiment(&path).unwrap_err().to_string().contains("'x.y' is set both as a value and as a parent"));
         std::fs::write(&path, "setup: {treatments: [{name: a, x.y.z: 1, x.y: 2}]}\n").unwrap();
-        assert!(load_experiment(&path).unwrap_err().to_string().contains("other keys nest under it"));
-        std::fs::write(&path, "setup: {treatments: [{name: a, x: 1, x.y: 2}]}\n").unwrap();
-        assert!(load_experiment(&path).unwrap_err().to_string().contains("conflicts with 'x'"));
+        assert!(load_experiment(&path).unwrap_err().to_string().contains("'x.y' is set both as a value and as a parent"));
         std::fs::write(&path, "treatmnets: []\n").unwrap();
         assert!(format!("{:#}", load_experiment(&path).unwrap_err()).contains("treatments"));
     }
