@@ -1,0 +1,511 @@
+//! `.llmdcache/`: the only state shared between llmd invocations.
+//!
+//! ```text
+//! .llmdcache/
+//!   LAYOUT          layout version; a different one is refused, never guessed at
+//!   CACHEDIR.TAG    marks the directory for backup tools
+//!   .gitignore      `*`
+//!   lock            held (flock) by the running build; lock.holder names it
+//!   blobs/ab/<b3>   content-addressed bytes, verified by blake3 on every read
+//!   records/ab/<key>.json   one action record per node key (ok or failed)
+//!   nodes/ab/<b3(id)>.json  per logical node: the last attempt and the last success
+//!   incomplete/<key>        written before a node's side effects, removed after its record
+//!   journal/<ms>-<pid>.jsonl  every decision of one invocation, with its reason
+//! ```
+//!
+//! Writes are atomic (temp file, fsync, rename). A record is written only after every
+//! blob it references, and a node's `last_ok` only after a successful record — so a
+//! crash leaves either the old state or the new, plus an incomplete marker that the next
+//! build reports. Unreadable or corrupt entries are misses with a warning, never errors.
+
+pub mod lock;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub use lock::{Holder, LockGuard};
+
+/// Written to `LAYOUT`; bump on any incompatible change to the files below.
+pub const LAYOUT: &str = "llmd-cache 1";
+
+/// A blake3 digest in hex.
+pub type Digest = String;
+
+pub fn digest(bytes: &[u8]) -> Digest {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// How a node's execution ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+/// What a node consumed: named inputs with digests (or versions), plus the canonical
+/// leaf values (config or treatment) it was computed from, stored as a blob.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub inputs: BTreeMap<String, String>,
+    /// Blob holding `[[dotted.path, canonical JSON value, origin], ...]`.
+    #[serde(default)]
+    pub leaves: Option<Digest>,
+}
+
+/// One execution of one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub key: String,
+    pub id: String,
+    pub kind: String,
+    pub status: Status,
+    pub manifest: Manifest,
+    /// Output name → blob digest.
+    pub outputs: BTreeMap<String, Digest>,
+    pub started_unix: f64,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub const VERSION: u32 = 1;
+}
+
+/// Per logical node: the last attempt and the last success.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub id: String,
+    pub last_ok: Option<String>,
+    pub last: Option<String>,
+    pub last_status: Option<Status>,
+}
+
+/// An interrupted node: its marker was written before its side effects and never removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incomplete {
+    pub id: String,
+    pub key: String,
+    pub pid: u32,
+    pub started_unix: f64,
+}
+
+pub struct Store {
+    root: PathBuf,
+    /// Problems met while reading (corrupt blobs or records), reported by the caller.
+    warnings: Mutex<Vec<String>>,
+}
+
+fn shard(dir: &Path, name: &str) -> PathBuf {
+    dir.join(&name[..2.min(name.len())]).join(name)
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Store {
+    /// Opens (creating if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let layout = root.join("LAYOUT");
+        match std::fs::read_to_string(&layout) {
+            Ok(found) if found.trim() == LAYOUT => {}
+            Ok(found) => bail!(
+                "{} has layout '{}', this llmd uses '{LAYOUT}'; move it aside or delete it (it is only a cache)",
+                root.display(),
+                found.trim()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+                crate::fsutil::write_atomic(
+                    &root.join("CACHEDIR.TAG"),
+                    b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache created by llmd; see https://bford.info/cachedir/\n",
+                )?;
+                crate::fsutil::write_atomic(&root.join(".gitignore"), b"# Created by llmd: the cache is never committed.\n*\n")?;
+                crate::fsutil::write_atomic(&layout, format!("{LAYOUT}\n").as_bytes())?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", layout.display())),
+        }
+        for dir in ["blobs", "records", "nodes", "incomplete", "journal"] {
+            std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
+        }
+        Ok(Store { root: root.to_path_buf(), warnings: Mutex::new(Vec::new()) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn warn(&self, msg: String) {
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    }
+
+    /// Warnings collected since the last call.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Takes the cache's lock for `command`, waiting for another holder (with `on_wait`
+    /// called once with its description) up to `timeout`.
+    pub fn lock(&self, command: &str, timeout: Option<std::time::Duration>, on_wait: impl FnMut(&str)) -> Result<LockGuard> {
+        lock::acquire(&self.root, command, timeout, on_wait)
+    }
+
+    // ---- blobs
+
+    fn blob_path(&self, d: &str) -> PathBuf {
+        shard(&self.root.join("blobs"), d)
+    }
+
+    /// Stores bytes; returns their digest. Existing blobs are not rewritten.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = digest(bytes);
+        let path = self.blob_path(&d);
+        if !path.exists() {
+            crate::fsutil::write_atomic(&path, bytes)?;
+        }
+        Ok(d)
+    }
+
+    /// Reads a blob and checks its digest; a missing or corrupt blob is `None` (corrupt
+    /// ones are reported as warnings and removed).
+    pub fn get_blob(&self, d: &str) -> Option<Vec<u8>> {
+        let path = self.blob_path(d);
+        let bytes = std::fs::read(&path).ok()?;
+        if digest(&bytes) != d {
+            self.warn(format!("cache blob {} is corrupt (content does not match its digest); it is ignored and removed", path.display()));
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        Some(bytes)
+    }
+
+    pub fn has_blob(&self, d: &str) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    // ---- records
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        shard(&self.root.join("records"), &format!("{key}.json"))
+    }
+
+    pub fn put_record(&self, rec: &Record) -> Result<()> {
+        for d in rec.outputs.values().chain(rec.manifest.leaves.iter()) {
+            if !self.has_blob(d) {
+                bail!("internal error: record {} references blob {d}, which is not stored", rec.id);
+            }
+        }
+        crate::fsutil::write_atomic(&self.record_path(&rec.key), serde_json::to_string_pretty(rec)?.as_bytes())
+    }
+
+    pub fn get_record(&self, key: &str) -> Option<Record> {
+        let path = self.record_path(key);
+        let text = std::fs::read_to_string(&path).ok()?;
+        match serde_json::from_str::<Record>(&text) {
+            Ok(r) if r.key == key && r.version == Record::VERSION => Some(r),
+            Ok(_) => {
+                self.warn(format!("cache record {} does not match its key or version; ignored", path.display()));
+                None
+            }
+            Err(e) => {
+                self.warn(format!("cache record {} is unreadable ({e}); ignored", path.display()));
+                None
+            }
+        }
+    }
+
+    // ---- node index
+
+    fn node_path(&self, id: &str) -> PathBuf {
+        shard(&self.root.join("nodes"), &format!("{}.json", digest(id.as_bytes())))
+    }
+
+    pub fn node(&self, id: &str) -> NodeState {
+        std::fs::read_to_string(self.node_path(id))
+            .ok()
+            .and_then(|t| serde_json::from_str::<NodeState>(&t).ok())
+            .filter(|n| n.id == id)
+            .unwrap_or_else(|| NodeState { id: id.to_string(), ..Default::default() })
+    }
+
+    /// Records a finished attempt: the record first, then the node's pointers.
+    pub fn commit(&self, rec: &Record) -> Result<()> {
+        self.put_record(rec)?;
+        let mut n = self.node(&rec.id);
+        n.last = Some(rec.key.clone());
+        n.last_status = Some(rec.status);
+        if rec.status == Status::Ok {
+            n.last_ok = Some(rec.key.clone());
+        }
+        crate::fsutil::write_atomic(&self.node_path(&rec.id), serde_json::to_string_pretty(&n)?.as_bytes())?;
+        self.clear_incomplete(&rec.key);
+        Ok(())
+    }
+
+    /// Every node state (for `cache ls` and gc).
+    pub fn nodes(&self) -> Vec<NodeState> {
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(self.root.join("nodes")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                if let Some(n) = std::fs::read_to_string(e.path()).ok().and_then(|t| serde_json::from_str::<NodeState>(&t).ok()) {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    // ---- incomplete markers
+
+    pub fn mark_incomplete(&self, id: &str, key: &str) -> Result<()> {
+        let m = Incomplete { id: id.to_string(), key: key.to_string(), pid: std::process::id(), started_unix: unix_now() };
+        crate::fsutil::write_atomic(&self.root.join("incomplete").join(key), serde_json::to_string(&m)?.as_bytes())
+    }
+
+    pub fn clear_incomplete(&self, key: &str) {
+        let _ = std::fs::remove_file(self.root.join("incomplete").join(key));
+    }
+
+    pub fn incomplete(&self, key: &str) -> Option<Incomplete> {
+        std::fs::read_to_string(self.root.join("incomplete").join(key)).ok().and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Every incomplete marker.
+    pub fn incompletes(&self) -> Vec<Incomplete> {
+        let mut out: Vec<Incomplete> = std::fs::read_dir(self.root.join("incomplete"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    // ---- journal
+
+    /// Starts this invocation's journal.
+    pub fn journal(&self, command: &str) -> Result<Journal> {
+        let ms = (unix_now() * 1000.0) as u64;
+        let path = self.root.join("journal").join(format!("{ms:015}-{}.jsonl", std::process::id()));
+        let mut file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(file, "{}", serde_json::json!({"event": "start", "command": command, "pid": std::process::id(), "unix": unix_now()}))?;
+        Ok(Journal { path, file: Mutex::new(file) })
+    }
+
+    /// Journals, newest first.
+    pub fn journals(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.root.join("journal")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+        v.sort();
+        v.reverse();
+        v
+    }
+
+    // ---- maintenance
+
+    /// Checks every record and blob; returns the problems found.
+    pub fn verify(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for shard in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') {
+                    continue;
+                }
+                match std::fs::read(e.path()) {
+                    Ok(bytes) if digest(&bytes) == name => {}
+                    _ => problems.push(format!("corrupt blob {}", e.path().display())),
+                }
+            }
+        }
+        for n in self.nodes() {
+            for key in n.last_ok.iter().chain(n.last.iter()) {
+                match self.get_record(key) {
+                    None => problems.push(format!("node {}: record {key} is missing or unreadable", n.id)),
+                    Some(r) => {
+                        for d in r.outputs.values().chain(r.manifest.leaves.iter()) {
+                            if !self.has_blob(d) {
+                                problems.push(format!("node {}: record {key} references missing blob {d}", n.id));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for m in self.incompletes() {
+            let alive = Path::new(&format!("/proc/{}", m.pid)).exists();
+            if !alive {
+                problems.push(format!("node {} was interrupted (pid {} is gone); the next build re-runs it", m.id, m.pid));
+            }
+        }
+        problems.extend(self.take_warnings());
+        problems
+    }
+
+    /// Removes records no node points at, blobs no kept record references, and all but
+    /// the newest `keep_journals` journals. Returns (records, blobs, journals) removed.
+    pub fn gc(&self, keep_journals: usize) -> Result<(usize, usize, usize)> {
+        let mut keep_records = std::collections::HashSet::new();
+        let mut keep_blobs = std::collections::HashSet::new();
+        for n in self.nodes() {
+            for key in n.last_ok.iter().chain(n.last.iter()) {
+                if let Some(r) = self.get_record(key) {
+                    keep_blobs.extend(r.outputs.values().cloned());
+                    keep_blobs.extend(r.manifest.leaves.iter().cloned());
+                    keep_records.insert(format!("{key}.json"));
+                }
+            }
+        }
+        let mut removed = (0, 0, 0);
+        for (dir, keep, count) in [("records", &keep_records, &mut removed.0), ("blobs", &keep_blobs, &mut removed.1)] {
+            for shard in std::fs::read_dir(self.root.join(dir)).into_iter().flatten().flatten() {
+                for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if !keep.contains(&name) && std::fs::remove_file(e.path()).is_ok() {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+        for old in self.journals().into_iter().skip(keep_journals) {
+            if std::fs::remove_file(old).is_ok() {
+                removed.2 += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A self-contained bundle of the records (and their blobs) of nodes whose id starts
+    /// with one of `prefixes` (all nodes when empty): for CI caches.
+    pub fn export(&self, prefixes: &[&str]) -> Result<serde_json::Value> {
+        use base64::Engine;
+        let mut records = Vec::new();
+        let mut blobs = serde_json::Map::new();
+        for n in self.nodes() {
+            if !prefixes.is_empty() && !prefixes.iter().any(|p| n.id.starts_with(p)) {
+                continue;
+            }
+            let Some(key) = &n.last_ok else { continue };
+            let Some(r) = self.get_record(key) else { continue };
+            for d in r.outputs.values().chain(r.manifest.leaves.iter()) {
+                if let Some(bytes) = self.get_blob(d) {
+                    blobs.insert(d.clone(), base64::engine::general_purpose::STANDARD.encode(bytes).into());
+                }
+            }
+            records.push(serde_json::to_value(&r)?);
+        }
+        Ok(serde_json::json!({"format": "llmd-cache-bundle", "layout": LAYOUT, "records": records, "blobs": blobs}))
+    }
+
+    /// Imports a bundle; every blob is checked against its digest. Returns the number of
+    /// records imported.
+    pub fn import(&self, bundle: &serde_json::Value) -> Result<usize> {
+        use base64::Engine;
+        if bundle["format"] != "llmd-cache-bundle" || bundle["layout"] != LAYOUT {
+            bail!("not an llmd cache bundle for layout '{LAYOUT}'");
+        }
+        for (d, b64) in bundle["blobs"].as_object().into_iter().flatten() {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap_or_default()).context("a blob is not base64")?;
+            if digest(&bytes) != *d {
+                bail!("bundle blob {d} does not match its digest; nothing after it was imported");
+            }
+            self.put_blob(&bytes)?;
+        }
+        let mut n = 0;
+        for r in bundle["records"].as_array().into_iter().flatten() {
+            let rec: Record = serde_json::from_value(r.clone()).context("a bundle record is malformed")?;
+            if rec.status == Status::Ok {
+                self.commit(&rec)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// One invocation's decisions, one JSON object per line.
+pub struct Journal {
+    pub path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl Journal {
+    pub fn write(&self, entry: &serde_json::Value) {
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{entry}");
+        let _ = f.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, id: &str, status: Status, outputs: BTreeMap<String, Digest>) -> Record {
+        Record { version: Record::VERSION, key: key.into(), id: id.into(), kind: "plan".into(), status, manifest: Manifest::default(), outputs, started_unix: 0.0, duration_s: 0.1, error: None }
+    }
+
+    #[test]
+    fn layout_records_and_node_pointers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".llmdcache");
+        let s = Store::open(&root).unwrap();
+        assert!(root.join("CACHEDIR.TAG").is_file() && root.join(".gitignore").is_file());
+        let d = s.put_blob(b"hello").unwrap();
+        assert_eq!(s.get_blob(&d).as_deref(), Some(&b"hello"[..]));
+        let outputs = BTreeMap::from([("out".to_string(), d.clone())]);
+        s.mark_incomplete("plan/a", "k1").unwrap();
+        assert!(s.incomplete("k1").is_some());
+        s.commit(&record("k1", "plan/a", Status::Ok, outputs.clone())).unwrap();
+        assert!(s.incomplete("k1").is_none(), "commit clears the marker");
+        s.commit(&record("k2", "plan/a", Status::Failed, BTreeMap::new())).unwrap();
+        let n = s.node("plan/a");
+        assert_eq!((n.last_ok.as_deref(), n.last.as_deref(), n.last_status), (Some("k1"), Some("k2"), Some(Status::Failed)));
+        assert!(s.verify().is_empty(), "{:?}", s.verify());
+
+        // A record that points at a blob that is not stored is refused.
+        let bad = BTreeMap::from([("out".to_string(), digest(b"absent"))]);
+        assert!(s.commit(&record("k3", "plan/b", Status::Ok, bad)).is_err());
+
+        // Corruption is a miss and a warning, never an error.
+        std::fs::write(s.blob_path(&d), b"tampered").unwrap();
+        assert!(s.get_blob(&d).is_none());
+        assert!(s.take_warnings()[0].contains("corrupt"));
+        std::fs::write(s.record_path("k1"), b"{not json").unwrap();
+        assert!(s.get_record("k1").is_none());
+        assert!(!s.verify().is_empty());
+
+        // A different layout is refused.
+        std::fs::write(root.join("LAYOUT"), "llmd-cache 0\n").unwrap();
+        assert!(Store::open(&root).err().unwrap().to_string().contains("llmd-cache 0"));
+    }
+
+    #[test]
+    fn gc_keeps_what_nodes_point_at_and_bundles_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("c")).unwrap();
+        let keep = s.put_blob(b"keep").unwrap();
+        let _orphan = s.put_blob(b"orphan").unwrap();
+        s.commit(&record("k1", "plan/x", Status::Ok, BTreeMap::from([("o".to_string(), keep.clone())]))).unwrap();
+        let (_, blobs, _) = s.gc(5).unwrap();
+        assert_eq!(blobs, 1);
+        assert!(s.has_blob(&keep));
+        let bundle = s.export(&["plan/"]).unwrap();
+        let other = Store::open(&dir.path().join("d")).unwrap();
+        assert_eq!(other.import(&bundle).unwrap(), 1);
+        assert_eq!(other.node("plan/x").last_ok.as_deref(), Some("k1"));
+        let mut tampered = bundle.clone();
+        tampered["blobs"][&keep] = serde_json::Value::from("b3JwaGFu");
+        assert!(Store::open(&dir.path().join("e")).unwrap().import(&tampered).is_err());
+    }
+}
