@@ -14,7 +14,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-render bench-sim bench-harness
+bench: bench-render bench-sim bench-harness bench-build
 
 # Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
 bench-render:
@@ -37,3 +37,7 @@ bench-sim:
 # The native harness: achieved rate and send lateness at 1k/5k/10k req/s (guidellm beside it when installed).
 bench-harness:
     cargo bench --bench harness
+
+# The incremental engine: no-op build and decision time on 50 stacks x 20 run treatments.
+bench-build:
+    cargo bench --bench build

@@ -21,7 +21,8 @@ use crate::yaml::Node;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a stack's model server is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ServerSpec {
     /// `llmd sim` with these extra flags.
     Sim { flags: Vec<String> },
@@ -30,7 +31,7 @@ pub enum ServerSpec {
 }
 
 /// Everything a backend needs to stand a stack up, read from its rendered config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackTarget {
     pub name: String,
     pub model: String,
@@ -158,6 +159,10 @@ fn camel_to_kebab(key: &str) -> String {
 
 /// Reads a [`StackTarget`] from a stack's rendered config (`local.*`, `model.*`, and the
 /// replica count of the enabled deploy method).
+/// Config paths a [`StackTarget`] is read from (prefixes end with `.`).
+pub const TARGET_PATHS: &[&str] =
+    &["local.", "model.name", "model.maxModelLen", "standalone.enabled", "standalone.replicas", "modelservice.enabled", "decode.replicas"];
+
 pub fn target_from_config(name: &str, config: &Node, plan_hash: &str) -> Result<StackTarget> {
     let str_at = |path: &[&str]| config.get_path(path).map(crate::pyfmt::str_node);
     let model = str_at(&["model", "name"]).filter(|m| !m.is_empty()).with_context(|| format!("stack '{name}' has no model.name"))?;

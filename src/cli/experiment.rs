@@ -81,10 +81,12 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
         Some(path) => load_experiment(path)?,
         None => Experiment {
             name: global.require_spec()?.replace('/', "-"),
+            spec: None,
             harness: None,
             profile: None,
             setup: vec![default_setup()],
             run: Vec::new(),
+            repeat: 1,
             stop_on_error: false,
         },
     };

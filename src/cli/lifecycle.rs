@@ -360,18 +360,45 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
     Ok(verdict(&report))
 }
 
+/// Workspaces holding receipts: the workspace itself and each `setup-treatment-*`
+/// directory that `experiment` and `build` create in it.
+fn receipt_workspaces(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut setups: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("setup-treatment-") && e.path().join("receipts").is_dir())
+        .map(|e| e.path())
+        .collect();
+    setups.sort();
+    out.extend(setups);
+    out
+}
+
 pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
-    let stacks = receipt_stacks(&global.workspace_dir())?;
-    if !stacks.is_empty() {
-        check_stack_filter(&args.common, &stacks)?;
-    }
     let rt = runtime()?;
-    let ctx = Arc::new(PhaseContext {
-        settings: settings(global, &args.common, args.parallel, None),
-        backend: Arc::new(LocalBackend::new()?),
-        stacks,
-    });
-    Ok(verdict(&run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps())))
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let mut work = Vec::new();
+    for ws in receipt_workspaces(&global.workspace_dir()) {
+        let stacks = receipt_stacks(&ws)?;
+        if !stacks.is_empty() {
+            check_stack_filter(&args.common, &stacks)?;
+            work.push((ws, stacks));
+        }
+    }
+    if work.is_empty() {
+        // Nothing anywhere: the preflight step says so.
+        work.push((global.workspace_dir(), Vec::new()));
+    }
+    let mut ok = true;
+    for (ws, stacks) in work {
+        let mut s = settings(global, &args.common, args.parallel, None);
+        s.workspace = ws;
+        let ctx = Arc::new(PhaseContext { settings: s, backend: backend.clone(), stacks });
+        ok &= run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps()).ok();
+    }
+    Ok(ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `LLMDBENCH_*` environment default. Each subcommand lives in its own file and turns
 //! its arguments into library calls; exit codes are decided in [`exit`].
 
+pub mod build;
 pub mod exit;
 pub mod experiment;
 pub mod lifecycle;
@@ -100,6 +101,14 @@ pub enum Command {
     Experiment(Box<experiment::ExperimentArgs>),
     /// Serve a vLLM-compatible simulator (OpenAI API, SSE, vLLM metrics).
     Sim(Box<crate::sim::SimArgs>),
+    /// Build an experiment incrementally: only nodes whose inputs changed execute.
+    Build(Box<build::BuildArgs>),
+    /// Explain why nodes ran in the last build (or would run now, with -e).
+    Why(Box<build::WhyArgs>),
+    /// What a build of this experiment would execute, and why.
+    Status(Box<build::StatusArgs>),
+    /// Inspect and maintain the cache (.llmdcache).
+    Cache(build::CacheArgs),
     /// Generate load against an OpenAI-compatible endpoint (the native harness).
     Load(Box<load::LoadArgs>),
 }
@@ -133,6 +142,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => lifecycle::run(&cli.global, args),
         Command::Teardown(args) => lifecycle::teardown(&cli.global, args),
         Command::Experiment(args) => experiment::run(&cli.global, args),
+        Command::Build(args) => build::run_build(&cli.global, args),
+        Command::Why(args) => build::run_why(&cli.global, args),
+        Command::Status(args) => build::run_status(&cli.global, args),
+        Command::Cache(args) => build::run_cache(args),
     }
 }
 
@@ -151,6 +164,12 @@ impl GlobalArgs {
 
     /// Builds plan options from global and common flags.
     pub fn plan_options(&self, common: &CommonArgs, warnings: &mut Warnings) -> anyhow::Result<PlanOptions> {
+        let spec = self.require_spec()?.to_string();
+        self.plan_options_for(common, spec, warnings)
+    }
+
+    /// Plan options for `spec` (which may be empty when another source names it).
+    pub fn plan_options_for(&self, common: &CommonArgs, spec: String, warnings: &mut Warnings) -> anyhow::Result<PlanOptions> {
         let mut overrides = Overrides::parse(&self.set, warnings)?;
         if let Some(path) = &self.cluster_config {
             let doc = crate::yaml::load_file(path).map_err(InputError::from)?;
@@ -163,7 +182,7 @@ impl GlobalArgs {
         }
         Ok(PlanOptions {
             base_dir: self.base_dir.clone(),
-            spec: self.require_spec()?.to_string(),
+            spec,
             namespace: common.namespace.clone(),
             models: common.models.clone(),
             methods: common.methods.clone(),

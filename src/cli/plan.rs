@@ -20,6 +20,10 @@ pub struct PlanArgs {
     /// Render with monitoring on (PodMonitor, metrics scraping). As upstream's `plan`, rendering without this flag turns PodMonitor and router Prometheus off.
     #[arg(short = 'f', long)]
     pub monitoring: bool,
+    /// Write nothing; exit 1 when the plan in the workspace differs from a fresh render
+    /// (for CI: committed plans must match their sources).
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +41,9 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = render_plan(&resolved, &templates)?;
     print_warnings(&warnings);
     let workspace = global.workspace_dir();
+    if args.check {
+        return check_plan(&workspace.join("plan"), &plan);
+    }
     if global.dry_run {
         for stack in &plan.stacks {
             println!("would write {}/plan/{}/ ({} manifests + config.yaml)", workspace.display(), stack.name, stack.rendered.files.len());
@@ -56,4 +63,46 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     println!("plan for {} written to {} in {:.0?}", resolved.spec.name, dir.display(), started.elapsed());
     Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// Compares `dir` (a written plan) with a fresh render: every file, both ways.
+fn check_plan(dir: &std::path::Path, plan: &crate::render::RenderedPlan) -> anyhow::Result<ExitCode> {
+    let mut expected: Vec<(std::path::PathBuf, String)> = vec![(dir.join(format!("{}.yaml", plan.spec_stem)), plan.spec_rendered.clone())];
+    for stack in &plan.stacks {
+        for (name, content) in &stack.rendered.files {
+            expected.push((dir.join(&stack.name).join(name), content.clone()));
+        }
+        expected.push((dir.join(&stack.name).join("config.yaml"), stack.rendered.config_yaml()));
+    }
+    let mut problems = Vec::new();
+    for (path, content) in &expected {
+        match std::fs::read_to_string(path) {
+            Ok(found) if found == *content => {}
+            Ok(_) => problems.push(format!("differs: {}", path.display())),
+            Err(_) => problems.push(format!("missing: {}", path.display())),
+        }
+    }
+    let known: std::collections::HashSet<&std::path::Path> = expected.iter().map(|(p, _)| p.as_path()).collect();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !known.contains(p.as_path()) {
+                problems.push(format!("not in a fresh render: {}", p.display()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: up to date ({} files)", dir.display(), expected.len());
+        Ok(ExitCode::from(exit::SUCCESS))
+    } else {
+        problems.sort();
+        for p in &problems {
+            println!("{p}");
+        }
+        eprintln!("{} differs from a fresh render; run `llmd plan` to update it", dir.display());
+        Ok(ExitCode::from(exit::FAILURE))
+    }
 }

@@ -75,7 +75,11 @@ pub struct Scenario {
 
 /// Loads and checks a scenario file.
 pub fn load_scenario(path: &Path) -> Result<Scenario, InputError> {
-    let doc = load_file(path)?;
+    parse_scenario(path, load_file(path)?)
+}
+
+/// Checks a parsed scenario document.
+pub fn parse_scenario(path: &Path, doc: Node) -> Result<Scenario, InputError> {
     let display = path.display().to_string();
     let Some(list) = doc.get("scenario") else {
         return Err(InputError::at(&doc.origin, format!("{display}: a scenario file needs a 'scenario' key with a list of stacks"))

@@ -93,12 +93,17 @@ pub fn resolve_spec_file(base_dir: &Path, spec: &str) -> Result<PathBuf, InputEr
 /// Resolves, renders and checks a specification.
 pub fn load_spec(base_dir: &Path, spec: &str) -> Result<Spec, InputError> {
     let file = resolve_spec_file(base_dir, spec)?;
+    let source = std::fs::read_to_string(&file).map_err(|e| InputError::new(format!("{}: cannot read specification: {e}", file.display())))?;
+    render_spec(base_dir, file, &source)
+}
+
+/// Renders and checks the specification `file` whose text is `source`.
+pub fn render_spec(base_dir: &Path, file: PathBuf, source: &str) -> Result<Spec, InputError> {
     let display = file.display().to_string();
-    let source = std::fs::read_to_string(&file).map_err(|e| InputError::new(format!("{display}: cannot read specification: {e}")))?;
     let env = spec_environment();
     let base = base_dir.to_string_lossy().to_string();
     let rendered = env
-        .render_named_str(&display, &source, minijinja::context! { base_dir => JValue::from(base) })
+        .render_named_str(&display, source, minijinja::context! { base_dir => JValue::from(base) })
         .map_err(|e| crate::render::plan::template_error(&e, &display, 0, None))?;
     let doc = load_str(&rendered, &format!("{display} (rendered)"))?;
     if doc.get("scenario").is_some() && doc.get("scenario_file").is_none() {

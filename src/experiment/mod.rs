@@ -36,10 +36,14 @@ pub struct SetupTreatment {
 #[derive(Clone, Debug)]
 pub struct Experiment {
     pub name: String,
+    /// llmd's addition: the specification the experiment runs on (`experiment.spec`).
+    pub spec: Option<String>,
     pub harness: Option<String>,
     pub profile: Option<String>,
     pub setup: Vec<SetupTreatment>,
     pub run: Vec<RunTreatment>,
+    /// Repetitions of every run treatment (`repeat: N`, default 1).
+    pub repeat: usize,
     pub stop_on_error: bool,
 }
 
@@ -54,6 +58,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "treatment_max_attempts",
     "treatment_stop_on_error",
     "validate_failures",
+    "repeat",
 ];
 
 /// Dotted setup overrides as the nested mapping merged over each stack; a key set both
@@ -82,6 +87,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
     let text = |key: &str| meta.and_then(|m| m.get(key)).filter(|n| !n.is_null()).map(crate::pyfmt::str_node);
     let name =
         text("name").unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "experiment".into()));
+    let design = doc.get("design");
     let mut setup = Vec::new();
     if let Some(section) = doc.get("setup").filter(|n| !n.is_null()) {
         if section.as_map().is_none() {
@@ -90,7 +96,10 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         let constants = section.get("constants").map(|c| dotted_pairs(c, &[])).unwrap_or_default();
         let items = match section.get("treatments") {
             Some(t) => t.as_seq().ok_or_else(|| InputError::at(&t.origin, "'setup.treatments' must be a list"))?.to_vec(),
-            None => Vec::new(),
+            None => match design.and_then(|d| d.get_path(&["setup", "factors"])) {
+                Some(factors) => expand_factors(factors)?,
+                None => Vec::new(),
+            },
         };
         for (i, item) in items.iter().enumerate() {
             if item.as_map().is_none() {
@@ -107,18 +116,91 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
             let overrides = nested(&constants, &section.origin)?;
             setup.push(SetupTreatment { name: "default".into(), values: constants, overrides });
         }
+    } else if let Some(factors) = design.and_then(|d| d.get_path(&["setup", "factors"])) {
+        for item in expand_factors(factors)? {
+            let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_default();
+            let values = dotted_pairs(&item, &["name"]);
+            let overrides = nested(&values, &item.origin)?;
+            setup.push(SetupTreatment { name, values, overrides });
+        }
     }
     if setup.is_empty() {
         setup.push(default_setup());
     }
+    let mut run = parse_run_treatments(&doc)?;
+    if run.is_empty()
+        && let Some(factors) = design.and_then(|d| d.get_path(&["run", "factors"]))
+    {
+        let mut constants = doc.get("constants").map(|c| dotted_pairs(c, &[])).unwrap_or_default();
+        if let Some(c) = design.and_then(|d| d.get_path(&["run", "constants"])) {
+            constants.extend(dotted_pairs(c, &[]));
+        }
+        for item in expand_factors(factors)? {
+            let mut values = constants.clone();
+            values.extend(dotted_pairs(&item, &["name"]));
+            run.push(RunTreatment { name: item.get("name").map(crate::pyfmt::str_node).unwrap_or_default(), profile: None, values });
+        }
+    }
+    let repeat = match doc.get("repeat") {
+        None => 1,
+        Some(n) => match n.as_i64() {
+            Some(r) if r >= 1 => r as usize,
+            _ => return Err(InputError::at(&n.origin, "'repeat' must be a whole number of at least 1").into()),
+        },
+    };
     Ok(Experiment {
         name,
+        spec: text("spec"),
         harness: text("harness"),
         profile: text("profile"),
         setup,
-        run: parse_run_treatments(&doc)?,
+        run,
+        repeat,
         stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),
     })
+}
+
+/// A level as it appears in a treatment name: `/`, spaces and `_` become `-`.
+fn level_label(level: &Node) -> String {
+    crate::pyfmt::str_node(level).chars().map(|c| if c == '/' || c == '_' || c.is_whitespace() { '-' } else { c }).collect()
+}
+
+/// `[{name, key, levels: [..]}, ...]` → the full factorial, as treatment mappings named
+/// `<factor>-<level>_<factor>-<level>...` (first factor varies slowest).
+pub fn expand_factors(factors: &Node) -> Result<Vec<Node>, InputError> {
+    let items = factors.as_seq().ok_or_else(|| InputError::at(&factors.origin, "'factors' must be a list of {name, key, levels}"))?;
+    let mut parsed = Vec::new();
+    for f in items {
+        let key = f.get("key").and_then(Node::as_str).filter(|k| !k.is_empty()).ok_or_else(|| InputError::at(&f.origin, "a factor needs 'key' (a dotted path)"))?;
+        let name = f.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| key.rsplit('.').next().unwrap_or(key).to_string());
+        let levels = f.get("levels").and_then(Node::as_seq).filter(|l| !l.is_empty()).ok_or_else(|| InputError::at(&f.origin, format!("factor '{name}' needs a non-empty 'levels' list")))?;
+        parsed.push((name, key.to_string(), levels.to_vec()));
+    }
+    let mut combos: Vec<Vec<(String, String, Node)>> = vec![Vec::new()];
+    for (name, key, levels) in &parsed {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                levels.iter().map(move |l| {
+                    let mut c = c.clone();
+                    c.push((name.clone(), key.clone(), l.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    Ok(combos
+        .into_iter()
+        .map(|combo| {
+            let label = combo.iter().map(|(n, _, l)| format!("{n}-{}", level_label(l))).collect::<Vec<_>>().join("_");
+            let mut m = Mapping::new();
+            m.insert("name".into(), Node::new(Value::Str(label), factors.origin.clone()));
+            for (_, key, level) in combo {
+                m.insert(key, level);
+            }
+            Node::new(Value::Map(m), factors.origin.clone())
+        })
+        .collect())
 }
 
 /// The setup treatment of an experiment without a `setup:` section.
@@ -234,6 +316,21 @@ mod tests {
         assert!(load_experiment(&path).unwrap_err().to_string().contains("'x.y' is set both as a value and as a parent"));
         std::fs::write(&path, "setup: {treatments: [{name: a, x.y.z: 1, x.y: 2}]}\n").unwrap();
         assert!(load_experiment(&path).unwrap_err().to_string().contains("'x.y' is set both as a value and as a parent"));
+        std::fs::write(
+            &path,
+            "experiment: {spec: examples/sim}\nrepeat: 2\ndesign:\n  setup: {factors: [{name: ttft, key: local.sim.timeToFirstToken, levels: [5ms, 50ms]}]}\n  run: {factors: [{name: rate, key: load.stages.0.rate, levels: [1, 2, 4]}, {name: len, key: dataset.input_len, levels: [64, 128]}]}\nconstants: {load.stages.0.duration: 1}\n",
+        )
+        .unwrap();
+        let e = load_experiment(&path).unwrap();
+        assert_eq!((e.spec.as_deref(), e.repeat), (Some("examples/sim"), 2));
+        let names: Vec<&str> = e.setup.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ttft-5ms", "ttft-50ms"]);
+        assert_eq!(e.run.len(), 6);
+        assert_eq!(e.run[1].name, "rate-1_len-128");
+        assert_eq!(e.run[1].values[0].0, "load.stages.0.duration", "constants come first");
+        assert_eq!(e.run[1].values[2].1.as_i64(), Some(128));
+        std::fs::write(&path, "repeat: 0\n").unwrap();
+        assert!(load_experiment(&path).is_err());
         std::fs::write(&path, "treatmnets: []\n").unwrap();
         assert!(format!("{:#}", load_experiment(&path).unwrap_err()).contains("treatments"));
     }

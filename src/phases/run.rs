@@ -245,20 +245,20 @@ impl Step for VerifyModel {
 }
 
 /// `REPLACE_ENV_*` values for a stack.
-fn placeholder_values(stack: &StackEntry, endpoint: &str, model: &str) -> BTreeMap<String, String> {
+pub fn placeholder_values(config: &Node, stack: &str, endpoint: &str, model: &str) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("LLMDBENCH_DEPLOY_CURRENT_MODEL".into(), model.to_string());
     v.insert("LLMDBENCH_DEPLOY_CURRENT_TOKENIZER".into(), model.to_string());
-    if let Some(len) = stack.config.get_path(&["model", "maxModelLen"]) {
+    if let Some(len) = config.get_path(&["model", "maxModelLen"]) {
         v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), crate::pyfmt::str_node(len));
     }
     v.insert("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL".into(), endpoint.to_string());
-    v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.name.clone());
+    v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.to_string());
     v
 }
 
 /// `sanity_random.yaml.in` + `rate5` → `sanity_random-rate5.yaml`.
-fn rendered_name(profile: &Path, treatment: Option<&str>) -> String {
+pub fn rendered_name(profile: &Path, treatment: Option<&str>) -> String {
     let file = profile.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
     let file = file.strip_suffix(".in").unwrap_or(&file).to_string();
     let (stem, suffix) = match file.rfind('.') {
@@ -297,7 +297,7 @@ impl Step for RenderProfiles {
                 let st = state(stack);
                 (st.endpoint.clone().unwrap_or_default(), st.model.clone().unwrap_or_default())
             };
-            let values = placeholder_values(stack, &endpoint, &model);
+            let values = placeholder_values(&stack.config, &stack.name, &endpoint, &model);
             let out_dir = ctx.settings.workspace.join("workload/profiles").join(rs.harness.name()).join(&stack.name);
             let plain = RunTreatment { name: String::new(), profile: None, values: Vec::new() };
             let treatments: Vec<(Option<&str>, &RunTreatment)> = if rs.treatments.is_empty() {
@@ -330,12 +330,12 @@ impl Step for RenderProfiles {
     }
 }
 
-fn unix_now() -> f64 {
+pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `<harness>[-<treatment>]-<unix_ts>-<rand6>`, as upstream names experiments.
-fn experiment_id(harness: HarnessKind, treatment: Option<&str>) -> String {
+pub fn experiment_id(harness: HarnessKind, treatment: Option<&str>) -> String {
     let mut rng = crate::sim::rng::Rng::new(crate::timing::mono_ns() ^ u64::from(std::process::id()));
     let rand: String = (0..6).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(rng.next_u64() % 36) as usize])).collect();
     let ts = unix_now() as u64;
@@ -347,11 +347,11 @@ fn experiment_id(harness: HarnessKind, treatment: Option<&str>) -> String {
 
 /// Request counts of one harness instance.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Tally {
-    total: u64,
-    failed: u64,
+pub struct Tally {
+    pub total: u64,
+    pub failed: u64,
     /// Failures by class, e.g. "3 ServiceUnavailableError".
-    errors: String,
+    pub errors: String,
 }
 
 impl Tally {
@@ -365,86 +365,98 @@ impl Tally {
     }
 }
 
-struct InstanceOutcome {
-    dir: PathBuf,
-    report: Option<RunReport>,
-    tally: Option<Tally>,
-    error: Option<String>,
+/// One harness instance to run: everything it needs, nothing about phases.
+pub struct HarnessJob<'a> {
+    pub harness: HarnessKind,
+    /// The rendered profile.
+    pub doc: &'a Node,
+    pub profile_path: &'a Path,
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    /// The result directory (created).
+    pub dir: PathBuf,
+    pub tokenizer: Option<&'a Path>,
+    pub timeout: Duration,
+    pub quiet: bool,
+    /// For `run_metadata.yaml`.
+    pub eid: &'a str,
+    pub stack: &'a str,
+    pub treatment: Option<&'a str>,
+    pub deployment: &'a str,
+}
+
+/// How a harness instance ended.
+pub struct InstanceOutcome {
+    pub dir: PathBuf,
+    pub report: Option<RunReport>,
+    pub tally: Option<Tally>,
+    pub error: Option<String>,
+}
+
+impl HarnessJob<'_> {
+    /// Runs the harness to completion and writes `run_metadata.yaml`; never panics on
+    /// harness failure — it is in the outcome.
+    pub async fn run(self) -> InstanceOutcome {
+        let dir = self.dir.clone();
+        let start = unix_now();
+        let result: Result<(Option<RunReport>, Tally)> = async {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            match self.harness {
+                HarnessKind::Llmd => {
+                    let profile = crate::cli::load::parse_native_profile(self.doc, &self.profile_path.display().to_string())?;
+                    let ep = Endpoint::parse(self.endpoint).map_err(|e| anyhow::anyhow!("{}: {e}", self.endpoint))?;
+                    let report = tokio::time::timeout(self.timeout, crate::harness::run_native(&profile, ep, self.model, &dir, self.quiet))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("the native harness did not finish within {:?}", self.timeout))??;
+                    let tally = Tally::of_report(&report);
+                    Ok((Some(report), tally))
+                }
+                kind => {
+                    let program = kind.locate()?;
+                    let ext = external::prepare(kind, self.doc.clone(), program, self.endpoint, self.model, &dir, self.tokenizer)?;
+                    let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
+                    external::run(&ext, &dir.join("harness.log"), self.timeout, &env).await?;
+                    let c = external::collect(kind, &dir)?;
+                    Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
+                }
+            }
+        }
+        .await;
+        let stop = unix_now();
+        let (report, tally, error) = match result {
+            Ok((r, t)) => (r, Some(t), None),
+            Err(e) => (None, None, Some(format!("{e:#}"))),
+        };
+        let meta = map_of([
+            ("eid", Node::str(self.eid)),
+            ("harness", Node::str(self.harness.name())),
+            ("treatment", self.treatment.map_or_else(Node::null, Node::str)),
+            ("stack", Node::str(self.stack)),
+            ("plan_hash", Node::str(self.deployment)),
+            ("model", Node::str(self.model)),
+            ("endpoint", Node::str(self.endpoint)),
+            ("profile", Node::str(self.profile_path.display().to_string())),
+            ("start", Node::bare(Value::Float(start))),
+            ("stop", Node::bare(Value::Float(stop))),
+            ("delta", Node::bare(Value::Float(stop - start))),
+            ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
+            ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
+            ("description", Node::str(format!("{} on {} ({})", self.harness.name(), self.stack, self.treatment.unwrap_or("profile as is")))),
+        ]);
+        let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
+        let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {
+            (Some(e), _) => Some(e),
+            (None, Err(e)) => Some(format!("cannot write {}: {e}", dir.join("run_metadata.yaml").display())),
+            (None, Ok(())) => None,
+        };
+        InstanceOutcome { dir, report, tally, error }
+    }
 }
 
 struct DeployHarness;
 
-/// Runs harness instance `index` of one treatment and writes its `run_metadata.yaml`.
-async fn run_instance(
-    ctx: &PhaseContext,
-    stack: &StackEntry,
-    run: &PreparedRun,
-    eid: &str,
-    index: usize,
-    endpoint: &str,
-    model: &str,
-) -> InstanceOutcome {
-    let rs = settings(ctx).expect("checked by the caller");
-    let dir = ctx.settings.workspace.join("results").join(format!("{eid}_{index}"));
-    let start = unix_now();
-    let result: Result<(Option<RunReport>, Tally)> = async {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        match rs.harness {
-            HarnessKind::Llmd => {
-                let profile = crate::cli::load::parse_native_profile(&run.doc, &run.profile_path.display().to_string())?;
-                let ep = Endpoint::parse(endpoint).map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))?;
-                let report = tokio::time::timeout(rs.timeout, crate::harness::run_native(&profile, ep, model, &dir, !ctx.settings.verbose))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the native harness did not finish within {:?}", rs.timeout))??;
-                let tally = Tally::of_report(&report);
-                Ok((Some(report), tally))
-            }
-            kind => {
-                let program = kind.locate()?;
-                let ext = external::prepare(kind, run.doc.clone(), program, endpoint, model, &dir, rs.tokenizer.as_deref())?;
-                let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
-                external::run(&ext, &dir.join("harness.log"), rs.timeout, &env).await?;
-                let c = external::collect(kind, &dir)?;
-                Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
-            }
-        }
-    }
-    .await;
-    let stop = unix_now();
-    let (report, tally, error) = match result {
-        Ok((r, t)) => (r, Some(t), None),
-        Err(e) => (None, None, Some(format!("{e:#}"))),
-    };
-    let meta = map_of([
-        ("eid", Node::str(eid)),
-        ("harness", Node::str(rs.harness.name())),
-        ("treatment", run.treatment.as_deref().map_or_else(Node::null, Node::str)),
-        ("stack", Node::str(&stack.name)),
-        ("plan_hash", Node::str(&stack.plan_hash)),
-        ("model", Node::str(model)),
-        ("endpoint", Node::str(endpoint)),
-        ("profile", Node::str(run.profile_path.display().to_string())),
-        ("start", Node::bare(Value::Float(start))),
-        ("stop", Node::bare(Value::Float(stop))),
-        ("delta", Node::bare(Value::Float(stop - start))),
-        ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
-        ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
-        (
-            "description",
-            Node::str(format!("{} on {} ({})", rs.harness.name(), stack.name, run.treatment.as_deref().unwrap_or("profile as is"))),
-        ),
-    ]);
-    let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
-    let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {
-        (Some(e), _) => Some(e),
-        (None, Err(e)) => Some(format!("cannot write {}: {e}", dir.join("run_metadata.yaml").display())),
-        (None, Ok(())) => None,
-    };
-    InstanceOutcome { dir, report, tally, error }
-}
-
 /// Judges a finished instance: `Err` fails the treatment, `Ok(Some)` is a warning.
-fn judge(outcome: &InstanceOutcome) -> Result<Option<String>, String> {
+pub fn judge(outcome: &InstanceOutcome) -> Result<Option<String>, String> {
     if let Some(e) = &outcome.error {
         return Err(e.clone());
     }
@@ -505,7 +517,24 @@ impl Step for DeployHarness {
                     Some(&stack.name),
                     format!("treatment {label}: {} x{} against {endpoint} (experiment {eid})", rs.harness.name(), rs.parallelism),
                 );
-                let instances = (1..=rs.parallelism.max(1)).map(|i| run_instance(ctx, stack, run, &eid, i, &endpoint, &model));
+                let instances = (1..=rs.parallelism.max(1)).map(|i| {
+                    HarnessJob {
+                        harness: rs.harness,
+                        doc: &run.doc,
+                        profile_path: &run.profile_path,
+                        endpoint: &endpoint,
+                        model: &model,
+                        dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
+                        tokenizer: rs.tokenizer.as_deref(),
+                        timeout: rs.timeout,
+                        quiet: !ctx.settings.verbose,
+                        eid: &eid,
+                        stack: &stack.name,
+                        treatment: run.treatment.as_deref(),
+                        deployment: &stack.plan_hash,
+                    }
+                    .run()
+                });
                 let outcomes = crate::join::join_all(instances).await;
                 let mut treatment_failed = false;
                 for o in &outcomes {

@@ -73,6 +73,18 @@ pub fn template_error(e: &minijinja::Error, file: &str, macro_lines: usize, macr
 impl TemplateSet {
     /// Reads and compiles every template in `dir`.
     pub fn load(dir: &Path) -> Result<TemplateSet, InputError> {
+        let names = Self::list(dir)?;
+        let mut files = Vec::with_capacity(names.len());
+        for name in names {
+            let text = std::fs::read_to_string(dir.join(&name))
+                .map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(&name).display())))?;
+            files.push((name, text));
+        }
+        Self::from_files(dir, files)
+    }
+
+    /// The template file names (`*.j2`) in `dir`, sorted.
+    pub fn list(dir: &Path) -> Result<Vec<String>, InputError> {
         let display = dir.display().to_string();
         let entries = std::fs::read_dir(dir).map_err(|e| InputError::new(format!("{display}: cannot read template directory: {e}")))?;
         let mut names: Vec<String> = entries
@@ -82,9 +94,15 @@ impl TemplateSet {
             .filter(|n| n.ends_with(".j2"))
             .collect();
         names.sort();
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(name).display())))
+        Ok(names)
+    }
+
+    /// Builds the set from `(file name, text)` pairs of `dir` (sorted by name).
+    pub fn from_files(dir: &Path, files: Vec<(String, String)>) -> Result<TemplateSet, InputError> {
+        let display = dir.display().to_string();
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let read = |name: &str| -> Result<String, InputError> {
+            Ok(files.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).unwrap_or_default())
         };
         let macros = if names.iter().any(|n| n == MACROS_FILE) { Some(read(MACROS_FILE)? + "\n") } else { None };
         let macro_lines = macros.as_deref().map_or(0, |m| m.matches('\n').count());

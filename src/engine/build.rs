@@ -1,0 +1,947 @@
+//! `llmd build`: decide every node of an experiment, then execute the ones that must
+//! run, in dependency order, recording each in the store.
+//!
+//! Planning is pure, so deciding renders any plan whose key has no record (in memory):
+//! the keys of everything downstream are then known exactly and `--dry-run` predicts
+//! precisely what a build executes. Effects happen per setup treatment: stand up the
+//! stacks some run needs (reusing a live deployment with the same key), smoketest new
+//! deployments, run, analyse, tear down (unless `--keep-stacks`). A node's record is
+//! written only after it finished; an incomplete marker covers its side effects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::graph::{Decision, GraphNode, Kind, glob_match, reason_to_run, usable_record};
+use super::key::{Leaf, leaves_digest, override_leaves};
+use super::planner::{Planner, RenderedOut};
+use super::reason::Reason;
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, Liveness, Receipt, StackTarget, TARGET_PATHS, target_from_config};
+use crate::config::PlanOptions;
+use crate::error::{InputError, Warnings};
+use crate::experiment::{Experiment, RunTreatment, load_experiment};
+use crate::harness::external::HarnessKind;
+use crate::harness::profile::{find_profile, render_profile};
+use crate::phases::run::{HarnessJob, experiment_id, judge};
+use crate::store::{Record, Status, Store, unix_now};
+use crate::yaml::Node;
+
+/// Version of the analysis a node computes; part of analysis keys.
+const ANALYSIS_VERSION: &str = "1";
+
+/// Everything `llmd build` (and `status`) is asked to do.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub experiment_file: PathBuf,
+    /// Plan options from the command line; `spec` may be empty (then `experiment.spec`).
+    pub plan: PlanOptions,
+    pub workspace: PathBuf,
+    pub cache_dir: PathBuf,
+    pub dry_run: bool,
+    pub force: Vec<String>,
+    pub keep_going: bool,
+    pub keep_stacks: bool,
+    pub lock_timeout: Option<Duration>,
+    pub harness: Option<String>,
+    pub workload: Option<String>,
+    pub tokenizer: Option<PathBuf>,
+    pub harness_timeout: Duration,
+    pub verbose: bool,
+    /// How the build was invoked (for the lock holder and the journal).
+    pub command_line: String,
+    /// Print node lines as they are decided and executed (off for `--json`).
+    pub human: bool,
+}
+
+/// What happened to one node.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub kind: &'static str,
+    /// fresh | ran | failed | skipped (dry run: fresh | would_run | skipped)
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildReport {
+    pub experiment: String,
+    pub dry_run: bool,
+    pub nodes: Vec<NodeReport>,
+    pub seconds: f64,
+}
+
+impl BuildReport {
+    pub fn count(&self, status: &str) -> usize {
+        self.nodes.iter().filter(|n| n.status == status).count()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.count("failed") == 0
+    }
+
+    pub fn summary_line(&self) -> String {
+        if self.dry_run {
+            format!("{} would run, {} fresh, {} skipped (dry run, decided in {:.0} ms)", self.count("would_run"), self.count("fresh"), self.count("skipped"), self.seconds * 1e3)
+        } else {
+            format!("{} ran, {} fresh, {} failed, {} skipped in {:.1} s", self.count("ran"), self.count("fresh"), self.count("failed"), self.count("skipped"), self.seconds)
+        }
+    }
+}
+
+/// One run (and its analysis) of a stack.
+struct RunSlot {
+    run: usize,
+    analysis: usize,
+    treatment: String,
+    rep: usize,
+    profile_path: PathBuf,
+    overrides: Vec<(String, Node)>,
+}
+
+struct StackSlot {
+    name: String,
+    plan: usize,
+    standup: usize,
+    smoketest: usize,
+    target: StackTarget,
+    runs: Vec<RunSlot>,
+}
+
+struct SetupSlot {
+    name: String,
+    workspace: PathBuf,
+    stacks: Vec<StackSlot>,
+}
+
+/// The decided graph.
+struct Graph {
+    experiment: Experiment,
+    harness: HarnessKind,
+    nodes: Vec<GraphNode>,
+    setups: Vec<SetupSlot>,
+    summary: usize,
+    /// Renders done while deciding, for plan nodes that run.
+    renders: HashMap<usize, Arc<RenderedOut>>,
+}
+
+/// `<venv>/bin/<tool>` → the version in `<venv>/lib/python*/site-packages/<dist>-<v>.dist-info`.
+fn python_tool_version(exe: &Path, dist: &str) -> Option<String> {
+    let venv = exe.parent()?.parent()?;
+    for lib in std::fs::read_dir(venv.join("lib")).ok()?.flatten() {
+        for e in std::fs::read_dir(lib.path().join("site-packages")).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(v) = name.strip_prefix(&format!("{dist}-")).and_then(|r| r.strip_suffix(".dist-info")) {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The harness's identity for run keys: name and version.
+pub fn harness_identity(kind: HarnessKind) -> String {
+    let version = match kind {
+        HarnessKind::Llmd => Some(env!("CARGO_PKG_VERSION").to_string()),
+        other => {
+            let dist = match other {
+                HarnessKind::InferencePerf => "inference_perf",
+                HarnessKind::Guidellm => "guidellm",
+                _ => "vllm",
+            };
+            other.locate().ok().and_then(|exe| python_tool_version(&exe, dist))
+        }
+    };
+    format!("{}@{}", kind.name(), version.unwrap_or_else(|| "unknown".into()))
+}
+
+fn setup_options(base: &PlanOptions, spec: &str, overrides: &Node) -> PlanOptions {
+    let mut o = base.clone();
+    o.spec = spec.to_string();
+    if overrides.as_map().is_some_and(|m| !m.is_empty()) {
+        o.setup_overrides = Some(overrides.clone());
+    }
+    o
+}
+
+fn blob_json<T: serde::de::DeserializeOwned>(store: &Store, rec: &Record, name: &str) -> Option<T> {
+    serde_json::from_slice(&store.get_blob(rec.outputs.get(name)?)?).ok()
+}
+
+/// Placeholder values for profile keys: the endpoint is not known until the stack
+/// runs, and must not be part of the key anyway.
+fn key_placeholders(stack: &str, target: &StackTarget, endpoint: &str) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("LLMDBENCH_DEPLOY_CURRENT_MODEL".into(), target.model.clone());
+    v.insert("LLMDBENCH_DEPLOY_CURRENT_TOKENIZER".into(), target.model.clone());
+    if let Some(len) = target.max_model_len {
+        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), len.to_string());
+    }
+    v.insert("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL".into(), endpoint.to_string());
+    v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.to_string());
+    v
+}
+
+struct Decider<'a> {
+    opts: &'a BuildOptions,
+    store: &'a Store,
+    profile_cache: HashMap<(PathBuf, BTreeMap<String, String>, String), String>,
+    warnings: Warnings,
+}
+
+impl Decider<'_> {
+    fn forced(&self, id: &str) -> Option<String> {
+        self.opts.force.iter().find(|p| glob_match(p, id)).cloned()
+    }
+
+    /// Decides a node from its own record (fresh, or why it runs).
+    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>) {
+        if let Some(p) = self.forced(&node.id) {
+            node.decision = Decision::Run(Reason::Forced { pattern: p });
+            node.record = usable_record(self.store, &node.key).ok().flatten();
+            return;
+        }
+        match usable_record(self.store, &node.key) {
+            Ok(Some(rec)) => {
+                node.record = Some(rec);
+                node.decision = Decision::Fresh;
+            }
+            Ok(None) => node.decision = Decision::Run(reason_to_run(self.store, node, upstream)),
+            Err(output) => node.decision = Decision::Run(Reason::OutputMissing { output }),
+        }
+    }
+
+    /// The profile text a run key covers, rendered with a placeholder endpoint.
+    fn profile_digest(&mut self, path: &Path, values: &BTreeMap<String, String>, treatment: &str, overrides: &[(String, Node)]) -> Result<String> {
+        let cache_key = (path.to_path_buf(), values.clone(), treatment.to_string());
+        if let Some(d) = self.profile_cache.get(&cache_key) {
+            return Ok(d.clone());
+        }
+        let (_, yaml) = render_profile(path, values, overrides, &mut self.warnings)?;
+        let d = crate::store::digest(yaml.as_bytes());
+        self.profile_cache.insert(cache_key, d.clone());
+        Ok(d)
+    }
+}
+
+fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Result<Graph> {
+    let experiment = load_experiment(&opts.experiment_file)?;
+    let spec = if !opts.plan.spec.is_empty() { opts.plan.spec.clone() } else { experiment.spec.clone().unwrap_or_default() };
+    if spec.is_empty() {
+        return Err(InputError::new(format!("{}: no specification: add `experiment: {{spec: examples/sim}}` or pass --spec", opts.experiment_file.display())).into());
+    }
+    let handles: Vec<usize> = experiment.setup.iter().map(|s| planner.add_setup(setup_options(&opts.plan, &spec, &s.overrides))).collect();
+    let mut d = Decider { opts, store, profile_cache: HashMap::new(), warnings: Warnings::default() };
+    let mut nodes: Vec<GraphNode> = Vec::new();
+    let mut renders = HashMap::new();
+    let mut setups = Vec::new();
+    let mut harness: Option<HarnessKind> = None;
+    let run_treatments: Vec<RunTreatment> = if experiment.run.is_empty() {
+        vec![RunTreatment { name: "default".into(), profile: None, values: Vec::new() }]
+    } else {
+        experiment.run.clone()
+    };
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    for (si, setup) in experiment.setup.iter().enumerate() {
+        let plan = planner.plan(handles[si])?;
+        let template_digest = planner.template_digest(handles[si])?;
+        for w in plan.warnings.iter().chain(plan.stacks.iter().flat_map(|s| s.warnings.iter())) {
+            d.warnings.push(w.clone());
+        }
+        let ws = opts.workspace.join(format!("setup-treatment-{}", setup.name));
+        let mut stacks = Vec::new();
+        for (ki, stack) in plan.stacks.iter().enumerate() {
+            // plan
+            let inputs = BTreeMap::from([
+                ("config".to_string(), stack.config_digest.clone()),
+                ("templates".to_string(), template_digest.clone()),
+                ("tool:llmd".to_string(), version.clone()),
+            ]);
+            let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, (*stack.leaves).clone());
+            d.decide_own(&mut plan_node, &|_| None);
+            let target: StackTarget = match (&plan_node.decision, &plan_node.record) {
+                (Decision::Fresh, Some(rec)) => match blob_json(store, rec, "target") {
+                    Some(t) => t,
+                    None => {
+                        plan_node.decision = Decision::Run(Reason::OutputMissing { output: "target".into() });
+                        let r = planner.render(handles[si], ki)?;
+                        let t = target_from_config(&stack.name, &r.config, "")?;
+                        renders.insert(nodes.len(), r);
+                        t
+                    }
+                },
+                _ => {
+                    let r = planner.render(handles[si], ki)?;
+                    let t = target_from_config(&stack.name, &r.config, "")?;
+                    renders.insert(nodes.len(), r);
+                    t
+                }
+            };
+            if harness.is_none() {
+                let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+                let name = opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
+                harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
+            }
+            let plan_idx = nodes.len();
+            nodes.push(plan_node);
+
+            // standup: what the backend starts
+            let target_json = serde_json::to_string(&target)?;
+            let target_leaves: Vec<Leaf> = stack
+                .leaves
+                .iter()
+                .filter(|l| TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p }))
+                .cloned()
+                .collect();
+            let inputs = BTreeMap::from([("target".to_string(), crate::store::digest(target_json.as_bytes())), ("backend".to_string(), "local".to_string())]);
+            let mut standup = GraphNode::new(format!("standup/{}/{}", setup.name, stack.name), Kind::Standup, inputs, target_leaves);
+            d.decide_own(&mut standup, &|_| None);
+            let standup_idx = nodes.len();
+            let standup_key = standup.key.clone();
+            nodes.push(standup);
+
+            // smoketest
+            let inputs = BTreeMap::from([("deployment".to_string(), standup_key.clone())]);
+            let mut smoke = GraphNode::new(format!("smoketest/{}/{}", setup.name, stack.name), Kind::Smoketest, inputs, Vec::new());
+            let standup_id = format!("standup/{}/{}", setup.name, stack.name);
+            d.decide_own(&mut smoke, &|n| (n == "deployment").then(|| standup_id.clone()));
+            let smoke_idx = nodes.len();
+            nodes.push(smoke);
+
+            // runs and analyses
+            let kind = harness.unwrap_or(HarnessKind::Llmd);
+            let tool = harness_identity(kind);
+            let mut runs = Vec::new();
+            let default_profile = opts.workload.clone().or(experiment.profile.clone()).or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::pyfmt::str_node)).unwrap_or_else(|| "sanity_random.yaml".into());
+            for t in &run_treatments {
+                let profile_name = t.profile.clone().unwrap_or_else(|| default_profile.clone());
+                let profile_path = find_profile(&opts.plan.base_dir, kind.name(), &profile_name).map_err(|e| InputError::new(format!("{e:#}")))?;
+                let values = key_placeholders(&stack.name, &target, "REPLACE_ENV_LLMDBENCH_HARNESS_STACK_ENDPOINT_URL");
+                let profile_digest = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
+                let treatment_leaves = override_leaves(&t.values);
+                for rep in 1..=experiment.repeat.max(1) {
+                    let inputs = BTreeMap::from([
+                        ("deployment".to_string(), standup_key.clone()),
+                        (format!("profile:{profile_name}"), profile_digest.clone()),
+                        ("treatment".to_string(), leaves_digest(&treatment_leaves)),
+                        ("tool:harness".to_string(), tool.clone()),
+                        ("rep".to_string(), rep.to_string()),
+                    ]);
+                    let id = format!("run/{}/{}/{}#{rep}", setup.name, stack.name, t.name);
+                    let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
+                    d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()));
+                    let run_idx = nodes.len();
+                            let run_out = run.record.as_ref().filter(|_| !run.runs()).map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+                    let run_runs = run.runs();
+                    nodes.push(run);
+
+                    let analysis_id = format!("analysis/{}/{}/{}#{rep}", setup.name, stack.name, t.name);
+                    let inputs = BTreeMap::from([("run".to_string(), run_out.unwrap_or_else(|| "pending".into())), ("tool:analysis".to_string(), ANALYSIS_VERSION.to_string())]);
+                    let mut analysis = GraphNode::new(analysis_id, Kind::Analysis, inputs, Vec::new());
+                    if run_runs {
+                        analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
+                    } else {
+                        d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()));
+                    }
+                    let analysis_idx = nodes.len();
+                            nodes.push(analysis);
+                    runs.push(RunSlot { run: run_idx, analysis: analysis_idx, treatment: t.name.clone(), rep, profile_path: profile_path.clone(), overrides: t.values.clone() });
+                }
+            }
+            stacks.push(StackSlot { name: stack.name.clone(), plan: plan_idx, standup: standup_idx, smoketest: smoke_idx, target, runs });
+        }
+        setups.push(SetupSlot { name: setup.name.clone(), workspace: ws, stacks });
+    }
+
+    // summary: every analysis
+    let analyses: Vec<usize> = setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
+    let summary_id = format!("summary/{}", experiment.name);
+    let pending = analyses.iter().find(|&&a| nodes[a].runs());
+    let mut inputs = BTreeMap::new();
+    for &a in &analyses {
+        let out = nodes[a].record.as_ref().map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+        inputs.insert(format!("analysis:{}", nodes[a].id), out.unwrap_or_else(|| "pending".into()));
+    }
+    let mut summary = GraphNode::new(summary_id, Kind::Summary, inputs, Vec::new());
+    match pending {
+        Some(&a) => summary.decision = Decision::Run(Reason::UpstreamRuns { node: nodes[a].id.clone() }),
+        None => {
+            let ids: HashMap<String, String> = analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
+            d.decide_own(&mut summary, &|n| ids.get(n).cloned());
+        }
+    }
+    let summary_idx = nodes.len();
+    nodes.push(summary);
+
+    // Standups and smoketests are needed only by runs that execute.
+    for setup in &setups {
+        for stack in &setup.stacks {
+            let needed = stack.runs.iter().any(|r| nodes[r.run].runs());
+            for idx in [stack.standup, stack.smoketest] {
+                let node = &mut nodes[idx];
+                if !needed && !matches!(node.decision, Decision::Run(Reason::Forced { .. })) {
+                    node.decision = if node.record.is_some() { Decision::Fresh } else { Decision::Skip("not needed: every run of this stack is fresh".into()) };
+                }
+            }
+            // A new deployment is always smoketested.
+            if nodes[stack.standup].runs() && !nodes[stack.smoketest].runs() {
+                let id = nodes[stack.standup].id.clone();
+                nodes[stack.smoketest].decision = Decision::Run(Reason::UpstreamRuns { node: id });
+            }
+        }
+    }
+    for w in d.warnings.iter() {
+        eprintln!("warning: {w}");
+    }
+    Ok(Graph { experiment, harness: harness.unwrap_or(HarnessKind::Llmd), nodes, setups, summary: summary_idx, renders })
+}
+
+/// Checks deployments that runs need: a standup with a record is fresh only while its
+/// deployment is live from the same key.
+fn check_deployments(graph: &mut Graph, rt: &tokio::runtime::Runtime, backend: &dyn Backend) {
+    for si in 0..graph.setups.len() {
+        for ki in 0..graph.setups[si].stacks.len() {
+            let stack = &graph.setups[si].stacks[ki];
+            let needed = stack.runs.iter().any(|r| graph.nodes[r.run].runs());
+            let (standup, smoke) = (stack.standup, stack.smoketest);
+            if !needed || graph.nodes[standup].runs() {
+                continue;
+            }
+            let ws = graph.setups[si].workspace.clone();
+            let name = stack.name.clone();
+            let key = graph.nodes[standup].key.clone();
+            let reason = match Receipt::load(&ws, &name) {
+                Ok(Some(r)) => match rt.block_on(backend.check(&r, Some(&key))) {
+                    Liveness::Live => None,
+                    Liveness::Gone(why) => Some(Reason::DeploymentGone { detail: why }),
+                    Liveness::Drifted(why) => Some(Reason::DeploymentDrifted { detail: why }),
+                },
+                _ => Some(Reason::DeploymentGone { detail: "no deployment is running (torn down after the last build)".into() }),
+            };
+            if let Some(r) = reason {
+                graph.nodes[standup].decision = Decision::Run(r);
+                let id = graph.nodes[standup].id.clone();
+                graph.nodes[smoke].decision = Decision::Run(Reason::UpstreamRuns { node: id });
+            }
+        }
+    }
+}
+
+fn node_line(node: &GraphNode) -> String {
+    match &node.decision {
+        Decision::Fresh => format!("  fresh  {}", node.id),
+        Decision::Run(r) => format!("  run    {}  ({})", node.id, r.describe(3)),
+        Decision::Skip(why) => format!("  skip   {}  ({why})", node.id),
+    }
+}
+
+/// Decides (and, unless `dry_run`, executes) the experiment.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let store = Store::open(&opts.cache_dir)?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| eprintln!("llmd: waiting for the cache lock, held by {holder} ..."))?)
+    };
+    let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
+    let mut planner = Planner::new();
+    let mut graph = plan_graph(opts, &store, &mut planner)?;
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    check_deployments(&mut graph, &rt, backend.as_ref());
+    for w in store.take_warnings() {
+        eprintln!("warning: {w}");
+    }
+    let n_runs = graph.experiment.run.len().max(1);
+    if opts.human {
+        eprintln!(
+            "llmd build {}: {} setup treatment(s) x {} run treatment(s) x {} repetition(s); {} nodes, {} to run",
+            graph.experiment.name,
+            graph.setups.len(),
+            n_runs,
+            graph.experiment.repeat,
+            graph.nodes.len(),
+            graph.nodes.iter().filter(|n| n.runs()).count()
+        );
+        for n in &graph.nodes {
+            if opts.verbose || n.runs() || opts.dry_run {
+                eprintln!("{}", node_line(n));
+            }
+        }
+    }
+    let mut reports: Vec<Option<NodeReport>> = vec![None; graph.nodes.len()];
+    if opts.dry_run {
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let (status, reason, detail) = match &n.decision {
+                Decision::Fresh => ("fresh", None, None),
+                Decision::Run(r) => ("would_run", Some(r.clone()), None),
+                Decision::Skip(w) => ("skipped", None, Some(w.clone())),
+            };
+            reports[i] = Some(NodeReport { id: n.id.clone(), kind: n.kind.name(), status, reason, detail, seconds: 0.0 });
+        }
+        return Ok(BuildReport { experiment: graph.experiment.name.clone(), dry_run: true, nodes: reports.into_iter().flatten().collect(), seconds: started.elapsed().as_secs_f64() });
+    }
+    let journal = journal.expect("journal exists outside dry runs");
+    for n in &graph.nodes {
+        let (decision, reason) = match &n.decision {
+            Decision::Fresh => ("fresh", None),
+            Decision::Run(r) => ("run", Some(r)),
+            Decision::Skip(_) => ("skip", None),
+        };
+        journal.write(&serde_json::json!({"event": "decide", "id": n.id, "kind": n.kind.name(), "key": n.key, "decision": decision, "reason": reason}));
+    }
+    let mut exec = Executor { opts, store: &store, graph: &mut graph, backend, rt: &rt, reports: &mut reports, journal: &journal, stop: false };
+    exec.run_all();
+    let nodes: Vec<NodeReport> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| {
+                let n = &graph.nodes[i];
+                match &n.decision {
+                    Decision::Fresh => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "fresh", reason: None, detail: None, seconds: 0.0 },
+                    Decision::Run(r) => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason: Some(r.clone()), detail: Some("not executed: an earlier node failed (use --keep-going to go on)".into()), seconds: 0.0 },
+                    Decision::Skip(w) => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason: None, detail: Some(w.clone()), seconds: 0.0 },
+                }
+            })
+        })
+        .collect();
+    let report = BuildReport { experiment: graph.experiment.name.clone(), dry_run: false, nodes, seconds: started.elapsed().as_secs_f64() };
+    journal.write(&serde_json::json!({"event": "end", "summary": report.summary_line(), "ok": report.ok()}));
+    Ok(report)
+}
+
+struct Executor<'a> {
+    opts: &'a BuildOptions,
+    store: &'a Store,
+    graph: &'a mut Graph,
+    backend: Arc<dyn Backend>,
+    rt: &'a tokio::runtime::Runtime,
+    reports: &'a mut Vec<Option<NodeReport>>,
+    journal: &'a crate::store::Journal,
+    /// A node failed and `--keep-going` is off.
+    stop: bool,
+}
+
+/// Result of executing one node: outputs (name → bytes) or an error.
+type Outputs = BTreeMap<String, Vec<u8>>;
+
+impl Executor<'_> {
+    fn run_all(&mut self) {
+        for si in 0..self.graph.setups.len() {
+            self.run_setup(si);
+        }
+        let summary = self.graph.summary;
+        if self.graph.nodes[summary].runs() {
+            let blocked = self.graph.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).any(|a| {
+                self.reports[a].as_ref().is_some_and(|r| r.status != "ran") || (self.reports[a].is_none() && self.graph.nodes[a].runs())
+            });
+            if blocked {
+                self.skip(summary, "some analyses did not finish");
+            } else if !self.stop {
+                // The key covers the analyses' outputs, known only now.
+                let analyses: Vec<usize> = self.graph.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
+                for a in analyses {
+                    let out = self.graph.nodes[a].record.as_ref().map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+                    let id = format!("analysis:{}", self.graph.nodes[a].id);
+                    self.graph.nodes[summary].inputs.insert(id, out.unwrap_or_default());
+                }
+                let node = &mut self.graph.nodes[summary];
+                node.key = super::key::node_key(Kind::Summary.name(), &node.inputs);
+                self.execute(summary, |ex| ex.summarize());
+            }
+        }
+        self.materialize_summary();
+    }
+
+    fn skip(&mut self, idx: usize, why: &str) {
+        let n = &self.graph.nodes[idx];
+        let reason = match &n.decision {
+            Decision::Run(r) => Some(r.clone()),
+            _ => None,
+        };
+        self.journal.write(&serde_json::json!({"event": "skip", "id": n.id, "why": why}));
+        self.reports[idx] = Some(NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason, detail: Some(why.into()), seconds: 0.0 });
+    }
+
+    /// Executes node `idx` with `work`, recording the outcome. Returns success.
+    fn execute(&mut self, idx: usize, work: impl FnOnce(&mut Self) -> Result<Outputs>) -> bool {
+        let (id, kind, key) = {
+            let n = &self.graph.nodes[idx];
+            (n.id.clone(), n.kind, n.key.clone())
+        };
+        let reason = match &self.graph.nodes[idx].decision {
+            Decision::Run(r) => r.clone(),
+            _ => Reason::Forced { pattern: "(needed)".into() },
+        };
+        if self.opts.human {
+            eprintln!("▶ {id}  ({})", reason.describe(3));
+        }
+        if kind.has_effects()
+            && let Err(e) = self.store.mark_incomplete(&id, &key)
+        {
+            eprintln!("warning: {e:#}");
+        }
+        let started = Instant::now();
+        let started_unix = unix_now();
+        let result = work(self);
+        let seconds = started.elapsed().as_secs_f64();
+        let manifest = self.graph.nodes[idx].manifest(self.store);
+        let outcome: Result<Record> = (|| {
+            let manifest = manifest?;
+            let (status, outputs, error) = match &result {
+                Ok(outs) => {
+                    let mut digests = BTreeMap::new();
+                    for (name, bytes) in outs {
+                        digests.insert(name.clone(), self.store.put_blob(bytes)?);
+                    }
+                    (Status::Ok, digests, None)
+                }
+                Err(e) => (Status::Failed, BTreeMap::new(), Some(format!("{e:#}"))),
+            };
+            let rec = Record { version: Record::VERSION, key: key.clone(), id: id.clone(), kind: kind.name().into(), status, manifest, outputs, started_unix, duration_s: seconds, error };
+            self.store.commit(&rec)?;
+            Ok(rec)
+        })();
+        let (status, detail) = match (&result, &outcome) {
+            (Ok(_), Ok(rec)) => {
+                self.graph.nodes[idx].record = Some(rec.clone());
+                ("ran", None)
+            }
+            (Err(e), _) => ("failed", Some(format!("{e:#}"))),
+            (Ok(_), Err(e)) => ("failed", Some(format!("could not record the result: {e:#}"))),
+        };
+        if self.opts.human {
+            match &detail {
+                None => eprintln!("✔ {id}  ({seconds:.1} s)"),
+                Some(d) => eprintln!("✘ {id}  failed after {seconds:.1} s: {d}"),
+            }
+        }
+        self.journal.write(&serde_json::json!({"event": "done", "id": id, "status": status, "seconds": seconds, "error": detail}));
+        self.reports[idx] = Some(NodeReport { id, kind: kind.name(), status, reason: Some(reason), detail, seconds });
+        if status == "failed" && !self.opts.keep_going {
+            self.stop = true;
+        }
+        status == "ran"
+    }
+
+    fn run_setup(&mut self, si: usize) {
+        let ws = self.graph.setups[si].workspace.clone();
+        let stack_count = self.graph.setups[si].stacks.len();
+        let mut touched = false;
+        for ki in 0..stack_count {
+            let plan = self.graph.setups[si].stacks[ki].plan;
+            if self.graph.nodes[plan].runs() && !self.stop {
+                let rendered = self.graph.renders.get(&plan).cloned();
+                let target = self.graph.setups[si].stacks[ki].target.clone();
+                self.execute(plan, move |_| plan_outputs(rendered.as_deref(), &target));
+            }
+            self.materialize_plan(si, ki);
+        }
+        for ki in 0..stack_count {
+            if self.stop {
+                break;
+            }
+            let stack = &self.graph.setups[si].stacks[ki];
+            let (standup, smoke) = (stack.standup, stack.smoketest);
+            let runs: Vec<usize> = stack.runs.iter().map(|r| r.run).collect();
+            let needed = runs.iter().any(|&r| self.graph.nodes[r].runs()) || self.graph.nodes[standup].runs();
+            if !needed {
+                self.materialize_runs(si, ki);
+                continue;
+            }
+            touched = true;
+            if self.graph.nodes[standup].runs() && !self.execute(standup, |ex| ex.standup(si, ki)) {
+                for idx in std::iter::once(smoke).chain(self.graph.setups[si].stacks[ki].runs.iter().flat_map(|r| [r.run, r.analysis]).collect::<Vec<_>>()) {
+                    if self.graph.nodes[idx].runs() {
+                        self.skip(idx, "its deployment failed");
+                    }
+                }
+                continue;
+            }
+            if self.graph.nodes[smoke].runs() && !self.stop && !self.execute(smoke, |ex| ex.smoketest(si, ki)) {
+                for idx in self.graph.setups[si].stacks[ki].runs.iter().flat_map(|r| [r.run, r.analysis]).collect::<Vec<_>>() {
+                    if self.graph.nodes[idx].runs() {
+                        self.skip(idx, "its smoketest failed");
+                    }
+                }
+                continue;
+            }
+            let slots = self.graph.setups[si].stacks[ki].runs.len();
+            for ri in 0..slots {
+                let (run, analysis) = {
+                    let r = &self.graph.setups[si].stacks[ki].runs[ri];
+                    (r.run, r.analysis)
+                };
+                if self.graph.nodes[run].runs() {
+                    if self.stop {
+                        break;
+                    }
+                    if !self.execute(run, |ex| ex.run_node(si, ki, ri)) {
+                        self.skip(analysis, "its run failed");
+                        continue;
+                    }
+                    // The analysis key covers the run's outputs, known only now.
+                    let outputs = self.graph.nodes[run].record.as_ref().map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+                    let node = &mut self.graph.nodes[analysis];
+                    node.inputs.insert("run".into(), outputs.unwrap_or_default());
+                    node.key = super::key::node_key(Kind::Analysis.name(), &node.inputs);
+                }
+                if self.graph.nodes[analysis].runs() && !self.stop {
+                    self.execute(analysis, |ex| ex.analyze(si, ki, ri));
+                }
+            }
+            self.materialize_runs(si, ki);
+        }
+        if touched && !self.opts.keep_stacks {
+            self.teardown_setup(&ws);
+        }
+    }
+
+    fn standup(&mut self, si: usize, ki: usize) -> Result<Outputs> {
+        let ws = self.graph.setups[si].workspace.clone();
+        let stack = &self.graph.setups[si].stacks[ki];
+        let key = self.graph.nodes[stack.standup].key.clone();
+        let mut target = stack.target.clone();
+        target.plan_hash = key;
+        if let Some(old) = Receipt::load(&ws, &stack.name)? {
+            self.rt.block_on(self.backend.teardown(&old))?;
+            Receipt::remove(&ws, &stack.name)?;
+        }
+        let receipt = self.rt.block_on(self.backend.standup(&target, &ws.join("setup/logs")))?;
+        receipt.save(&ws)?;
+        Ok(BTreeMap::from([("receipt".to_string(), serde_json::to_vec_pretty(&receipt)?)]))
+    }
+
+    fn smoketest(&mut self, si: usize, ki: usize) -> Result<Outputs> {
+        let ws = self.graph.setups[si].workspace.clone();
+        let stack = &self.graph.setups[si].stacks[ki];
+        let receipt = Receipt::load(&ws, &stack.name)?.context("no receipt: the stack is not stood up")?;
+        let plan = self.graph.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
+        let config_text = plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?;
+        let config = crate::yaml::load_str(&String::from_utf8_lossy(&config_text), "config.yaml")?;
+        let entry = Arc::new(crate::phases::StackEntry {
+            name: stack.name.clone(),
+            config,
+            plan_hash: receipt.plan_hash.clone(),
+            state: Mutex::new(crate::phases::StackState { endpoint: receipt.endpoint(), model: Some(receipt.model.clone()), receipt: Some(receipt), ..Default::default() }),
+        });
+        let settings = crate::phases::Settings {
+            workspace: ws,
+            base_dir: self.opts.plan.base_dir.clone(),
+            dry_run: false,
+            verbose: self.opts.verbose,
+            parallel: 1,
+            steps: Default::default(),
+            stack_filter: Vec::new(),
+            run: None,
+        };
+        let ctx = Arc::new(crate::phases::PhaseContext { settings, backend: self.backend.clone(), stacks: vec![entry] });
+        let report = self.rt.block_on(crate::phases::execute(ctx, crate::phases::smoketest::steps()));
+        if !report.ok() {
+            bail!("{}", report.summary());
+        }
+        let lines: Vec<String> = report.results.iter().map(|r| format!("{:02} {}: {}", r.number, r.name, r.message)).collect();
+        Ok(BTreeMap::from([("smoketest.txt".to_string(), lines.join("\n").into_bytes())]))
+    }
+
+    fn run_node(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+        let setup = &self.graph.setups[si];
+        let stack = &setup.stacks[ki];
+        let slot = &stack.runs[ri];
+        let receipt = Receipt::load(&setup.workspace, &stack.name)?.context("no receipt: the stack is not stood up")?;
+        let endpoint = receipt.endpoint().context("the receipt lists no replica")?;
+        let values = key_placeholders(&stack.name, &stack.target, &endpoint);
+        let mut warnings = Warnings::default();
+        let (doc, yaml) = render_profile(&slot.profile_path, &values, &slot.overrides, &mut warnings)?;
+        let harness = self.graph.harness;
+        let profile_dir = setup.workspace.join("workload/profiles").join(harness.name()).join(&stack.name);
+        let profile_path = profile_dir.join(crate::phases::run::rendered_name(&slot.profile_path, Some(&slot.treatment)));
+        crate::fsutil::write_atomic(&profile_path, yaml.as_bytes())?;
+        let eid = experiment_id(harness, Some(&slot.treatment));
+        let dir = setup.workspace.join("results").join(format!("{eid}_{}", slot.rep));
+        let outcome = self.rt.block_on(
+            HarnessJob {
+                harness,
+                doc: &doc,
+                profile_path: &profile_path,
+                endpoint: &endpoint,
+                model: &receipt.model,
+                dir: dir.clone(),
+                tokenizer: self.opts.tokenizer.as_deref(),
+                timeout: self.opts.harness_timeout,
+                quiet: !self.opts.verbose,
+                eid: &eid,
+                stack: &stack.name,
+                treatment: Some(&slot.treatment),
+                deployment: &receipt.plan_hash,
+            }
+            .run(),
+        );
+        let mut outputs = read_dir_files(&dir)?;
+        outputs.insert("eid".into(), format!("{eid}_{}", slot.rep).into_bytes());
+        match judge(&outcome) {
+            Err(e) => bail!("{e}"),
+            Ok(Some(w)) => eprintln!("  warning: {w}"),
+            Ok(None) => {}
+        }
+        Ok(outputs)
+    }
+
+    fn run_files(&self, run: usize) -> Result<BTreeMap<String, Vec<u8>>> {
+        let rec = self.graph.nodes[run].record.as_ref().context("the run has no record")?;
+        let mut files = BTreeMap::new();
+        for (name, d) in &rec.outputs {
+            if let Some(file) = name.strip_prefix("file:") {
+                files.insert(file.to_string(), self.store.get_blob(d).with_context(|| format!("run output {file} is missing from the cache"))?);
+            }
+        }
+        Ok(files)
+    }
+
+    fn analyze(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+        let slot = &self.graph.setups[si].stacks[ki].runs[ri];
+        let files = self.run_files(slot.run)?;
+        let summary = crate::analysis::run_summary(&files, self.graph.harness)?;
+        let doc = serde_json::json!({
+            "run": self.graph.nodes[slot.run].id,
+            "setup": self.graph.setups[si].name,
+            "stack": self.graph.setups[si].stacks[ki].name,
+            "treatment": slot.treatment,
+            "repetition": slot.rep,
+            "harness": self.graph.harness.name(),
+            "metrics": summary,
+        });
+        Ok(BTreeMap::from([("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?)]))
+    }
+
+    fn summarize(&mut self) -> Result<Outputs> {
+        let mut rows = Vec::new();
+        for s in &self.graph.setups {
+            for k in &s.stacks {
+                for r in &k.runs {
+                    let rec = self.graph.nodes[r.analysis].record.as_ref().context("an analysis has no record")?;
+                    let doc: serde_json::Value = serde_json::from_slice(&self.store.get_blob(rec.outputs.get("analysis.json").context("analysis.json")?).context("analysis.json is missing from the cache")?)?;
+                    rows.push(doc);
+                }
+            }
+        }
+        let (csv, text) = crate::analysis::summary_table(&rows)?;
+        let json = serde_json::json!({"experiment": self.graph.experiment.name, "runs": rows});
+        Ok(BTreeMap::from([("summary.json".to_string(), serde_json::to_vec_pretty(&json)?), ("summary.csv".to_string(), csv.into_bytes()), ("summary.txt".to_string(), text.into_bytes())]))
+    }
+
+    fn teardown_setup(&mut self, ws: &Path) {
+        for r in Receipt::load_all(ws).unwrap_or_default() {
+            match self.rt.block_on(self.backend.teardown(&r)) {
+                Ok(()) => {
+                    let _ = Receipt::remove(ws, &r.stack);
+                    if self.opts.human {
+                        eprintln!("  torn down {} (pids {})", r.stack, r.replicas.iter().map(|x| x.pid.to_string()).collect::<Vec<_>>().join(", "));
+                    }
+                }
+                Err(e) => eprintln!("warning: teardown of {} failed: {e:#}; `llmd --workspace {} teardown` retries", r.stack, ws.display()),
+            }
+        }
+    }
+
+    // ---- materialization: user-facing files in the workspace, from the cache
+
+    fn write_if_changed(path: &Path, bytes: &[u8]) {
+        if std::fs::read(path).ok().as_deref() != Some(bytes)
+            && let Err(e) = crate::fsutil::write_atomic(path, bytes)
+        {
+            eprintln!("warning: {e:#}");
+        }
+    }
+
+    fn materialize_plan(&self, si: usize, ki: usize) {
+        let setup = &self.graph.setups[si];
+        let stack = &setup.stacks[ki];
+        let Some(rec) = &self.graph.nodes[stack.plan].record else { return };
+        let dir = setup.workspace.join("plan").join(&stack.name);
+        for (name, d) in &rec.outputs {
+            let Some(file) = name.strip_prefix("file:") else { continue };
+            if let Some(bytes) = self.store.get_blob(d) {
+                Self::write_if_changed(&dir.join(file), &bytes);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !rec.outputs.contains_key(&format!("file:{name}")) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    fn materialize_runs(&self, si: usize, ki: usize) {
+        let setup = &self.graph.setups[si];
+        for slot in &setup.stacks[ki].runs {
+            let Some(rec) = &self.graph.nodes[slot.run].record else { continue };
+            let Some(eid) = rec.outputs.get("eid").and_then(|d| self.store.get_blob(d)) else { continue };
+            let dir = setup.workspace.join("results").join(String::from_utf8_lossy(&eid).to_string());
+            for (name, d) in &rec.outputs {
+                if let (Some(file), Some(bytes)) = (name.strip_prefix("file:"), self.store.get_blob(d)) {
+                    Self::write_if_changed(&dir.join(file), &bytes);
+                }
+            }
+            if let Some(a) = &self.graph.nodes[slot.analysis].record
+                && let Some(bytes) = a.outputs.get("analysis.json").and_then(|d| self.store.get_blob(d))
+            {
+                Self::write_if_changed(&setup.workspace.join("analysis").join(format!("{}.json", String::from_utf8_lossy(&eid))), &bytes);
+            }
+        }
+    }
+
+    fn materialize_summary(&self) {
+        let Some(rec) = &self.graph.nodes[self.graph.summary].record else { return };
+        for (name, d) in &rec.outputs {
+            if let Some(bytes) = self.store.get_blob(d) {
+                Self::write_if_changed(&self.opts.workspace.join(name), &bytes);
+            }
+        }
+    }
+}
+
+/// A plan node's outputs: every manifest, `config.yaml`, and the backend target.
+fn plan_outputs(rendered: Option<&RenderedOut>, target: &StackTarget) -> Result<Outputs> {
+    let r = rendered.context("internal error: the plan was not rendered while deciding")?;
+    let mut out = BTreeMap::new();
+    for (name, text) in &r.files {
+        out.insert(format!("file:{name}"), text.clone().into_bytes());
+    }
+    out.insert("file:config.yaml".into(), r.config_yaml.clone().into_bytes());
+    out.insert("config.yaml".into(), r.config_yaml.clone().into_bytes());
+    out.insert("target".into(), serde_json::to_vec(target)?);
+    Ok(out)
+}
+
+/// Every regular file in `dir` (recursively) as `file:<relative path>` → bytes.
+fn read_dir_files(dir: &Path) -> Result<Outputs> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                let rel = p.strip_prefix(dir).unwrap_or(&p).to_string_lossy().to_string();
+                out.insert(format!("file:{rel}"), std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?);
+            }
+        }
+    }
+    Ok(out)
+}

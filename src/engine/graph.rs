@@ -1,0 +1,235 @@
+//! The build graph of an experiment: nodes, their keys and manifests, and the decision
+//! for each — fresh, or runs because of a [`Reason`].
+//!
+//! | node | key covers | fresh when |
+//! |---|---|---|
+//! | `plan/<setup>/<stack>` | merged config leaves, template set, llmd version | a successful record exists |
+//! | `standup/<setup>/<stack>` | what the backend starts (server command, model, replicas) | record exists **and**, when a run needs it, the deployment is live from this key |
+//! | `smoketest/<setup>/<stack>` | the standup key | record exists and the deployment was not (re)started in this build |
+//! | `run/<setup>/<stack>/<treatment>#<rep>` | standup key, rendered profile, treatment values, harness and version, repetition | a successful record exists with its outputs |
+//! | `analysis/<setup>/<stack>/<treatment>#<rep>` | the run's output digests, analysis version | a successful record exists |
+//! | `summary/<experiment>` | every analysis output | a successful record exists |
+//!
+//! Keys never include paths, hosts or clocks (see [`super::key`]). A run's key does not
+//! include the plan's Kubernetes manifests: on the local backend a run consumes the
+//! deployment, and the deployment consumes only what the backend starts — so editing a
+//! manifest-only value re-renders the plan and re-executes nothing else.
+
+use std::collections::BTreeMap;
+
+use super::key::{Leaf, LeafChange, diff_leaves, node_key};
+use super::reason::Reason;
+use crate::store::{Manifest, Record, Status, Store};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Plan,
+    Standup,
+    Smoketest,
+    Run,
+    Analysis,
+    Summary,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Plan => "plan",
+            Kind::Standup => "standup",
+            Kind::Smoketest => "smoketest",
+            Kind::Run => "run",
+            Kind::Analysis => "analysis",
+            Kind::Summary => "summary",
+        }
+    }
+
+    /// Nodes with effects outside the cache get an incomplete marker while they execute.
+    pub fn has_effects(self) -> bool {
+        matches!(self, Kind::Standup | Kind::Smoketest | Kind::Run)
+    }
+}
+
+/// What the build does with a node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Fresh,
+    Run(Reason),
+    Skip(String),
+}
+
+/// One node: its identity, key, inputs, and (once decided) what happens to it.
+#[derive(Clone, Debug)]
+pub struct GraphNode {
+    pub id: String,
+    pub kind: Kind,
+    /// Named inputs; the key is derived from them.
+    pub inputs: BTreeMap<String, String>,
+    /// Canonical leaves the node was derived from (for `why`).
+    pub leaves: Vec<Leaf>,
+    pub key: String,
+    pub decision: Decision,
+    /// The successful record for `key`, when there is one.
+    pub record: Option<Record>,
+}
+
+impl GraphNode {
+    pub fn new(id: String, kind: Kind, inputs: BTreeMap<String, String>, leaves: Vec<Leaf>) -> GraphNode {
+        let key = node_key(kind.name(), &inputs);
+        GraphNode { id, kind, inputs, leaves, key, decision: Decision::Fresh, record: None }
+    }
+
+    pub fn runs(&self) -> bool {
+        matches!(self.decision, Decision::Run(_))
+    }
+
+    pub fn manifest(&self, store: &Store) -> anyhow::Result<Manifest> {
+        let leaves = if self.leaves.is_empty() { None } else { Some(store.put_blob(&serde_json::to_vec(&self.leaves)?)?) };
+        Ok(Manifest { inputs: self.inputs.clone(), leaves })
+    }
+}
+
+/// Input names and how a change to each is reported.
+fn classify(name: &str, old: &str, new: &str, upstream: &dyn Fn(&str) -> Option<String>) -> Reason {
+    if let Some(tool) = name.strip_prefix("tool:") {
+        return Reason::ToolVersionChanged { tool: tool.to_string(), old: old.to_string(), new: new.to_string() };
+    }
+    if let Some(node) = upstream(name) {
+        return Reason::UpstreamChanged { node };
+    }
+    match name {
+        "templates" => Reason::TemplateChanged,
+        n if n.starts_with("profile:") => Reason::ProfileChanged { profile: n["profile:".len()..].to_string() },
+        other => Reason::InputsChanged { inputs: vec![other.to_string()] },
+    }
+}
+
+/// Why `node` (whose key has no successful record) must execute, judged against the
+/// last attempt and the last success of the same logical node.
+pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) -> Option<String>) -> Reason {
+    if let Some(m) = store.incomplete(&node.key)
+        && !std::path::Path::new(&format!("/proc/{}", m.pid)).exists()
+    {
+        return Reason::Interrupted { pid: m.pid, since_unix: m.started_unix };
+    }
+    let state = store.node(&node.id);
+    if state.last.as_deref() == Some(node.key.as_str()) && state.last_status == Some(Status::Failed) {
+        let error = store.get_record(&node.key).and_then(|r| r.error);
+        return Reason::PreviousFailed { error };
+    }
+    let Some(old) = state.last_ok.as_deref().and_then(|k| store.get_record(k)) else { return Reason::NeverRun };
+    let old_leaves: Vec<Leaf> = old.manifest.leaves.as_deref().and_then(|d| store.get_blob(d)).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let changes: Vec<LeafChange> = diff_leaves(&old_leaves, &node.leaves);
+    // Own value changes first: they are the root cause; then upstream and tool changes.
+    let changed: Vec<&String> = node.inputs.keys().filter(|k| old.manifest.inputs.get(*k) != node.inputs.get(*k)).collect();
+    let removed: Vec<&String> = old.manifest.inputs.keys().filter(|k| !node.inputs.contains_key(*k)).collect();
+    if !changes.is_empty() && changed.iter().any(|k| matches!(k.as_str(), "config" | "target" | "treatment")) {
+        return match node.kind {
+            Kind::Run => Reason::TreatmentChanged { changes },
+            _ => Reason::ConfigChanged { changes },
+        };
+    }
+    let mut by_priority: Vec<Reason> = changed.iter().map(|k| classify(k, old.manifest.inputs.get(*k).map_or("", |s| s.as_str()), &node.inputs[*k], upstream)).collect();
+    by_priority.sort_by_key(|r| match r {
+        Reason::ProfileChanged { .. } => 0,
+        Reason::TemplateChanged => 1,
+        Reason::ToolVersionChanged { .. } => 2,
+        Reason::UpstreamChanged { .. } => 3,
+        _ => 4,
+    });
+    if let Some(r) = by_priority.into_iter().next() {
+        return r;
+    }
+    if !removed.is_empty() {
+        return Reason::InputsChanged { inputs: removed.into_iter().cloned().collect() };
+    }
+    // Same inputs, different key: the engine's own version changed.
+    Reason::ToolVersionChanged { tool: "llmd engine".into(), old: "?".into(), new: super::key::ENGINE_VERSION.into() }
+}
+
+/// The successful record for a key, with every output still in the cache; otherwise
+/// the output that is missing.
+pub fn usable_record(store: &Store, key: &str) -> Result<Option<Record>, String> {
+    let Some(rec) = store.get_record(key) else { return Ok(None) };
+    if rec.status != Status::Ok {
+        return Ok(None);
+    }
+    for (name, d) in &rec.outputs {
+        if !store.has_blob(d) {
+            return Err(name.clone());
+        }
+    }
+    Ok(Some(rec))
+}
+
+/// `*` matches any run of characters (including `/`); `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("run/*", "run/a/sim/r1#1"));
+        assert!(glob_match("run/*/sim/*#2", "run/a/sim/r1#2"));
+        assert!(!glob_match("run/*#2", "run/a/sim/r1#1"));
+        assert!(glob_match("plan/?/x", "plan/a/x"));
+    }
+
+    fn rec(key: &str, id: &str, inputs: &[(&str, &str)], status: Status, store: &Store, leaves: &[Leaf]) -> Record {
+        let leaves = if leaves.is_empty() { None } else { Some(store.put_blob(&serde_json::to_vec(leaves).unwrap()).unwrap()) };
+        Record {
+            version: Record::VERSION,
+            key: key.into(),
+            id: id.into(),
+            kind: "run".into(),
+            status,
+            manifest: Manifest { inputs: inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), leaves },
+            outputs: BTreeMap::new(),
+            started_unix: 0.0,
+            duration_s: 0.0,
+            error: Some("boom".into()),
+        }
+    }
+
+    #[test]
+    fn reasons_from_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let leaf = |v: &str| Leaf { path: "load.stages.0.rate".into(), value: v.into(), origin: "e.yaml:3:5".into() };
+        let node = |inputs: &[(&str, &str)], leaves: Vec<Leaf>| {
+            GraphNode::new("run/s/x/t#1".into(), Kind::Run, inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), leaves)
+        };
+        let up = |name: &str| (name == "deployment").then(|| "standup/s/x".to_string());
+        let n = node(&[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@1")], vec![leaf("4")]);
+        assert_eq!(reason_to_run(&store, &n, &up), Reason::NeverRun);
+        store.commit(&rec(&n.key, &n.id, &[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@1")], Status::Ok, &store, &[leaf("4")])).unwrap();
+
+        let n2 = node(&[("treatment", "t2"), ("deployment", "d1"), ("tool:harness", "llmd@1")], vec![leaf("8")]);
+        match reason_to_run(&store, &n2, &up) {
+            Reason::TreatmentChanged { changes } => assert_eq!((changes[0].old.as_deref(), changes[0].new.as_deref()), (Some("4"), Some("8"))),
+            other => panic!("{other:?}"),
+        }
+        let n3 = node(&[("treatment", "t1"), ("deployment", "d2"), ("tool:harness", "llmd@1")], vec![leaf("4")]);
+        assert_eq!(reason_to_run(&store, &n3, &up), Reason::UpstreamChanged { node: "standup/s/x".into() });
+        let n4 = node(&[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@2")], vec![leaf("4")]);
+        assert!(matches!(reason_to_run(&store, &n4, &up), Reason::ToolVersionChanged { .. }));
+
+        store.commit(&rec(&n3.key, &n3.id, &[], Status::Failed, &store, &[])).unwrap();
+        assert_eq!(reason_to_run(&store, &n3, &up), Reason::PreviousFailed { error: Some("boom".into()) });
+        store.mark_incomplete(&n4.id, &n4.key).unwrap();
+        // Our own pid is alive: a marker of a live build is not an interruption.
+        assert!(!matches!(reason_to_run(&store, &n4, &up), Reason::Interrupted { .. }));
+    }
+}

@@ -1,0 +1,152 @@
+//! `llmd why`: each node that ran (or would run), root causes first, then what they
+//! cascaded into.
+//!
+//! Input is a list of `(node id, reason, status)` — from the last build's journal, or
+//! from deciding now. A node whose reason is a cascade (`upstream … changed/runs`) is
+//! printed under the node it names; every other node is a root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::graph::glob_match;
+use super::reason::Reason;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Explained {
+    pub id: String,
+    pub reason: Reason,
+    /// ran | failed | skipped | would_run
+    pub status: String,
+    /// The root cause's node (itself for roots).
+    pub root: String,
+    /// From this node up to its root.
+    pub chain: Vec<String>,
+}
+
+/// Reads the newest build journal: decided-to-run nodes with their outcome.
+pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<(std::path::PathBuf, Vec<(String, Reason, String)>)> {
+    for path in journals {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut decided: Vec<(String, Reason)> = Vec::new();
+        let mut status: HashMap<String, String> = HashMap::new();
+        let mut is_build = false;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            match v["event"].as_str() {
+                Some("decide") => {
+                    is_build = true;
+                    if v["decision"] == "run"
+                        && let Ok(r) = serde_json::from_value::<Reason>(v["reason"].clone())
+                    {
+                        decided.push((v["id"].as_str().unwrap_or_default().to_string(), r));
+                    }
+                }
+                Some("done") => {
+                    status.insert(v["id"].as_str().unwrap_or_default().to_string(), v["status"].as_str().unwrap_or("?").to_string());
+                }
+                Some("skip") => {
+                    status.insert(v["id"].as_str().unwrap_or_default().to_string(), "skipped".into());
+                }
+                _ => {}
+            }
+        }
+        if is_build {
+            let nodes = decided
+                .into_iter()
+                .map(|(id, r)| {
+                    let s = status.get(&id).cloned().unwrap_or_else(|| "not reached".into());
+                    (id, r, s)
+                })
+                .collect();
+            return Ok((path.clone(), nodes));
+        }
+    }
+    anyhow::bail!("no build has been recorded in this cache yet; run `llmd build <experiment.yaml>` first")
+}
+
+/// Links every node to its root cause.
+pub fn explain(nodes: &[(String, Reason, String)]) -> Vec<Explained> {
+    let by_id: HashMap<&str, &Reason> = nodes.iter().map(|(id, r, _)| (id.as_str(), r)).collect();
+    nodes
+        .iter()
+        .map(|(id, reason, status)| {
+            let mut chain = vec![id.clone()];
+            let mut cur = reason;
+            while let Some(up) = cur.upstream() {
+                if chain.iter().any(|c| c == up) {
+                    break;
+                }
+                chain.push(up.to_string());
+                match by_id.get(up) {
+                    Some(r) => cur = r,
+                    None => break,
+                }
+            }
+            Explained { id: id.clone(), reason: reason.clone(), status: status.clone(), root: chain.last().cloned().unwrap_or_default(), chain }
+        })
+        .collect()
+}
+
+/// Text: roots first, each with the nodes it cascaded into, indented.
+pub fn render(explained: &[Explained], filter: Option<&str>, source: &str) -> String {
+    let shown: Vec<&Explained> = explained.iter().filter(|e| filter.is_none_or(|f| glob_match(f, &e.id) || e.chain.iter().any(|c| glob_match(f, c)))).collect();
+    if shown.is_empty() {
+        return match filter {
+            Some(f) => format!("no node matching '{f}' ran in {source}\n"),
+            None => format!("nothing ran in {source}: every node was fresh\n"),
+        };
+    }
+    let mut out = format!("{source}:\n");
+    let mut roots: BTreeMap<String, Vec<&Explained>> = BTreeMap::new();
+    for e in &shown {
+        roots.entry(e.root.clone()).or_default().push(e);
+    }
+    let by_id: HashMap<&str, &Explained> = explained.iter().map(|e| (e.id.as_str(), e)).collect();
+    for (root, members) in &roots {
+        match by_id.get(root.as_str()) {
+            Some(r) => out.push_str(&format!("{}  [{}]\n    {}\n", r.id, r.status, r.reason.describe(usize::MAX).replace("; ", "\n    "))),
+            None => out.push_str(&format!("{root}  (ran in an earlier step of the cascade)\n")),
+        }
+        for m in members.iter().filter(|m| m.id != *root) {
+            let depth = m.chain.len() - 1;
+            out.push_str(&format!("{}└─ {}  [{}]  {}\n", "   ".repeat(depth), m.id, m.status, m.reason.describe(3)));
+        }
+    }
+    out
+}
+
+/// `source` label for a journal file.
+pub fn journal_label(path: &Path) -> String {
+    format!("last build ({})", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::key::LeafChange;
+
+    #[test]
+    fn roots_first_then_cascades() {
+        let change = LeafChange { path: "local.sim.timeToFirstToken".into(), old: Some("\"20ms\"".into()), new: Some("\"50ms\"".into()), origin: "exp.yaml:9:7".into() };
+        let nodes = vec![
+            ("standup/a/sim".to_string(), Reason::ConfigChanged { changes: vec![change] }, "ran".to_string()),
+            ("smoketest/a/sim".to_string(), Reason::UpstreamRuns { node: "standup/a/sim".into() }, "ran".to_string()),
+            ("run/a/sim/r1#1".to_string(), Reason::UpstreamChanged { node: "standup/a/sim".into() }, "ran".to_string()),
+            ("analysis/a/sim/r1#1".to_string(), Reason::UpstreamRuns { node: "run/a/sim/r1#1".into() }, "ran".to_string()),
+            ("run/b/sim/r1#1".to_string(), Reason::NeverRun, "failed".to_string()),
+        ];
+        let e = explain(&nodes);
+        assert_eq!(e[3].root, "standup/a/sim");
+        assert_eq!(e[3].chain, ["analysis/a/sim/r1#1", "run/a/sim/r1#1", "standup/a/sim"]);
+        let text = render(&e, None, "last build");
+        let standup = text.find("standup/a/sim  [ran]").unwrap();
+        assert!(text[standup..].contains("local.sim.timeToFirstToken: \"20ms\" → \"50ms\" (exp.yaml:9:7)"), "{text}");
+        assert!(text.contains("      └─ analysis/a/sim/r1#1  [ran]  upstream run/a/sim/r1#1 runs"), "{text}");
+        assert!(text.contains("run/b/sim/r1#1  [failed]\n    never run"), "{text}");
+        let only = render(&e, Some("analysis/*"), "last build");
+        assert!(only.contains("analysis/a/sim/r1#1") && !only.contains("run/b/"), "{only}");
+    }
+}

@@ -1,0 +1,367 @@
+//! The incremental engine through the binary, on the local backend with real `llmd sim`
+//! processes and a real cache directory.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{llmd, run};
+
+/// A scratch project: a copy of the config tree, an experiment file, a workspace and a
+/// cache. Tears down whatever is left running when dropped.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+const EXPERIMENT: &str = "\
+experiment:
+  name: t
+  spec: examples/sim
+  harness: llmd
+  profile: sanity_random.yaml
+setup:
+  treatments:
+    - name: fast
+      local.sim.timeToFirstToken: 5ms
+    - name: slow
+      local.sim.timeToFirstToken: 15ms
+constants:
+  load.stages.0.requests: 3
+  load.stages.0.duration: 10
+  load.arrival: constant
+  dataset.output_len: 4
+treatments:
+  - name: r1
+    load.stages.0.rate: 50
+  - name: r2
+    load.stages.0.rate: 60
+";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+impl Project {
+    fn new(experiment: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&support::root().join("config"), &dir.path().join("config"));
+        copy_dir(&support::root().join("workload"), &dir.path().join("workload"));
+        std::fs::write(dir.path().join("exp.yaml"), experiment).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self) -> std::process::Command {
+        let mut c = llmd();
+        c.current_dir(self.path()).args(["--workspace", "ws"]).env("LLMD_CACHE_DIR", self.path().join("cache"));
+        c
+    }
+
+    fn build(&self, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let r = run(self.cmd().args(["build", "exp.yaml", "--json"]).args(extra));
+        let json = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", r.stdout, r.stderr));
+        (r.code, json, r.stderr)
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.path().join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{from} not in {file}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = run(self.cmd().arg("teardown"));
+    }
+}
+
+fn with_status<'a>(report: &'a serde_json::Value, status: &str) -> BTreeSet<&'a str> {
+    report["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == status).map(|n| n["id"].as_str().unwrap()).collect()
+}
+
+fn reason<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    &report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no node {id}"))["reason"]
+}
+
+#[test]
+fn a_second_build_executes_nothing() {
+    let p = Project::new(EXPERIMENT);
+    let (code, first, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    // 2 setups x (plan, standup, smoketest, 2 x (run, analysis)) + summary
+    assert_eq!(with_status(&first, "ran").len(), 15, "{first}");
+    assert!(p.path().join("ws/summary.csv").is_file());
+    assert!(p.path().join("ws/setup-treatment-fast/plan/sim/config.yaml").is_file());
+    let results: Vec<PathBuf> = std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(results.len(), 2);
+    assert!(std::fs::read_dir(p.path().join("ws/setup-treatment-fast/receipts")).unwrap().next().is_none(), "torn down after its runs");
+
+    let (code, second, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(with_status(&second, "fresh").len(), 15, "{second}");
+    assert!(with_status(&second, "ran").is_empty());
+    let why = run(p.cmd().arg("why"));
+    assert!(why.stdout.contains("every node was fresh"), "{}", why.stdout);
+
+    // Materialized outputs come back from the cache.
+    std::fs::remove_dir_all(p.path().join("ws")).unwrap();
+    let (_, third, _) = p.build(&[]);
+    assert!(with_status(&third, "ran").is_empty());
+    assert!(p.path().join("ws/summary.txt").is_file() && p.path().join("ws/setup-treatment-slow/plan/sim/14_standalone-deployment.yaml").is_file());
+    assert_eq!(std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().count(), 2);
+}
+
+#[test]
+fn editing_one_run_treatment_reruns_exactly_that_run() {
+    let p = Project::new(&EXPERIMENT.replace("experiment:\n", "repeat: 2\nexperiment:\n"));
+    assert_eq!(p.build(&["--keep-stacks"]).0, 0);
+    p.edit("exp.yaml", "load.stages.0.rate: 60", "load.stages.0.rate: 70");
+    let (_, dry, _) = p.build(&["--keep-stacks", "--dry-run"]);
+    let (code, report, err) = p.build(&["--keep-stacks"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&report, "ran");
+    let expected: BTreeSet<&str> = [
+        "run/fast/sim/r2#1",
+        "run/fast/sim/r2#2",
+        "run/slow/sim/r2#1",
+        "run/slow/sim/r2#2",
+        "analysis/fast/sim/r2#1",
+        "analysis/fast/sim/r2#2",
+        "analysis/slow/sim/r2#1",
+        "analysis/slow/sim/r2#2",
+        "summary/t",
+    ]
+    .into();
+    assert_eq!(ran, expected, "{err}");
+    assert_eq!(with_status(&dry, "would_run"), expected, "the dry run predicted the build");
+    let r = reason(&report, "run/fast/sim/r2#2");
+    assert_eq!(r["type"], "treatment_changed");
+    assert_eq!(r["changes"][0]["path"], "load.stages.0.rate");
+    assert_eq!((r["changes"][0]["old"].as_str(), r["changes"][0]["new"].as_str()), (Some("60"), Some("70")));
+    assert!(r["changes"][0]["origin"].as_str().unwrap().starts_with("exp.yaml:"), "{r}");
+    let why = run(p.cmd().args(["why", "run/fast/*"]));
+    assert!(why.stdout.contains("load.stages.0.rate: 60 → 70 (exp.yaml:"), "{}", why.stdout);
+}
+
+#[test]
+fn editing_a_setup_treatment_reruns_only_that_setup() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&["--keep-stacks"]).0, 0);
+    p.edit("exp.yaml", "timeToFirstToken: 15ms", "timeToFirstToken: 25ms");
+    let (code, report, err) = p.build(&["--keep-stacks"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&report, "ran");
+    assert!(ran.iter().all(|id| id.contains("/slow/") || id.starts_with("summary/")), "{ran:?}");
+    for id in ["plan/slow/sim", "standup/slow/sim", "smoketest/slow/sim", "run/slow/sim/r1#1", "run/slow/sim/r2#1", "summary/t"] {
+        assert!(ran.contains(id), "{id} did not run: {ran:?}");
+    }
+    let r = reason(&report, "standup/slow/sim");
+    assert_eq!(r["type"], "config_changed");
+    assert_eq!(r["changes"][0]["path"], "local.sim.timeToFirstToken");
+    assert_eq!(reason(&report, "run/slow/sim/r1#1")["type"], "upstream_changed");
+    let why = run(p.cmd().arg("why"));
+    let standup = why.stdout.find("standup/slow/sim  [ran]").unwrap_or_else(|| panic!("{}", why.stdout));
+    assert!(why.stdout[standup..].contains("└─ run/slow/sim/r1#1"), "cascades follow their root: {}", why.stdout);
+}
+
+#[test]
+fn cosmetic_scenario_edits_execute_nothing() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&[]).0, 0);
+    let scenario = "config/scenarios/examples/sim.yaml";
+    let text = std::fs::read_to_string(p.path().join(scenario)).unwrap();
+    // A comment, extra blank lines and trailing spaces, and two keys swapped.
+    let edited = format!("# edited by a test\n\n{}", text.replace("      maxModelLen: 4096\n", "      maxModelLen:   4096   \n\n"));
+    let edited = edited.replace("      name: Qwen/Qwen3-0.6B\n      maxModelLen:   4096   \n", "      maxModelLen:   4096   \n      name: Qwen/Qwen3-0.6B\n");
+    assert_ne!(edited, text);
+    std::fs::write(p.path().join(scenario), edited).unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(with_status(&report, "ran").is_empty(), "{report}");
+    // A real edit to a manifest-only value re-renders the plans and nothing else.
+    p.edit(scenario, "limits: {cpu: \"1\", memory: 512Mi}", "limits: {cpu: \"2\", memory: 512Mi}");
+    let (_, report, _) = p.build(&[]);
+    assert_eq!(with_status(&report, "ran"), BTreeSet::from(["plan/fast/sim", "plan/slow/sim"]), "{report}");
+}
+
+#[test]
+fn a_killed_build_resumes_with_the_interrupted_nodes() {
+    let p = Project::new(&EXPERIMENT.replace("load.stages.0.requests: 3", "load.stages.0.requests: 60"));
+    let mut child = p.cmd().args(["build", "exp.yaml"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until the second run of the first setup is under way.
+    let marker = p.path().join("ws/setup-treatment-fast/workload/profiles/llmd/sim/sanity_random-r2.yaml");
+    for _ in 0..300 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(marker.exists(), "the build never reached run r2");
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reason(&report, "run/fast/sim/r2#1")["type"], "interrupted", "{report}");
+    let fresh = with_status(&report, "fresh");
+    for id in ["plan/fast/sim", "run/fast/sim/r1#1", "analysis/fast/sim/r1#1"] {
+        assert!(fresh.contains(id), "{id} finished before the kill and must not re-run: {report}");
+    }
+    // The killed build left its stack running; this build reused it.
+    assert_eq!(with_status(&report, "fresh").contains("standup/fast/sim"), true, "{report}");
+    for id in ["run/slow/sim/r1#1", "run/slow/sim/r2#1", "summary/t"] {
+        assert!(with_status(&report, "ran").contains(id), "{id}: {report}");
+    }
+    let verify = run(p.cmd().args(["cache", "verify"]));
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn a_second_build_waits_for_the_first_and_names_it() {
+    let p = Project::new(&EXPERIMENT.replace("load.stages.0.requests: 3", "load.stages.0.requests: 40"));
+    let first = p.cmd().args(["build", "exp.yaml"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let holder = p.path().join("cache/lock.holder");
+    for _ in 0..200 {
+        if holder.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(p.cmd().args(["build", "exp.yaml", "--json"]));
+    let mut first = first;
+    assert!(first.wait().unwrap().success());
+    assert!(second.stderr.contains(&format!("held by pid {}", first.id())) && second.stderr.contains("build exp.yaml"), "{}", second.stderr);
+    let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert!(with_status(&report, "ran").is_empty(), "the second build found everything done: {report}");
+    let timeout = {
+        let _held = p.cmd().args(["build", "exp.yaml", "--force", "run/*"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let r = run(p.cmd().args(["build", "exp.yaml", "--lock-timeout", "0"]));
+        let mut held = _held;
+        let _ = held.wait();
+        r
+    };
+    assert_eq!(timeout.code, 1, "{}", timeout.stderr);
+    assert!(timeout.stderr.contains("--lock-timeout"), "{}", timeout.stderr);
+}
+
+#[test]
+fn a_failing_run_is_recorded_and_retried() {
+    // r2's requests time out long before the simulator's first token: every one fails.
+    let p = Project::new(&EXPERIMENT.replace("    load.stages.0.rate: 60\n", "    load.stages.0.rate: 60\n    request_timeout: 0.001\n"));
+    let (code, report, _) = p.build(&["--keep-going"]);
+    assert_eq!(code, 1);
+    assert!(with_status(&report, "failed").contains("run/fast/sim/r2#1"), "{report}");
+    assert!(with_status(&report, "ran").contains("run/slow/sim/r1#1"), "--keep-going continues: {report}");
+    assert!(with_status(&report, "skipped").contains("analysis/fast/sim/r2#1"));
+    assert!(with_status(&report, "skipped").contains("summary/t"));
+    let ls = run(p.cmd().args(["cache", "ls"]));
+    assert!(ls.stdout.lines().any(|l| l.starts_with("run/fast/sim/r2#1") && l.contains("failed")), "{}", ls.stdout);
+    let (_, again, _) = p.build(&["--keep-going"]);
+    let r = reason(&again, "run/fast/sim/r2#1");
+    assert_eq!(r["type"], "previous_failed", "{again}");
+    assert!(r["error"].as_str().unwrap().contains("requests failed"), "{r}");
+    assert!(with_status(&again, "fresh").contains("run/fast/sim/r1#1"));
+    // Without --keep-going the first failure stops the build (and still tears down).
+    let (code, stopped, _) = p.build(&[]);
+    assert_eq!(code, 1);
+    assert!(with_status(&stopped, "skipped").contains("run/slow/sim/r2#1"), "{stopped}");
+    assert!(std::fs::read_dir(p.path().join("ws/setup-treatment-fast/receipts")).unwrap().next().is_none());
+}
+
+#[test]
+fn bad_experiments_are_input_errors() {
+    let p = Project::new("experiment: {name: t}\ntreatments: [{name: a}]\n");
+    let r = run(p.cmd().args(["build", "exp.yaml"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no specification"), "{}", r.stderr);
+    std::fs::write(p.path().join("exp.yaml"), "experiment: {spec: examples/sim}\ntreatmnets: []\n").unwrap();
+    let r = run(p.cmd().args(["build", "exp.yaml"]));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("exp.yaml:2:1") && r.stderr.contains("did you mean 'treatments'"), "{}", r.stderr);
+}
+
+/// Random leaf edits: `build --dry-run` predicts exactly what `build` executes, and the
+/// reasons name exactly the edited path with its old and new values.
+#[test]
+fn random_edits_are_predicted_and_explained_exactly() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&["--keep-stacks"]).0, 0);
+    let mut rng = llmd::sim::rng::Rng::new(20261128);
+    // (file, text before the value, current value, dotted path, JSON of a value, nodes whose reason must name it)
+    let mut rates = [50u64, 60];
+    let mut ttfts = [5u64, 15];
+    let mut gpu = 0u64;
+    let mut kinds = BTreeSet::new();
+    for round in 0..8 {
+        let kind = rng.below(3);
+        kinds.insert(kind);
+        let (file, path, old, new, owners): (&str, &str, String, String, Vec<String>) = match kind {
+            0 => {
+                let i = rng.below(2);
+                let new = loop {
+                    let v = 40 + rng.below(50) as u64;
+                    if v != rates[i] {
+                        break v;
+                    }
+                };
+                p.edit("exp.yaml", &format!("load.stages.0.rate: {}", rates[i]), &format!("load.stages.0.rate: {new}"));
+                let old = std::mem::replace(&mut rates[i], new);
+                let t = ["r1", "r2"][i];
+                ("exp.yaml", "load.stages.0.rate", old.to_string(), new.to_string(), vec![format!("run/fast/sim/{t}#1"), format!("run/slow/sim/{t}#1")])
+            }
+            1 => {
+                let i = rng.below(2);
+                let new = loop {
+                    let v = 3 + rng.below(30) as u64;
+                    if v != ttfts[i] && !ttfts.contains(&v) {
+                        break v;
+                    }
+                };
+                p.edit("exp.yaml", &format!("timeToFirstToken: {}ms", ttfts[i]), &format!("timeToFirstToken: {new}ms"));
+                let old = std::mem::replace(&mut ttfts[i], new);
+                let s = ["fast", "slow"][i];
+                ("exp.yaml", "local.sim.timeToFirstToken", format!("\"{old}ms\""), format!("\"{new}ms\""), vec![format!("standup/{s}/sim")])
+            }
+            _ => {
+                let new = gpu + 1 + rng.below(5) as u64;
+                p.edit("config/scenarios/examples/sim.yaml", &format!("gpuMemoryUtilization: {gpu}"), &format!("gpuMemoryUtilization: {new}"));
+                let old = std::mem::replace(&mut gpu, new);
+                ("config/scenarios/examples/sim.yaml", "model.gpuMemoryUtilization", old.to_string(), new.to_string(), vec!["plan/fast/sim".into(), "plan/slow/sim".into()])
+            }
+        };
+        let (_, dry, _) = p.build(&["--keep-stacks", "--dry-run"]);
+        let (code, real, err) = p.build(&["--keep-stacks"]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert_eq!(with_status(&dry, "would_run"), with_status(&real, "ran"), "round {round}: the dry run's prediction");
+        for id in &owners {
+            let r = reason(&real, id);
+            let changes = r["changes"].as_array().unwrap_or_else(|| panic!("round {round}: {id}: {r}"));
+            assert_eq!(changes.len(), 1, "round {round}: {id} names exactly the edited leaf: {r}");
+            assert_eq!(changes[0]["path"], path, "round {round}");
+            assert_eq!((changes[0]["old"].as_str().unwrap(), changes[0]["new"].as_str().unwrap()), (old.as_str(), new.as_str()), "round {round}");
+            assert!(changes[0]["origin"].as_str().unwrap().contains(file), "round {round}: {r}");
+        }
+        // Every node that ran is either named above or a cascade of one that is.
+        for n in real["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "ran") {
+            let t = n["reason"]["type"].as_str().unwrap();
+            assert!(owners.iter().any(|o| o == n["id"].as_str().unwrap()) || t.starts_with("upstream_") || (t == "config_changed" && n["kind"] == "plan"), "round {round}: unexpected {n}");
+        }
+    }
+    assert_eq!(kinds.len(), 3, "every kind of edit was tried");
+}
