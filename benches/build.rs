@@ -33,7 +33,9 @@ fn project(dir: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     copy_dir(&root.join("config"), &dir.join("config"));
     copy_dir(&root.join("workload"), &dir.join("workload"));
-    let spec = std::fs::read_to_string(root.join("config/specification/examples/sim.yaml.j2")).unwrap().replace("examples/sim.yaml", "examples/bench50.yaml");
+    let spec = std::fs::read_to_string(root.join("config/specification/examples/sim.yaml.j2"))
+        .unwrap()
+        .replace("examples/sim.yaml", "examples/bench50.yaml");
     std::fs::write(dir.join("config/specification/examples/bench50.yaml.j2"), spec).unwrap();
     let mut scenario = String::from("scenario:\n");
     for i in 0..STACKS {
@@ -53,7 +55,13 @@ fn project(dir: &Path) {
 
 fn llmd(dir: &Path, args: &[&str]) -> (Duration, std::process::Output) {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_llmd")).current_dir(dir).args(["--workspace", "ws"]).env("LLMD_CACHE_DIR", dir.join("cache")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_llmd"))
+        .current_dir(dir)
+        .args(["--workspace", "ws"])
+        .env("LLMD_CACHE_DIR", dir.join("cache"))
+        .args(args)
+        .output()
+        .unwrap();
     (start.elapsed(), out)
 }
 
@@ -66,10 +74,18 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
-    println!("llmd build on {STACKS} stacks x {TREATMENTS} run treatments ({} nodes); {runs} samples, medians", STACKS * (3 + 2 * TREATMENTS) + 1);
+    println!(
+        "llmd build on {STACKS} stacks x {TREATMENTS} run treatments ({} nodes); {runs} samples, medians",
+        STACKS * (3 + 2 * TREATMENTS) + 1
+    );
     let (fill, out) = llmd(dir.path(), &["build", "exp.yaml"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    println!("filling the cache (a real build: {} runs against real sims): {:.1} s  ({})", STACKS * TREATMENTS, fill.as_secs_f64(), String::from_utf8_lossy(&out.stdout).trim());
+    println!(
+        "filling the cache (a real build: {} runs against real sims): {:.1} s  ({})",
+        STACKS * TREATMENTS,
+        fill.as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
 
     let noop: Vec<Duration> = (0..runs)
         .map(|_| {

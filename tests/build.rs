@@ -107,7 +107,8 @@ fn a_second_build_executes_nothing() {
     assert_eq!(with_status(&first, "ran").len(), 15, "{first}");
     assert!(p.path().join("ws/summary.csv").is_file());
     assert!(p.path().join("ws/setup-treatment-fast/plan/sim/config.yaml").is_file());
-    let results: Vec<PathBuf> = std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().flatten().map(|e| e.path()).collect();
+    let results: Vec<PathBuf> =
+        std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(results.len(), 2);
     assert!(std::fs::read_dir(p.path().join("ws/setup-treatment-fast/receipts")).unwrap().next().is_none(), "torn down after its runs");
 
@@ -122,7 +123,10 @@ fn a_second_build_executes_nothing() {
     std::fs::remove_dir_all(p.path().join("ws")).unwrap();
     let (_, third, _) = p.build(&[]);
     assert!(with_status(&third, "ran").is_empty());
-    assert!(p.path().join("ws/summary.txt").is_file() && p.path().join("ws/setup-treatment-slow/plan/sim/14_standalone-deployment.yaml").is_file());
+    assert!(
+        p.path().join("ws/summary.txt").is_file()
+            && p.path().join("ws/setup-treatment-slow/plan/sim/14_standalone-deployment.yaml").is_file()
+    );
     assert_eq!(std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().count(), 2);
 }
 
@@ -187,7 +191,10 @@ fn cosmetic_scenario_edits_execute_nothing() {
     let text = std::fs::read_to_string(p.path().join(scenario)).unwrap();
     // A comment, extra blank lines and trailing spaces, and two keys swapped.
     let edited = format!("# edited by a test\n\n{}", text.replace("      maxModelLen: 4096\n", "      maxModelLen:   4096   \n\n"));
-    let edited = edited.replace("      name: Qwen/Qwen3-0.6B\n      maxModelLen:   4096   \n", "      maxModelLen:   4096   \n      name: Qwen/Qwen3-0.6B\n");
+    let edited = edited.replace(
+        "      name: Qwen/Qwen3-0.6B\n      maxModelLen:   4096   \n",
+        "      maxModelLen:   4096   \n      name: Qwen/Qwen3-0.6B\n",
+    );
     assert_ne!(edited, text);
     std::fs::write(p.path().join(scenario), edited).unwrap();
     let (code, report, err) = p.build(&[]);
@@ -223,7 +230,7 @@ fn a_killed_build_resumes_with_the_interrupted_nodes() {
         assert!(fresh.contains(id), "{id} finished before the kill and must not re-run: {report}");
     }
     // The killed build left its stack running; this build reused it.
-    assert_eq!(with_status(&report, "fresh").contains("standup/fast/sim"), true, "{report}");
+    assert!(with_status(&report, "fresh").contains("standup/fast/sim"), "{report}");
     for id in ["run/slow/sim/r1#1", "run/slow/sim/r2#1", "summary/t"] {
         assert!(with_status(&report, "ran").contains(id), "{id}: {report}");
     }
@@ -245,7 +252,11 @@ fn a_second_build_waits_for_the_first_and_names_it() {
     let second = run(p.cmd().args(["build", "exp.yaml", "--json"]));
     let mut first = first;
     assert!(first.wait().unwrap().success());
-    assert!(second.stderr.contains(&format!("held by pid {}", first.id())) && second.stderr.contains("build exp.yaml"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("held by pid {}", first.id())) && second.stderr.contains("build exp.yaml"),
+        "{}",
+        second.stderr
+    );
     let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
     assert!(with_status(&report, "ran").is_empty(), "the second build found everything done: {report}");
     let timeout = {
@@ -323,7 +334,13 @@ fn random_edits_are_predicted_and_explained_exactly() {
                 p.edit("exp.yaml", &format!("load.stages.0.rate: {}", rates[i]), &format!("load.stages.0.rate: {new}"));
                 let old = std::mem::replace(&mut rates[i], new);
                 let t = ["r1", "r2"][i];
-                ("exp.yaml", "load.stages.0.rate", old.to_string(), new.to_string(), vec![format!("run/fast/sim/{t}#1"), format!("run/slow/sim/{t}#1")])
+                (
+                    "exp.yaml",
+                    "load.stages.0.rate",
+                    old.to_string(),
+                    new.to_string(),
+                    vec![format!("run/fast/sim/{t}#1"), format!("run/slow/sim/{t}#1")],
+                )
             }
             1 => {
                 let i = rng.below(2);
@@ -340,9 +357,19 @@ fn random_edits_are_predicted_and_explained_exactly() {
             }
             _ => {
                 let new = gpu + 1 + rng.below(5) as u64;
-                p.edit("config/scenarios/examples/sim.yaml", &format!("gpuMemoryUtilization: {gpu}"), &format!("gpuMemoryUtilization: {new}"));
+                p.edit(
+                    "config/scenarios/examples/sim.yaml",
+                    &format!("gpuMemoryUtilization: {gpu}"),
+                    &format!("gpuMemoryUtilization: {new}"),
+                );
                 let old = std::mem::replace(&mut gpu, new);
-                ("config/scenarios/examples/sim.yaml", "model.gpuMemoryUtilization", old.to_string(), new.to_string(), vec!["plan/fast/sim".into(), "plan/slow/sim".into()])
+                (
+                    "config/scenarios/examples/sim.yaml",
+                    "model.gpuMemoryUtilization",
+                    old.to_string(),
+                    new.to_string(),
+                    vec!["plan/fast/sim".into(), "plan/slow/sim".into()],
+                )
             }
         };
         let (_, dry, _) = p.build(&["--keep-stacks", "--dry-run"]);
@@ -354,14 +381,87 @@ fn random_edits_are_predicted_and_explained_exactly() {
             let changes = r["changes"].as_array().unwrap_or_else(|| panic!("round {round}: {id}: {r}"));
             assert_eq!(changes.len(), 1, "round {round}: {id} names exactly the edited leaf: {r}");
             assert_eq!(changes[0]["path"], path, "round {round}");
-            assert_eq!((changes[0]["old"].as_str().unwrap(), changes[0]["new"].as_str().unwrap()), (old.as_str(), new.as_str()), "round {round}");
+            assert_eq!(
+                (changes[0]["old"].as_str().unwrap(), changes[0]["new"].as_str().unwrap()),
+                (old.as_str(), new.as_str()),
+                "round {round}"
+            );
             assert!(changes[0]["origin"].as_str().unwrap().contains(file), "round {round}: {r}");
         }
         // Every node that ran is either named above or a cascade of one that is.
         for n in real["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "ran") {
             let t = n["reason"]["type"].as_str().unwrap();
-            assert!(owners.iter().any(|o| o == n["id"].as_str().unwrap()) || t.starts_with("upstream_") || (t == "config_changed" && n["kind"] == "plan"), "round {round}: unexpected {n}");
+            assert!(
+                owners.iter().any(|o| o == n["id"].as_str().unwrap())
+                    || t.starts_with("upstream_")
+                    || (t == "config_changed" && n["kind"] == "plan"),
+                "round {round}: unexpected {n}"
+            );
         }
     }
     assert_eq!(kinds.len(), 3, "every kind of edit was tried");
+}
+
+/// `cache ls/verify/gc/export/import`, a corrupt blob, and `plan --check`.
+#[test]
+fn cache_maintenance_corruption_and_plan_check() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&[]).0, 0);
+    let ls = run(p.cmd().args(["cache", "ls"]));
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stdout.contains("summary/t") && ls.stdout.contains("run/slow/sim/r2#1"), "{}", ls.stdout);
+    let verify = run(p.cmd().args(["cache", "verify"]));
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+
+    // A corrupt blob: `verify` names it; a build that needs it re-executes its node.
+    let summary = std::fs::read(p.path().join("ws/summary.txt")).unwrap();
+    let d = llmd::store::digest(&summary);
+    let blob = p.path().join("cache/blobs").join(&d[..2]).join(&d);
+    std::fs::write(&blob, b"garbage").unwrap();
+    let verify = run(p.cmd().args(["cache", "verify"]));
+    assert_eq!(verify.code, 1);
+    assert!(verify.stdout.contains("corrupt blob") && verify.stdout.contains(&d), "{}", verify.stdout);
+    std::fs::remove_file(p.path().join("ws/summary.txt")).unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(with_status(&report, "ran"), BTreeSet::from(["summary/t"]), "{report}");
+    assert_eq!(reason(&report, "summary/t")["type"], "output_missing");
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(std::fs::read(p.path().join("ws/summary.txt")).unwrap(), summary);
+    assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 0);
+
+    // Plans travel between caches (CI): imported plans are fresh, the rest is not.
+    let export = run(p.cmd().args(["cache", "export", "plans.json"]));
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    assert!(export.stdout.contains("exported 2 records"), "{}", export.stdout);
+    let import = run(p.cmd().env("LLMD_CACHE_DIR", p.path().join("cache2")).args(["cache", "import", "plans.json"]));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    let dry = run(p.cmd().env("LLMD_CACHE_DIR", p.path().join("cache2")).args(["build", "exp.yaml", "--dry-run", "--json"]));
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(with_status(&dry, "fresh"), BTreeSet::from(["plan/fast/sim", "plan/slow/sim"]), "{dry}");
+    std::fs::write(p.path().join("broken.json"), "{\"records\": [{\"key\": 1}]").unwrap();
+    let bad = run(p.cmd().args(["cache", "import", "broken.json"]));
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("broken.json"), "{}", bad.stderr);
+
+    let gc = run(p.cmd().args(["cache", "gc", "--keep-journals", "1"]));
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert!(gc.stdout.contains("journals"), "{}", gc.stdout);
+    assert_eq!(p.build(&[]).1["nodes"].as_array().unwrap().iter().filter(|n| n["status"] != "fresh").count(), 0, "gc keeps what nodes use");
+
+    // `plan --check`: committed plans against a fresh render.
+    let plan = || {
+        let mut c = llmd();
+        c.current_dir(p.path()).args(["--workspace", "committed", "--spec", "examples/sim", "plan"]);
+        c
+    };
+    assert_eq!(run(&mut plan()).code, 0);
+    let check = run(plan().arg("--check"));
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    let manifest = p.path().join("committed/plan/sim/14_standalone-deployment.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("replicas: 1", "replicas: 3", 1)).unwrap();
+    let check = run(plan().arg("--check"));
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert!(format!("{}{}", check.stdout, check.stderr).contains("14_standalone-deployment.yaml"), "{}{}", check.stdout, check.stderr);
 }

@@ -64,7 +64,8 @@ pub fn run_summary(files: &BTreeMap<String, Vec<u8>>, harness: HarnessKind) -> R
         HarnessKind::Guidellm => {
             let r = parse(files, "results.json")?;
             let m = &r["benchmarks"][0]["metrics"];
-            let f = |name: &str, scale: f64| family(&m[name]["successful"], scale, ["mean", "median", "percentiles/p90", "percentiles/p99"]);
+            let f =
+                |name: &str, scale: f64| family(&m[name]["successful"], scale, ["mean", "median", "percentiles/p90", "percentiles/p99"]);
             json!({
                 "requests": {"total": m["request_totals"]["total"], "completed": m["request_totals"]["successful"], "failed": m["request_totals"]["errored"]},
                 "request_throughput": m["requests_per_second"]["successful"]["mean"],
@@ -87,7 +88,10 @@ pub fn run_summary(files: &BTreeMap<String, Vec<u8>>, harness: HarnessKind) -> R
 
 /// One row per analysed run: CSV (for tools) and an aligned table (for people).
 pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
-    let mut header = vec!["setup", "stack", "treatment", "repetition", "completed", "failed", "req_per_s", "out_tok_per_s"].into_iter().map(String::from).collect::<Vec<_>>();
+    let mut header = vec!["setup", "stack", "treatment", "repetition", "completed", "failed", "req_per_s", "out_tok_per_s"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
     for m in METRICS {
         for s in ["mean", "p50", "p99"] {
             header.push(format!("{m}_{s}_ms"));
@@ -95,13 +99,24 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
     }
     let num = |v: &Value| match v {
         Value::Null => String::new(),
-        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| if f.fract() == 0.0 && f.abs() < 1e15 { format!("{f:.0}") } else { format!("{f:.3}") }),
+        Value::Number(n) => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), |f| if f.fract() == 0.0 && f.abs() < 1e15 { format!("{f:.0}") } else { format!("{f:.3}") }),
         other => other.as_str().map_or_else(|| other.to_string(), str::to_string),
     };
     let mut table: Vec<Vec<String>> = Vec::new();
     for r in rows {
         let m = &r["metrics"];
-        let mut row = vec![num(&r["setup"]), num(&r["stack"]), num(&r["treatment"]), num(&r["repetition"]), num(&m["requests"]["completed"]), num(&m["requests"]["failed"]), num(&m["request_throughput"]), num(&m["output_token_throughput"])];
+        let mut row = vec![
+            num(&r["setup"]),
+            num(&r["stack"]),
+            num(&r["treatment"]),
+            num(&r["repetition"]),
+            num(&m["requests"]["completed"]),
+            num(&m["requests"]["failed"]),
+            num(&m["request_throughput"]),
+            num(&m["output_token_throughput"]),
+        ];
         for f in METRICS {
             for s in ["mean", "p50", "p99"] {
                 row.push(num(&m[f][s]));
@@ -116,11 +131,25 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
     }
     let csv = String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     // The text table keeps the most read columns.
-    let keep = ["setup", "stack", "treatment", "repetition", "completed", "failed", "req_per_s", "ttft_p50_ms", "tpot_p50_ms", "e2e_p50_ms", "e2e_p99_ms"];
+    let keep = [
+        "setup",
+        "stack",
+        "treatment",
+        "repetition",
+        "completed",
+        "failed",
+        "req_per_s",
+        "ttft_p50_ms",
+        "tpot_p50_ms",
+        "e2e_p50_ms",
+        "e2e_p99_ms",
+    ];
     let idx: Vec<usize> = keep.iter().filter_map(|k| header.iter().position(|h| h == k)).collect();
     let widths: Vec<usize> = idx.iter().map(|&i| table.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     let mut text = String::new();
-    let line = |cells: Vec<&str>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string() + "\n";
+    let line = |cells: Vec<&str>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string() + "\n"
+    };
     text.push_str(&line(idx.iter().map(|&i| header[i].as_str()).collect()));
     for row in &table {
         text.push_str(&line(idx.iter().map(|&i| row[i].as_str()).collect()));
@@ -153,7 +182,9 @@ mod tests {
             assert!(ttft > 1.0 && ttft < 1000.0, "{fixture_name}: TTFT p50 {ttft} ms");
             assert!(s["requests"]["completed"].as_u64().unwrap() > 0, "{fixture_name}");
         }
-        let rows = vec![json!({"setup": "a", "stack": "sim", "treatment": "r1", "repetition": 1, "metrics": {"requests": {"completed": 10, "failed": 0}, "request_throughput": 2.5, "ttft": {"mean": 20.5, "p50": 20.25, "p99": 22.0}}})];
+        let rows = vec![
+            json!({"setup": "a", "stack": "sim", "treatment": "r1", "repetition": 1, "metrics": {"requests": {"completed": 10, "failed": 0}, "request_throughput": 2.5, "ttft": {"mean": 20.5, "p50": 20.25, "p99": 22.0}}}),
+        ];
         let (csv, text) = summary_table(&rows).unwrap();
         assert!(csv.starts_with("setup,stack,treatment,repetition,completed,failed,req_per_s,out_tok_per_s,ttft_mean_ms"), "{csv}");
         assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,10,0,2.500,,20.500,20.250,22"), "{csv}");

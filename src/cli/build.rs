@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
 use crate::engine::build::{BuildOptions, BuildReport, build};
 use crate::engine::why;
-use crate::error::Warnings;
+use crate::error::{InputError, Warnings};
 use crate::store::Store;
 
 /// Where the cache lives.
@@ -126,7 +126,13 @@ pub enum CacheCommand {
     },
 }
 
-fn options(global: &GlobalArgs, common: &CommonArgs, cache: &CacheDirArg, experiment: &std::path::Path, dry_run: bool) -> Result<BuildOptions> {
+fn options(
+    global: &GlobalArgs,
+    common: &CommonArgs,
+    cache: &CacheDirArg,
+    experiment: &std::path::Path,
+    dry_run: bool,
+) -> Result<BuildOptions> {
     let mut warnings = Warnings::default();
     // The spec may come from the experiment file, so a missing --spec is not an error here.
     let plan = global.plan_options_for(common, global.spec.clone().unwrap_or_default(), &mut warnings)?;
@@ -172,6 +178,17 @@ pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
     opts.harness_timeout = Duration::from_secs(args.harness_timeout.max(1));
     opts.human = !args.json;
     let report = build(&opts)?;
+    if !args.json && !report.dry_run {
+        // The table users came for, when this build produced a new one.
+        let summary = opts.workspace.join("summary.txt");
+        let fresh_summary = report.nodes.iter().any(|n| n.kind == "summary" && n.status == "ran");
+        if fresh_summary && let Ok(table) = std::fs::read_to_string(&summary) {
+            println!("{table}");
+        }
+        if summary.is_file() {
+            println!("summary: {}  (also summary.csv, summary.json)", summary.display());
+        }
+    }
     print_report(&report, args.json)?;
     Ok(ExitCode::from(if report.ok() { exit::SUCCESS } else { exit::FAILURE }))
 }
@@ -222,7 +239,11 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
     if args.json {
         let shown: Vec<&why::Explained> = explained
             .iter()
-            .filter(|e| args.node.as_deref().is_none_or(|f| crate::engine::graph::glob_match(f, &e.id) || e.chain.iter().any(|c| crate::engine::graph::glob_match(f, c))))
+            .filter(|e| {
+                args.node.as_deref().is_none_or(|f| {
+                    crate::engine::graph::glob_match(f, &e.id) || e.chain.iter().any(|c| crate::engine::graph::glob_match(f, c))
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"source": label, "nodes": shown}))?);
     } else {
@@ -273,9 +294,10 @@ pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
         }
         CacheCommand::Import { file } => {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let bundle: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a cache bundle", file.display()))?;
+            let bundle: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| InputError::new(format!("{} is not a cache bundle written by `llmd cache export`: {e}", file.display())))?;
             let _lock = store.lock("llmd cache import", None, |h| eprintln!("llmd: waiting for the cache lock, held by {h} ..."))?;
-            let n = store.import(&bundle)?;
+            let n = store.import(&bundle).map_err(|e| InputError::new(format!("{}: {e:#}", file.display())))?;
             println!("imported {n} records into {}", store.root().display());
         }
     }

@@ -93,7 +93,8 @@ pub fn resolve_spec_file(base_dir: &Path, spec: &str) -> Result<PathBuf, InputEr
 /// Resolves, renders and checks a specification.
 pub fn load_spec(base_dir: &Path, spec: &str) -> Result<Spec, InputError> {
     let file = resolve_spec_file(base_dir, spec)?;
-    let source = std::fs::read_to_string(&file).map_err(|e| InputError::new(format!("{}: cannot read specification: {e}", file.display())))?;
+    let source =
+        std::fs::read_to_string(&file).map_err(|e| InputError::new(format!("{}: cannot read specification: {e}", file.display())))?;
     render_spec(base_dir, file, &source)
 }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::graph::{Decision, GraphNode, Kind, glob_match, reason_to_run, usable_record};
 use super::key::{Leaf, leaves_digest, override_leaves};
+use super::materialize::Materializer;
 use super::planner::{Planner, RenderedOut};
 use super::reason::Reason;
 use crate::backend::local::LocalBackend;
@@ -26,7 +27,7 @@ use crate::config::PlanOptions;
 use crate::error::{InputError, Warnings};
 use crate::experiment::{Experiment, RunTreatment, load_experiment};
 use crate::harness::external::HarnessKind;
-use crate::harness::profile::{find_profile, render_profile};
+use crate::harness::profile::{find_profile, render_profile, render_profile_text, substitute_placeholders};
 use crate::phases::run::{HarnessJob, experiment_id, judge};
 use crate::store::{Record, Status, Store, unix_now};
 use crate::yaml::Node;
@@ -91,9 +92,22 @@ impl BuildReport {
 
     pub fn summary_line(&self) -> String {
         if self.dry_run {
-            format!("{} would run, {} fresh, {} skipped (dry run, decided in {:.0} ms)", self.count("would_run"), self.count("fresh"), self.count("skipped"), self.seconds * 1e3)
+            format!(
+                "{} would run, {} fresh, {} skipped (dry run, decided in {:.0} ms)",
+                self.count("would_run"),
+                self.count("fresh"),
+                self.count("skipped"),
+                self.seconds * 1e3
+            )
         } else {
-            format!("{} ran, {} fresh, {} failed, {} skipped in {:.1} s", self.count("ran"), self.count("fresh"), self.count("failed"), self.count("skipped"), self.seconds)
+            format!(
+                "{} ran, {} fresh, {} failed, {} skipped in {:.1} s",
+                self.count("ran"),
+                self.count("fresh"),
+                self.count("failed"),
+                self.count("skipped"),
+                self.seconds
+            )
         }
     }
 }
@@ -194,56 +208,215 @@ fn key_placeholders(stack: &str, target: &StackTarget, endpoint: &str) -> BTreeM
 struct Decider<'a> {
     opts: &'a BuildOptions,
     store: &'a Store,
-    profile_cache: HashMap<(PathBuf, BTreeMap<String, String>, String), String>,
+    /// Records whose workspace copies are intact need no blob reads; others have their
+    /// outputs verified while deciding, so a corrupt blob re-executes its node.
+    mat: &'a Materializer,
+    /// Profile name → file, and file → text: read once per build, not once per run.
+    profile_paths: HashMap<String, PathBuf>,
+    profile_texts: HashMap<PathBuf, String>,
+    /// (file, substituted text, treatment) → digest of the rendered profile.
+    profile_cache: HashMap<(PathBuf, String, String), String>,
     warnings: Warnings,
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    fn new(opts: &'a BuildOptions, store: &'a Store, mat: &'a Materializer) -> Decider<'a> {
+        Decider {
+            opts,
+            store,
+            mat,
+            profile_paths: HashMap::new(),
+            profile_texts: HashMap::new(),
+            profile_cache: HashMap::new(),
+            warnings: Warnings::default(),
+        }
+    }
+
     fn forced(&self, id: &str) -> Option<String> {
         self.opts.force.iter().find(|p| glob_match(p, id)).cloned()
     }
 
-    /// Decides a node from its own record (fresh, or why it runs).
-    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>) {
+    /// Decides a node from its own record (fresh, or why it runs). `leaves` are the
+    /// node's canonical leaves, computed only when it runs (they can be large).
+    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>, leaves: &dyn Fn() -> Vec<Leaf>) {
         if let Some(p) = self.forced(&node.id) {
             node.decision = Decision::Run(Reason::Forced { pattern: p });
             node.record = usable_record(self.store, &node.key).ok().flatten();
+            node.leaves = leaves();
             return;
         }
-        match usable_record(self.store, &node.key) {
+        let verified = usable_record(self.store, &node.key).and_then(|rec| match rec {
+            Some(rec) if node.kind.materializes() && !self.mat.up_to_date(&rec.key) => verify_outputs(self.store, &rec).map(|()| Some(rec)),
+            other => Ok(other),
+        });
+        match verified {
             Ok(Some(rec)) => {
                 node.record = Some(rec);
                 node.decision = Decision::Fresh;
             }
-            Ok(None) => node.decision = Decision::Run(reason_to_run(self.store, node, upstream)),
-            Err(output) => node.decision = Decision::Run(Reason::OutputMissing { output }),
+            Ok(None) => {
+                node.leaves = leaves();
+                node.decision = Decision::Run(reason_to_run(self.store, node, upstream));
+            }
+            Err(output) => {
+                node.leaves = leaves();
+                node.decision = Decision::Run(Reason::OutputMissing { output });
+            }
         }
     }
 
     /// The profile text a run key covers, rendered with a placeholder endpoint.
-    fn profile_digest(&mut self, path: &Path, values: &BTreeMap<String, String>, treatment: &str, overrides: &[(String, Node)]) -> Result<String> {
-        let cache_key = (path.to_path_buf(), values.clone(), treatment.to_string());
+    fn profile_digest(
+        &mut self,
+        path: &Path,
+        values: &BTreeMap<String, String>,
+        treatment: &str,
+        overrides: &[(String, Node)],
+    ) -> Result<String> {
+        if !self.profile_texts.contains_key(path) {
+            let raw = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+            self.profile_texts.insert(path.to_path_buf(), raw);
+        }
+        let text = substitute_placeholders(&self.profile_texts[path], values);
+        let cache_key = (path.to_path_buf(), text, treatment.to_string());
         if let Some(d) = self.profile_cache.get(&cache_key) {
             return Ok(d.clone());
         }
-        let (_, yaml) = render_profile(path, values, overrides, &mut self.warnings)?;
+        let (_, yaml) = render_profile_text(&cache_key.1, &path.display().to_string(), overrides, &mut self.warnings)?;
         let d = crate::store::digest(yaml.as_bytes());
         self.profile_cache.insert(cache_key, d.clone());
         Ok(d)
     }
+
+    fn profile_path(&mut self, harness: &str, name: &str) -> Result<PathBuf> {
+        if let Some(p) = self.profile_paths.get(name) {
+            return Ok(p.clone());
+        }
+        let p = find_profile(&self.opts.plan.base_dir, harness, name).map_err(|e| InputError::new(format!("{e:#}")))?;
+        self.profile_paths.insert(name.to_string(), p.clone());
+        Ok(p)
+    }
 }
 
-fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Result<Graph> {
+/// A stack after the first pass: its plan node decided and its deployment target known.
+struct StackHead {
+    setup: usize,
+    name: String,
+    plan: GraphNode,
+    render: Option<Arc<RenderedOut>>,
+    target: StackTarget,
+    /// The config leaves the backend consumes (for `why` on standups).
+    target_leaves: Vec<Leaf>,
+    default_profile: String,
+}
+
+/// A stack after the second pass: everything downstream of its plan, decided.
+struct StackTail {
+    standup: GraphNode,
+    smoketest: GraphNode,
+    /// (run, analysis, slot with placeholder indices)
+    runs: Vec<(GraphNode, GraphNode, RunSlot)>,
+}
+
+/// What every stack's second pass shares.
+struct TailContext<'a> {
+    experiment: &'a Experiment,
+    setups: &'a [crate::experiment::SetupTreatment],
+    run_treatments: &'a [RunTreatment],
+    harness: HarnessKind,
+    tool: String,
+}
+
+/// Decides a stack's standup, smoketest, runs and analyses.
+fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<StackTail> {
+    let setup = &cx.setups[head.setup].name;
+    let stack = &head.name;
+    let target_json = serde_json::to_string(&head.target)?;
+    let inputs = BTreeMap::from([
+        ("target".to_string(), crate::store::digest(target_json.as_bytes())),
+        ("backend".to_string(), "local".to_string()),
+    ]);
+    let mut standup = GraphNode::new(format!("standup/{setup}/{stack}"), Kind::Standup, inputs, head.target_leaves.clone());
+    d.decide_own(&mut standup, &|_| None, &|| head.target_leaves.clone());
+    let standup_key = standup.key.clone();
+
+    let inputs = BTreeMap::from([("deployment".to_string(), standup_key.clone())]);
+    let mut smoketest = GraphNode::new(format!("smoketest/{setup}/{stack}"), Kind::Smoketest, inputs, Vec::new());
+    let standup_id = standup.id.clone();
+    d.decide_own(&mut smoketest, &|n| (n == "deployment").then(|| standup_id.clone()), &Vec::new);
+
+    let mut runs = Vec::new();
+    let values = key_placeholders(stack, &head.target, "REPLACE_ENV_LLMDBENCH_HARNESS_STACK_ENDPOINT_URL");
+    for t in cx.run_treatments {
+        let profile_name = t.profile.clone().unwrap_or_else(|| head.default_profile.clone());
+        let profile_path = d.profile_path(cx.harness.name(), &profile_name)?;
+        let profile_digest = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
+        let treatment_leaves = override_leaves(&t.values);
+        let treatment_digest = leaves_digest(&treatment_leaves);
+        for rep in 1..=cx.experiment.repeat.max(1) {
+            let inputs = BTreeMap::from([
+                ("deployment".to_string(), standup_key.clone()),
+                (format!("profile:{profile_name}"), profile_digest.clone()),
+                ("treatment".to_string(), treatment_digest.clone()),
+                ("tool:harness".to_string(), cx.tool.clone()),
+                ("rep".to_string(), rep.to_string()),
+            ]);
+            let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
+            let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
+            d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &|| treatment_leaves.clone());
+            let run_out = run
+                .record
+                .as_ref()
+                .filter(|_| !run.runs())
+                .map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+
+            let inputs = BTreeMap::from([
+                ("run".to_string(), run_out.unwrap_or_else(|| "pending".into())),
+                ("tool:analysis".to_string(), ANALYSIS_VERSION.to_string()),
+            ]);
+            let mut analysis = GraphNode::new(format!("analysis/{setup}/{stack}/{}#{rep}", t.name), Kind::Analysis, inputs, Vec::new());
+            if run.runs() {
+                analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
+            } else {
+                d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()), &Vec::new);
+            }
+            let slot = RunSlot {
+                run: 0,
+                analysis: 0,
+                treatment: t.name.clone(),
+                rep,
+                profile_path: profile_path.clone(),
+                overrides: t.values.clone(),
+            };
+            runs.push((run, analysis, slot));
+        }
+    }
+    Ok(StackTail { standup, smoketest, runs })
+}
+
+/// Reads every output of `rec`, checking its digest; the first missing or corrupt one
+/// is the error.
+fn verify_outputs(store: &Store, rec: &Record) -> Result<(), String> {
+    for (name, d) in &rec.outputs {
+        if store.get_blob(d).is_none() {
+            return Err(name.clone());
+        }
+    }
+    Ok(())
+}
+
+fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat: &Materializer) -> Result<Graph> {
     let experiment = load_experiment(&opts.experiment_file)?;
     let spec = if !opts.plan.spec.is_empty() { opts.plan.spec.clone() } else { experiment.spec.clone().unwrap_or_default() };
     if spec.is_empty() {
-        return Err(InputError::new(format!("{}: no specification: add `experiment: {{spec: examples/sim}}` or pass --spec", opts.experiment_file.display())).into());
+        return Err(InputError::new(format!(
+            "{}: no specification: add `experiment: {{spec: examples/sim}}` or pass --spec",
+            opts.experiment_file.display()
+        ))
+        .into());
     }
     let handles: Vec<usize> = experiment.setup.iter().map(|s| planner.add_setup(setup_options(&opts.plan, &spec, &s.overrides))).collect();
-    let mut d = Decider { opts, store, profile_cache: HashMap::new(), warnings: Warnings::default() };
-    let mut nodes: Vec<GraphNode> = Vec::new();
-    let mut renders = HashMap::new();
-    let mut setups = Vec::new();
+    let mut d = Decider::new(opts, store, mat);
     let mut harness: Option<HarnessKind> = None;
     let run_treatments: Vec<RunTreatment> = if experiment.run.is_empty() {
         vec![RunTreatment { name: "default".into(), profile: None, values: Vec::new() }]
@@ -251,115 +424,136 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Resu
         experiment.run.clone()
     };
     let version = env!("CARGO_PKG_VERSION").to_string();
+    let timings = std::env::var_os("LLMD_TIMINGS").is_some();
+    let t0 = Instant::now();
+
+    // Pass 1, in order (the planner is single-threaded): plans and deployment targets.
+    let mut heads = Vec::new();
     for (si, setup) in experiment.setup.iter().enumerate() {
         let plan = planner.plan(handles[si])?;
         let template_digest = planner.template_digest(handles[si])?;
+        if timings {
+            eprintln!("[timings] setup {}: merged and templates digested in {:.1} ms", setup.name, t0.elapsed().as_secs_f64() * 1e3);
+        }
         for w in plan.warnings.iter().chain(plan.stacks.iter().flat_map(|s| s.warnings.iter())) {
             d.warnings.push(w.clone());
         }
-        let ws = opts.workspace.join(format!("setup-treatment-{}", setup.name));
-        let mut stacks = Vec::new();
         for (ki, stack) in plan.stacks.iter().enumerate() {
-            // plan
             let inputs = BTreeMap::from([
                 ("config".to_string(), stack.config_digest.clone()),
                 ("templates".to_string(), template_digest.clone()),
                 ("tool:llmd".to_string(), version.clone()),
             ]);
-            let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, (*stack.leaves).clone());
-            d.decide_own(&mut plan_node, &|_| None);
-            let target: StackTarget = match (&plan_node.decision, &plan_node.record) {
-                (Decision::Fresh, Some(rec)) => match blob_json(store, rec, "target") {
-                    Some(t) => t,
-                    None => {
+            let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, Vec::new());
+            d.decide_own(&mut plan_node, &|_| None, &|| (*stack.leaves).clone());
+            let cached_target = match (&plan_node.decision, &plan_node.record) {
+                (Decision::Fresh, Some(rec)) => blob_json::<StackTarget>(store, rec, "target"),
+                _ => None,
+            };
+            let (target, render) = match cached_target {
+                Some(t) => (t, None),
+                None => {
+                    if !plan_node.runs() {
                         plan_node.decision = Decision::Run(Reason::OutputMissing { output: "target".into() });
-                        let r = planner.render(handles[si], ki)?;
-                        let t = target_from_config(&stack.name, &r.config, "")?;
-                        renders.insert(nodes.len(), r);
-                        t
+                        plan_node.leaves = (*stack.leaves).clone();
                     }
-                },
-                _ => {
                     let r = planner.render(handles[si], ki)?;
-                    let t = target_from_config(&stack.name, &r.config, "")?;
-                    renders.insert(nodes.len(), r);
-                    t
+                    (target_from_config(&stack.name, &r.config, "")?, Some(r))
                 }
             };
             if harness.is_none() {
                 let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
-                let name = opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
+                let name =
+                    opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
                 harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
             }
-            let plan_idx = nodes.len();
-            nodes.push(plan_node);
-
-            // standup: what the backend starts
-            let target_json = serde_json::to_string(&target)?;
             let target_leaves: Vec<Leaf> = stack
                 .leaves
                 .iter()
                 .filter(|l| TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p }))
                 .cloned()
                 .collect();
-            let inputs = BTreeMap::from([("target".to_string(), crate::store::digest(target_json.as_bytes())), ("backend".to_string(), "local".to_string())]);
-            let mut standup = GraphNode::new(format!("standup/{}/{}", setup.name, stack.name), Kind::Standup, inputs, target_leaves);
-            d.decide_own(&mut standup, &|_| None);
-            let standup_idx = nodes.len();
-            let standup_key = standup.key.clone();
-            nodes.push(standup);
-
-            // smoketest
-            let inputs = BTreeMap::from([("deployment".to_string(), standup_key.clone())]);
-            let mut smoke = GraphNode::new(format!("smoketest/{}/{}", setup.name, stack.name), Kind::Smoketest, inputs, Vec::new());
-            let standup_id = format!("standup/{}/{}", setup.name, stack.name);
-            d.decide_own(&mut smoke, &|n| (n == "deployment").then(|| standup_id.clone()));
-            let smoke_idx = nodes.len();
-            nodes.push(smoke);
-
-            // runs and analyses
-            let kind = harness.unwrap_or(HarnessKind::Llmd);
-            let tool = harness_identity(kind);
-            let mut runs = Vec::new();
-            let default_profile = opts.workload.clone().or(experiment.profile.clone()).or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::pyfmt::str_node)).unwrap_or_else(|| "sanity_random.yaml".into());
-            for t in &run_treatments {
-                let profile_name = t.profile.clone().unwrap_or_else(|| default_profile.clone());
-                let profile_path = find_profile(&opts.plan.base_dir, kind.name(), &profile_name).map_err(|e| InputError::new(format!("{e:#}")))?;
-                let values = key_placeholders(&stack.name, &target, "REPLACE_ENV_LLMDBENCH_HARNESS_STACK_ENDPOINT_URL");
-                let profile_digest = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
-                let treatment_leaves = override_leaves(&t.values);
-                for rep in 1..=experiment.repeat.max(1) {
-                    let inputs = BTreeMap::from([
-                        ("deployment".to_string(), standup_key.clone()),
-                        (format!("profile:{profile_name}"), profile_digest.clone()),
-                        ("treatment".to_string(), leaves_digest(&treatment_leaves)),
-                        ("tool:harness".to_string(), tool.clone()),
-                        ("rep".to_string(), rep.to_string()),
-                    ]);
-                    let id = format!("run/{}/{}/{}#{rep}", setup.name, stack.name, t.name);
-                    let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
-                    d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()));
-                    let run_idx = nodes.len();
-                            let run_out = run.record.as_ref().filter(|_| !run.runs()).map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
-                    let run_runs = run.runs();
-                    nodes.push(run);
-
-                    let analysis_id = format!("analysis/{}/{}/{}#{rep}", setup.name, stack.name, t.name);
-                    let inputs = BTreeMap::from([("run".to_string(), run_out.unwrap_or_else(|| "pending".into())), ("tool:analysis".to_string(), ANALYSIS_VERSION.to_string())]);
-                    let mut analysis = GraphNode::new(analysis_id, Kind::Analysis, inputs, Vec::new());
-                    if run_runs {
-                        analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
-                    } else {
-                        d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()));
-                    }
-                    let analysis_idx = nodes.len();
-                            nodes.push(analysis);
-                    runs.push(RunSlot { run: run_idx, analysis: analysis_idx, treatment: t.name.clone(), rep, profile_path: profile_path.clone(), overrides: t.values.clone() });
-                }
-            }
-            stacks.push(StackSlot { name: stack.name.clone(), plan: plan_idx, standup: standup_idx, smoketest: smoke_idx, target, runs });
+            let default_profile = opts
+                .workload
+                .clone()
+                .or(experiment.profile.clone())
+                .or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::pyfmt::str_node))
+                .unwrap_or_else(|| "sanity_random.yaml".into());
+            heads.push(StackHead { setup: si, name: stack.name.clone(), plan: plan_node, render, target, target_leaves, default_profile });
         }
-        setups.push(SetupSlot { name: setup.name.clone(), workspace: ws, stacks });
+    }
+    if timings {
+        eprintln!("[timings] plans decided in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Pass 2, stacks in parallel: each stack's chain reads only its own records.
+    let harness = harness.unwrap_or(HarnessKind::Llmd);
+    let cx = TailContext {
+        experiment: &experiment,
+        setups: &experiment.setup,
+        run_treatments: &run_treatments,
+        harness,
+        tool: harness_identity(harness),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(heads.len().max(1));
+    let chunk = heads.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<(Vec<StackTail>, Warnings)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = heads
+            .chunks(chunk)
+            .map(|part| {
+                let cx = &cx;
+                scope.spawn(move || {
+                    let mut d = Decider::new(opts, store, mat);
+                    let tails = part.iter().map(|h| decide_stack(&mut d, cx, h)).collect::<Result<Vec<_>>>()?;
+                    Ok((tails, d.warnings))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("internal error: a decision thread panicked"))))
+            .collect()
+    });
+    let mut tails = Vec::with_capacity(heads.len());
+    for part in parts {
+        let (t, w) = part?;
+        tails.extend(t);
+        d.warnings.extend(w);
+    }
+    if timings {
+        eprintln!("[timings] runs decided in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Assemble the graph in execution order: per stack, plan, standup, smoketest, runs.
+    let mut nodes: Vec<GraphNode> = Vec::new();
+    let mut renders = HashMap::new();
+    let mut setups: Vec<SetupSlot> = experiment
+        .setup
+        .iter()
+        .map(|s| SetupSlot {
+            name: s.name.clone(),
+            workspace: opts.workspace.join(format!("setup-treatment-{}", s.name)),
+            stacks: Vec::new(),
+        })
+        .collect();
+    for (head, tail) in heads.into_iter().zip(tails) {
+        let plan = nodes.len();
+        if let Some(r) = head.render {
+            renders.insert(plan, r);
+        }
+        nodes.push(head.plan);
+        let (standup, smoketest) = (plan + 1, plan + 2);
+        nodes.push(tail.standup);
+        nodes.push(tail.smoketest);
+        let mut runs = Vec::new();
+        for (run, analysis, mut slot) in tail.runs {
+            slot.run = nodes.len();
+            nodes.push(run);
+            slot.analysis = nodes.len();
+            nodes.push(analysis);
+            runs.push(slot);
+        }
+        setups[head.setup].stacks.push(StackSlot { name: head.name, plan, standup, smoketest, target: head.target, runs });
     }
 
     // summary: every analysis
@@ -375,8 +569,9 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Resu
     match pending {
         Some(&a) => summary.decision = Decision::Run(Reason::UpstreamRuns { node: nodes[a].id.clone() }),
         None => {
-            let ids: HashMap<String, String> = analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
-            d.decide_own(&mut summary, &|n| ids.get(n).cloned());
+            let ids: HashMap<String, String> =
+                analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
+            d.decide_own(&mut summary, &|n| ids.get(n).cloned(), &Vec::new);
         }
     }
     let summary_idx = nodes.len();
@@ -389,7 +584,11 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Resu
             for idx in [stack.standup, stack.smoketest] {
                 let node = &mut nodes[idx];
                 if !needed && !matches!(node.decision, Decision::Run(Reason::Forced { .. })) {
-                    node.decision = if node.record.is_some() { Decision::Fresh } else { Decision::Skip("not needed: every run of this stack is fresh".into()) };
+                    node.decision = if node.record.is_some() {
+                        Decision::Fresh
+                    } else {
+                        Decision::Skip("not needed: every run of this stack is fresh".into())
+                    };
                 }
             }
             // A new deployment is always smoketested.
@@ -399,10 +598,15 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner) -> Resu
             }
         }
     }
+    // Each decision thread reports what it met; the same profile warning once.
+    let mut seen = std::collections::HashSet::new();
     for w in d.warnings.iter() {
-        eprintln!("warning: {w}");
+        let line = w.to_string();
+        if seen.insert(line.clone()) {
+            eprintln!("warning: {line}");
+        }
     }
-    Ok(Graph { experiment, harness: harness.unwrap_or(HarnessKind::Llmd), nodes, setups, summary: summary_idx, renders })
+    Ok(Graph { experiment, harness, nodes, setups, summary: summary_idx, renders })
 }
 
 /// Checks deployments that runs need: a standup with a record is fresh only while its
@@ -447,18 +651,33 @@ fn node_line(node: &GraphNode) -> String {
 /// Decides (and, unless `dry_run`, executes) the experiment.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
-    let store = Store::open(&opts.cache_dir)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| eprintln!("llmd: waiting for the cache lock, held by {holder} ..."))?)
+    // `LLMD_TIMINGS=1`: where the build's own time goes (deciding, journaling, materializing).
+    let timings = std::env::var_os("LLMD_TIMINGS").is_some();
+    let lap = |what: &str| {
+        if timings {
+            eprintln!("[timings] {what}: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        }
     };
+    let store = Store::open(&opts.cache_dir)?;
+    let _lock =
+        if opts.dry_run {
+            None
+        } else {
+            Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| {
+                eprintln!("llmd: waiting for the cache lock, held by {holder} ...")
+            })?)
+        };
     let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
+    store.index_blobs();
     let mut planner = Planner::new();
-    let mut graph = plan_graph(opts, &store, &mut planner)?;
+    lap("cache opened, blobs indexed");
+    let mat = Materializer::open(&opts.workspace);
+    let mut graph = plan_graph(opts, &store, &mut planner, &mat)?;
+    lap("graph planned and decided");
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     check_deployments(&mut graph, &rt, backend.as_ref());
+    lap("deployments checked");
     for w in store.take_warnings() {
         eprintln!("warning: {w}");
     }
@@ -489,7 +708,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             };
             reports[i] = Some(NodeReport { id: n.id.clone(), kind: n.kind.name(), status, reason, detail, seconds: 0.0 });
         }
-        return Ok(BuildReport { experiment: graph.experiment.name.clone(), dry_run: true, nodes: reports.into_iter().flatten().collect(), seconds: started.elapsed().as_secs_f64() });
+        return Ok(BuildReport {
+            experiment: graph.experiment.name.clone(),
+            dry_run: true,
+            nodes: reports.into_iter().flatten().collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     let journal = journal.expect("journal exists outside dry runs");
     for n in &graph.nodes {
@@ -498,10 +722,25 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             Decision::Run(r) => ("run", Some(r)),
             Decision::Skip(_) => ("skip", None),
         };
-        journal.write(&serde_json::json!({"event": "decide", "id": n.id, "kind": n.kind.name(), "key": n.key, "decision": decision, "reason": reason}));
+        journal.append(&serde_json::json!({"event": "decide", "id": n.id, "kind": n.kind.name(), "key": n.key, "decision": decision, "reason": reason}));
     }
-    let mut exec = Executor { opts, store: &store, graph: &mut graph, backend, rt: &rt, reports: &mut reports, journal: &journal, stop: false };
+    lap("decisions journaled");
+    let to_run = graph.nodes.iter().filter(|n| n.runs()).count();
+    let mut exec = Executor {
+        opts,
+        store: &store,
+        graph: &mut graph,
+        backend,
+        rt: &rt,
+        reports: &mut reports,
+        journal: &journal,
+        stop: false,
+        mat,
+        to_run,
+        started_nodes: 0,
+    };
     exec.run_all();
+    lap("executed and materialized");
     let nodes: Vec<NodeReport> = reports
         .into_iter()
         .enumerate()
@@ -509,9 +748,25 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             r.unwrap_or_else(|| {
                 let n = &graph.nodes[i];
                 match &n.decision {
-                    Decision::Fresh => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "fresh", reason: None, detail: None, seconds: 0.0 },
-                    Decision::Run(r) => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason: Some(r.clone()), detail: Some("not executed: an earlier node failed (use --keep-going to go on)".into()), seconds: 0.0 },
-                    Decision::Skip(w) => NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason: None, detail: Some(w.clone()), seconds: 0.0 },
+                    Decision::Fresh => {
+                        NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "fresh", reason: None, detail: None, seconds: 0.0 }
+                    }
+                    Decision::Run(r) => NodeReport {
+                        id: n.id.clone(),
+                        kind: n.kind.name(),
+                        status: "skipped",
+                        reason: Some(r.clone()),
+                        detail: Some("not executed: an earlier node failed (use --keep-going to go on)".into()),
+                        seconds: 0.0,
+                    },
+                    Decision::Skip(w) => NodeReport {
+                        id: n.id.clone(),
+                        kind: n.kind.name(),
+                        status: "skipped",
+                        reason: None,
+                        detail: Some(w.clone()),
+                        seconds: 0.0,
+                    },
                 }
             })
         })
@@ -531,6 +786,10 @@ struct Executor<'a> {
     journal: &'a crate::store::Journal,
     /// A node failed and `--keep-going` is off.
     stop: bool,
+    mat: Materializer,
+    /// Nodes decided to run, and how many have started (for `[k/n]` progress).
+    to_run: usize,
+    started_nodes: usize,
 }
 
 /// Result of executing one node: outputs (name → bytes) or an error.
@@ -550,9 +809,13 @@ impl Executor<'_> {
                 self.skip(summary, "some analyses did not finish");
             } else if !self.stop {
                 // The key covers the analyses' outputs, known only now.
-                let analyses: Vec<usize> = self.graph.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
+                let analyses: Vec<usize> =
+                    self.graph.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
                 for a in analyses {
-                    let out = self.graph.nodes[a].record.as_ref().map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+                    let out = self.graph.nodes[a]
+                        .record
+                        .as_ref()
+                        .map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
                     let id = format!("analysis:{}", self.graph.nodes[a].id);
                     self.graph.nodes[summary].inputs.insert(id, out.unwrap_or_default());
                 }
@@ -562,6 +825,7 @@ impl Executor<'_> {
             }
         }
         self.materialize_summary();
+        self.finish_materialization();
     }
 
     fn skip(&mut self, idx: usize, why: &str) {
@@ -570,8 +834,9 @@ impl Executor<'_> {
             Decision::Run(r) => Some(r.clone()),
             _ => None,
         };
-        self.journal.write(&serde_json::json!({"event": "skip", "id": n.id, "why": why}));
-        self.reports[idx] = Some(NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason, detail: Some(why.into()), seconds: 0.0 });
+        self.journal.append(&serde_json::json!({"event": "skip", "id": n.id, "why": why}));
+        self.reports[idx] =
+            Some(NodeReport { id: n.id.clone(), kind: n.kind.name(), status: "skipped", reason, detail: Some(why.into()), seconds: 0.0 });
     }
 
     /// Executes node `idx` with `work`, recording the outcome. Returns success.
@@ -584,17 +849,23 @@ impl Executor<'_> {
             Decision::Run(r) => r.clone(),
             _ => Reason::Forced { pattern: "(needed)".into() },
         };
+        self.started_nodes += 1;
+        let label = format!("[{}/{}] {id}", self.started_nodes, self.to_run.max(self.started_nodes));
         if self.opts.human {
-            eprintln!("▶ {id}  ({})", reason.describe(3));
+            eprintln!("▶ {label}  ({})", reason.describe(3));
         }
         if kind.has_effects()
             && let Err(e) = self.store.mark_incomplete(&id, &key)
         {
             eprintln!("warning: {e:#}");
         }
+        // Flushes the decisions too: a build killed from here on leaves them on disk.
+        self.journal.write(&serde_json::json!({"event": "begin", "id": id, "key": key}));
         let started = Instant::now();
         let started_unix = unix_now();
+        let ticker = self.opts.human.then(|| super::progress::Ticker::start(label, Duration::from_secs(3)));
         let result = work(self);
+        drop(ticker);
         let seconds = started.elapsed().as_secs_f64();
         let manifest = self.graph.nodes[idx].manifest(self.store);
         let outcome: Result<Record> = (|| {
@@ -609,7 +880,18 @@ impl Executor<'_> {
                 }
                 Err(e) => (Status::Failed, BTreeMap::new(), Some(format!("{e:#}"))),
             };
-            let rec = Record { version: Record::VERSION, key: key.clone(), id: id.clone(), kind: kind.name().into(), status, manifest, outputs, started_unix, duration_s: seconds, error };
+            let rec = Record {
+                version: Record::VERSION,
+                key: key.clone(),
+                id: id.clone(),
+                kind: kind.name().into(),
+                status,
+                manifest,
+                outputs,
+                started_unix,
+                duration_s: seconds,
+                error,
+            };
             self.store.commit(&rec)?;
             Ok(rec)
         })();
@@ -662,7 +944,9 @@ impl Executor<'_> {
             }
             touched = true;
             if self.graph.nodes[standup].runs() && !self.execute(standup, |ex| ex.standup(si, ki)) {
-                for idx in std::iter::once(smoke).chain(self.graph.setups[si].stacks[ki].runs.iter().flat_map(|r| [r.run, r.analysis]).collect::<Vec<_>>()) {
+                for idx in std::iter::once(smoke)
+                    .chain(self.graph.setups[si].stacks[ki].runs.iter().flat_map(|r| [r.run, r.analysis]).collect::<Vec<_>>())
+                {
                     if self.graph.nodes[idx].runs() {
                         self.skip(idx, "its deployment failed");
                     }
@@ -692,7 +976,10 @@ impl Executor<'_> {
                         continue;
                     }
                     // The analysis key covers the run's outputs, known only now.
-                    let outputs = self.graph.nodes[run].record.as_ref().map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
+                    let outputs = self.graph.nodes[run]
+                        .record
+                        .as_ref()
+                        .map(|r| crate::store::digest(serde_json::to_string(&r.outputs).unwrap_or_default().as_bytes()));
                     let node = &mut self.graph.nodes[analysis];
                     node.inputs.insert("run".into(), outputs.unwrap_or_default());
                     node.key = super::key::node_key(Kind::Analysis.name(), &node.inputs);
@@ -728,13 +1015,19 @@ impl Executor<'_> {
         let stack = &self.graph.setups[si].stacks[ki];
         let receipt = Receipt::load(&ws, &stack.name)?.context("no receipt: the stack is not stood up")?;
         let plan = self.graph.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
-        let config_text = plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?;
+        let config_text =
+            plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?;
         let config = crate::yaml::load_str(&String::from_utf8_lossy(&config_text), "config.yaml")?;
         let entry = Arc::new(crate::phases::StackEntry {
             name: stack.name.clone(),
             config,
             plan_hash: receipt.plan_hash.clone(),
-            state: Mutex::new(crate::phases::StackState { endpoint: receipt.endpoint(), model: Some(receipt.model.clone()), receipt: Some(receipt), ..Default::default() }),
+            state: Mutex::new(crate::phases::StackState {
+                endpoint: receipt.endpoint(),
+                model: Some(receipt.model.clone()),
+                receipt: Some(receipt),
+                ..Default::default()
+            }),
         });
         let settings = crate::phases::Settings {
             workspace: ws,
@@ -803,7 +1096,10 @@ impl Executor<'_> {
         let mut files = BTreeMap::new();
         for (name, d) in &rec.outputs {
             if let Some(file) = name.strip_prefix("file:") {
-                files.insert(file.to_string(), self.store.get_blob(d).with_context(|| format!("run output {file} is missing from the cache"))?);
+                files.insert(
+                    file.to_string(),
+                    self.store.get_blob(d).with_context(|| format!("run output {file} is missing from the cache"))?,
+                );
             }
         }
         Ok(files)
@@ -831,14 +1127,23 @@ impl Executor<'_> {
             for k in &s.stacks {
                 for r in &k.runs {
                     let rec = self.graph.nodes[r.analysis].record.as_ref().context("an analysis has no record")?;
-                    let doc: serde_json::Value = serde_json::from_slice(&self.store.get_blob(rec.outputs.get("analysis.json").context("analysis.json")?).context("analysis.json is missing from the cache")?)?;
+                    let doc: serde_json::Value = serde_json::from_slice(
+                        &self
+                            .store
+                            .get_blob(rec.outputs.get("analysis.json").context("analysis.json")?)
+                            .context("analysis.json is missing from the cache")?,
+                    )?;
                     rows.push(doc);
                 }
             }
         }
         let (csv, text) = crate::analysis::summary_table(&rows)?;
         let json = serde_json::json!({"experiment": self.graph.experiment.name, "runs": rows});
-        Ok(BTreeMap::from([("summary.json".to_string(), serde_json::to_vec_pretty(&json)?), ("summary.csv".to_string(), csv.into_bytes()), ("summary.txt".to_string(), text.into_bytes())]))
+        Ok(BTreeMap::from([
+            ("summary.json".to_string(), serde_json::to_vec_pretty(&json)?),
+            ("summary.csv".to_string(), csv.into_bytes()),
+            ("summary.txt".to_string(), text.into_bytes()),
+        ]))
     }
 
     fn teardown_setup(&mut self, ws: &Path) {
@@ -847,7 +1152,11 @@ impl Executor<'_> {
                 Ok(()) => {
                     let _ = Receipt::remove(ws, &r.stack);
                     if self.opts.human {
-                        eprintln!("  torn down {} (pids {})", r.stack, r.replicas.iter().map(|x| x.pid.to_string()).collect::<Vec<_>>().join(", "));
+                        eprintln!(
+                            "  torn down {} (pids {})",
+                            r.stack,
+                            r.replicas.iter().map(|x| x.pid.to_string()).collect::<Vec<_>>().join(", ")
+                        );
                     }
                 }
                 Err(e) => eprintln!("warning: teardown of {} failed: {e:#}; `llmd --workspace {} teardown` retries", r.stack, ws.display()),
@@ -857,25 +1166,34 @@ impl Executor<'_> {
 
     // ---- materialization: user-facing files in the workspace, from the cache
 
-    fn write_if_changed(path: &Path, bytes: &[u8]) {
-        if std::fs::read(path).ok().as_deref() != Some(bytes)
-            && let Err(e) = crate::fsutil::write_atomic(path, bytes)
-        {
-            eprintln!("warning: {e:#}");
+    /// Writes each `(path, digest)` of `record_key` into the workspace, unless the
+    /// materialization index says they are all still as written.
+    fn materialize(&mut self, record_key: &str, files: Vec<(PathBuf, String)>) {
+        if self.mat.up_to_date(record_key) {
+            return;
         }
+        let mut written = Vec::new();
+        for (path, d) in files {
+            let Some(bytes) = self.store.get_blob(&d) else { continue };
+            match Materializer::write(&path, &bytes) {
+                Ok(_) => written.push(path),
+                Err(e) => eprintln!("warning: {e:#}"),
+            }
+        }
+        self.mat.remember(record_key, &written);
     }
 
-    fn materialize_plan(&self, si: usize, ki: usize) {
+    fn materialize_plan(&mut self, si: usize, ki: usize) {
         let setup = &self.graph.setups[si];
         let stack = &setup.stacks[ki];
         let Some(rec) = &self.graph.nodes[stack.plan].record else { return };
-        let dir = setup.workspace.join("plan").join(&stack.name);
-        for (name, d) in &rec.outputs {
-            let Some(file) = name.strip_prefix("file:") else { continue };
-            if let Some(bytes) = self.store.get_blob(d) {
-                Self::write_if_changed(&dir.join(file), &bytes);
-            }
+        if self.mat.up_to_date(&rec.key) {
+            return;
         }
+        let dir = setup.workspace.join("plan").join(&stack.name);
+        let files: Vec<(PathBuf, String)> =
+            rec.outputs.iter().filter_map(|(name, d)| name.strip_prefix("file:").map(|f| (dir.join(f), d.clone()))).collect();
+        // Manifests of an older plan that this one no longer renders.
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
@@ -884,33 +1202,51 @@ impl Executor<'_> {
                 }
             }
         }
+        let key = rec.key.clone();
+        self.materialize(&key, files);
     }
 
-    fn materialize_runs(&self, si: usize, ki: usize) {
+    fn materialize_runs(&mut self, si: usize, ki: usize) {
         let setup = &self.graph.setups[si];
+        let mut todo = Vec::new();
         for slot in &setup.stacks[ki].runs {
             let Some(rec) = &self.graph.nodes[slot.run].record else { continue };
+            let analysis = self.graph.nodes[slot.analysis].record.as_ref().filter(|a| !self.mat.up_to_date(&a.key));
+            if self.mat.up_to_date(&rec.key) && analysis.is_none() {
+                continue;
+            }
+            // Both land under the run's experiment id.
             let Some(eid) = rec.outputs.get("eid").and_then(|d| self.store.get_blob(d)) else { continue };
-            let dir = setup.workspace.join("results").join(String::from_utf8_lossy(&eid).to_string());
-            for (name, d) in &rec.outputs {
-                if let (Some(file), Some(bytes)) = (name.strip_prefix("file:"), self.store.get_blob(d)) {
-                    Self::write_if_changed(&dir.join(file), &bytes);
-                }
-            }
-            if let Some(a) = &self.graph.nodes[slot.analysis].record
-                && let Some(bytes) = a.outputs.get("analysis.json").and_then(|d| self.store.get_blob(d))
+            let eid = String::from_utf8_lossy(&eid).to_string();
+            let dir = setup.workspace.join("results").join(&eid);
+            let files: Vec<(PathBuf, String)> =
+                rec.outputs.iter().filter_map(|(name, d)| name.strip_prefix("file:").map(|f| (dir.join(f), d.clone()))).collect();
+            todo.push((rec.key.clone(), files));
+            if let Some(a) = analysis
+                && let Some(d) = a.outputs.get("analysis.json")
             {
-                Self::write_if_changed(&setup.workspace.join("analysis").join(format!("{}.json", String::from_utf8_lossy(&eid))), &bytes);
+                todo.push((a.key.clone(), vec![(setup.workspace.join("analysis").join(format!("{eid}.json")), d.clone())]));
             }
+        }
+        for (key, files) in todo {
+            self.materialize(&key, files);
         }
     }
 
-    fn materialize_summary(&self) {
+    fn materialize_summary(&mut self) {
         let Some(rec) = &self.graph.nodes[self.graph.summary].record else { return };
-        for (name, d) in &rec.outputs {
-            if let Some(bytes) = self.store.get_blob(d) {
-                Self::write_if_changed(&self.opts.workspace.join(name), &bytes);
-            }
+        let files: Vec<(PathBuf, String)> = rec.outputs.iter().map(|(name, d)| (self.opts.workspace.join(name), d.clone())).collect();
+        let key = rec.key.clone();
+        self.materialize(&key, files);
+    }
+
+    /// Forgets index entries of records this build no longer uses, and saves the index.
+    fn finish_materialization(&mut self) {
+        let live: std::collections::HashSet<String> =
+            self.graph.nodes.iter().filter_map(|n| n.record.as_ref().map(|r| r.key.clone())).collect();
+        self.mat.retain(&live);
+        if let Err(e) = self.mat.save() {
+            eprintln!("warning: cannot save the materialization index: {e:#}");
         }
     }
 }

@@ -43,6 +43,11 @@ impl Kind {
         }
     }
 
+    /// Nodes whose outputs are copied into the workspace.
+    pub fn materializes(self) -> bool {
+        matches!(self, Kind::Plan | Kind::Run | Kind::Analysis | Kind::Summary)
+    }
+
     /// Nodes with effects outside the cache get an incomplete marker while they execute.
     pub fn has_effects(self) -> bool {
         matches!(self, Kind::Standup | Kind::Smoketest | Kind::Run)
@@ -117,7 +122,8 @@ pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) ->
         return Reason::PreviousFailed { error };
     }
     let Some(old) = state.last_ok.as_deref().and_then(|k| store.get_record(k)) else { return Reason::NeverRun };
-    let old_leaves: Vec<Leaf> = old.manifest.leaves.as_deref().and_then(|d| store.get_blob(d)).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let old_leaves: Vec<Leaf> =
+        old.manifest.leaves.as_deref().and_then(|d| store.get_blob(d)).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let changes: Vec<LeafChange> = diff_leaves(&old_leaves, &node.leaves);
     // Own value changes first: they are the root cause; then upstream and tool changes.
     let changed: Vec<&String> = node.inputs.keys().filter(|k| old.manifest.inputs.get(*k) != node.inputs.get(*k)).collect();
@@ -128,7 +134,8 @@ pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) ->
             _ => Reason::ConfigChanged { changes },
         };
     }
-    let mut by_priority: Vec<Reason> = changed.iter().map(|k| classify(k, old.manifest.inputs.get(*k).map_or("", |s| s.as_str()), &node.inputs[*k], upstream)).collect();
+    let mut by_priority: Vec<Reason> =
+        changed.iter().map(|k| classify(k, old.manifest.inputs.get(*k).map_or("", |s| s.as_str()), &node.inputs[*k], upstream)).collect();
     by_priority.sort_by_key(|r| match r {
         Reason::ProfileChanged { .. } => 0,
         Reason::TemplateChanged => 1,
@@ -214,11 +221,22 @@ mod tests {
         let up = |name: &str| (name == "deployment").then(|| "standup/s/x".to_string());
         let n = node(&[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@1")], vec![leaf("4")]);
         assert_eq!(reason_to_run(&store, &n, &up), Reason::NeverRun);
-        store.commit(&rec(&n.key, &n.id, &[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@1")], Status::Ok, &store, &[leaf("4")])).unwrap();
+        store
+            .commit(&rec(
+                &n.key,
+                &n.id,
+                &[("treatment", "t1"), ("deployment", "d1"), ("tool:harness", "llmd@1")],
+                Status::Ok,
+                &store,
+                &[leaf("4")],
+            ))
+            .unwrap();
 
         let n2 = node(&[("treatment", "t2"), ("deployment", "d1"), ("tool:harness", "llmd@1")], vec![leaf("8")]);
         match reason_to_run(&store, &n2, &up) {
-            Reason::TreatmentChanged { changes } => assert_eq!((changes[0].old.as_deref(), changes[0].new.as_deref()), (Some("4"), Some("8"))),
+            Reason::TreatmentChanged { changes } => {
+                assert_eq!((changes[0].old.as_deref(), changes[0].new.as_deref()), (Some("4"), Some("8")))
+            }
             other => panic!("{other:?}"),
         }
         let n3 = node(&[("treatment", "t1"), ("deployment", "d2"), ("tool:harness", "llmd@1")], vec![leaf("4")]);

@@ -132,7 +132,12 @@ pub fn diff_leaves(old: &[Leaf], new: &[Leaf]) -> Vec<LeafChange> {
     for (path, n) in &new_map {
         match old_map.get(path) {
             Some(o) if o.value == n.value => {}
-            Some(o) => out.push(LeafChange { path: path.to_string(), old: Some(o.value.clone()), new: Some(n.value.clone()), origin: n.origin.clone() }),
+            Some(o) => out.push(LeafChange {
+                path: path.to_string(),
+                old: Some(o.value.clone()),
+                new: Some(n.value.clone()),
+                origin: n.origin.clone(),
+            }),
             None => out.push(LeafChange { path: path.to_string(), old: None, new: Some(n.value.clone()), origin: n.origin.clone() }),
         }
     }
@@ -167,7 +172,10 @@ mod tests {
         let d = diff_leaves(&a, &b);
         assert_eq!(d.len(), 3);
         assert_eq!((d[0].path.as_str(), d[0].old.as_deref(), d[0].new.as_deref()), ("w", None, Some("null")));
-        assert_eq!((d[1].path.as_str(), d[1].old.as_deref(), d[1].new.as_deref(), d[1].origin.as_str()), ("x", Some("1"), Some("2"), "b.yaml:1:1"));
+        assert_eq!(
+            (d[1].path.as_str(), d[1].old.as_deref(), d[1].new.as_deref(), d[1].origin.as_str()),
+            ("x", Some("1"), Some("2"), "b.yaml:1:1")
+        );
         assert_eq!((d[2].path.as_str(), d[2].new.as_deref()), ("z", None));
     }
 

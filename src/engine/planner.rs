@@ -112,7 +112,11 @@ impl PartialEq for SetupPlan {
             && self.template_dir == other.template_dir
             && self.warnings == other.warnings
             && self.stacks.len() == other.stacks.len()
-            && self.stacks.iter().zip(&other.stacks).all(|(a, b)| a.name == b.name && a.config_digest == b.config_digest && a.warnings == b.warnings)
+            && self
+                .stacks
+                .iter()
+                .zip(&other.stacks)
+                .all(|(a, b)| a.name == b.name && a.config_digest == b.config_digest && a.warnings == b.warnings)
     }
 }
 
@@ -134,7 +138,13 @@ fn setup_plan(db: &dyn Db, setup: SetupInput) -> Result<Arc<SetupPlan>, PlanErro
         .into_iter()
         .map(|s| {
             let l = leaves(&s.config);
-            PlannedStack { name: s.name, config_digest: leaves_digest(&l), leaves: Arc::new(l), config: s.config, warnings: s.warnings.iter().map(ToString::to_string).collect() }
+            PlannedStack {
+                name: s.name,
+                config_digest: leaves_digest(&l),
+                leaves: Arc::new(l),
+                config: s.config,
+                warnings: s.warnings.iter().map(ToString::to_string).collect(),
+            }
         })
         .collect();
     Ok(Arc::new(SetupPlan { spec_name, template_dir, stacks, warnings: resolved.warnings.iter().map(ToString::to_string).collect() }))
@@ -223,6 +233,22 @@ impl Planner {
     pub fn render(&self, setup: usize, stack: usize) -> Result<Arc<RenderedOut>, PlanError> {
         rendered_stack(&self.db, self.setups[setup], stack)
     }
+
+    /// Re-reads `path` if the planner has read it; returns whether its text changed.
+    /// Derivations that depend on it re-run on next use, and stop at the first result
+    /// equal to the previous one (early cutoff).
+    pub fn reload(&mut self, path: &Path) -> bool {
+        use salsa::Setter;
+        let Some(file) = self.db.files.lock().unwrap_or_else(|e| e.into_inner()).get(path).copied() else { return false };
+        let text: Result<Arc<str>, String> =
+            std::fs::read_to_string(path).map(Arc::from).map_err(|e| format!("{}: cannot read: {e}", path.display()));
+        if *file.text(&self.db) == text {
+            return false;
+        }
+        // `to` hands back the previous text, which nobody needs.
+        let _previous = file.set_text(&mut self.db).to(text);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +263,58 @@ mod tests {
             overrides: crate::config::Overrides::parse(&set.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &mut w).unwrap(),
             ..Default::default()
         }
+    }
+
+    /// A planner that logs which derivations execute.
+    fn logged_planner() -> (Planner, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let storage = salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+            if let salsa::EventKind::WillExecute { database_key } = event.kind {
+                sink.lock().unwrap().push(format!("{database_key:?}"));
+            }
+        })));
+        (Planner { db: PlannerDb { storage, files: Default::default() }, setups: Vec::new() }, log)
+    }
+
+    fn executed(log: &Mutex<Vec<String>>, what: &str) -> usize {
+        log.lock().unwrap().drain(..).filter(|k| k.contains(what)).count()
+    }
+
+    #[test]
+    fn cosmetic_edits_stop_at_the_merge_and_real_edits_reach_the_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        for sub in ["config", "workload"] {
+            let status = std::process::Command::new("cp").arg("-r").arg(root.join(sub)).arg(dir.path()).status().unwrap();
+            assert!(status.success());
+        }
+        let scenario = dir.path().join("config/scenarios/examples/sim.yaml");
+        let original = std::fs::read_to_string(&scenario).unwrap();
+        let (mut p, log) = logged_planner();
+        let a = p.add_setup(opts(dir.path(), "examples/sim", &[]));
+        let first = p.render(a, 0).unwrap();
+        assert_eq!(executed(&log, "rendered_stack"), 1);
+
+        // Same inputs: nothing executes.
+        p.render(a, 0).unwrap();
+        assert_eq!(executed(&log, "setup_plan") + executed(&log, "rendered_stack"), 0);
+
+        // A comment: the merge re-runs, finds an equal result, and the render is reused.
+        std::fs::write(&scenario, format!("# a comment\n{original}")).unwrap();
+        assert!(p.reload(&scenario));
+        let again = p.render(a, 0).unwrap();
+        let log_now: Vec<String> = log.lock().unwrap().clone();
+        assert!(log_now.iter().any(|k| k.contains("setup_plan")), "{log_now:?}");
+        assert_eq!(executed(&log, "rendered_stack"), 0, "early cutoff");
+        assert!(Arc::ptr_eq(&first, &again));
+
+        // A value: the render re-runs.
+        std::fs::write(&scenario, original.replacen("timeToFirstToken: ", "timeToFirstToken: 1", 1)).unwrap();
+        assert!(p.reload(&scenario));
+        let third = p.render(a, 0).unwrap();
+        assert_eq!(executed(&log, "rendered_stack"), 1);
+        assert_ne!(first.config_yaml, third.config_yaml);
     }
 
     #[test]

@@ -105,8 +105,12 @@ mod tests {
 
     #[test]
     fn descriptions() {
-        let c = LeafChange { path: "load.stages.0.rate".into(), old: Some("4".into()), new: Some("8".into()), origin: "exp.yaml:12:5".into() };
-        assert_eq!(Reason::TreatmentChanged { changes: vec![c.clone(), c.clone()] }.describe(1), "treatment changed: load.stages.0.rate: 4 → 8 (exp.yaml:12:5); and 1 more");
+        let c =
+            LeafChange { path: "load.stages.0.rate".into(), old: Some("4".into()), new: Some("8".into()), origin: "exp.yaml:12:5".into() };
+        assert_eq!(
+            Reason::TreatmentChanged { changes: vec![c.clone(), c.clone()] }.describe(1),
+            "treatment changed: load.stages.0.rate: 4 → 8 (exp.yaml:12:5); and 1 more"
+        );
         assert!(Reason::UpstreamRuns { node: "run/a".into() }.is_cascade());
         let json = serde_json::to_value(Reason::PreviousFailed { error: Some("boom\nmore".into()) }).unwrap();
         assert_eq!(json["type"], "previous_failed");

@@ -26,8 +26,11 @@ pub struct Explained {
     pub chain: Vec<String>,
 }
 
+/// `(node id, reason, status)` for each node that ran or would run.
+pub type Decided = Vec<(String, Reason, String)>;
+
 /// Reads the newest build journal: decided-to-run nodes with their outcome.
-pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<(std::path::PathBuf, Vec<(String, Reason, String)>)> {
+pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<(std::path::PathBuf, Decided)> {
     for path in journals {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut decided: Vec<(String, Reason)> = Vec::new();
@@ -85,14 +88,21 @@ pub fn explain(nodes: &[(String, Reason, String)]) -> Vec<Explained> {
                     None => break,
                 }
             }
-            Explained { id: id.clone(), reason: reason.clone(), status: status.clone(), root: chain.last().cloned().unwrap_or_default(), chain }
+            Explained {
+                id: id.clone(),
+                reason: reason.clone(),
+                status: status.clone(),
+                root: chain.last().cloned().unwrap_or_default(),
+                chain,
+            }
         })
         .collect()
 }
 
 /// Text: roots first, each with the nodes it cascaded into, indented.
 pub fn render(explained: &[Explained], filter: Option<&str>, source: &str) -> String {
-    let shown: Vec<&Explained> = explained.iter().filter(|e| filter.is_none_or(|f| glob_match(f, &e.id) || e.chain.iter().any(|c| glob_match(f, c)))).collect();
+    let shown: Vec<&Explained> =
+        explained.iter().filter(|e| filter.is_none_or(|f| glob_match(f, &e.id) || e.chain.iter().any(|c| glob_match(f, c)))).collect();
     if shown.is_empty() {
         return match filter {
             Some(f) => format!("no node matching '{f}' ran in {source}\n"),
@@ -130,7 +140,12 @@ mod tests {
 
     #[test]
     fn roots_first_then_cascades() {
-        let change = LeafChange { path: "local.sim.timeToFirstToken".into(), old: Some("\"20ms\"".into()), new: Some("\"50ms\"".into()), origin: "exp.yaml:9:7".into() };
+        let change = LeafChange {
+            path: "local.sim.timeToFirstToken".into(),
+            old: Some("\"20ms\"".into()),
+            new: Some("\"50ms\"".into()),
+            origin: "exp.yaml:9:7".into(),
+        };
         let nodes = vec![
             ("standup/a/sim".to_string(), Reason::ConfigChanged { changes: vec![change] }, "ran".to_string()),
             ("smoketest/a/sim".to_string(), Reason::UpstreamRuns { node: "standup/a/sim".into() }, "ran".to_string()),

@@ -171,9 +171,17 @@ pub fn expand_factors(factors: &Node) -> Result<Vec<Node>, InputError> {
     let items = factors.as_seq().ok_or_else(|| InputError::at(&factors.origin, "'factors' must be a list of {name, key, levels}"))?;
     let mut parsed = Vec::new();
     for f in items {
-        let key = f.get("key").and_then(Node::as_str).filter(|k| !k.is_empty()).ok_or_else(|| InputError::at(&f.origin, "a factor needs 'key' (a dotted path)"))?;
+        let key = f
+            .get("key")
+            .and_then(Node::as_str)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| InputError::at(&f.origin, "a factor needs 'key' (a dotted path)"))?;
         let name = f.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| key.rsplit('.').next().unwrap_or(key).to_string());
-        let levels = f.get("levels").and_then(Node::as_seq).filter(|l| !l.is_empty()).ok_or_else(|| InputError::at(&f.origin, format!("factor '{name}' needs a non-empty 'levels' list")))?;
+        let levels = f
+            .get("levels")
+            .and_then(Node::as_seq)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| InputError::at(&f.origin, format!("factor '{name}' needs a non-empty 'levels' list")))?;
         parsed.push((name, key.to_string(), levels.to_vec()));
     }
     let mut combos: Vec<Vec<(String, String, Node)>> = vec![Vec::new()];

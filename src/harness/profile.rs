@@ -132,10 +132,15 @@ pub fn render_profile(
     warnings: &mut Warnings,
 ) -> Result<(Node, String)> {
     let raw = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
-    let text = substitute_placeholders(&raw, values);
-    let mut doc = load_str(&text, &path.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    render_profile_text(&substitute_placeholders(&raw, values), &path.display().to_string(), overrides, warnings)
+}
+
+/// [`render_profile`] on a profile's text with its placeholders already substituted;
+/// `label` names it in errors.
+pub fn render_profile_text(text: &str, label: &str, overrides: &[(String, Node)], warnings: &mut Warnings) -> Result<(Node, String)> {
+    let mut doc = load_str(text, label).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !overrides.is_empty() {
-        apply_overrides(&mut doc, overrides, &path.display().to_string(), warnings);
+        apply_overrides(&mut doc, overrides, label, warnings);
     }
     let yaml = dump(&doc, DumpOptions { sort_keys: false, literal_multiline: false });
     Ok((doc, yaml))

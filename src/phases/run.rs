@@ -441,7 +441,10 @@ impl HarnessJob<'_> {
             ("delta", Node::bare(Value::Float(stop - start))),
             ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
             ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
-            ("description", Node::str(format!("{} on {} ({})", self.harness.name(), self.stack, self.treatment.unwrap_or("profile as is")))),
+            (
+                "description",
+                Node::str(format!("{} on {} ({})", self.harness.name(), self.stack, self.treatment.unwrap_or("profile as is"))),
+            ),
         ]);
         let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
         let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {

@@ -54,7 +54,12 @@ fn try_flock(file: &std::fs::File) -> std::io::Result<bool> {
 
 pub fn acquire(root: &Path, command: &str, timeout: Option<Duration>, mut on_wait: impl FnMut(&str)) -> Result<LockGuard> {
     let path = root.join("lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     let started = Instant::now();
     let mut told = false;
     loop {

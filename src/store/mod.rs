@@ -101,6 +101,9 @@ pub struct Store {
     root: PathBuf,
     /// Problems met while reading (corrupt blobs or records), reported by the caller.
     warnings: Mutex<Vec<String>>,
+    /// Every blob's digest, once [`Store::index_blobs`] listed them: a build asks about
+    /// thousands of blobs, and 256 directory listings cost less than one stat each.
+    blob_index: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 fn shard(dir: &Path, name: &str) -> PathBuf {
@@ -136,7 +139,7 @@ impl Store {
         for dir in ["blobs", "records", "nodes", "incomplete", "journal"] {
             std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
-        Ok(Store { root: root.to_path_buf(), warnings: Mutex::new(Vec::new()) })
+        Ok(Store { root: root.to_path_buf(), warnings: Mutex::new(Vec::new()), blob_index: Mutex::new(None) })
     }
 
     pub fn root(&self) -> &Path {
@@ -171,7 +174,31 @@ impl Store {
         if !path.exists() {
             crate::fsutil::write_atomic(&path, bytes)?;
         }
+        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            index.insert(d.clone());
+        }
         Ok(d)
+    }
+
+    /// Lists every blob once, so [`Store::has_blob`] answers from memory from now on.
+    pub fn index_blobs(&self) {
+        let mut index = std::collections::HashSet::new();
+        for shard in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                if let Some(name) = e.file_name().to_str()
+                    && !name.starts_with('.')
+                {
+                    index.insert(name.to_string());
+                }
+            }
+        }
+        *self.blob_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(index);
+    }
+
+    fn forget_blob(&self, d: &str) {
+        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            index.remove(d);
+        }
     }
 
     /// Reads a blob and checks its digest; a missing or corrupt blob is `None` (corrupt
@@ -182,12 +209,16 @@ impl Store {
         if digest(&bytes) != d {
             self.warn(format!("cache blob {} is corrupt (content does not match its digest); it is ignored and removed", path.display()));
             let _ = std::fs::remove_file(&path);
+            self.forget_blob(d);
             return None;
         }
         Some(bytes)
     }
 
     pub fn has_blob(&self, d: &str) -> bool {
+        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return index.contains(d);
+        }
         self.blob_path(d).is_file()
     }
 
@@ -298,14 +329,21 @@ impl Store {
     pub fn journal(&self, command: &str) -> Result<Journal> {
         let ms = (unix_now() * 1000.0) as u64;
         let path = self.root.join("journal").join(format!("{ms:015}-{}.jsonl", std::process::id()));
-        let mut file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        writeln!(file, "{}", serde_json::json!({"event": "start", "command": command, "pid": std::process::id(), "unix": unix_now()}))?;
-        Ok(Journal { path, file: Mutex::new(file) })
+        let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let journal = Journal { path, file: Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, file)) };
+        journal.write(&serde_json::json!({"event": "start", "command": command, "pid": std::process::id(), "unix": unix_now()}));
+        Ok(journal)
     }
 
     /// Journals, newest first.
     pub fn journals(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.root.join("journal")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.root.join("journal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
         v.sort();
         v.reverse();
         v
@@ -367,6 +405,7 @@ impl Store {
             }
         }
         let mut removed = (0, 0, 0);
+        *self.blob_index.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for (dir, keep, count) in [("records", &keep_records, &mut removed.0), ("blobs", &keep_blobs, &mut removed.1)] {
             for shard in std::fs::read_dir(self.root.join(dir)).into_iter().flatten().flatten() {
                 for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
@@ -414,32 +453,56 @@ impl Store {
         if bundle["format"] != "llmd-cache-bundle" || bundle["layout"] != LAYOUT {
             bail!("not an llmd cache bundle for layout '{LAYOUT}'");
         }
+        // Everything is checked before anything is written.
+        let mut blobs = Vec::new();
         for (d, b64) in bundle["blobs"].as_object().into_iter().flatten() {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap_or_default()).context("a blob is not base64")?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().unwrap_or_default())
+                .with_context(|| format!("blob {d} is not base64"))?;
             if digest(&bytes) != *d {
-                bail!("bundle blob {d} does not match its digest; nothing after it was imported");
+                bail!("bundle blob {d} does not match its digest; nothing was imported");
             }
+            blobs.push(bytes);
+        }
+        let records: Vec<Record> = bundle["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, r)| {
+                serde_json::from_value(r.clone()).with_context(|| format!("bundle record #{i} is malformed; nothing was imported"))
+            })
+            .collect::<Result<_>>()?;
+        for bytes in blobs {
             self.put_blob(&bytes)?;
         }
         let mut n = 0;
-        for r in bundle["records"].as_array().into_iter().flatten() {
-            let rec: Record = serde_json::from_value(r.clone()).context("a bundle record is malformed")?;
-            if rec.status == Status::Ok {
-                self.commit(&rec)?;
-                n += 1;
-            }
+        for rec in records.iter().filter(|r| r.status == Status::Ok) {
+            self.commit(rec)?;
+            n += 1;
         }
         Ok(n)
     }
 }
 
 /// One invocation's decisions, one JSON object per line.
+///
+/// Lines are buffered: [`Journal::append`] for bursts (thousands of decisions), and
+/// [`Journal::write`] which also flushes, for events that must survive a crash right
+/// after them (a node starting or finishing).
 pub struct Journal {
     pub path: PathBuf,
-    file: Mutex<std::fs::File>,
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Journal {
+    /// Appends a line without flushing.
+    pub fn append(&self, entry: &serde_json::Value) {
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{entry}");
+    }
+
+    /// Appends a line and flushes everything buffered.
     pub fn write(&self, entry: &serde_json::Value) {
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(f, "{entry}");
@@ -452,7 +515,18 @@ mod tests {
     use super::*;
 
     fn record(key: &str, id: &str, status: Status, outputs: BTreeMap<String, Digest>) -> Record {
-        Record { version: Record::VERSION, key: key.into(), id: id.into(), kind: "plan".into(), status, manifest: Manifest::default(), outputs, started_unix: 0.0, duration_s: 0.1, error: None }
+        Record {
+            version: Record::VERSION,
+            key: key.into(),
+            id: id.into(),
+            kind: "plan".into(),
+            status,
+            manifest: Manifest::default(),
+            outputs,
+            started_unix: 0.0,
+            duration_s: 0.1,
+            error: None,
+        }
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Copies cached outputs into the workspace, where users browse them, and remembers
+//! what it wrote so a no-op build does not read a single blob.
+//!
+//! The index (`<workspace>/.llmd-materialized.json`) maps a record key to the files it
+//! was materialized into, each with its size and mtime as written. A record is up to date
+//! when every one of its files still has that size and mtime; anything else (a deleted,
+//! edited or touched file, a record never materialized) re-materializes it, comparing
+//! bytes so unchanged files are not rewritten. The index is a cache of stat results, not
+//! a source of truth: losing it costs one full comparison pass.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const FILE_NAME: &str = ".llmd-materialized.json";
+
+#[derive(Default, Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    /// record key → file path → (size, mtime in ns)
+    records: BTreeMap<String, BTreeMap<PathBuf, (u64, i128)>>,
+}
+
+pub struct Materializer {
+    path: PathBuf,
+    index: IndexFile,
+    dirty: bool,
+}
+
+fn stamp(path: &Path) -> Option<(u64, i128)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
+}
+
+impl Materializer {
+    const VERSION: u32 = 1;
+
+    /// Loads the workspace's index (an unreadable or old one is treated as empty).
+    pub fn open(workspace: &Path) -> Materializer {
+        let path = workspace.join(FILE_NAME);
+        let index = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
+            .filter(|i| i.version == Self::VERSION)
+            .unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
+        Materializer { path, index, dirty: false }
+    }
+
+    /// Whether the files written for `record_key` are all still as written.
+    pub fn up_to_date(&self, record_key: &str) -> bool {
+        self.index.records.get(record_key).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)))
+    }
+
+    /// Writes `bytes` to `path` unless it already holds them; returns whether it did.
+    pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+        if std::fs::read(path).ok().as_deref() == Some(bytes) {
+            return Ok(false);
+        }
+        crate::fsutil::write_atomic(path, bytes)?;
+        Ok(true)
+    }
+
+    /// Remembers that `record_key` was materialized into `files`.
+    pub fn remember(&mut self, record_key: &str, files: &[PathBuf]) {
+        let stamped: BTreeMap<PathBuf, (u64, i128)> = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
+        if self.index.records.get(record_key) != Some(&stamped) {
+            self.index.records.insert(record_key.to_string(), stamped);
+            self.dirty = true;
+        }
+    }
+
+    /// Drops every record not in `live` (files of superseded records are no longer tracked).
+    pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
+        let before = self.index.records.len();
+        self.index.records.retain(|k, _| live.contains(k));
+        self.dirty |= self.index.records.len() != before;
+    }
+
+    /// Saves the index if it changed.
+    pub fn save(&mut self) -> anyhow::Result<()> {
+        if self.dirty {
+            crate::fsutil::write_atomic(&self.path, &serde_json::to_vec(&self.index)?)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_after_any_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        let mut m = Materializer::open(dir.path());
+        assert!(!m.up_to_date("k"));
+        assert!(Materializer::write(&f, b"one").unwrap());
+        assert!(!Materializer::write(&f, b"one").unwrap(), "same bytes are not rewritten");
+        m.remember("k", std::slice::from_ref(&f));
+        assert!(m.up_to_date("k"));
+        m.save().unwrap();
+        let m = Materializer::open(dir.path());
+        assert!(m.up_to_date("k"), "the index survives a reload");
+        std::fs::write(&f, b"two!").unwrap();
+        assert!(!m.up_to_date("k"), "an edited file is stale");
+        std::fs::remove_file(&f).unwrap();
+        assert!(!m.up_to_date("k"), "a deleted file is stale");
+    }
+}
