@@ -111,6 +111,17 @@ fn a_second_build_executes_nothing() {
         std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(results.len(), 2);
     assert!(std::fs::read_dir(p.path().join("ws/setup-treatment-fast/receipts")).unwrap().next().is_none(), "torn down after its runs");
+    // Benchmark reports beside each run's results, and the cross-treatment comparison.
+    for r in &results {
+        assert!(
+            r.join("benchmark_report_v0.2,_records.yaml").is_file() && r.join("benchmark_report,_records.yaml").is_file(),
+            "{}",
+            r.display()
+        );
+    }
+    let comparison = std::fs::read_to_string(p.path().join("ws/cross-treatment-comparison/treatment_comparison.csv")).unwrap();
+    assert_eq!(comparison.lines().count(), 5, "{comparison}");
+    assert!(comparison.lines().nth(1).unwrap().starts_with("fast/r1#1,\"setup-treatment-fast/results/"), "{comparison}");
 
     let (code, second, err) = p.build(&[]);
     assert_eq!(code, 0, "{err}");

@@ -325,9 +325,12 @@ fn journal_records_every_chunk() {
     let first = chunks[0][0].as_u64().unwrap();
     let ttft_ms = (first - rec["arrival_ns"].as_u64().unwrap()) as f64 / 1e6;
     assert!((19.5..30.0).contains(&ttft_ms), "server-side TTFT {ttft_ms} ms");
-    let gaps: Vec<f64> = chunks.windows(2).map(|w| (w[1][0].as_u64().unwrap() - w[0][0].as_u64().unwrap()) as f64 / 1e6).collect();
-    for g in &gaps[..gaps.len() - 1] {
-        assert!((4.0..7.0).contains(g), "gap {g} ms in {gaps:?}");
+    // Tokens keep an absolute schedule (first + k·ITL): a chunk delayed by a busy machine
+    // is followed by a shorter gap, so judge each chunk against its due time, not its gap.
+    let times: Vec<f64> = chunks.iter().map(|c| (c[0].as_u64().unwrap() - first) as f64 / 1e6).collect();
+    for (k, t) in times[..times.len() - 1].iter().enumerate() {
+        let lateness = t - 5.0 * k as f64;
+        assert!((-0.5..15.0).contains(&lateness), "chunk {k} at {t} ms is {lateness} ms off its schedule: {times:?}");
     }
 }
 

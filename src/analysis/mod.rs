@@ -1,88 +1,53 @@
 //! Analysis of benchmark results.
 //!
 //! * [`stats`] — summary statistics with numpy's conventions.
-//! * [`run_summary`] — the headline metrics of one run, from any harness's own output.
+//! * [`br`] — the llm-d benchmark report (v0.1, v0.2, v0.2.1) as serde types.
+//! * [`convert`] — each harness's own output → report aggregates.
+//! * [`report`] — report documents, and `llmd analyze` on a results directory.
+//! * [`comparison`] — the cross-treatment table (`treatment_comparison.csv`).
+//! * [`headline`] — the metrics of one run the summary table shows, from a report.
 //! * [`summary_table`] — one row per run, as CSV and as an aligned text table.
+//!
+//! `llmd analyze` and the build graph's analysis and summary nodes call the same code:
+//! a run directory → [`convert::convert_dir`] → [`report::analyze_dir`] → [`headline`].
 
+pub mod br;
+pub mod comparison;
+pub mod convert;
+pub mod report;
 pub mod stats;
 
-use std::collections::BTreeMap;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::harness::external::HarnessKind;
+use br::{Aggregate, Statistics};
 
 /// The metric families every summary row has, in display order.
 pub const METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2e"];
 
-fn ms(v: Option<f64>, scale: f64) -> Value {
-    v.map_or(Value::Null, |x| json!((x * scale * 1e6).round() / 1e6))
+fn ms(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |x| json!((x * 1e3 * 1e6).round() / 1e6))
 }
 
-/// `{mean, p50, p90, p99}` in milliseconds from a summary object, given the keys it uses.
-fn family(obj: &Value, scale: f64, keys: [&str; 4]) -> Value {
-    let get = |k: &str| {
-        let mut cur = obj;
-        for part in k.split('/') {
-            cur = &cur[part];
-        }
-        cur.as_f64()
-    };
-    json!({"mean": ms(get(keys[0]), scale), "p50": ms(get(keys[1]), scale), "p90": ms(get(keys[2]), scale), "p99": ms(get(keys[3]), scale)})
+/// `{mean, p50, p90, p99}` in milliseconds from a statistics object in seconds.
+fn family(s: Option<&Statistics>) -> Value {
+    match s {
+        None => json!({"mean": null, "p50": null, "p90": null, "p99": null}),
+        Some(s) => json!({"mean": ms(Some(s.mean)), "p50": ms(s.p50), "p90": ms(s.p90), "p99": ms(s.p99)}),
+    }
 }
 
-fn parse(files: &BTreeMap<String, Vec<u8>>, name: &str) -> Result<Value> {
-    let bytes = files.get(name).with_context(|| format!("the run has no {name}"))?;
-    serde_json::from_slice(bytes).with_context(|| format!("{name} is not valid JSON"))
-}
-
-/// Headline metrics of a run (latencies in ms), read from the harness's own result file.
-pub fn run_summary(files: &BTreeMap<String, Vec<u8>>, harness: HarnessKind) -> Result<Value> {
-    Ok(match harness {
-        HarnessKind::Llmd => {
-            let r = parse(files, "report.json")?;
-            let f = |name: &str| family(&r[name], 1e3, ["mean", "percentiles/p50", "percentiles/p90", "percentiles/p99"]);
-            json!({
-                "requests": {"total": r["requests"]["total"], "completed": r["requests"]["completed"], "failed": r["requests"]["failed"]},
-                "request_throughput": r["request_throughput"],
-                "output_token_throughput": r["output_token_throughput"],
-                "ttft": f("ttft_s"), "tpot": f("tpot_s"), "itl": f("itl_s"), "e2e": f("e2e_s"),
-            })
-        }
-        HarnessKind::InferencePerf => {
-            let r = parse(files, "summary_lifecycle_metrics.json")?;
-            let lat = &r["successes"]["latency"];
-            let f = |name: &str| family(&lat[name], 1e3, ["mean", "median", "p90", "p99"]);
-            json!({
-                "requests": {"total": r["successes"]["count"].as_u64().unwrap_or(0) + r["failures"]["count"].as_u64().unwrap_or(0), "completed": r["successes"]["count"], "failed": r["failures"]["count"]},
-                "request_throughput": r["successes"]["throughput"]["requests_per_sec"],
-                "output_token_throughput": r["successes"]["throughput"]["output_tokens_per_sec"],
-                "ttft": f("time_to_first_token"), "tpot": f("time_per_output_token"), "itl": f("inter_token_latency"), "e2e": f("request_latency"),
-            })
-        }
-        HarnessKind::Guidellm => {
-            let r = parse(files, "results.json")?;
-            let m = &r["benchmarks"][0]["metrics"];
-            let f =
-                |name: &str, scale: f64| family(&m[name]["successful"], scale, ["mean", "median", "percentiles/p90", "percentiles/p99"]);
-            json!({
-                "requests": {"total": m["request_totals"]["total"], "completed": m["request_totals"]["successful"], "failed": m["request_totals"]["errored"]},
-                "request_throughput": m["requests_per_second"]["successful"]["mean"],
-                "output_token_throughput": m["output_tokens_per_second"]["successful"]["mean"],
-                "ttft": f("time_to_first_token_ms", 1.0), "tpot": f("time_per_output_token_ms", 1.0), "itl": f("inter_token_latency_ms", 1.0), "e2e": f("request_latency", 1e3),
-            })
-        }
-        HarnessKind::VllmBenchmark => {
-            let r = parse(files, "vllm-bench.json")?;
-            let f = |m: &str| json!({"mean": r[format!("mean_{m}_ms")], "p50": r[format!("median_{m}_ms")], "p90": r[format!("p90_{m}_ms")], "p99": r[format!("p99_{m}_ms")]});
-            json!({
-                "requests": {"total": r["completed"].as_u64().unwrap_or(0) + r["failed"].as_u64().unwrap_or(0), "completed": r["completed"], "failed": r["failed"]},
-                "request_throughput": r["request_throughput"],
-                "output_token_throughput": r["output_throughput"],
-                "ttft": f("ttft"), "tpot": f("tpot"), "itl": f("itl"), "e2e": f("e2el"),
-            })
-        }
+/// Headline metrics of a run (latencies in ms) from its report aggregate.
+pub fn headline(a: &Aggregate) -> Value {
+    let rate = |s: &Option<Statistics>| s.as_ref().map_or(Value::Null, |s| json!(s.mean));
+    json!({
+        "requests": {"total": a.requests.total, "completed": a.requests.total.saturating_sub(a.requests.failures + a.requests.incomplete.unwrap_or(0)), "failed": a.requests.failures},
+        "request_throughput": rate(&a.throughput.request_rate),
+        "output_token_throughput": rate(&a.throughput.output_token_rate),
+        "ttft": family(a.latency.time_to_first_token.as_ref()),
+        "tpot": family(a.latency.time_per_output_token.as_ref()),
+        "itl": family(a.latency.inter_token_latency.as_ref()),
+        "e2e": family(a.latency.request_latency.as_ref()),
     })
 }
 
@@ -161,33 +126,20 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Option<Vec<u8>> {
-        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/harness-outputs").join(name)).ok()
-    }
-
     #[test]
-    fn summaries_from_every_harness_output() {
-        let cases = [
-            (HarnessKind::InferencePerf, "inference-perf-0.7.0-summary_lifecycle_metrics.json", "summary_lifecycle_metrics.json"),
-            (HarnessKind::Guidellm, "guidellm-0.8.1-sanity_random-results.json", "results.json"),
-            (HarnessKind::VllmBenchmark, "vllm-0.33.0-bench-serve-random.json", "vllm-bench.json"),
-        ];
-        for (kind, fixture_name, name) in cases {
-            let Some(bytes) = fixture(fixture_name) else {
-                eprintln!("skipping {fixture_name}: ../shared/fixtures is not present");
-                continue;
-            };
-            let s = run_summary(&BTreeMap::from([(name.to_string(), bytes)]), kind).unwrap();
-            let ttft = s["ttft"]["p50"].as_f64().unwrap_or_else(|| panic!("{fixture_name}: {s}"));
-            assert!(ttft > 1.0 && ttft < 1000.0, "{fixture_name}: TTFT p50 {ttft} ms");
-            assert!(s["requests"]["completed"].as_u64().unwrap() > 0, "{fixture_name}");
-        }
-        let rows = vec![
-            json!({"setup": "a", "stack": "sim", "treatment": "r1", "repetition": 1, "metrics": {"requests": {"completed": 10, "failed": 0}, "request_throughput": 2.5, "ttft": {"mean": 20.5, "p50": 20.25, "p99": 22.0}}}),
-        ];
+    fn headline_and_table() {
+        let mut a = Aggregate::default();
+        a.requests.total = 10;
+        a.requests.failures = 1;
+        a.latency.time_to_first_token = Statistics::of("s", &[0.02, 0.021, 0.0225]);
+        a.throughput.request_rate = Some(Statistics::value("queries/s", 2.5));
+        let h = headline(&a);
+        assert_eq!(h["requests"]["completed"], 9);
+        assert_eq!(h["ttft"]["p50"], 21.0);
+        let rows = vec![json!({"setup": "a", "stack": "sim", "treatment": "r1", "repetition": 1, "metrics": h})];
         let (csv, text) = summary_table(&rows).unwrap();
         assert!(csv.starts_with("setup,stack,treatment,repetition,completed,failed,req_per_s,out_tok_per_s,ttft_mean_ms"), "{csv}");
-        assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,10,0,2.500,,20.500,20.250,22"), "{csv}");
-        assert!(text.contains("ttft_p50_ms") && text.contains("20.250"), "{text}");
+        assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,9,1,2.500,,21.167,21,22.350"), "{csv}");
+        assert!(text.contains("ttft_p50_ms"), "{text}");
     }
 }

@@ -5,6 +5,7 @@
 //! `LLMDBENCH_*` environment default. Each subcommand lives in its own file and turns
 //! its arguments into library calls; exit codes are decided in [`exit`].
 
+pub mod analyze;
 pub mod build;
 pub mod exit;
 pub mod experiment;
@@ -111,6 +112,8 @@ pub enum Command {
     Cache(build::CacheArgs),
     /// Generate load against an OpenAI-compatible endpoint (the native harness).
     Load(Box<load::LoadArgs>),
+    /// Write benchmark reports (v0.2, v0.1) for results directories and compare treatments.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// Entry point of the `llmd` binary.
@@ -146,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why(args) => build::run_why(&cli.global, args),
         Command::Status(args) => build::run_status(&cli.global, args),
         Command::Cache(args) => build::run_cache(args),
+        Command::Analyze(args) => analyze::run(args),
     }
 }
 

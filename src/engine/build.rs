@@ -21,6 +21,8 @@ use super::key::{Leaf, leaves_digest, override_leaves};
 use super::materialize::Materializer;
 use super::planner::{Planner, RenderedOut};
 use super::reason::Reason;
+use crate::analysis::headline;
+use crate::analysis::report::{StackInfo, analyze_dir};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, Liveness, Receipt, StackTarget, TARGET_PATHS, target_from_config};
 use crate::config::PlanOptions;
@@ -33,7 +35,7 @@ use crate::store::{Record, Status, Store, unix_now};
 use crate::yaml::Node;
 
 /// Version of the analysis a node computes; part of analysis keys.
-const ANALYSIS_VERSION: &str = "1";
+const ANALYSIS_VERSION: &str = "2";
 
 /// Everything `llmd build` (and `status`) is asked to do.
 #[derive(Clone, Debug)]
@@ -1108,21 +1110,46 @@ impl Executor<'_> {
     fn analyze(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
         let slot = &self.graph.setups[si].stacks[ki].runs[ri];
         let files = self.run_files(slot.run)?;
-        let summary = crate::analysis::run_summary(&files, self.graph.harness)?;
+        // The same code as `llmd analyze`, on a scratch copy of the run's files.
+        let scratch = crate::fsutil::ScratchDir::new("analysis")?;
+        for (name, bytes) in &files {
+            let path = scratch.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, bytes)?;
+        }
+        let stack = &self.graph.setups[si].stacks[ki];
+        let info = self.graph.nodes[stack.plan]
+            .record
+            .as_ref()
+            .and_then(|r| r.outputs.get("config.yaml"))
+            .and_then(|d| self.store.get_blob(d))
+            .and_then(|b| crate::yaml::load_str(&String::from_utf8_lossy(&b), "config.yaml").ok())
+            .map(|config| StackInfo::from_config(&stack.name, &config));
+        let analyzed = analyze_dir(scratch.path(), Some(self.graph.harness.name()), info)?;
+        let report = analyzed.reports.first().context("the harness output holds no measured load")?;
+        let metrics = headline(&report.results.request_performance.as_ref().context("the report has no request performance")?.aggregate);
         let doc = serde_json::json!({
             "run": self.graph.nodes[slot.run].id,
             "setup": self.graph.setups[si].name,
-            "stack": self.graph.setups[si].stacks[ki].name,
+            "stack": stack.name,
             "treatment": slot.treatment,
             "repetition": slot.rep,
             "harness": self.graph.harness.name(),
-            "metrics": summary,
+            "metrics": metrics,
         });
-        Ok(BTreeMap::from([("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?)]))
+        let mut out = BTreeMap::from([("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?)]);
+        for path in &analyzed.files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            out.insert(format!("file:{name}"), std::fs::read(path)?);
+        }
+        Ok(out)
     }
 
     fn summarize(&mut self) -> Result<Outputs> {
         let mut rows = Vec::new();
+        let mut reports: Vec<(String, String, crate::analysis::br::ReportV02)> = Vec::new();
         for s in &self.graph.setups {
             for k in &s.stacks {
                 for r in &k.runs {
@@ -1134,15 +1161,40 @@ impl Executor<'_> {
                             .context("analysis.json is missing from the cache")?,
                     )?;
                     rows.push(doc);
+                    let eid = self.graph.nodes[r.run]
+                        .record
+                        .as_ref()
+                        .and_then(|run| run.outputs.get("eid"))
+                        .and_then(|d| self.store.get_blob(d))
+                        .map(|b| String::from_utf8_lossy(&b).to_string())
+                        .unwrap_or_default();
+                    for (name, d) in
+                        rec.outputs.iter().filter(|(n, _)| n.starts_with("file:benchmark_report_v0.2,_") && n.ends_with(".json"))
+                    {
+                        let bytes = self.store.get_blob(d).with_context(|| format!("{name} is missing from the cache"))?;
+                        let report = serde_json::from_slice(&bytes).with_context(|| format!("{name} is not a benchmark report"))?;
+                        let label = if self.graph.setups.len() > 1 {
+                            format!("{}/{}#{}", s.name, r.treatment, r.rep)
+                        } else {
+                            format!("{}#{}", r.treatment, r.rep)
+                        };
+                        reports.push((label, format!("setup-treatment-{}/results/{eid}/{}", s.name, &name["file:".len()..]), report));
+                    }
                 }
             }
         }
         let (csv, text) = crate::analysis::summary_table(&rows)?;
+        let comparison_rows: Vec<crate::analysis::comparison::Row> = reports
+            .iter()
+            .map(|(t, f, r)| crate::analysis::comparison::Row { treatment: t.clone(), source_file: f.clone(), report: r })
+            .collect();
+        let comparison = crate::analysis::comparison::csv(&comparison_rows)?;
         let json = serde_json::json!({"experiment": self.graph.experiment.name, "runs": rows});
         Ok(BTreeMap::from([
             ("summary.json".to_string(), serde_json::to_vec_pretty(&json)?),
             ("summary.csv".to_string(), csv.into_bytes()),
             ("summary.txt".to_string(), text.into_bytes()),
+            ("cross-treatment-comparison/treatment_comparison.csv".to_string(), comparison.into_bytes()),
         ]))
     }
 
@@ -1222,10 +1274,14 @@ impl Executor<'_> {
             let files: Vec<(PathBuf, String)> =
                 rec.outputs.iter().filter_map(|(name, d)| name.strip_prefix("file:").map(|f| (dir.join(f), d.clone()))).collect();
             todo.push((rec.key.clone(), files));
-            if let Some(a) = analysis
-                && let Some(d) = a.outputs.get("analysis.json")
-            {
-                todo.push((a.key.clone(), vec![(setup.workspace.join("analysis").join(format!("{eid}.json")), d.clone())]));
+            if let Some(a) = analysis {
+                // Benchmark reports beside the results they describe, as upstream places them.
+                let mut files: Vec<(PathBuf, String)> =
+                    a.outputs.iter().filter_map(|(name, d)| name.strip_prefix("file:").map(|f| (dir.join(f), d.clone()))).collect();
+                if let Some(d) = a.outputs.get("analysis.json") {
+                    files.push((setup.workspace.join("analysis").join(format!("{eid}.json")), d.clone()));
+                }
+                todo.push((a.key.clone(), files));
             }
         }
         for (key, files) in todo {
