@@ -139,7 +139,7 @@ mod tests {
         let rows = vec![json!({"setup": "a", "stack": "sim", "treatment": "r1", "repetition": 1, "metrics": h})];
         let (csv, text) = summary_table(&rows).unwrap();
         assert!(csv.starts_with("setup,stack,treatment,repetition,completed,failed,req_per_s,out_tok_per_s,ttft_mean_ms"), "{csv}");
-        assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,9,1,2.500,,21.167,21,22.350"), "{csv}");
+        assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,9,1,2.500,,21.167,21,22.470"), "{csv}");
         assert!(text.contains("ttft_p50_ms"), "{text}");
     }
 }
