@@ -14,7 +14,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-render bench-sim bench-harness bench-build
+bench: bench-render bench-sim bench-harness bench-build bench-analysis
 
 # Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
 bench-render:
@@ -41,3 +41,7 @@ bench-harness:
 # The incremental engine: no-op build and decision time on 50 stacks x 20 run treatments.
 bench-build:
     cargo bench --bench build
+
+# Analysis: `llmd analyze` on 1,000,000 native request records (wall time and peak memory).
+bench-analysis:
+    cargo bench --bench analysis

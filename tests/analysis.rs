@@ -331,3 +331,36 @@ fn bad_input_names_the_file_and_spares_the_others() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("profile_export_aiperf.json"), "{}", r.stderr);
 }
+
+#[test]
+fn native_records_stream_to_the_report_definitions() {
+    let path = support::root().join("tests/fixtures/native-records.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<llmd::harness::record::RequestRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let streamed = convert::llmd(&path).unwrap();
+    let report = llmd::harness::report::RunReport::from_records(&records);
+    let a = &streamed.aggregate;
+    assert_eq!(a.requests.total, report.requests.total as u64);
+    for (ours, theirs) in [
+        (&a.latency.time_to_first_token, &report.ttft_s),
+        (&a.latency.request_latency, &report.e2e_s),
+        (&a.latency.time_per_output_token, &report.tpot_s),
+        (&a.latency.inter_token_latency, &report.itl_s),
+        (&a.latency.normalized_time_per_output_token, &report.ntpot_s),
+    ] {
+        let (o, t) = (ours.as_ref().unwrap(), theirs.as_ref().unwrap());
+        assert_eq!((o.mean, o.p50, o.p99, o.max), (t.mean, Some(t.p(50.0)), Some(t.p(99.0)), Some(t.max)));
+    }
+    assert_eq!(a.throughput.request_rate.as_ref().unwrap().mean, report.request_throughput);
+    assert_eq!(a.throughput.output_token_rate.as_ref().unwrap().mean, report.output_token_throughput);
+
+    // A corrupt line is named by number.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("records.jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let cut = &lines[2][..lines[2].len() / 2];
+    lines[2] = cut;
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let e = format!("{:#}", convert::llmd(&bad).unwrap_err());
+    assert!(e.contains("records.jsonl:3:") && e.contains("truncated or corrupt"), "{e}");
+}

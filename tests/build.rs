@@ -171,6 +171,11 @@ fn editing_one_run_treatment_reruns_exactly_that_run() {
     assert!(r["changes"][0]["origin"].as_str().unwrap().starts_with("exp.yaml:"), "{r}");
     let why = run(p.cmd().args(["why", "run/fast/*"]));
     assert!(why.stdout.contains("load.stages.0.rate: 60 → 70 (exp.yaml:"), "{}", why.stdout);
+    // Repetitions are summarized with a spread and a confidence interval.
+    let reps = std::fs::read_to_string(p.path().join("ws/repetitions.csv")).unwrap();
+    assert!(reps.starts_with("setup,stack,treatment,repetitions,metric,mean,stddev,ci95_low,ci95_high"), "{reps}");
+    let row = reps.lines().find(|l| l.starts_with("slow,sim,r2,2,ttft_mean_ms,")).unwrap_or_else(|| panic!("{reps}"));
+    assert_eq!(row.split(',').filter(|c| !c.is_empty()).count(), 9, "{row}");
 }
 
 #[test]

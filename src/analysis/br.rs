@@ -54,6 +54,11 @@ impl Statistics {
         Summary::of(values).map(|s| Statistics::from_summary(units, &s))
     }
 
+    /// [`Statistics::of`] on an owned sample (sorted in place).
+    pub fn of_vec(units: &str, values: Vec<f64>) -> Option<Statistics> {
+        Summary::of_vec(values).map(|s| Statistics::from_summary(units, &s))
+    }
+
     pub fn from_summary(units: &str, s: &Summary) -> Statistics {
         Statistics {
             units: units.into(),

@@ -22,7 +22,6 @@ use serde_json::Value;
 
 use super::br::{Aggregate, Latency, Requests, Statistics, Throughput};
 use crate::harness::record::RequestRecord;
-use crate::harness::report::RunReport;
 
 /// One measured load (a stage, a benchmark) as read from a harness's output.
 #[derive(Clone, Debug, Default)]
@@ -170,64 +169,269 @@ fn find_json(files: &[PathBuf], marker: &str) -> Option<PathBuf> {
 
 // ---- llmd (native): statistics from the records
 
-pub fn llmd(path: &Path) -> Result<Converted> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: RequestRecord = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a request record (truncated or corrupt?)", path.display(), i + 1))?;
-        records.push(r);
-    }
-    Ok(llmd_from_records(&records, path))
+/// Everything the report needs from native records, accumulated one record at a time
+/// with the definitions of [`RunReport`] (the per-request methods of [`RequestRecord`]).
+#[derive(Default)]
+struct NativeAcc {
+    total: u64,
+    failed: u64,
+    incomplete: u64,
+    /// First send and last completion of measured (non-warm-up) requests.
+    start: Option<u64>,
+    end: Option<u64>,
+    completed: u64,
+    input: u64,
+    output: u64,
+    ttft: Vec<f64>,
+    e2e: Vec<f64>,
+    tpot: Vec<f64>,
+    ntpot: Vec<f64>,
+    itl: Vec<f64>,
+    input_len: Vec<f64>,
+    output_len: Vec<f64>,
 }
 
-pub fn llmd_from_records(records: &[RequestRecord], path: &Path) -> Converted {
-    let r = RunReport::from_records(records);
-    let stat = |s: &Option<crate::analysis::stats::Summary>, units: &str| s.as_ref().map(|s| Statistics::from_summary(units, s));
-    let mut samples = Samples::default();
-    for rec in records.iter().filter(|r| !r.warmup && r.ok()) {
-        let (Some(first), Some(last)) = (rec.first_token_ns, rec.last_token_ns) else { continue };
-        let ttft = first.saturating_sub(rec.sent_ns) as f64 / 1e9;
-        let e2e = last.saturating_sub(rec.sent_ns) as f64 / 1e9;
-        samples.ttft.push(ttft);
-        samples.e2e.push(e2e);
-        let n = rec.completion_tokens.unwrap_or_else(|| rec.chunks.iter().map(|c| c.1).sum());
-        if n > 1 {
-            samples.tpot.push((e2e - ttft) / (n - 1) as f64);
+impl NativeAcc {
+    fn add(&mut self, r: &RequestRecord) {
+        if r.warmup {
+            return;
         }
-        samples.itl.extend(rec.chunks.windows(2).map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e9));
+        self.total += 1;
+        self.start = Some(self.start.map_or(r.sent_ns, |s| s.min(r.sent_ns)));
+        self.end = Some(self.end.map_or(r.done_ns, |e| e.max(r.done_ns)));
+        match r.status {
+            crate::harness::record::Status::Ok => {}
+            crate::harness::record::Status::Incomplete => self.incomplete += 1,
+            _ => self.failed += 1,
+        }
+        if !r.ok() {
+            return;
+        }
+        self.completed += 1;
+        let prompt = r.prompt_tokens.unwrap_or(r.input_len);
+        self.input += u64::from(prompt);
+        self.output += u64::from(r.output_tokens());
+        self.ttft.extend(r.ttft());
+        self.e2e.extend(r.e2e());
+        self.tpot.extend(r.tpot());
+        self.ntpot.extend(r.ntpot());
+        self.itl.extend(r.itls());
+        self.input_len.push(f64::from(prompt));
+        self.output_len.push(f64::from(r.output_tokens()));
     }
-    Converted {
-        tool: "llmd".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        source_file: path.to_path_buf(),
-        stage: None,
-        aggregate: Aggregate {
-            requests: Requests {
-                total: r.requests.total as u64,
-                failures: r.requests.failed as u64,
-                incomplete: Some(r.requests.incomplete as u64),
-                input_length: stat(&r.input_tokens, "count"),
-                output_length: stat(&r.output_tokens, "count"),
-            },
-            latency: Latency {
-                time_to_first_token: stat(&r.ttft_s, "s"),
-                normalized_time_per_output_token: stat(&r.ntpot_s, "s/token"),
-                time_per_output_token: stat(&r.tpot_s, "s/token"),
-                inter_token_latency: stat(&r.itl_s, "s"),
-                request_latency: stat(&r.e2e_s, "s"),
-            },
-            throughput: Throughput {
-                input_token_rate: Some(Statistics::value("tokens/s", r.input_token_throughput)),
-                output_token_rate: Some(Statistics::value("tokens/s", r.output_token_throughput)),
-                total_token_rate: Some(Statistics::value("tokens/s", r.total_token_throughput)),
-                request_rate: Some(Statistics::value("queries/s", r.request_throughput)),
-            },
-        },
-        duration_s: Some(r.duration_s),
-        samples,
-        ..Default::default()
+
+    /// Merges the workers' accumulators, allocating each sample vector once at its exact
+    /// final size (growing by doubling would hold up to twice the samples at the peak).
+    fn merge(parts: Vec<NativeAcc>) -> NativeAcc {
+        let mut out = NativeAcc::default();
+        let pick: [fn(&mut NativeAcc) -> &mut Vec<f64>; 7] = [
+            |a| &mut a.ttft,
+            |a| &mut a.e2e,
+            |a| &mut a.tpot,
+            |a| &mut a.ntpot,
+            |a| &mut a.itl,
+            |a| &mut a.input_len,
+            |a| &mut a.output_len,
+        ];
+        let mut parts = parts;
+        for field in pick {
+            let total: usize = parts.iter_mut().map(|p| field(p).len()).sum();
+            let mut merged = Vec::with_capacity(total);
+            for p in parts.iter_mut() {
+                merged.extend_from_slice(field(p));
+                *field(p) = Vec::new();
+            }
+            *field(&mut out) = merged;
+        }
+        for o in parts {
+            out.total += o.total;
+            out.failed += o.failed;
+            out.incomplete += o.incomplete;
+            out.completed += o.completed;
+            out.start = match (out.start, o.start) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.end = out.end.max(o.end);
+            out.input += o.input;
+            out.output += o.output;
+        }
+        out
     }
+
+    fn finish(self, path: &Path) -> Converted {
+        let start = self.start.unwrap_or(0);
+        let duration_s = self.end.unwrap_or(start).saturating_sub(start) as f64 / 1e9;
+        let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
+        // Samples are sorted in place (plots do not need their order); the seven sort
+        // independently, so two threads share them.
+        let NativeAcc { mut ttft, mut e2e, mut tpot, mut ntpot, mut itl, mut input_len, mut output_len, .. } = self;
+        let sorted = |units: &'static str, v: &mut Vec<f64>| {
+            v.retain(|x| !x.is_nan());
+            v.sort_unstable_by(f64::total_cmp);
+            (!v.is_empty()).then(|| Statistics::from_summary(units, &crate::analysis::stats::Summary::of_sorted(v)))
+        };
+        let ((itl_s, ntpot_s, input_length, output_length), (ttft_s, e2e_s, tpot_s)) = std::thread::scope(|scope| {
+            let big = scope.spawn(|| {
+                (sorted("s", &mut itl), sorted("s/token", &mut ntpot), sorted("count", &mut input_len), sorted("count", &mut output_len))
+            });
+            let rest = (sorted("s", &mut ttft), sorted("s", &mut e2e), sorted("s/token", &mut tpot));
+            (big.join().unwrap_or_default(), rest)
+        });
+        let samples = Samples { ttft, tpot, itl, e2e };
+        let (ttft, e2e, tpot, itl, ntpot) = (ttft_s, e2e_s, tpot_s, itl_s, ntpot_s);
+        Converted {
+            tool: "llmd".into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            source_file: path.to_path_buf(),
+            stage: None,
+            aggregate: Aggregate {
+                requests: Requests {
+                    total: self.total,
+                    failures: self.failed,
+                    incomplete: Some(self.incomplete),
+                    input_length,
+                    output_length,
+                },
+                latency: Latency {
+                    time_to_first_token: ttft,
+                    normalized_time_per_output_token: ntpot,
+                    time_per_output_token: tpot,
+                    inter_token_latency: itl,
+                    request_latency: e2e,
+                },
+                throughput: Throughput {
+                    input_token_rate: Some(Statistics::value("tokens/s", per_s(self.input as f64))),
+                    output_token_rate: Some(Statistics::value("tokens/s", per_s(self.output as f64))),
+                    total_token_rate: Some(Statistics::value("tokens/s", per_s((self.input + self.output) as f64))),
+                    request_rate: Some(Statistics::value("queries/s", per_s(self.completed as f64))),
+                },
+            },
+            duration_s: Some(duration_s),
+            samples,
+            ..Default::default()
+        }
+    }
+}
+
+/// Converts a native `records.jsonl`, streaming: the file is read in blocks that worker
+/// threads parse, so memory holds the metric samples, never the records.
+pub fn llmd(path: &Path) -> Result<Converted> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    // (first line number, whole lines)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+    let rx = std::sync::Mutex::new(rx);
+    // After an error a worker keeps draining blocks (unparsed) so the reader never blocks.
+    let parse = |acc: &mut NativeAcc| -> Result<()> {
+        let mut error = None;
+        loop {
+            let Ok((first_line, block)) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
+            if error.is_some() {
+                continue;
+            }
+            for (i, line) in block.split(|&b| b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<RequestRecord>(line) {
+                    Ok(r) => acc.add(&r),
+                    Err(e) => {
+                        error = Some(anyhow::anyhow!(
+                            "{}:{}: not a request record (truncated or corrupt?): {e}",
+                            path.display(),
+                            first_line + i
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        error.map_or(Ok(()), Err)
+    };
+    std::thread::scope(|scope| -> Result<Converted> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let parse = &parse;
+                scope.spawn(move || {
+                    let mut acc = NativeAcc::default();
+                    parse(&mut acc).map(|()| acc)
+                })
+            })
+            .collect();
+        let mut line = 1usize;
+        let mut read_error = None;
+        loop {
+            let mut block = Vec::with_capacity(4 << 20);
+            match (&mut reader).take(4 << 20).read_to_end(&mut block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    read_error = Some(anyhow::Error::new(e).context(format!("cannot read {}", path.display())));
+                    break;
+                }
+            }
+            // Complete the last line of the block.
+            if block.last() != Some(&b'\n')
+                && let Err(e) = reader.read_until(b'\n', &mut block)
+            {
+                read_error = Some(anyhow::Error::new(e).context(format!("cannot read {}", path.display())));
+                break;
+            }
+            let lines = block.iter().filter(|&&b| b == b'\n').count();
+            if tx.send((line, block)).is_err() {
+                break;
+            }
+            line += lines;
+        }
+        drop(tx);
+        let mut parts = Vec::new();
+        let mut first_error = read_error;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(acc)) => parts.push(acc),
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(_) => first_error = first_error.or(Some(anyhow::anyhow!("internal error: a parser thread panicked"))),
+            }
+        }
+        rss_note("records parsed");
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                let merged = NativeAcc::merge(parts);
+                rss_note("samples merged");
+                let c = merged.finish(path);
+                rss_note("statistics computed");
+                Ok(c)
+            }
+        }
+    })
+}
+
+/// `LLMD_TIMINGS=1`: resident memory at a point of the analysis.
+fn rss_note(what: &str) {
+    if std::env::var_os("LLMD_TIMINGS").is_some()
+        && let Ok(status) = std::fs::read_to_string("/proc/self/status")
+    {
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?");
+        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?");
+        eprintln!(
+            "[timings] {what}: {} ({})",
+            rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
+            hwm.replace(char::is_whitespace, "")
+        );
+    }
+}
+
+/// [`llmd`] on records already in memory.
+pub fn llmd_from_records(records: &[RequestRecord], path: &Path) -> Converted {
+    let mut acc = NativeAcc::default();
+    for r in records {
+        acc.add(r);
+    }
+    NativeAcc::merge(vec![acc]).finish(path)
 }
 
 // ---- inference-perf

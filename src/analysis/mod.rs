@@ -122,6 +122,76 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
     Ok((csv, text))
 }
 
+/// Two-sided 95% critical values of Student's t for 1..=30 degrees of freedom.
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093,
+    2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
+
+/// Mean, sample standard deviation and the 95% confidence interval of the mean
+/// (Student's t) of repeated measurements; `None` for the spread of a single one.
+pub fn repeat_stats(values: &[f64]) -> Option<(f64, Option<f64>, Option<(f64, f64)>)> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return Some((mean, None, None));
+    }
+    let sd = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let t = T975.get(n - 2).copied().unwrap_or(1.960);
+    let half = t * sd / (n as f64).sqrt();
+    Some((mean, Some(sd), Some((mean - half, mean + half))))
+}
+
+/// Per (setup, stack, treatment): each headline metric over its repetitions — mean,
+/// sample stddev, 95% CI — as CSV.
+pub fn repetition_table(rows: &[Value]) -> Result<String> {
+    let metrics: Vec<(String, Vec<&str>)> =
+        [("request_throughput", vec!["request_throughput"]), ("output_token_throughput", vec!["output_token_throughput"])]
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p))
+            .chain(METRICS.iter().flat_map(|m| ["mean", "p50", "p99"].map(|s| (format!("{m}_{s}_ms"), vec![*m, s]))))
+            .collect();
+    let mut groups: Vec<((String, String, String), Vec<&Value>)> = Vec::new();
+    for r in rows {
+        let key = (
+            r["setup"].as_str().unwrap_or("").to_string(),
+            r["stack"].as_str().unwrap_or("").to_string(),
+            r["treatment"].as_str().unwrap_or("").to_string(),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["setup", "stack", "treatment", "repetitions", "metric", "mean", "stddev", "ci95_low", "ci95_high"])?;
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for ((setup, stack, treatment), members) in &groups {
+        for (name, path) in &metrics {
+            let values: Vec<f64> = members
+                .iter()
+                .filter_map(|r| path.iter().fold(Some(&r["metrics"]), |cur, k| cur.map(|c| &c[*k])).and_then(Value::as_f64))
+                .collect();
+            let Some((mean, sd, ci)) = repeat_stats(&values) else { continue };
+            w.write_record([
+                setup.clone(),
+                stack.clone(),
+                treatment.clone(),
+                values.len().to_string(),
+                name.clone(),
+                f(Some(mean)),
+                f(sd),
+                f(ci.map(|c| c.0)),
+                f(ci.map(|c| c.1)),
+            ])?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +211,23 @@ mod tests {
         assert!(csv.starts_with("setup,stack,treatment,repetition,completed,failed,req_per_s,out_tok_per_s,ttft_mean_ms"), "{csv}");
         assert!(csv.lines().nth(1).unwrap().starts_with("a,sim,r1,1,9,1,2.500,,21.167,21,22.470"), "{csv}");
         assert!(text.contains("ttft_p50_ms"), "{text}");
+    }
+
+    #[test]
+    fn repetitions_get_a_confidence_interval() {
+        // scipy.stats.t.interval(0.95, 2, loc=2, scale=stdev([1,2,3])/sqrt(3)) = (-0.4841, 4.4841)
+        let (mean, sd, ci) = repeat_stats(&[1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((mean, sd), (2.0, Some(1.0)));
+        let (lo, hi) = ci.unwrap();
+        assert!((lo + 0.4841).abs() < 1e-3 && (hi - 4.4841).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(repeat_stats(&[5.0]), Some((5.0, None, None)));
+        let rows: Vec<Value> = [10.0, 12.0]
+            .iter()
+            .enumerate()
+            .map(|(i, rps)| json!({"setup": "s", "stack": "sim", "treatment": "t", "repetition": i + 1, "metrics": {"request_throughput": rps, "ttft": {"mean": 20.0}}}))
+            .collect();
+        let csv = repetition_table(&rows).unwrap();
+        assert!(csv.contains("s,sim,t,2,request_throughput,11.000000,1.414214,-1.706"), "{csv}");
+        assert!(csv.contains("s,sim,t,2,ttft_mean_ms,20.000000,0.000000,20.000000,20.000000"), "{csv}");
     }
 }

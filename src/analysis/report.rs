@@ -111,9 +111,13 @@ fn short_digest(bytes: &[u8]) -> String {
 
 /// The BR v0.2 document for one converted load; `version` is `0.2` or `0.2.1`.
 pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
-    let source = std::fs::read(&c.source_file).unwrap_or_default();
-    let mut uid_input = source;
-    uid_input.extend_from_slice(format!("#{:?}", c.stage).as_bytes());
+    // Streamed: a native records file can be hundreds of MB.
+    let mut hasher = blake3::Hasher::new();
+    if let Ok(f) = std::fs::File::open(&c.source_file) {
+        let _ = hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f));
+    }
+    hasher.update(format!("#{:?}", c.stage).as_bytes());
+    let uid = hasher.finalize().to_hex()[..32].to_string();
     let start = c.start_unix.or(cx.start_unix);
     let end = c.end_unix.or(cx.end_unix);
     let duration = c.duration_s.or_else(|| start.zip(end).map(|(a, b)| b - a));
@@ -154,7 +158,7 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
     ReportV02 {
         version: version.into(),
         run: Run {
-            uid: short_digest(&uid_input),
+            uid,
             eid: cx.eid.as_ref().map(|e| short_digest(e.as_bytes())),
             cid: None,
             pid: None,

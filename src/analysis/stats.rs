@@ -73,6 +73,16 @@ impl Summary {
         Some(Self::of_sorted(&v))
     }
 
+    /// [`Summary::of`] on an owned sample, sorted in place (no copy for large samples).
+    pub fn of_vec(mut v: Vec<f64>) -> Option<Summary> {
+        v.retain(|x| !x.is_nan());
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable_by(f64::total_cmp);
+        Some(Self::of_sorted(&v))
+    }
+
     /// Summarizes an ascending, NaN-free sample.
     pub fn of_sorted(v: &[f64]) -> Summary {
         let n = v.len();

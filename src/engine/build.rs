@@ -1184,6 +1184,7 @@ impl Executor<'_> {
             }
         }
         let (csv, text) = crate::analysis::summary_table(&rows)?;
+        let repetitions = crate::analysis::repetition_table(&rows)?;
         let comparison_rows: Vec<crate::analysis::comparison::Row> = reports
             .iter()
             .map(|(t, f, r)| crate::analysis::comparison::Row { treatment: t.clone(), source_file: f.clone(), report: r })
@@ -1194,6 +1195,7 @@ impl Executor<'_> {
             ("summary.json".to_string(), serde_json::to_vec_pretty(&json)?),
             ("summary.csv".to_string(), csv.into_bytes()),
             ("summary.txt".to_string(), text.into_bytes()),
+            ("repetitions.csv".to_string(), repetitions.into_bytes()),
             ("cross-treatment-comparison/treatment_comparison.csv".to_string(), comparison.into_bytes()),
         ]))
     }
