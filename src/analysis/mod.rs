@@ -128,9 +128,12 @@ const T975: [f64; 30] = [
     2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 ];
 
+/// `(mean, sample stddev, 95% CI of the mean)` of repeated measurements.
+pub type RepeatStats = (f64, Option<f64>, Option<(f64, f64)>);
+
 /// Mean, sample standard deviation and the 95% confidence interval of the mean
 /// (Student's t) of repeated measurements; `None` for the spread of a single one.
-pub fn repeat_stats(values: &[f64]) -> Option<(f64, Option<f64>, Option<(f64, f64)>)> {
+pub fn repeat_stats(values: &[f64]) -> Option<RepeatStats> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -154,7 +157,8 @@ pub fn repetition_table(rows: &[Value]) -> Result<String> {
             .map(|(n, p)| (n.to_string(), p))
             .chain(METRICS.iter().flat_map(|m| ["mean", "p50", "p99"].map(|s| (format!("{m}_{s}_ms"), vec![*m, s]))))
             .collect();
-    let mut groups: Vec<((String, String, String), Vec<&Value>)> = Vec::new();
+    type Key = (String, String, String);
+    let mut groups: Vec<(Key, Vec<&Value>)> = Vec::new();
     for r in rows {
         let key = (
             r["setup"].as_str().unwrap_or("").to_string(),
@@ -171,10 +175,7 @@ pub fn repetition_table(rows: &[Value]) -> Result<String> {
     let f = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
     for ((setup, stack, treatment), members) in &groups {
         for (name, path) in &metrics {
-            let values: Vec<f64> = members
-                .iter()
-                .filter_map(|r| path.iter().fold(Some(&r["metrics"]), |cur, k| cur.map(|c| &c[*k])).and_then(Value::as_f64))
-                .collect();
+            let values: Vec<f64> = members.iter().filter_map(|r| path.iter().fold(&r["metrics"], |cur, k| &cur[*k]).as_f64()).collect();
             let Some((mean, sd, ci)) = repeat_stats(&values) else { continue };
             w.write_record([
                 setup.clone(),
