@@ -58,7 +58,9 @@ fn generate(path: &std::path::Path, n: usize) {
     w.flush().unwrap();
 }
 
-/// Runs `cmd`, returning (wall seconds, peak RSS in MiB) of the child.
+/// Runs `cmd`, returning (wall seconds, peak RSS in MiB) of the child. The child is
+/// reaped by `wait4` (which also reports its resource usage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> (f64, f64) {
     let start = Instant::now();
     let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
