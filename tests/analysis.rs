@@ -292,6 +292,25 @@ fn analyze_writes_reports_and_the_comparison() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 4, "{csv}");
     assert!(rows.iter().any(|r| r.starts_with("guidellm-b_1,") && r.contains(",guidellm,1.0")), "{csv}");
+    // Plots (real PNGs) and the self-contained HTML report that embeds them.
+    let out = t.path().join("results/cross-treatment-comparison");
+    let plots: Vec<PathBuf> = std::fs::read_dir(out.join("plots")).unwrap().flatten().map(|e| e.path()).collect();
+    for name in
+        ["compare_ttft_mean.png", "compare_output_tps.png", "scatter_ttft_p50_vs_qps.png", "cdf_overlay_ttft.png", "cdf_overlay_itl.png"]
+    {
+        assert!(plots.iter().any(|p| p.ends_with(name)), "{name} missing: {plots:?}");
+    }
+    for p in &plots {
+        let png = std::fs::read(p).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", p.display());
+        let (w, h) = (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
+        assert_eq!((w, h), (900, 520), "{}", p.display());
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), plots.len());
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"), "self-contained, no scripts");
+    assert!(html.contains("guidellm-b_1") && html.contains("class=\"best\""), "summary table with the best values marked");
+
     // Re-analysing is idempotent: reports are not mistaken for harness output.
     let again = run(llmd().args(["analyze"]).arg(t.path().join("results")));
     assert_eq!(again.code, 0, "{}", again.stderr);

@@ -122,6 +122,9 @@ fn a_second_build_executes_nothing() {
     let comparison = std::fs::read_to_string(p.path().join("ws/cross-treatment-comparison/treatment_comparison.csv")).unwrap();
     assert_eq!(comparison.lines().count(), 5, "{comparison}");
     assert!(comparison.lines().nth(1).unwrap().starts_with("fast/r1#1,\"setup-treatment-fast/results/"), "{comparison}");
+    let html = std::fs::read_to_string(p.path().join("ws/report.html")).unwrap();
+    assert!(html.contains("run/slow/sim/r2#1 key") && html.contains("run input deployment"), "provenance in the report");
+    assert!(p.path().join("ws/cross-treatment-comparison/plots/cdf_overlay_ttft.png").is_file());
 
     let (code, second, err) = p.build(&[]);
     assert_eq!(code, 0, "{err}");

@@ -79,3 +79,8 @@ pub fn csv(rows: &[Row]) -> Result<String> {
     }
     Ok(String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?)
 }
+
+/// The numeric columns of a row, by name.
+pub fn row_numbers(r: &Row) -> std::collections::BTreeMap<String, f64> {
+    COLUMNS.iter().zip(row_values(r)).filter_map(|(c, v)| v.parse::<f64>().ok().map(|x| (c.to_string(), x))).collect()
+}

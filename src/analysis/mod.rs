@@ -5,6 +5,7 @@
 //! * [`convert`] — each harness's own output → report aggregates.
 //! * [`report`] — report documents, and `llmd analyze` on a results directory.
 //! * [`comparison`] — the cross-treatment table (`treatment_comparison.csv`).
+//! * [`plots`] — PNG plots of a comparison; [`html`] — the self-contained `report.html`.
 //! * [`headline`] — the metrics of one run the summary table shows, from a report.
 //! * [`summary_table`] — one row per run, as CSV and as an aligned text table.
 //!
@@ -14,6 +15,8 @@
 pub mod br;
 pub mod comparison;
 pub mod convert;
+pub mod html;
+pub mod plots;
 pub mod report;
 pub mod stats;
 

@@ -302,6 +302,9 @@ pub struct Batch {
     pub failed: Vec<(PathBuf, anyhow::Error)>,
     /// The comparison CSV, when at least one directory was analysed.
     pub comparison: Option<PathBuf>,
+    /// `report.html` and the plots in it.
+    pub html: Option<PathBuf>,
+    pub plots: Vec<PathBuf>,
 }
 
 /// Result directories under `dir`: itself when it holds harness output, else its
@@ -327,7 +330,7 @@ pub fn result_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Analyses every directory (one failing does not stop the others) and writes
 /// `<out>/treatment_comparison.csv` across all reports produced.
 pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batch {
-    let mut batch = Batch { analyzed: Vec::new(), failed: Vec::new(), comparison: None };
+    let mut batch = Batch { analyzed: Vec::new(), failed: Vec::new(), comparison: None, html: None, plots: Vec::new() };
     for d in dirs {
         match analyze_dir(d, harness, None) {
             Ok(a) => batch.analyzed.push(a),
@@ -335,6 +338,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
         }
     }
     let mut rows = Vec::new();
+    let mut distributions = Vec::new();
     for a in &batch.analyzed {
         let label = a.dir.file_name().and_then(|n| n.to_str()).unwrap_or("results").to_string();
         for (c, r) in a.converted.iter().zip(&a.reports) {
@@ -343,6 +347,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
                 _ => label.clone(),
             };
             rows.push(super::comparison::Row { treatment, source_file: c.source_file.display().to_string(), report: r });
+            distributions.push(super::plots::Distributions::of(&c.samples));
         }
     }
     if !rows.is_empty() {
@@ -350,6 +355,24 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
         match super::comparison::csv(&rows).and_then(|text| crate::fsutil::write_atomic(&path, text.as_bytes())) {
             Ok(()) => batch.comparison = Some(path),
             Err(e) => batch.failed.push((path, e)),
+        }
+        let plot_rows: Vec<super::plots::PlotRow> = rows
+            .iter()
+            .zip(distributions)
+            .map(|(r, d)| super::plots::PlotRow { label: r.treatment.clone(), values: super::comparison::row_numbers(r), distributions: d })
+            .collect();
+        let page = super::plots::render_all(&out.join("plots"), &plot_rows).and_then(|plots| {
+            let html = super::html::render("llmd analysis", &rows, &plots, &[])?;
+            let path = out.join("report.html");
+            crate::fsutil::write_atomic(&path, html.as_bytes())?;
+            Ok((path, plots))
+        });
+        match page {
+            Ok((path, plots)) => {
+                batch.html = Some(path);
+                batch.plots = plots;
+            }
+            Err(e) => batch.failed.push((out.to_path_buf(), e)),
         }
     }
     batch

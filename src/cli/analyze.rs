@@ -54,6 +54,9 @@ pub fn run(args: &AnalyzeArgs) -> Result<ExitCode> {
     if let Some(c) = &batch.comparison {
         println!("comparison: {}", c.display());
     }
+    if let Some(h) = &batch.html {
+        println!("report: {}  ({} plots in {})", h.display(), batch.plots.len(), out.join("plots").display());
+    }
     for (d, e) in &batch.failed {
         eprintln!("error: {}: {e:#}", d.display());
     }

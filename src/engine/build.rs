@@ -35,7 +35,7 @@ use crate::store::{Record, Status, Store, unix_now};
 use crate::yaml::Node;
 
 /// Version of the analysis a node computes; part of analysis keys.
-const ANALYSIS_VERSION: &str = "2";
+const ANALYSIS_VERSION: &str = "3";
 
 /// Everything `llmd build` (and `status`) is asked to do.
 #[derive(Clone, Debug)]
@@ -899,6 +899,7 @@ impl Executor<'_> {
         })();
         let (status, detail) = match (&result, &outcome) {
             (Ok(_), Ok(rec)) => {
+                self.mat.forget(&rec.key);
                 self.graph.nodes[idx].record = Some(rec.clone());
                 ("ran", None)
             }
@@ -1139,7 +1140,11 @@ impl Executor<'_> {
             "harness": self.graph.harness.name(),
             "metrics": metrics,
         });
-        let mut out = BTreeMap::from([("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?)]);
+        let distributions = crate::analysis::plots::Distributions::of(&analyzed.converted[0].samples);
+        let mut out = BTreeMap::from([
+            ("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?),
+            ("distributions.json".to_string(), serde_json::to_vec(&distributions)?),
+        ]);
         for path in &analyzed.files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             out.insert(format!("file:{name}"), std::fs::read(path)?);
@@ -1149,7 +1154,9 @@ impl Executor<'_> {
 
     fn summarize(&mut self) -> Result<Outputs> {
         let mut rows = Vec::new();
-        let mut reports: Vec<(String, String, crate::analysis::br::ReportV02)> = Vec::new();
+        // (label, source file, report, distributions, provenance)
+        type Entry = (String, String, crate::analysis::br::ReportV02, crate::analysis::plots::Distributions, Vec<(String, String)>);
+        let mut reports: Vec<Entry> = Vec::new();
         for s in &self.graph.setups {
             for k in &s.stacks {
                 for r in &k.runs {
@@ -1168,6 +1175,19 @@ impl Executor<'_> {
                         .and_then(|d| self.store.get_blob(d))
                         .map(|b| String::from_utf8_lossy(&b).to_string())
                         .unwrap_or_default();
+                    let distributions: crate::analysis::plots::Distributions = rec
+                        .outputs
+                        .get("distributions.json")
+                        .and_then(|d| self.store.get_blob(d))
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    // What every number of this run rests on, for the report's provenance.
+                    let run_node = &self.graph.nodes[r.run];
+                    let mut provenance = vec![
+                        (format!("{} key", run_node.id), run_node.key.clone()),
+                        (format!("{} key", self.graph.nodes[r.analysis].id), rec.key.clone()),
+                    ];
+                    provenance.extend(run_node.inputs.iter().map(|(k, v)| (format!("run input {k}"), v.clone())));
                     for (name, d) in
                         rec.outputs.iter().filter(|(n, _)| n.starts_with("file:benchmark_report_v0.2,_") && n.ends_with(".json"))
                     {
@@ -1178,7 +1198,15 @@ impl Executor<'_> {
                         } else {
                             format!("{}#{}", r.treatment, r.rep)
                         };
-                        reports.push((label, format!("setup-treatment-{}/results/{eid}/{}", s.name, &name["file:".len()..]), report));
+                        let mut p = provenance.clone();
+                        p.push((format!("report {}", &name["file:".len()..]), d.clone()));
+                        reports.push((
+                            label,
+                            format!("setup-treatment-{}/results/{eid}/{}", s.name, &name["file:".len()..]),
+                            report,
+                            distributions.clone(),
+                            p,
+                        ));
                     }
                 }
             }
@@ -1187,17 +1215,43 @@ impl Executor<'_> {
         let repetitions = crate::analysis::repetition_table(&rows)?;
         let comparison_rows: Vec<crate::analysis::comparison::Row> = reports
             .iter()
-            .map(|(t, f, r)| crate::analysis::comparison::Row { treatment: t.clone(), source_file: f.clone(), report: r })
+            .map(|(t, f, r, _, _)| crate::analysis::comparison::Row { treatment: t.clone(), source_file: f.clone(), report: r })
             .collect();
         let comparison = crate::analysis::comparison::csv(&comparison_rows)?;
+        // Plots and the HTML report, drawn in a scratch folder and kept as outputs.
+        let scratch = crate::fsutil::ScratchDir::new("summary")?;
+        let plot_rows: Vec<crate::analysis::plots::PlotRow> = comparison_rows
+            .iter()
+            .zip(&reports)
+            .map(|(r, (_, _, _, d, _))| crate::analysis::plots::PlotRow {
+                label: r.treatment.clone(),
+                values: crate::analysis::comparison::row_numbers(r),
+                distributions: d.clone(),
+            })
+            .collect();
+        let plots = crate::analysis::plots::render_all(scratch.path(), &plot_rows)?;
+        let provenance: Vec<crate::analysis::html::Provenance> =
+            reports.iter().map(|(t, _, _, _, p)| crate::analysis::html::Provenance { label: t.clone(), entries: p.clone() }).collect();
+        let html = crate::analysis::html::render(
+            &format!("llmd experiment {}", self.graph.experiment.name),
+            &comparison_rows,
+            &plots,
+            &provenance,
+        )?;
         let json = serde_json::json!({"experiment": self.graph.experiment.name, "runs": rows});
-        Ok(BTreeMap::from([
+        let mut out = BTreeMap::from([
             ("summary.json".to_string(), serde_json::to_vec_pretty(&json)?),
             ("summary.csv".to_string(), csv.into_bytes()),
             ("summary.txt".to_string(), text.into_bytes()),
             ("repetitions.csv".to_string(), repetitions.into_bytes()),
+            ("report.html".to_string(), html.into_bytes()),
             ("cross-treatment-comparison/treatment_comparison.csv".to_string(), comparison.into_bytes()),
-        ]))
+        ]);
+        for p in &plots {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("plot.png");
+            out.insert(format!("cross-treatment-comparison/plots/{name}"), std::fs::read(p)?);
+        }
+        Ok(out)
     }
 
     fn teardown_setup(&mut self, ws: &Path) {

@@ -71,6 +71,12 @@ impl Materializer {
         }
     }
 
+    /// Forgets what was written for `record_key` (it was just re-executed: same key,
+    /// possibly different bytes), so the next materialization compares and rewrites.
+    pub fn forget(&mut self, record_key: &str) {
+        self.dirty |= self.index.records.remove(record_key).is_some();
+    }
+
     /// Drops every record not in `live` (files of superseded records are no longer tracked).
     pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
         let before = self.index.records.len();
