@@ -236,6 +236,22 @@ fn every_report_validates_against_upstream_schemas() {
             assert_eq!(parsed.results.request_performance.unwrap().aggregate, c.aggregate);
         }
     }
+    // Reports with server observability (scraped /metrics) validate too.
+    let t = tempfile::tempdir().unwrap();
+    std::fs::copy(support::root().join("tests/fixtures/native-records.jsonl"), t.path().join("records.jsonl")).unwrap();
+    std::fs::create_dir_all(t.path().join("metrics/raw")).unwrap();
+    let scrape = |ts: f64, kv: f64| {
+        format!(
+            "# Timestamp: {ts}\n# Pod: sim\nvllm:kv_cache_usage_perc{{model_name=\"m\"}} {kv}\nvllm:num_requests_running{{model_name=\"m\"}} 3\nvllm:num_requests_waiting{{model_name=\"m\"}} 0\nvllm:prefix_cache_hits_total 5\nvllm:prefix_cache_queries_total 10\n"
+        )
+    };
+    std::fs::write(t.path().join("metrics/raw/sim.log"), scrape(1.0, 0.25) + &scrape(2.0, 0.5)).unwrap();
+    let analyzed = llmd::analysis::report::analyze_dir(t.path(), None, None).unwrap();
+    let with_obs = serde_json::to_value(&analyzed.reports[0]).unwrap();
+    assert_eq!(with_obs["results"]["observability"]["components"][0]["aggregate"]["kv_cache_usage"]["mean"], 0.375);
+    assert_valid(&v02, &with_obs, "v0.2 with observability");
+    assert_valid(&v021, &with_obs, "v0.2.1 with observability");
+
     // The validator itself accepts upstream's examples (its v0.2 example already carries
     // 0.2.1's `session_performance`, so it is checked against 0.2.1).
     for (v, example) in [(&v021, "br_v0_2_example.yaml"), (&v021, "br_v0_2_1_example.yaml"), (&v01, "br_v0_1_example.yaml")] {

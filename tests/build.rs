@@ -122,6 +122,12 @@ fn a_second_build_executes_nothing() {
     let comparison = std::fs::read_to_string(p.path().join("ws/cross-treatment-comparison/treatment_comparison.csv")).unwrap();
     assert_eq!(comparison.lines().count(), 5, "{comparison}");
     assert!(comparison.lines().nth(1).unwrap().starts_with("fast/r1#1,\"setup-treatment-fast/results/"), "{comparison}");
+    // The model server's /metrics was scraped during each run and summarized.
+    for r in &results {
+        assert!(r.join("metrics/raw/sim.log").is_file(), "{}", r.display());
+        let br = std::fs::read_to_string(r.join("benchmark_report_v0.2,_records.yaml")).unwrap();
+        assert!(br.contains("observability:") && br.contains("kv_cache_usage:") && br.contains("running_requests:"), "{br}");
+    }
     let html = std::fs::read_to_string(p.path().join("ws/report.html")).unwrap();
     assert!(html.contains("run/slow/sim/r2#1 key") && html.contains("run input deployment"), "provenance in the report");
     assert!(p.path().join("ws/cross-treatment-comparison/plots/cdf_overlay_ttft.png").is_file());

@@ -5,6 +5,7 @@
 //! * [`convert`] — each harness's own output → report aggregates.
 //! * [`report`] — report documents, and `llmd analyze` on a results directory.
 //! * [`comparison`] — the cross-treatment table (`treatment_comparison.csv`).
+//! * [`metrics`] — model-server `/metrics` scraped during runs, summarized as observability.
 //! * [`plots`] — PNG plots of a comparison; [`html`] — the self-contained `report.html`.
 //! * [`headline`] — the metrics of one run the summary table shows, from a report.
 //! * [`summary_table`] — one row per run, as CSV and as an aligned text table.
@@ -16,6 +17,7 @@ pub mod br;
 pub mod comparison;
 pub mod convert;
 pub mod html;
+pub mod metrics;
 pub mod plots;
 pub mod report;
 pub mod stats;

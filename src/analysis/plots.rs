@@ -65,11 +65,20 @@ pub struct Distributions {
     pub tpot: Quantiles,
     pub itl: Quantiles,
     pub e2e: Quantiles,
+    /// Server metrics over the run: field → [(seconds since the first scrape, value)].
+    #[serde(default)]
+    pub server: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 impl Distributions {
     pub fn of(s: &super::convert::Samples) -> Distributions {
-        Distributions { ttft: Quantiles::of(&s.ttft), tpot: Quantiles::of(&s.tpot), itl: Quantiles::of(&s.itl), e2e: Quantiles::of(&s.e2e) }
+        Distributions {
+            ttft: Quantiles::of(&s.ttft),
+            tpot: Quantiles::of(&s.tpot),
+            itl: Quantiles::of(&s.itl),
+            e2e: Quantiles::of(&s.e2e),
+            server: Default::default(),
+        }
     }
 
     fn get(&self, metric: &str) -> &Quantiles {
@@ -146,7 +155,55 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
             out.push(path);
         }
     }
+    for (field, title, unit) in [
+        ("kv_cache_usage", "KV-cache usage", "fraction"),
+        ("running_requests", "Running requests", "requests"),
+        ("waiting_requests", "Waiting requests", "requests"),
+    ] {
+        let lines: Vec<(&str, &[(f64, f64)])> = rows
+            .iter()
+            .filter_map(|r| r.distributions.server.get(field).filter(|s| !s.is_empty()).map(|s| (r.label.as_str(), s.as_slice())))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!("server_{field}.png"));
+        timeseries(&path, &format!("{title} during each run (model server /metrics)"), unit, &lines)?;
+        out.push(path);
+    }
     Ok(out)
+}
+
+fn timeseries(path: &Path, title: &str, unit: &str, lines: &[(&str, &[(f64, f64)])]) -> Result<()> {
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let xmax = lines.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(0.0f64, f64::max).max(1.0);
+    let ymax = lines.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(err(path))?;
+    chart.configure_mesh().x_desc("seconds into the run").y_desc(unit).label_style((FONT, 13)).draw().map_err(err(path))?;
+    for (i, (label, s)) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))
+            .map_err(err(path))?
+            .label(label.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(err(path))?;
+    root.present().map_err(err(path))
 }
 
 fn file_safe(label: &str) -> String {

@@ -4,6 +4,7 @@
 //! Identity is content-derived so re-analysing the same files gives the same report:
 //! `run.uid` is a digest of the source file, `run.eid` of the experiment id.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -259,6 +260,8 @@ pub struct Analyzed {
     pub converted: Vec<Converted>,
     pub reports: Vec<ReportV02>,
     pub files: Vec<PathBuf>,
+    /// Server metrics over the run, when `/metrics` was scraped.
+    pub server: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 /// Converts a results directory and writes its reports beside the results:
@@ -271,6 +274,10 @@ pub fn analyze_dir(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>) 
     let converted = super::convert::convert_dir(dir, &harness)?;
     let mut cx = RunContext::from_dir(dir);
     cx.stack = stack;
+    let (observability, server) = match super::metrics::observability(dir)? {
+        Some((o, s)) => (Some(o), s),
+        None => (None, BTreeMap::new()),
+    };
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for c in &converted {
@@ -279,7 +286,8 @@ pub fn analyze_dir(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>) 
             Some(s) if c.tool == "guidellm" => format!("{stem}_{s}"),
             _ => stem,
         };
-        let v02 = report_v02(c, &cx, "0.2");
+        let mut v02 = report_v02(c, &cx, "0.2");
+        v02.results.observability = observability.clone();
         let v01 = report_v01(c, &cx);
         for (name, text) in [
             (format!("benchmark_report_v0.2,_{stem}.yaml"), to_yaml(&v02)?),
@@ -292,7 +300,7 @@ pub fn analyze_dir(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>) 
         }
         reports.push(v02);
     }
-    Ok(Analyzed { dir: dir.to_path_buf(), harness, converted, reports, files })
+    Ok(Analyzed { dir: dir.to_path_buf(), harness, converted, reports, files, server })
 }
 
 /// Outcome of analysing several results directories.
@@ -347,7 +355,9 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
                 _ => label.clone(),
             };
             rows.push(super::comparison::Row { treatment, source_file: c.source_file.display().to_string(), report: r });
-            distributions.push(super::plots::Distributions::of(&c.samples));
+            let mut d = super::plots::Distributions::of(&c.samples);
+            d.server = a.server.clone();
+            distributions.push(d);
         }
     }
     if !rows.is_empty() {

@@ -35,7 +35,7 @@ use crate::store::{Record, Status, Store, unix_now};
 use crate::yaml::Node;
 
 /// Version of the analysis a node computes; part of analysis keys.
-const ANALYSIS_VERSION: &str = "3";
+const ANALYSIS_VERSION: &str = "4";
 
 /// Everything `llmd build` (and `status`) is asked to do.
 #[derive(Clone, Debug)]
@@ -1140,7 +1140,8 @@ impl Executor<'_> {
             "harness": self.graph.harness.name(),
             "metrics": metrics,
         });
-        let distributions = crate::analysis::plots::Distributions::of(&analyzed.converted[0].samples);
+        let mut distributions = crate::analysis::plots::Distributions::of(&analyzed.converted[0].samples);
+        distributions.server = analyzed.server.clone();
         let mut out = BTreeMap::from([
             ("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?),
             ("distributions.json".to_string(), serde_json::to_vec(&distributions)?),

@@ -399,7 +399,18 @@ impl HarnessJob<'_> {
     pub async fn run(self) -> InstanceOutcome {
         let dir = self.dir.clone();
         let start = unix_now();
-        let result: Result<(Option<RunReport>, Tally)> = async {
+        // The model server's /metrics, scraped every second while the harness runs.
+        let scrape_ep = Endpoint::parse(self.endpoint).ok();
+        let scraper = {
+            let (ep, label, dir) = (scrape_ep.clone(), self.stack.to_string(), dir.clone());
+            async move {
+                match ep {
+                    Some(ep) => crate::analysis::metrics::scrape_forever(ep, label, dir, std::time::Duration::from_secs(1)).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let harness = async {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             match self.harness {
                 HarnessKind::Llmd => {
@@ -420,8 +431,14 @@ impl HarnessJob<'_> {
                     Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
                 }
             }
+        };
+        let result: Result<(Option<RunReport>, Tally)> = tokio::select! {
+            r = harness => r,
+            () = scraper => unreachable!("the scraper loops until the harness finishes"),
+        };
+        if let Some(ep) = &scrape_ep {
+            crate::analysis::metrics::scrape_once(ep, self.stack, &dir.join("metrics/raw").join(format!("{}.log", self.stack))).await;
         }
-        .await;
         let stop = unix_now();
         let (report, tally, error) = match result {
             Ok((r, t)) => (r, Some(t), None),
