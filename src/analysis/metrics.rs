@@ -94,14 +94,18 @@ pub fn parse_log(text: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
     out
 }
 
-/// Summaries of every `metrics/raw/*.log` under `dir`; `None` when there are none.
-pub fn observability(dir: &Path) -> Result<Option<(Observability, BTreeMap<String, Vec<(f64, f64)>>)>> {
+/// Field → [(seconds since the first scrape, value)].
+pub type Timeline = BTreeMap<String, Vec<(f64, f64)>>;
+
+/// Summaries of every `metrics/raw/*.log` under `dir`, and their gauges over time;
+/// `None` when there are no logs.
+pub fn observability(dir: &Path) -> Result<Option<(Observability, Timeline)>> {
     let raw = dir.join("metrics/raw");
     let Ok(entries) = std::fs::read_dir(&raw) else { return Ok(None) };
     let mut logs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
     logs.sort();
     let mut components = Vec::new();
-    let mut timeline: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut timeline = Timeline::new();
     for log in logs {
         let text = std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))?;
         let series = parse_log(&text);
