@@ -100,6 +100,11 @@ pub struct PlotRow {
     pub distributions: Distributions,
 }
 
+/// Above this many treatments bars and per-treatment figures stop being readable (and a
+/// thousand-run sweep would spend minutes drawing them): they are left out.
+pub const MAX_BARS: usize = 40;
+pub const MAX_LINES: usize = 12;
+
 /// Bar metrics: (column, title, unit scale, unit, lower is better).
 const BARS: [(&str, &str, f64, &str, bool); 8] = [
     ("ttft_mean_s", "TTFT (mean)", 1e3, "ms", true),
@@ -121,7 +126,7 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut out = Vec::new();
-    for (col, title, scale, unit, lower) in BARS {
+    for (col, title, scale, unit, lower) in BARS.iter().copied().filter(|_| rows.len() <= MAX_BARS) {
         let points: Vec<(&str, f64)> = rows.iter().filter_map(|r| r.values.get(col).map(|v| (r.label.as_str(), v * scale))).collect();
         if points.is_empty() {
             continue;
@@ -143,7 +148,7 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
     for (metric, title) in [("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E latency")] {
         let lines: Vec<(&str, &Quantiles)> =
             rows.iter().map(|r| (r.label.as_str(), r.distributions.get(metric))).filter(|(_, q)| !q.0.is_empty()).collect();
-        if lines.is_empty() {
+        if lines.is_empty() || lines.len() > MAX_LINES {
             continue;
         }
         let path = dir.join(format!("cdf_overlay_{metric}.png"));
@@ -164,7 +169,7 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
             .iter()
             .filter_map(|r| r.distributions.server.get(field).filter(|s| !s.is_empty()).map(|s| (r.label.as_str(), s.as_slice())))
             .collect();
-        if lines.is_empty() {
+        if lines.is_empty() || lines.len() > MAX_LINES {
             continue;
         }
         let path = dir.join(format!("server_{field}.png"));

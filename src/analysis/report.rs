@@ -267,6 +267,11 @@ pub struct Analyzed {
 /// Converts a results directory and writes its reports beside the results:
 /// `benchmark_report_v0.2,_<source>.{yaml,json}` and `benchmark_report,_<source>.yaml` (v0.1).
 pub fn analyze_dir(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>) -> Result<Analyzed> {
+    analyze_dir_with(dir, harness, stack, true)
+}
+
+/// [`analyze_dir`]; `durable: false` skips fsyncs (for scratch copies the build caches).
+pub fn analyze_dir_with(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>, durable: bool) -> Result<Analyzed> {
     let harness = match harness {
         Some(h) => h.to_string(),
         None => super::convert::detect(dir)?.to_string(),
@@ -295,7 +300,12 @@ pub fn analyze_dir(dir: &Path, harness: Option<&str>, stack: Option<StackInfo>) 
             (format!("benchmark_report,_{stem}.yaml"), to_yaml(&v01)?),
         ] {
             let path = dir.join(name);
-            crate::fsutil::write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            let written = if durable {
+                crate::fsutil::write_atomic(&path, text.as_bytes())
+            } else {
+                crate::fsutil::write_atomic_unsynced(&path, text.as_bytes())
+            };
+            written.with_context(|| format!("cannot write {}", path.display()))?;
             files.push(path);
         }
         reports.push(v02);

@@ -22,7 +22,7 @@ use super::materialize::Materializer;
 use super::planner::{Planner, RenderedOut};
 use super::reason::Reason;
 use crate::analysis::headline;
-use crate::analysis::report::{StackInfo, analyze_dir};
+use crate::analysis::report::{StackInfo, analyze_dir_with};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, Liveness, Receipt, StackTarget, TARGET_PATHS, target_from_config};
 use crate::config::PlanOptions;
@@ -672,7 +672,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
     store.index_blobs();
     let mut planner = Planner::new();
-    lap("cache opened, blobs indexed");
+    lap("cache opened (blobs listed in the background)");
     let mat = Materializer::open(&opts.workspace);
     let mut graph = plan_graph(opts, &store, &mut planner, &mat)?;
     lap("graph planned and decided");
@@ -876,8 +876,10 @@ impl Executor<'_> {
                 Ok(outs) => {
                     let mut digests = BTreeMap::new();
                     for (name, bytes) in outs {
-                        digests.insert(name.clone(), self.store.put_blob(bytes)?);
+                        digests.insert(name.clone(), self.store.put_blob_unsynced(bytes)?);
                     }
+                    // Every blob durable before the record that names them.
+                    self.store.sync()?;
                     (Status::Ok, digests, None)
                 }
                 Err(e) => (Status::Failed, BTreeMap::new(), Some(format!("{e:#}"))),
@@ -1128,7 +1130,7 @@ impl Executor<'_> {
             .and_then(|d| self.store.get_blob(d))
             .and_then(|b| crate::yaml::load_str(&String::from_utf8_lossy(&b), "config.yaml").ok())
             .map(|config| StackInfo::from_config(&stack.name, &config));
-        let analyzed = analyze_dir(scratch.path(), Some(self.graph.harness.name()), info)?;
+        let analyzed = analyze_dir_with(scratch.path(), Some(self.graph.harness.name()), info, false)?;
         let report = analyzed.reports.first().context("the harness output holds no measured load")?;
         let metrics = headline(&report.results.request_performance.as_ref().context("the report has no request performance")?.aggregate);
         let doc = serde_json::json!({

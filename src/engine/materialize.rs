@@ -54,11 +54,12 @@ impl Materializer {
     }
 
     /// Writes `bytes` to `path` unless it already holds them; returns whether it did.
+    /// No fsync: workspace copies can always be re-made from the cache.
     pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
         if std::fs::read(path).ok().as_deref() == Some(bytes) {
             return Ok(false);
         }
-        crate::fsutil::write_atomic(path, bytes)?;
+        crate::fsutil::write_atomic_unsynced(path, bytes)?;
         Ok(true)
     }
 
@@ -87,7 +88,7 @@ impl Materializer {
     /// Saves the index if it changed.
     pub fn save(&mut self) -> anyhow::Result<()> {
         if self.dirty {
-            crate::fsutil::write_atomic(&self.path, &serde_json::to_vec(&self.index)?)?;
+            crate::fsutil::write_atomic_unsynced(&self.path, &serde_json::to_vec(&self.index)?)?;
             self.dirty = false;
         }
         Ok(())

@@ -3,21 +3,20 @@
 //! logs, pipes) it prints a plain line every 30 s so logs stay short but alive.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub struct Ticker {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the thread at once (a sleeping thread would delay every node).
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Ticker {
     /// Starts showing progress for `label` (e.g. `[4/19] run/a/sim/r1#1`) after `after`.
     pub fn start(label: String, after: Duration) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = channel::<()>();
         let thread = std::thread::Builder::new()
             .name("llmd-progress".into())
             .spawn(move || {
@@ -26,10 +25,13 @@ impl Ticker {
                 let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(30) };
                 let mut next = after;
                 let mut drawn = false;
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
+                loop {
+                    match stopped.recv_timeout(Duration::from_millis(100)) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => break,
+                    }
                     let elapsed = started.elapsed();
-                    if elapsed < next || flag.load(Ordering::Relaxed) {
+                    if elapsed < next {
                         continue;
                     }
                     next = elapsed + every;
@@ -47,13 +49,13 @@ impl Ticker {
                 }
             })
             .ok();
-        Ticker { stop, thread }
+        Ticker { stop: Some(stop), thread }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

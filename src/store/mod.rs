@@ -104,6 +104,8 @@ pub struct Store {
     /// Every blob's digest, once [`Store::index_blobs`] listed them: a build asks about
     /// thousands of blobs, and 256 directory listings cost less than one stat each.
     blob_index: Mutex<Option<std::collections::HashSet<String>>>,
+    /// The listing, while a background thread still makes it.
+    pending_index: Mutex<Option<std::thread::JoinHandle<std::collections::HashSet<String>>>>,
 }
 
 fn shard(dir: &Path, name: &str) -> PathBuf {
@@ -139,7 +141,12 @@ impl Store {
         for dir in ["blobs", "records", "nodes", "incomplete", "journal"] {
             std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
-        Ok(Store { root: root.to_path_buf(), warnings: Mutex::new(Vec::new()), blob_index: Mutex::new(None) })
+        Ok(Store {
+            root: root.to_path_buf(),
+            warnings: Mutex::new(Vec::new()),
+            blob_index: Mutex::new(None),
+            pending_index: Mutex::new(None),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -174,29 +181,70 @@ impl Store {
         if !path.exists() {
             crate::fsutil::write_atomic(&path, bytes)?;
         }
-        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(index) = self.blob_index().as_mut() {
             index.insert(d.clone());
         }
         Ok(d)
     }
 
+    /// [`Store::put_blob`] without an fsync per blob; [`Store::sync`] must follow before
+    /// a record refers to it. A node's outputs are many small blobs: one `syncfs` for all
+    /// of them costs what one fsync does.
+    pub fn put_blob_unsynced(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = digest(bytes);
+        let path = self.blob_path(&d);
+        if !path.exists() {
+            crate::fsutil::write_atomic_unsynced(&path, bytes)?;
+        }
+        if let Some(index) = self.blob_index().as_mut() {
+            index.insert(d.clone());
+        }
+        Ok(d)
+    }
+
+    /// Makes everything written to the cache's file system durable (`syncfs`).
+    pub fn sync(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(&self.root).with_context(|| format!("cannot open {}", self.root.display()))?;
+        // SAFETY: a valid open file descriptor for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("cannot sync {}", self.root.display()));
+        }
+        Ok(())
+    }
+
     /// Lists every blob once, so [`Store::has_blob`] answers from memory from now on.
+    /// The listing runs on a background thread; the first question waits for it.
     pub fn index_blobs(&self) {
-        let mut index = std::collections::HashSet::new();
-        for shard in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
-            for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-                if let Some(name) = e.file_name().to_str()
-                    && !name.starts_with('.')
-                {
-                    index.insert(name.to_string());
+        let blobs = self.root.join("blobs");
+        let handle = std::thread::spawn(move || {
+            let mut index = std::collections::HashSet::new();
+            for shard in std::fs::read_dir(blobs).into_iter().flatten().flatten() {
+                for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                    if let Some(name) = e.file_name().to_str()
+                        && !name.starts_with('.')
+                    {
+                        index.insert(name.to_string());
+                    }
                 }
             }
+            index
+        });
+        *self.pending_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+
+    /// The blob index, once listed (waiting for a listing in progress).
+    fn blob_index(&self) -> std::sync::MutexGuard<'_, Option<std::collections::HashSet<String>>> {
+        let mut index = self.blob_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pending) = self.pending_index.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // A listing thread that panicked leaves the index off: has_blob then stats.
+            *index = pending.join().ok();
         }
-        *self.blob_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(index);
+        index
     }
 
     fn forget_blob(&self, d: &str) {
-        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(index) = self.blob_index().as_mut() {
             index.remove(d);
         }
     }
@@ -216,7 +264,7 @@ impl Store {
     }
 
     pub fn has_blob(&self, d: &str) -> bool {
-        if let Some(index) = self.blob_index.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(index) = self.blob_index().as_ref() {
             return index.contains(d);
         }
         self.blob_path(d).is_file()
@@ -405,7 +453,7 @@ impl Store {
             }
         }
         let mut removed = (0, 0, 0);
-        *self.blob_index.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.blob_index() = None;
         for (dir, keep, count) in [("records", &keep_records, &mut removed.0), ("blobs", &keep_blobs, &mut removed.1)] {
             for shard in std::fs::read_dir(self.root.join(dir)).into_iter().flatten().flatten() {
                 for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
