@@ -25,11 +25,7 @@ impl Ticker {
                 let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(30) };
                 let mut next = after;
                 let mut drawn = false;
-                loop {
-                    match stopped.recv_timeout(Duration::from_millis(100)) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => break,
-                    }
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(100)) {
                     let elapsed = started.elapsed();
                     if elapsed < next {
                         continue;
