@@ -27,6 +27,9 @@ pub struct Materializer {
     path: PathBuf,
     index: IndexFile,
     dirty: bool,
+    /// Keys already found intact in this process: deciding and materializing both ask,
+    /// and each stat costs (thousands of files in a large experiment).
+    intact: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn stamp(path: &Path) -> Option<(u64, i128)> {
@@ -45,12 +48,19 @@ impl Materializer {
             .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
             .filter(|i| i.version == Self::VERSION)
             .unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
-        Materializer { path, index, dirty: false }
+        Materializer { path, index, dirty: false, intact: Default::default() }
     }
 
     /// Whether the files written for `record_key` are all still as written.
     pub fn up_to_date(&self, record_key: &str) -> bool {
-        self.index.records.get(record_key).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)))
+        if self.intact.lock().unwrap_or_else(|e| e.into_inner()).contains(record_key) {
+            return true;
+        }
+        let ok = self.index.records.get(record_key).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)));
+        if ok {
+            self.intact.lock().unwrap_or_else(|e| e.into_inner()).insert(record_key.to_string());
+        }
+        ok
     }
 
     /// Writes `bytes` to `path` unless it already holds them; returns whether it did.
@@ -65,6 +75,7 @@ impl Materializer {
 
     /// Remembers that `record_key` was materialized into `files`.
     pub fn remember(&mut self, record_key: &str, files: &[PathBuf]) {
+        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).insert(record_key.to_string());
         let stamped: BTreeMap<PathBuf, (u64, i128)> = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
         if self.index.records.get(record_key) != Some(&stamped) {
             self.index.records.insert(record_key.to_string(), stamped);
@@ -75,6 +86,7 @@ impl Materializer {
     /// Forgets what was written for `record_key` (it was just re-executed: same key,
     /// possibly different bytes), so the next materialization compares and rewrites.
     pub fn forget(&mut self, record_key: &str) {
+        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).remove(record_key);
         self.dirty |= self.index.records.remove(record_key).is_some();
     }
 
@@ -112,9 +124,10 @@ mod tests {
         m.save().unwrap();
         let m = Materializer::open(dir.path());
         assert!(m.up_to_date("k"), "the index survives a reload");
+        // (Within one process a key found intact stays so; each build is a new process.)
         std::fs::write(&f, b"two!").unwrap();
-        assert!(!m.up_to_date("k"), "an edited file is stale");
+        assert!(!Materializer::open(dir.path()).up_to_date("k"), "an edited file is stale");
         std::fs::remove_file(&f).unwrap();
-        assert!(!m.up_to_date("k"), "a deleted file is stale");
+        assert!(!Materializer::open(dir.path()).up_to_date("k"), "a deleted file is stale");
     }
 }
