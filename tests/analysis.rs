@@ -214,6 +214,7 @@ fn every_report_validates_against_upstream_schemas() {
         end_unix: Some(1_795_866_059.5),
         treatment: Some("r1".into()),
         stack: Some(llmd::analysis::report::StackInfo::from_config("sim", &config)),
+        profile: Some(serde_json::json!({"load": {"type": "constant", "stages": [{"rate": 4.0, "duration": 10}]}})),
     };
     let mut all = every_conversion(&f);
     // The native harness too, from a real run's records (written by the sim tests' harness).

@@ -122,6 +122,7 @@ fn a_second_build_executes_nothing() {
     let comparison = std::fs::read_to_string(p.path().join("ws/cross-treatment-comparison/treatment_comparison.csv")).unwrap();
     assert_eq!(comparison.lines().count(), 5, "{comparison}");
     assert!(comparison.lines().nth(1).unwrap().starts_with("fast/r1#1,\"setup-treatment-fast/results/"), "{comparison}");
+    assert!(comparison.lines().nth(1).unwrap().ends_with(",llmd,50.0"), "the offered rate comes from the profile: {comparison}");
     // The model server's /metrics was scraped during each run and summarized.
     for r in &results {
         assert!(r.join("metrics/raw/sim.log").is_file(), "{}", r.display());

@@ -30,6 +30,8 @@ pub struct RunContext {
     pub treatment: Option<String>,
     /// The stack that served the run, when known.
     pub stack: Option<StackInfo>,
+    /// The workload profile the harness ran (as rendered), when still on disk.
+    pub profile: Option<Value>,
 }
 
 /// The model server of a stack, as the rendered config describes it.
@@ -65,6 +67,10 @@ impl RunContext {
             end_unix: f("stop"),
             treatment: s("treatment"),
             stack: None,
+            profile: s("profile")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| crate::yaml::load_str(&t, "profile").ok())
+                .map(|n| n.to_json()),
         }
     }
 }
@@ -184,10 +190,14 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
                         ..Default::default()
                     }),
                     output_seq_len: seq(&a.requests.output_length),
-                    rate_qps: c.rate_qps.filter(|r| *r > 0.0),
+                    // The tool's own figure, else the profile's first stage (native harness).
+                    rate_qps: c
+                        .rate_qps
+                        .or_else(|| cx.profile.as_ref().and_then(|p| p["load"]["stages"][0]["rate"].as_f64()))
+                        .filter(|r| *r > 0.0),
                     concurrency: c.concurrency.filter(|c| *c >= 1),
                 },
-                native: Native::default(),
+                native: Native { args: None, envars: None, config: cx.profile.clone() },
             }),
         }),
         results: Results { request_performance: Some(RequestPerformance { aggregate: a.clone() }), observability: None },
