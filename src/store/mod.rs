@@ -176,10 +176,18 @@ impl Store {
 
     /// Stores bytes; returns their digest. Existing blobs are not rewritten.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        self.put_blob_with(bytes, true)
+    }
+
+    fn put_blob_with(&self, bytes: &[u8], durable: bool) -> Result<Digest> {
         let d = digest(bytes);
         let path = self.blob_path(&d);
         if !path.exists() {
-            crate::fsutil::write_atomic(&path, bytes)?;
+            if durable {
+                crate::fsutil::write_atomic(&path, bytes)?;
+            } else {
+                crate::fsutil::write_atomic_unsynced(&path, bytes)?;
+            }
         }
         if let Some(index) = self.blob_index().as_mut() {
             index.insert(d.clone());
@@ -191,15 +199,7 @@ impl Store {
     /// a record refers to it. A node's outputs are many small blobs: one `syncfs` for all
     /// of them costs what one fsync does.
     pub fn put_blob_unsynced(&self, bytes: &[u8]) -> Result<Digest> {
-        let d = digest(bytes);
-        let path = self.blob_path(&d);
-        if !path.exists() {
-            crate::fsutil::write_atomic_unsynced(&path, bytes)?;
-        }
-        if let Some(index) = self.blob_index().as_mut() {
-            index.insert(d.clone());
-        }
-        Ok(d)
+        self.put_blob_with(bytes, false)
     }
 
     /// Makes everything written to the cache's file system durable (`syncfs`).
