@@ -205,15 +205,23 @@ fn timeseries(path: &Path, title: &str, unit: &str, lines: &[(&str, &[(f64, f64)
             .label(label.to_string())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight, path)?;
+    root.present().map_err(err(path))
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// The series legend every line chart draws, boxed on a translucent background.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition, path: &Path) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 13))
         .draw()
-        .map_err(err(path))?;
-    root.present().map_err(err(path))
+        .map_err(err(path))
 }
 
 fn file_safe(label: &str) -> String {
@@ -318,14 +326,7 @@ fn scatter(path: &Path, title: &str, points: &[(&str, f64, f64)]) -> Result<()> 
             .map_err(err(path))?;
     }
     if series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(err(path))?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, path)?;
     }
     root.present().map_err(err(path))
 }
@@ -353,14 +354,7 @@ fn cdf(path: &Path, title: &str, lines: &[(&str, &Quantiles)]) -> Result<()> {
             .label(label.to_string())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err(path))?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight, path)?;
     root.present().map_err(err(path))
 }
 
