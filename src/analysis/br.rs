@@ -81,6 +81,30 @@ impl Statistics {
         }
     }
 
+    /// From a tool's own summary: `get` answers each report field by name (`mean`, `mode`,
+    /// `stddev`, `min`, `p0p1` … `p99p9`, `max`); `None` without a mean.
+    pub fn from_fields(units: &str, get: impl Fn(&str) -> Option<f64>) -> Option<Statistics> {
+        Some(Statistics {
+            units: units.into(),
+            mean: get("mean")?,
+            mode: get("mode"),
+            stddev: get("stddev"),
+            min: get("min"),
+            p0p1: get("p0p1"),
+            p1: get("p1"),
+            p5: get("p5"),
+            p10: get("p10"),
+            p25: get("p25"),
+            p50: get("p50"),
+            p75: get("p75"),
+            p90: get("p90"),
+            p95: get("p95"),
+            p99: get("p99"),
+            p99p9: get("p99p9"),
+            max: get("max"),
+        })
+    }
+
     /// A single value (a rate measured once per run).
     pub fn value(units: &str, v: f64) -> Statistics {
         Statistics { units: units.into(), mean: v, ..Default::default() }

@@ -439,24 +439,13 @@ pub fn llmd_from_records(records: &[RequestRecord], path: &Path) -> Converted {
 /// inference-perf's statistics object (`mean, min, max, p0.1, …, median, …, p99.9`).
 fn ip_stats(v: &Value, units: &str) -> Option<Statistics> {
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
-    Some(Statistics {
-        units: units.into(),
-        mean: f("mean")?,
-        mode: None,
-        stddev: f("std_dev").or(f("stddev")),
-        min: f("min"),
-        p0p1: f("p0.1"),
-        p1: f("p1"),
-        p5: f("p5"),
-        p10: f("p10"),
-        p25: f("p25"),
-        p50: f("median").or(f("p50")),
-        p75: f("p75"),
-        p90: f("p90"),
-        p95: f("p95"),
-        p99: f("p99"),
-        p99p9: f("p99.9"),
-        max: f("max"),
+    Statistics::from_fields(units, |field| match field {
+        "mode" => None,
+        "stddev" => f("std_dev").or(f("stddev")),
+        "p0p1" => f("p0.1"),
+        "p50" => f("median").or(f("p50")),
+        "p99p9" => f("p99.9"),
+        other => f(other),
     })
 }
 
@@ -534,24 +523,15 @@ fn inference_perf_samples(path: &Path) -> Result<Samples> {
 fn gl_stats(v: &Value, units: &str) -> Option<Statistics> {
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
     let p = |k: &str| v["percentiles"].get(k).and_then(Value::as_f64);
-    Some(Statistics {
-        units: units.into(),
-        mean: f("mean")?,
-        mode: f("mode"),
-        stddev: f("std_dev"),
-        min: f("min"),
-        p0p1: p("p001"),
-        p1: p("p01"),
-        p5: p("p05"),
-        p10: p("p10"),
-        p25: p("p25"),
-        p50: f("median").or(p("p50")),
-        p75: p("p75"),
-        p90: p("p90"),
-        p95: p("p95"),
-        p99: p("p99"),
-        p99p9: p("p999"),
-        max: f("max"),
+    Statistics::from_fields(units, |field| match field {
+        "mean" | "mode" | "min" | "max" => f(field),
+        "stddev" => f("std_dev"),
+        "p0p1" => p("p001"),
+        "p1" => p("p01"),
+        "p5" => p("p05"),
+        "p50" => f("median").or(p("p50")),
+        "p99p9" => p("p999"),
+        other => p(other),
     })
 }
 
@@ -620,28 +600,16 @@ pub fn vllm(path: &Path) -> Result<Converted> {
     let stat = |metric: &str, units: &str| -> Option<Statistics> {
         let f = |k: String| v.get(&k).and_then(Value::as_f64);
         let p = |q: &str| f(format!("p{q}_{metric}_ms"));
-        Some(
-            Statistics {
-                units: "ms".into(),
-                mean: f(format!("mean_{metric}_ms"))?,
-                mode: None,
-                stddev: f(format!("std_{metric}_ms")),
-                min: None,
-                p0p1: p("0.1"),
-                p1: p("1"),
-                p5: p("5"),
-                p10: p("10"),
-                p25: p("25"),
-                p50: f(format!("median_{metric}_ms")).or(p("50")),
-                p75: p("75"),
-                p90: p("90"),
-                p95: p("95"),
-                p99: p("99"),
-                p99p9: p("99.9"),
-                max: None,
-            }
-            .scaled(1e-3, units),
-        )
+        let stats = Statistics::from_fields("ms", |field| match field {
+            "mean" => f(format!("mean_{metric}_ms")),
+            "stddev" => f(format!("std_{metric}_ms")),
+            "mode" | "min" | "max" => None,
+            "p0p1" => p("0.1"),
+            "p50" => f(format!("median_{metric}_ms")).or(p("50")),
+            "p99p9" => p("99.9"),
+            other => p(&other[1..]),
+        });
+        stats.map(|s| s.scaled(1e-3, units))
     };
     let completed = v["completed"].as_u64().unwrap_or(0);
     let failed = v["failed"].as_u64().unwrap_or(0);
@@ -704,28 +672,13 @@ fn ap_stats(v: &Value, units: &str) -> Option<Statistics> {
         Some("ns") if units.starts_with('s') => 1e-9,
         _ => 1.0,
     };
-    Some(
-        Statistics {
-            units: units.into(),
-            mean: f("avg")?,
-            mode: None,
-            stddev: f("std"),
-            min: f("min"),
-            p0p1: None,
-            p1: f("p1"),
-            p5: f("p5"),
-            p10: f("p10"),
-            p25: f("p25"),
-            p50: f("p50"),
-            p75: f("p75"),
-            p90: f("p90"),
-            p95: f("p95"),
-            p99: f("p99"),
-            p99p9: None,
-            max: f("max"),
-        }
-        .scaled(scale, units),
-    )
+    let stats = Statistics::from_fields(units, |field| match field {
+        "mean" => f("avg"),
+        "stddev" => f("std"),
+        "mode" | "p0p1" | "p99p9" => None,
+        other => f(other),
+    });
+    stats.map(|s| s.scaled(scale, units))
 }
 
 pub fn aiperf(path: &Path) -> Result<Converted> {
