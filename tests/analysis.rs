@@ -362,6 +362,9 @@ fn bad_input_names_the_file_and_spares_the_others() {
     let r = run(llmd().args(["analyze"]).arg(t.path().join("nope")));
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("nope") && r.stderr.contains("no such directory"), "{}", r.stderr);
+    let r = run(llmd().args(["analyze"]).arg(t.path().join("results/aiperf-d_1/profile_export_aiperf.json")));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is a file; pass the directory"), "{}", r.stderr);
     // Asking for the wrong harness names what is missing.
     let r = run(llmd().args(["analyze", "--harness", "aiperf"]).arg(t.path().join("results/guidellm-b_1")));
     assert_eq!(r.code, 1);

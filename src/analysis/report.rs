@@ -338,6 +338,9 @@ pub struct Batch {
 /// Result directories under `dir`: itself when it holds harness output, else its
 /// subdirectories (a workspace's `results/`).
 pub fn result_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    if dir.is_file() {
+        anyhow::bail!("{}: is a file; pass the directory that holds the harness output", dir.display());
+    }
     if !dir.is_dir() {
         anyhow::bail!("{}: no such directory", dir.display());
     }
