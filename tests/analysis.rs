@@ -237,6 +237,29 @@ fn every_report_validates_against_upstream_schemas() {
             assert_eq!(parsed.results.request_performance.unwrap().aggregate, c.aggregate);
         }
     }
+    // The native report carries per-window time series once a wall-clock start is known,
+    // and the windows account for every request and token of the aggregate.
+    if records.is_file() {
+        let c = convert::llmd(&records).unwrap();
+        let r = serde_json::to_value(report_v02(&c, &cx, "0.2")).unwrap();
+        let ts = &r["results"]["request_performance"]["time_series"];
+        assert_eq!(ts["throughput"]["request_rate"]["series"][0]["ts"], "2026-11-28T11:40:49.500Z", "{ts}");
+        assert!(ts["latency"]["time_to_first_token"]["series"][0]["p99"].is_number(), "{ts}");
+        let none = serde_json::to_value(report_v02(&c, &RunContext::default(), "0.2")).unwrap();
+        assert!(none["results"]["request_performance"].get("time_series").is_none(), "no start, no timestamps");
+        let w = c.windows.as_ref().unwrap();
+        let duration = c.duration_s.unwrap();
+        let span = |i: usize| if i + 1 < w.offsets.len() { w.width_s } else { (duration - w.offsets[i]).max(0.1) };
+        let total = |key: &str| {
+            let rates = &w.throughput.iter().find(|t| t.0 == key).unwrap().2;
+            rates.iter().enumerate().map(|(i, r)| r * span(i)).sum::<f64>()
+        };
+        let a = &c.aggregate;
+        let completed = a.requests.total - a.requests.failures - a.requests.incomplete.unwrap_or(0);
+        assert!((total("request_rate") - completed as f64).abs() < 1e-6, "{} vs {completed}", total("request_rate"));
+        let out = a.throughput.output_token_rate.as_ref().unwrap().mean * duration;
+        assert!((total("output_token_rate") - out).abs() < 1e-6 * out.max(1.0), "{} vs {out}", total("output_token_rate"));
+    }
     // Reports with server observability (scraped /metrics) validate too.
     let t = tempfile::tempdir().unwrap();
     std::fs::copy(support::root().join("tests/fixtures/native-records.jsonl"), t.path().join("records.jsonl")).unwrap();
@@ -250,6 +273,8 @@ fn every_report_validates_against_upstream_schemas() {
     let analyzed = llmd::analysis::report::analyze_dir(t.path(), None, None).unwrap();
     let with_obs = serde_json::to_value(&analyzed.reports[0]).unwrap();
     assert_eq!(with_obs["results"]["observability"]["components"][0]["aggregate"]["kv_cache_usage"]["mean"], 0.375);
+    let kv = &with_obs["results"]["observability"]["components"][0]["time_series"]["kv_cache_usage"];
+    assert_eq!(kv["series"][1], serde_json::json!({"ts": "1970-01-01T00:00:02.000Z", "value": 0.5}), "{kv}");
     assert_valid(&v02, &with_obs, "v0.2 with observability");
     assert_valid(&v021, &with_obs, "v0.2.1 with observability");
 

@@ -335,6 +335,47 @@ pub struct Results {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestPerformance {
     pub aggregate: Aggregate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_series: Option<TimeSeriesRequestPerformance>,
+}
+
+/// `request_performance.time_series`: the same families as the aggregate, per window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesRequestPerformance {
+    /// Keys as in [`Latency`] (`time_to_first_token`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<BTreeMap<String, TimeSeriesData>>,
+    /// Keys as in [`Throughput`] (`output_token_rate`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<BTreeMap<String, TimeSeriesData>>,
+}
+
+/// One metric over time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesData {
+    pub units: String,
+    pub series: Vec<TimeSeriesPoint>,
+}
+
+/// One point of a series: a window's value, or its distribution.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesPoint {
+    /// RFC 3339 start of the window (or the scrape time).
+    pub ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -407,6 +448,9 @@ pub struct ComponentObservability {
     pub component_label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<BTreeMap<String, Statistics>>,
+    /// Keys of the schema's `TimeSeriesResourceMetrics` only (`kv_cache_usage`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_series: Option<BTreeMap<String, TimeSeriesData>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_data_path: Option<String>,
 }

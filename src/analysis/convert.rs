@@ -42,6 +42,8 @@ pub struct Converted {
     pub concurrency: Option<u64>,
     /// Per-request samples (seconds) for distribution plots, when the tool keeps them.
     pub samples: Samples,
+    /// Figures per time window, when the tool keeps per-request times.
+    pub windows: Option<super::timeseries::Windows>,
 }
 
 /// Per-request values, in seconds (ITL: every pooled gap).
@@ -189,6 +191,17 @@ struct NativeAcc {
     itl: Vec<f64>,
     input_len: Vec<f64>,
     output_len: Vec<f64>,
+    /// Aligned with one entry per completed request (NaN where a family has no value),
+    /// for the per-window series: completion time, and per-request TTFT, TPOT, NTPOT,
+    /// E2E, and the sum and number of inter-token gaps.
+    done_ns: Vec<f64>,
+    row_ttft: Vec<f64>,
+    row_tpot: Vec<f64>,
+    row_ntpot: Vec<f64>,
+    row_e2e: Vec<f64>,
+    itl_sum: Vec<f64>,
+    itl_n: Vec<f64>,
+    ticks: super::timeseries::Ticks,
 }
 
 impl NativeAcc {
@@ -211,11 +224,23 @@ impl NativeAcc {
         let prompt = r.prompt_tokens.unwrap_or(r.input_len);
         self.input += u64::from(prompt);
         self.output += u64::from(r.output_tokens());
-        self.ttft.extend(r.ttft());
-        self.e2e.extend(r.e2e());
-        self.tpot.extend(r.tpot());
-        self.ntpot.extend(r.ntpot());
+        let (ttft, e2e, tpot, ntpot) = (r.ttft(), r.e2e(), r.tpot(), r.ntpot());
+        self.ttft.extend(ttft);
+        self.e2e.extend(e2e);
+        self.tpot.extend(tpot);
+        self.ntpot.extend(ntpot);
+        let gaps = self.itl.len();
         self.itl.extend(r.itls());
+        self.itl_sum.push(self.itl[gaps..].iter().sum());
+        self.itl_n.push((self.itl.len() - gaps) as f64);
+        self.done_ns.push(r.done_ns as f64);
+        self.row_ttft.push(ttft.unwrap_or(f64::NAN));
+        self.row_tpot.push(tpot.unwrap_or(f64::NAN));
+        self.row_ntpot.push(ntpot.unwrap_or(f64::NAN));
+        self.row_e2e.push(e2e.unwrap_or(f64::NAN));
+        self.ticks.input(r.sent_ns, u64::from(prompt));
+        self.ticks.output(&r.chunks);
+        self.ticks.completed(r.done_ns);
         self.input_len.push(f64::from(prompt));
         self.output_len.push(f64::from(r.output_tokens()));
     }
@@ -224,7 +249,7 @@ impl NativeAcc {
     /// final size (growing by doubling would hold up to twice the samples at the peak).
     fn merge(parts: Vec<NativeAcc>) -> NativeAcc {
         let mut out = NativeAcc::default();
-        let pick: [fn(&mut NativeAcc) -> &mut Vec<f64>; 7] = [
+        let pick: [fn(&mut NativeAcc) -> &mut Vec<f64>; 14] = [
             |a| &mut a.ttft,
             |a| &mut a.e2e,
             |a| &mut a.tpot,
@@ -232,6 +257,13 @@ impl NativeAcc {
             |a| &mut a.itl,
             |a| &mut a.input_len,
             |a| &mut a.output_len,
+            |a| &mut a.done_ns,
+            |a| &mut a.row_ttft,
+            |a| &mut a.row_tpot,
+            |a| &mut a.row_ntpot,
+            |a| &mut a.row_e2e,
+            |a| &mut a.itl_sum,
+            |a| &mut a.itl_n,
         ];
         let mut parts = parts;
         for field in pick {
@@ -244,6 +276,7 @@ impl NativeAcc {
             *field(&mut out) = merged;
         }
         for o in parts {
+            out.ticks.merge(o.ticks);
             out.total += o.total;
             out.failed += o.failed;
             out.incomplete += o.incomplete;
@@ -265,7 +298,39 @@ impl NativeAcc {
         let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
         // Samples are sorted in place (plots do not need their order); the seven sort
         // independently, so two threads share them.
-        let NativeAcc { mut ttft, mut e2e, mut tpot, mut ntpot, mut itl, mut input_len, mut output_len, .. } = self;
+        let windows = (self.completed > 0).then(|| {
+            let per_request = super::timeseries::PerRequest {
+                done_ns: &self.done_ns,
+                families: vec![
+                    ("time_to_first_token", "s", &self.row_ttft),
+                    ("time_per_output_token", "s/token", &self.row_tpot),
+                    ("normalized_time_per_output_token", "s/token", &self.row_ntpot),
+                    ("request_latency", "s", &self.row_e2e),
+                ],
+                itl_sum: &self.itl_sum,
+                itl_n: &self.itl_n,
+            };
+            super::timeseries::windows(start, self.end.unwrap_or(start), &per_request, &self.ticks)
+        });
+        let NativeAcc {
+            mut ttft,
+            mut e2e,
+            mut tpot,
+            mut ntpot,
+            mut itl,
+            mut input_len,
+            mut output_len,
+            done_ns,
+            row_ttft,
+            row_tpot,
+            row_ntpot,
+            row_e2e,
+            itl_sum,
+            itl_n,
+            ..
+        } = self;
+        // Freed before the sorts, where memory peaks.
+        drop((done_ns, row_ttft, row_tpot, row_ntpot, row_e2e, itl_sum, itl_n));
         let sorted = |units: &'static str, v: &mut Vec<f64>| {
             v.retain(|x| !x.is_nan());
             v.sort_unstable_by(f64::total_cmp);
@@ -309,6 +374,7 @@ impl NativeAcc {
             },
             duration_s: Some(duration_s),
             samples,
+            windows,
             ..Default::default()
         }
     }

@@ -7,6 +7,8 @@
 //! | `kv_cache_usage` (fraction) | gauge `vllm:kv_cache_usage_perc` (`gpu_cache_usage_perc` on older vLLM) |
 //! | `running_requests`, `waiting_requests` (count) | gauges `vllm:num_requests_running` / `_waiting` |
 //! | `cache_hit_rate` (fraction) | Δ`vllm:prefix_cache_hits` / Δ`vllm:prefix_cache_queries` over the run |
+//!
+//! `kv_cache_usage` is also written per scrape as the component's `time_series`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::br::{ComponentObservability, Observability, Statistics};
+use super::br::{ComponentObservability, Observability, Statistics, TimeSeriesData, TimeSeriesPoint, rfc3339};
 
 /// Gauges kept as time series: (metric names, report field, units).
 const GAUGES: [(&[&str], &str, &str); 3] = [
@@ -23,6 +25,10 @@ const GAUGES: [(&[&str], &str, &str); 3] = [
     (&["vllm:num_requests_running"], "running_requests", "count"),
     (&["vllm:num_requests_waiting"], "waiting_requests", "count"),
 ];
+
+/// The gauges the report's `TimeSeriesResourceMetrics` has a place for (request counts
+/// have none; they stay in the aggregate and the plots).
+const TIME_SERIES_FIELDS: [&str; 1] = ["kv_cache_usage"];
 
 /// Appends one scrape to `log`.
 fn append(log: &Path, label: &str, body: &str) -> Result<()> {
@@ -111,11 +117,17 @@ pub fn observability(dir: &Path) -> Result<Option<(Observability, Timeline)>> {
         let series = parse_log(&text);
         let label = log.file_stem().and_then(|s| s.to_str()).unwrap_or("server").to_string();
         let mut aggregate = BTreeMap::new();
+        let mut time_series = BTreeMap::new();
         for (names, field, units) in GAUGES {
             if let Some(points) = names.iter().find_map(|n| series.get(*n)) {
                 let values: Vec<f64> = points.iter().map(|p| p.1).collect();
                 if let Some(s) = Statistics::of(units, &values) {
                     aggregate.insert(field.to_string(), s);
+                }
+                if TIME_SERIES_FIELDS.contains(&field) {
+                    let series =
+                        points.iter().map(|(t, v)| TimeSeriesPoint { ts: rfc3339(*t), value: Some(*v), ..Default::default() }).collect();
+                    time_series.insert(field.to_string(), TimeSeriesData { units: units.to_string(), series });
                 }
                 let t0 = points.first().map_or(0.0, |p| p.0);
                 timeline.entry(field.to_string()).or_default().extend(points.iter().map(|(t, v)| (t - t0, *v)));
@@ -130,6 +142,7 @@ pub fn observability(dir: &Path) -> Result<Option<(Observability, Timeline)>> {
         components.push(ComponentObservability {
             component_label: label,
             aggregate: Some(aggregate),
+            time_series: (!time_series.is_empty()).then_some(time_series),
             raw_data_path: Some(log.strip_prefix(dir).unwrap_or(&log).display().to_string()),
         });
     }
@@ -167,6 +180,13 @@ mod tests {
         assert_eq!(a["running_requests"].max, Some(4.0));
         assert_eq!(a["cache_hit_rate"].mean, 0.5);
         assert_eq!(c.raw_data_path.as_deref(), Some("metrics/raw/sim.log"));
+        let kv = &c.time_series.as_ref().unwrap()["kv_cache_usage"];
+        assert_eq!(kv.units, "fraction");
+        let points: Vec<(&str, Option<f64>)> = kv.series.iter().map(|p| (p.ts.as_str(), p.value)).collect();
+        assert_eq!(
+            points,
+            [("1970-01-01T00:01:40.000Z", Some(0.1)), ("1970-01-01T00:01:41.000Z", Some(0.3)), ("1970-01-01T00:01:42.000Z", Some(0.2))]
+        );
         assert_eq!(timeline["running_requests"], vec![(0.0, 2.0), (1.0, 4.0), (2.0, 3.0)]);
         assert!(observability(&dir.path().join("nothing")).unwrap().is_none());
     }

@@ -5,6 +5,7 @@
 //! * [`convert`] — each harness's own output → report aggregates.
 //! * [`report`] — report documents, and `llmd analyze` on a results directory.
 //! * [`comparison`] — the cross-treatment table (`treatment_comparison.csv`).
+//! * [`timeseries`] — per-window latencies and rates over a run (the report's time series).
 //! * [`metrics`] — model-server `/metrics` scraped during runs, summarized as observability.
 //! * [`plots`] — PNG plots of a comparison; [`html`] — the self-contained `report.html`.
 //! * [`headline`] — the metrics of one run the summary table shows, from a report.
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod plots;
 pub mod report;
 pub mod stats;
+pub mod timeseries;
 
 use anyhow::Result;
 use serde_json::{Value, json};

@@ -200,7 +200,15 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
                 native: Native { args: None, envars: None, config: cx.profile.clone() },
             }),
         }),
-        results: Results { request_performance: Some(RequestPerformance { aggregate: a.clone() }), observability: None },
+        results: Results {
+            request_performance: Some(RequestPerformance {
+                aggregate: a.clone(),
+                // Window offsets are relative to the first send; without a wall-clock
+                // start there is no timestamp to give them.
+                time_series: c.windows.as_ref().zip(start).map(|(w, t0)| w.report(t0)),
+            }),
+            observability: None,
+        },
     }
 }
 
