@@ -309,11 +309,31 @@ fn a_failing_run_is_recorded_and_retried() {
     assert!(with_status(&report, "skipped").contains("summary/t"));
     let ls = run(p.cmd().args(["cache", "ls"]));
     assert!(ls.stdout.lines().any(|l| l.starts_with("run/fast/sim/r2#1") && l.contains("failed")), "{}", ls.stdout);
+    // `treatment_max_attempts` is a retry policy, not an input: adding it leaves every
+    // successful run fresh, and the failed one gets two attempts.
+    p.edit("exp.yaml", "constants:\n", "treatment_max_attempts: 2\nconstants:\n");
     let (_, again, _) = p.build(&["--keep-going"]);
     let r = reason(&again, "run/fast/sim/r2#1");
     assert_eq!(r["type"], "previous_failed", "{again}");
     assert!(r["error"].as_str().unwrap().contains("requests failed"), "{r}");
     assert!(with_status(&again, "fresh").contains("run/fast/sim/r1#1"));
+    let mut journals: Vec<PathBuf> = std::fs::read_dir(p.path().join("cache/journal")).unwrap().flatten().map(|e| e.path()).collect();
+    journals.sort();
+    let last = std::fs::read_to_string(journals.last().unwrap()).unwrap();
+    assert!(
+        last.lines().any(|l| l.contains(r#""event":"retry""#) && l.contains("run/fast/sim/r2#1") && l.contains(r#""attempt":1"#)),
+        "{last}"
+    );
+    let node = again["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "run/fast/sim/r2#1").unwrap();
+    assert!(node["detail"].as_str().unwrap().contains("failed 2 attempts; the last"), "{node}");
+    // The failed attempt's results are gone; the last one's stay for inspection.
+    let results: Vec<String> = std::fs::read_dir(p.path().join("ws/setup-treatment-fast/results"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-r2-"))
+        .collect();
+    assert_eq!(results.len(), 2, "the first build's attempt and this build's last one: {results:?}");
     // Without --keep-going the first failure stops the build (and still tears down).
     let (code, stopped, _) = p.build(&[]);
     assert_eq!(code, 1);

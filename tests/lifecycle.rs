@@ -260,6 +260,54 @@ fn a_harness_exiting_non_zero_fails_with_its_output() {
 }
 
 #[test]
+fn a_failed_attempt_is_retried_with_a_new_experiment_id() {
+    let fixtures = support::root().join("../shared/fixtures/harness-outputs");
+    if !fixtures.is_dir() {
+        eprintln!("skipping: ../shared/fixtures is not present");
+        return;
+    }
+    let ws = Workspace::new();
+    // A flaky harness: the first call fails, the next writes inference-perf's real outputs.
+    let fake = ws.path().join("inference-perf");
+    let marker = ws.path().join("failed-once");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh
+if [ ! -e {m} ]; then touch {m}; echo 'flaky: connection reset' >&2; exit 3; fi
+             cp {f}/inference-perf-0.7.0-summary_lifecycle_metrics.json summary_lifecycle_metrics.json
+             cp {f}/inference-perf-0.7.0-stage_0_lifecycle_metrics.json stage_0_lifecycle_metrics.json
+",
+            m = marker.display(),
+            f = fixtures.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let up = ws.llmd(&["--spec", "examples/sim", "standup", "--skip-smoketest"]);
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    let run_once = |extra: &[&str]| {
+        run(llmd()
+            .env("LLMD_INFERENCE_PERF_BIN", &fake)
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(["--spec", "examples/sim", "run", "-l", "inference-perf"])
+            .args(extra))
+    };
+    let r = run_once(&["--max-attempts", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("failed (attempt 1/2)") && r.stderr.contains("retrying"), "{}", r.stderr);
+    assert!(r.stderr.contains("attempt 2/2"), "{}", r.stderr);
+    // Only the successful attempt's results remain, under its own experiment id.
+    let dirs = ws.result_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].join("summary_lifecycle_metrics.json").is_file());
+    // A bad count is a usage error.
+    assert_eq!(run_once(&["--max-attempts", "0"]).code, 2);
+    assert_eq!(ws.llmd(&["teardown"]).code, 0);
+}
+
+#[test]
 fn a_missing_harness_says_how_to_install_it() {
     let ws = Workspace::new();
     let r = run(llmd().env("PATH", "/usr/bin:/bin").arg("--workspace").arg(ws.path()).args([

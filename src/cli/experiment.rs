@@ -55,6 +55,11 @@ pub struct ExperimentArgs {
     /// Stop at the first failed setup treatment (default: record it and go on).
     #[arg(long)]
     pub stop_on_error: bool,
+    /// Attempts per run treatment before it counts as failed; each retry gets a new
+    /// experiment id and the failed attempt's results are removed (default: the file's
+    /// `treatment_max_attempts`, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
     /// Summarise each setup treatment's results (<its workspace>/analysis).
     #[arg(long)]
     pub analyze: bool,
@@ -87,6 +92,7 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
             setup: vec![default_setup()],
             run: Vec::new(),
             repeat: 1,
+            max_attempts: 1,
             stop_on_error: false,
         },
     };
@@ -166,6 +172,7 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
                 analyze: args.analyze,
                 tokenizer: args.tokenizer.clone(),
                 timeout: Duration::from_secs(args.harness_timeout.max(1)),
+                max_attempts: args.max_attempts.map_or(experiment.max_attempts, |n| n as usize),
             };
             let report = phase(Phase::Run, Some(run), crate::phases::run::steps());
             if !report.ok() {

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Summarise the results afterwards (<workspace>/analysis).
     #[arg(long)]
     pub analyze: bool,
+    /// Attempts per run treatment before it counts as failed; each retry gets a new
+    /// experiment id and the failed attempt's results are removed (default: the -e file's
+    /// `treatment_max_attempts`, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
     /// A local tokenizer (tokenizer.json or its directory) for external harnesses.
     #[arg(long, env = "LLMD_TOKENIZER", value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
@@ -261,11 +266,14 @@ pub(crate) fn parse_overrides(flags: &[String]) -> Result<Vec<(String, Node)>, I
     Ok(out)
 }
 
-fn run_treatments(args: &RunArgs) -> Result<Vec<RunTreatment>> {
+/// The run treatments `llmd run` applies, and the attempts each gets.
+fn run_treatments(args: &RunArgs) -> Result<(Vec<RunTreatment>, usize)> {
     let overrides = parse_overrides(&args.overrides)?;
+    let mut attempts = args.max_attempts.map_or(1, |n| n as usize);
     let mut treatments = match &args.experiments {
         Some(path) => {
-            let t = load_run_treatments(path)?;
+            let (t, from_file) = load_run_treatments(path)?;
+            attempts = args.max_attempts.map_or(from_file, |n| n as usize);
             if t.is_empty() {
                 return Err(
                     InputError::new(format!("{}: no run treatments (expected a `treatments:` or `run:` list)", path.display())).into()
@@ -274,12 +282,12 @@ fn run_treatments(args: &RunArgs) -> Result<Vec<RunTreatment>> {
             t
         }
         None if overrides.is_empty() => Vec::new(),
-        None => return Ok(vec![RunTreatment { name: "override".into(), profile: None, values: overrides }]),
+        None => return Ok((vec![RunTreatment { name: "override".into(), profile: None, values: overrides }], attempts)),
     };
     for t in &mut treatments {
         t.values.extend(overrides.iter().cloned());
     }
-    Ok(treatments)
+    Ok((treatments, attempts))
 }
 
 /// The harness (`-l`, else the scenario's `harness.name`, else the native one) and its
@@ -334,15 +342,17 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
     };
     check_stack_filter(&args.common, &stacks)?;
     let (harness, workload) = harness_and_workload(&stacks, args.harness.as_deref(), args.workload.as_deref())?;
+    let (treatments, max_attempts) = run_treatments(args)?;
     let run_settings = RunSettings {
         harness,
         workload,
-        treatments: run_treatments(args)?,
+        treatments,
         parallelism: args.parallelism.max(1),
         endpoint_url: args.endpoint_url.clone(),
         analyze: args.analyze,
         tokenizer: args.tokenizer.clone(),
         timeout: Duration::from_secs(args.harness_timeout.max(1)),
+        max_attempts,
     };
     let mut phase_settings = settings(global, &args.common, args.parallel, Some(run_settings));
     if args.list_endpoints {

@@ -35,7 +35,7 @@ use crate::store::{Record, Status, Store, unix_now};
 use crate::yaml::Node;
 
 /// Version of the analysis a node computes; part of analysis keys.
-const ANALYSIS_VERSION: &str = "4";
+const ANALYSIS_VERSION: &str = "5";
 
 /// Everything `llmd build` (and `status`) is asked to do.
 #[derive(Clone, Debug)]
@@ -976,7 +976,7 @@ impl Executor<'_> {
                     if self.stop {
                         break;
                     }
-                    if !self.execute(run, |ex| ex.run_node(si, ki, ri)) {
+                    if !self.execute(run, |ex| ex.run_with_attempts(si, ki, ri)) {
                         self.skip(analysis, "its run failed");
                         continue;
                     }
@@ -1053,7 +1053,29 @@ impl Executor<'_> {
         Ok(BTreeMap::from([("smoketest.txt".to_string(), lines.join("\n").into_bytes())]))
     }
 
-    fn run_node(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+    /// [`Self::run_node`] up to `treatment_max_attempts` times: a failed attempt's results
+    /// are removed (upstream's rule) and the next gets a new experiment id. The last
+    /// attempt's error is the node's; its results stay for inspection.
+    fn run_with_attempts(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+        let attempts = self.graph.experiment.max_attempts.max(1);
+        for attempt in 1..attempts {
+            match self.run_node(si, ki, ri, false) {
+                Ok(outputs) => return Ok(outputs),
+                Err(e) => {
+                    if self.opts.human {
+                        eprintln!("  attempt {attempt}/{attempts} failed: {e:#}; retrying with a new experiment id");
+                    }
+                    let id = &self.graph.nodes[self.graph.setups[si].stacks[ki].runs[ri].run].id;
+                    self.journal.append(&serde_json::json!({"event": "retry", "id": id, "attempt": attempt, "error": format!("{e:#}")}));
+                }
+            }
+        }
+        self.run_node(si, ki, ri, true)
+            .map_err(|e| if attempts > 1 { e.context(format!("failed {attempts} attempts; the last")) } else { e })
+    }
+
+    /// One harness run; `keep_failed`: leave a failed run's results directory in place.
+    fn run_node(&mut self, si: usize, ki: usize, ri: usize, keep_failed: bool) -> Result<Outputs> {
         let setup = &self.graph.setups[si];
         let stack = &setup.stacks[ki];
         let slot = &stack.runs[ri];
@@ -1086,6 +1108,12 @@ impl Executor<'_> {
             }
             .run(),
         );
+        if let Err(e) = judge(&outcome) {
+            if !keep_failed {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            bail!("{e}");
+        }
         let mut outputs = read_dir_files(&dir)?;
         outputs.insert("eid".into(), format!("{eid}_{}", slot.rep).into_bytes());
         match judge(&outcome) {

@@ -44,6 +44,9 @@ pub struct Experiment {
     pub run: Vec<RunTreatment>,
     /// Repetitions of every run treatment (`repeat: N`, default 1).
     pub repeat: usize,
+    /// Attempts per run before it counts as failed (`treatment_max_attempts`, default 1).
+    /// A retry policy, not an input: it is not part of any node key.
+    pub max_attempts: usize,
     pub stop_on_error: bool,
 }
 
@@ -141,13 +144,8 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
             run.push(RunTreatment { name: item.get("name").map(crate::pyfmt::str_node).unwrap_or_default(), profile: None, values });
         }
     }
-    let repeat = match doc.get("repeat") {
-        None => 1,
-        Some(n) => match n.as_i64() {
-            Some(r) if r >= 1 => r as usize,
-            _ => return Err(InputError::at(&n.origin, "'repeat' must be a whole number of at least 1").into()),
-        },
-    };
+    let repeat = at_least_one(&doc, "repeat")?;
+    let max_attempts = at_least_one(&doc, "treatment_max_attempts")?;
     Ok(Experiment {
         name,
         spec: text("spec"),
@@ -156,8 +154,20 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         setup,
         run,
         repeat,
+        max_attempts,
         stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),
     })
+}
+
+/// A top-level count that defaults to 1 (`repeat`, `treatment_max_attempts`).
+fn at_least_one(doc: &Node, key: &str) -> Result<usize, InputError> {
+    match doc.get(key).filter(|n| !n.is_null()) {
+        None => Ok(1),
+        Some(n) => match n.as_i64() {
+            Some(r) if r >= 1 => Ok(r as usize),
+            _ => Err(InputError::at(&n.origin, format!("'{key}' must be a whole number of at least 1"))),
+        },
+    }
 }
 
 /// A level as it appears in a treatment name: `/`, spaces and `_` become `-`.
@@ -248,9 +258,12 @@ fn dotted_pairs(node: &Node, skip: &[&str]) -> Vec<(String, Node)> {
 
 /// Reads the run treatments of an experiments file (`treatments:` or `run:`, with the
 /// top-level `constants:` applied first). A file without treatments yields none.
-pub fn load_run_treatments(path: &Path) -> Result<Vec<RunTreatment>> {
+/// The run treatments of an experiments file (for `llmd run -e`) and its
+/// `treatment_max_attempts`.
+pub fn load_run_treatments(path: &Path) -> Result<(Vec<RunTreatment>, usize)> {
     let doc = load_file(path).map_err(InputError::from)?;
-    parse_run_treatments(&doc)
+    let treatments = parse_run_treatments(&doc)?;
+    Ok((treatments, at_least_one(&doc, "treatment_max_attempts")?))
 }
 
 pub fn parse_run_treatments(doc: &Node) -> Result<Vec<RunTreatment>> {
@@ -337,8 +350,14 @@ mod tests {
         assert_eq!(e.run[1].name, "rate-1_len-128");
         assert_eq!(e.run[1].values[0].0, "load.stages.0.duration", "constants come first");
         assert_eq!(e.run[1].values[2].1.as_i64(), Some(128));
+        assert_eq!(e.max_attempts, 1);
         std::fs::write(&path, "repeat: 0\n").unwrap();
         assert!(load_experiment(&path).is_err());
+        std::fs::write(&path, "treatment_max_attempts: 3\n").unwrap();
+        assert_eq!(load_experiment(&path).unwrap().max_attempts, 3);
+        std::fs::write(&path, "\ntreatment_max_attempts: two\n").unwrap();
+        let e = format!("{:#}", load_experiment(&path).unwrap_err());
+        assert!(e.contains(":2:") && e.contains("'treatment_max_attempts' must be a whole number"), "{e}");
         std::fs::write(&path, "treatmnets: []\n").unwrap();
         assert!(format!("{:#}", load_experiment(&path).unwrap_err()).contains("treatments"));
     }

@@ -48,6 +48,8 @@ pub struct RunSettings {
     pub tokenizer: Option<PathBuf>,
     /// Longest a harness may run.
     pub timeout: Duration,
+    /// Attempts per treatment before it counts as failed (`treatment_max_attempts`).
+    pub max_attempts: usize,
 }
 
 /// One rendered profile, ready to run.
@@ -518,14 +520,16 @@ impl Step for DeployHarness {
             };
             let mut failures = Vec::new();
             let mut done = 0;
+            let attempts = rs.max_attempts.max(1);
             for run in &runs {
-                let eid = experiment_id(rs.harness, run.treatment.as_deref());
                 let label = run.treatment.as_deref().unwrap_or("profile");
                 if ctx.settings.dry_run {
+                    let eid = experiment_id(rs.harness, run.treatment.as_deref());
+                    let retries = if attempts > 1 { format!(", up to {attempts} attempts") } else { String::new() };
                     ctx.say(
                         Some(&stack.name),
                         format!(
-                            "would run {} x{} with {} → results/{eid}_1..",
+                            "would run {} x{} with {} → results/{eid}_1..{retries}",
                             rs.harness.name(),
                             rs.parallelism,
                             run.profile_path.display()
@@ -533,55 +537,72 @@ impl Step for DeployHarness {
                     );
                     continue;
                 }
-                ctx.say(
-                    Some(&stack.name),
-                    format!("treatment {label}: {} x{} against {endpoint} (experiment {eid})", rs.harness.name(), rs.parallelism),
-                );
-                let instances = (1..=rs.parallelism.max(1)).map(|i| {
-                    HarnessJob {
-                        harness: rs.harness,
-                        doc: &run.doc,
-                        profile_path: &run.profile_path,
-                        endpoint: &endpoint,
-                        model: &model,
-                        dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
-                        tokenizer: rs.tokenizer.as_deref(),
-                        timeout: rs.timeout,
-                        quiet: !ctx.settings.verbose,
-                        eid: &eid,
-                        stack: &stack.name,
-                        treatment: run.treatment.as_deref(),
-                        deployment: &stack.plan_hash,
-                    }
-                    .run()
-                });
-                let outcomes = crate::join::join_all(instances).await;
-                let mut treatment_failed = false;
-                for o in &outcomes {
-                    match judge(o) {
-                        Err(e) => {
-                            treatment_failed = true;
-                            failures.push(format!("treatment {label} ({}): {e}", o.dir.display()));
+                for attempt in 1..=attempts {
+                    let eid = experiment_id(rs.harness, run.treatment.as_deref());
+                    let of = if attempts > 1 { format!(", attempt {attempt}/{attempts}") } else { String::new() };
+                    ctx.say(
+                        Some(&stack.name),
+                        format!("treatment {label}: {} x{} against {endpoint} (experiment {eid}{of})", rs.harness.name(), rs.parallelism),
+                    );
+                    let instances = (1..=rs.parallelism.max(1)).map(|i| {
+                        HarnessJob {
+                            harness: rs.harness,
+                            doc: &run.doc,
+                            profile_path: &run.profile_path,
+                            endpoint: &endpoint,
+                            model: &model,
+                            dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
+                            tokenizer: rs.tokenizer.as_deref(),
+                            timeout: rs.timeout,
+                            quiet: !ctx.settings.verbose,
+                            eid: &eid,
+                            stack: &stack.name,
+                            treatment: run.treatment.as_deref(),
+                            deployment: &stack.plan_hash,
                         }
-                        Ok(Some(w)) => ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}")),
-                        Ok(None) => {}
-                    }
-                    if let Some(r) = &o.report {
-                        ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
-                    }
-                }
-                let mut st = state(stack);
-                for o in outcomes {
-                    st.results.push(o.dir.clone());
-                    st.finished.push(FinishedRun {
-                        experiment_id: eid.clone(),
-                        treatment: run.treatment.clone(),
-                        dir: o.dir,
-                        report: o.report,
+                        .run()
                     });
-                }
-                if !treatment_failed {
-                    done += 1;
+                    let outcomes = crate::join::join_all(instances).await;
+                    let errors: Vec<String> =
+                        outcomes.iter().filter_map(|o| judge(o).err().map(|e| format!("{} ({})", e, o.dir.display()))).collect();
+                    if !errors.is_empty() && attempt < attempts {
+                        // Upstream's rule: a failed attempt leaves no results behind.
+                        for o in &outcomes {
+                            let _ = std::fs::remove_dir_all(&o.dir);
+                        }
+                        ctx.say(
+                            Some(&stack.name),
+                            format!(
+                                "treatment {label} failed (attempt {attempt}/{attempts}): {}; its results are removed, retrying",
+                                errors.join("; ")
+                            ),
+                        );
+                        continue;
+                    }
+                    for o in &outcomes {
+                        if let Ok(Some(w)) = judge(o) {
+                            ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}"));
+                        }
+                        if let Some(r) = &o.report {
+                            ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
+                        }
+                    }
+                    let failed_after = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
+                    failures.extend(errors.iter().map(|e| format!("treatment {label}{failed_after}: {e}")));
+                    let mut st = state(stack);
+                    for o in outcomes {
+                        st.results.push(o.dir.clone());
+                        st.finished.push(FinishedRun {
+                            experiment_id: eid.clone(),
+                            treatment: run.treatment.clone(),
+                            dir: o.dir,
+                            report: o.report,
+                        });
+                    }
+                    if errors.is_empty() {
+                        done += 1;
+                    }
+                    break;
                 }
             }
             if !failures.is_empty() {
