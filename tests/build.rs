@@ -149,6 +149,15 @@ fn a_second_build_executes_nothing() {
             && p.path().join("ws/setup-treatment-slow/plan/sim/14_standalone-deployment.yaml").is_file()
     );
     assert_eq!(std::fs::read_dir(p.path().join("ws/setup-treatment-slow/results")).unwrap().count(), 2);
+
+    // Stale analyses over fresh runs (forced here; a new analysis version does the same)
+    // re-analyse the cached results: nothing is stood up or run.
+    let (code, fourth, err) = p.build(&["--force", "analysis/*"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&fourth, "ran");
+    assert_eq!(ran.len(), 5, "4 analyses and the summary: {fourth}");
+    assert!(ran.iter().all(|id| id.starts_with("analysis/") || id.starts_with("summary/")), "{ran:?}");
+    assert!(with_status(&fourth, "skipped").is_empty(), "{fourth}");
 }
 
 #[test]

@@ -73,16 +73,39 @@ pub struct Distributions {
     /// Server metrics over the run: field → [(seconds since the first scrape, value)].
     #[serde(default)]
     pub server: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+    /// Client-side figures per window (`ttft_p90`, `output_token_rate`, …):
+    /// [(seconds since the first send, at the window's middle; value)].
+    #[serde(default)]
+    pub windows: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
 }
 
+/// Per-window figures plotted over time: (latency family, its key in the plots).
+const WINDOW_LATENCIES: [(&str, &str); 2] = [("time_to_first_token", "ttft_p90"), ("request_latency", "e2e_p90")];
+
 impl Distributions {
-    pub fn of(s: &super::convert::Samples) -> Distributions {
+    /// The distributions of a converted load, and its per-window figures when it has them.
+    pub fn of(c: &super::convert::Converted) -> Distributions {
+        let s = &c.samples;
+        let mut windows = std::collections::BTreeMap::new();
+        if let Some(w) = &c.windows {
+            let mid = |i: usize| w.offsets[i] + w.width_s / 2.0;
+            for (family, key) in WINDOW_LATENCIES {
+                if let Some((_, _, per)) = w.latency.iter().find(|l| l.0 == family) {
+                    let points = per.iter().enumerate().filter_map(|(i, p)| p.and_then(|p| p.p90).map(|v| (mid(i), v))).collect();
+                    windows.insert(key.to_string(), points);
+                }
+            }
+            for (key, _, rates) in &w.throughput {
+                windows.insert(key.to_string(), rates.iter().enumerate().map(|(i, r)| (mid(i), *r)).collect());
+            }
+        }
         Distributions {
             ttft: Quantiles::of(&s.ttft),
             tpot: Quantiles::of(&s.tpot),
             itl: Quantiles::of(&s.itl),
             e2e: Quantiles::of(&s.e2e),
             server: Default::default(),
+            windows,
         }
     }
 
@@ -165,6 +188,27 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
             out.push(path);
         }
     }
+    for (field, title, unit, scale) in [
+        ("ttft_p90", "TTFT p90 per window", "ms", 1e3),
+        ("e2e_p90", "E2E latency p90 per window", "ms", 1e3),
+        ("output_token_rate", "Output throughput per window", "tokens/s", 1.0),
+        ("request_rate", "Completed requests per window", "requests/s", 1.0),
+    ] {
+        let lines: Vec<(&str, Vec<(f64, f64)>)> = rows
+            .iter()
+            .filter_map(|r| {
+                let s = r.distributions.windows.get(field).filter(|s| s.len() > 1)?;
+                Some((r.label.as_str(), s.iter().map(|(t, v)| (*t, v * scale)).collect()))
+            })
+            .collect();
+        if lines.is_empty() || lines.len() > MAX_LINES {
+            continue;
+        }
+        let lines: Vec<(&str, &[(f64, f64)])> = lines.iter().map(|(l, s)| (*l, s.as_slice())).collect();
+        let path = dir.join(format!("over_time_{field}.png"));
+        timeseries(&path, &format!("{title} (client side)"), unit, "seconds into the run (window middle)", &lines)?;
+        out.push(path);
+    }
     for (field, title, unit) in [
         ("kv_cache_usage", "KV-cache usage", "fraction"),
         ("running_requests", "Running requests", "requests"),
@@ -178,13 +222,13 @@ pub fn render_all(dir: &Path, rows: &[PlotRow]) -> Result<Vec<PathBuf>> {
             continue;
         }
         let path = dir.join(format!("server_{field}.png"));
-        timeseries(&path, &format!("{title} during each run (model server /metrics)"), unit, &lines)?;
+        timeseries(&path, &format!("{title} during each run (model server /metrics)"), unit, "seconds into the run", &lines)?;
         out.push(path);
     }
     Ok(out)
 }
 
-fn timeseries(path: &Path, title: &str, unit: &str, lines: &[(&str, &[(f64, f64)])]) -> Result<()> {
+fn timeseries(path: &Path, title: &str, unit: &str, x_desc: &str, lines: &[(&str, &[(f64, f64)])]) -> Result<()> {
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let xmax = lines.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(0.0f64, f64::max).max(1.0);
@@ -196,7 +240,7 @@ fn timeseries(path: &Path, title: &str, unit: &str, lines: &[(&str, &[(f64, f64)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..xmax, 0f64..ymax)
         .map_err(err(path))?;
-    chart.configure_mesh().x_desc("seconds into the run").y_desc(unit).label_style((FONT, 13)).draw().map_err(err(path))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(unit).label_style((FONT, 13)).draw().map_err(err(path))?;
     for (i, (label, s)) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart

@@ -386,7 +386,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
                 _ => label.clone(),
             };
             rows.push(super::comparison::Row { treatment, source_file: c.source_file.display().to_string(), report: r });
-            let mut d = super::plots::Distributions::of(&c.samples);
+            let mut d = super::plots::Distributions::of(c);
             d.server = a.server.clone();
             distributions.push(d);
         }

@@ -6,7 +6,8 @@
 //! (numpy-linear percentiles, found by selection rather than a sort). ITL is the mean
 //! gap of the window's requests. Rates count prompt tokens at the send, output tokens at
 //! the chunk that carried them, and requests at completion, over the window's length
-//! (the last window ends at the last completion).
+//! (the last window ends at the last completion; a tail under half a window joins the
+//! window before it).
 //!
 //! Records are streamed through several threads, so the counts are first kept per
 //! 100 ms [`Ticks`] keyed by absolute time, and cut into windows once the run's start is
@@ -133,7 +134,13 @@ pub fn width_ns(duration_ns: u64) -> u64 {
 pub fn windows(start_ns: u64, end_ns: u64, req: &PerRequest, ticks: &Ticks) -> Windows {
     let duration = end_ns.saturating_sub(start_ns);
     let width = width_ns(duration);
-    let count = duration.div_ceil(width).max(1) as usize;
+    let mut count = duration.div_ceil(width).max(1);
+    // A tail shorter than half a window joins the window before it: a rate over a sliver
+    // of time (one completion in 50 ms) is noise, not a figure.
+    if count > 1 && duration - (count - 1) * width < width / 2 {
+        count -= 1;
+    }
+    let count = count as usize;
     let index = |ns: f64| (((ns - start_ns as f64).max(0.0) / width as f64) as usize).min(count - 1);
     // Group request indices by window once (counting sort), then gather each family.
     let mut starts = vec![0usize; count + 1];
@@ -181,7 +188,8 @@ pub fn windows(start_ns: u64, end_ns: u64, req: &PerRequest, ticks: &Ticks) -> W
     }
     let span = |w: usize| {
         let from = w as u64 * width;
-        let to = ((w as u64 + 1) * width).min(duration).max(from + TICK_NS);
+        let to = if w + 1 == count { duration } else { (w as u64 + 1) * width };
+        let to = to.max(from + TICK_NS);
         (to - from) as f64 / 1e9
     };
     let rate = |i: usize| (0..count).map(|w| sums[w][i] as f64 / span(w)).collect::<Vec<f64>>();
@@ -315,6 +323,24 @@ mod tests {
         assert_eq!(lat["time_to_first_token"].series.len(), 2, "empty windows have no latency point");
         assert_eq!(lat["time_to_first_token"].series[1].ts, "2025-11-05T18:00:02.000Z");
         assert_eq!(r.throughput.unwrap()["request_rate"].series.len(), 3);
+    }
+
+    #[test]
+    fn a_short_tail_joins_the_last_window() {
+        let s = 1_000_000_000u64;
+        let done = [s as f64 + 0.5e9, s as f64 + 2.2e9];
+        let none = [f64::NAN; 2];
+        let req = PerRequest { done_ns: &done, families: vec![("request_latency", "s", &none)], itl_sum: &[0.0; 2], itl_n: &[0.0; 2] };
+        let mut ticks = Ticks::default();
+        for d in done {
+            ticks.completed(d as u64);
+        }
+        let w = windows(s, s + 2_200_000_000, &req, &ticks);
+        assert_eq!(w.offsets, [0.0, 1.0], "the 0.2 s tail belongs to the second window");
+        let rates = &w.throughput.iter().find(|t| t.0 == "request_rate").unwrap().2;
+        assert_eq!(rates[0], 1.0);
+        assert!((rates[1] - 1.0 / 1.2).abs() < 1e-12, "{rates:?}");
+        assert!(w.latency[0].2.iter().all(Option::is_none), "NaN-only windows have no point");
     }
 
     #[test]

@@ -944,6 +944,14 @@ impl Executor<'_> {
             let runs: Vec<usize> = stack.runs.iter().map(|r| r.run).collect();
             let needed = runs.iter().any(|&r| self.graph.nodes[r].runs()) || self.graph.nodes[standup].runs();
             if !needed {
+                // Runs fresh, analyses stale (forced, or a new analysis version): analyse
+                // the cached runs without standing anything up.
+                for ri in 0..self.graph.setups[si].stacks[ki].runs.len() {
+                    let analysis = self.graph.setups[si].stacks[ki].runs[ri].analysis;
+                    if self.graph.nodes[analysis].runs() && !self.stop {
+                        self.execute(analysis, |ex| ex.analyze(si, ki, ri));
+                    }
+                }
                 self.materialize_runs(si, ki);
                 continue;
             }
@@ -1170,7 +1178,7 @@ impl Executor<'_> {
             "harness": self.graph.harness.name(),
             "metrics": metrics,
         });
-        let mut distributions = crate::analysis::plots::Distributions::of(&analyzed.converted[0].samples);
+        let mut distributions = crate::analysis::plots::Distributions::of(&analyzed.converted[0]);
         distributions.server = analyzed.server.clone();
         let mut out = BTreeMap::from([
             ("analysis.json".to_string(), serde_json::to_vec_pretty(&doc)?),
