@@ -44,6 +44,9 @@ pub struct Converted {
     pub samples: Samples,
     /// Figures per time window, when the tool keeps per-request times.
     pub windows: Option<super::timeseries::Windows>,
+    /// blake3 of the whole source file when the converter already read it all (the
+    /// report's `run.uid` needs it; hashing 500 MB again would cost a quarter second).
+    pub source_hash: Option<blake3::Hasher>,
 }
 
 /// Per-request values, in seconds (ITL: every pooled gap).
@@ -296,22 +299,8 @@ impl NativeAcc {
         let start = self.start.unwrap_or(0);
         let duration_s = self.end.unwrap_or(start).saturating_sub(start) as f64 / 1e9;
         let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
-        // Samples are sorted in place (plots do not need their order); the seven sort
-        // independently, so two threads share them.
-        let windows = (self.completed > 0).then(|| {
-            let per_request = super::timeseries::PerRequest {
-                done_ns: &self.done_ns,
-                families: vec![
-                    ("time_to_first_token", "s", &self.row_ttft),
-                    ("time_per_output_token", "s/token", &self.row_tpot),
-                    ("normalized_time_per_output_token", "s/token", &self.row_ntpot),
-                    ("request_latency", "s", &self.row_e2e),
-                ],
-                itl_sum: &self.itl_sum,
-                itl_n: &self.itl_n,
-            };
-            super::timeseries::windows(start, self.end.unwrap_or(start), &per_request, &self.ticks)
-        });
+        let end = self.end.unwrap_or(start);
+        let completed = self.completed;
         let NativeAcc {
             mut ttft,
             mut e2e,
@@ -327,22 +316,56 @@ impl NativeAcc {
             row_e2e,
             itl_sum,
             itl_n,
+            ticks,
             ..
         } = self;
-        // Freed before the sorts, where memory peaks.
-        drop((done_ns, row_ttft, row_tpot, row_ntpot, row_e2e, itl_sum, itl_n));
         let sorted = |units: &'static str, v: &mut Vec<f64>| {
             v.retain(|x| !x.is_nan());
             v.sort_unstable_by(f64::total_cmp);
             (!v.is_empty()).then(|| Statistics::from_summary(units, &crate::analysis::stats::Summary::of_sorted(v)))
         };
-        let ((itl_s, ntpot_s, input_length, output_length), (ttft_s, e2e_s, tpot_s)) = std::thread::scope(|scope| {
+        // Samples are sorted in place (plots do not need their order). The sorts and the
+        // windows are independent, and the pooled ITL gaps (~10x any other sample) are
+        // sorted in two parts merged at the end: the other thread takes NTPOT and most of
+        // the gaps, this one the windows, the per-request samples and the rest of the gaps.
+        itl.retain(|x| !x.is_nan());
+        let split = itl.len() * 5 / 8;
+        let (itl_head, itl_tail) = itl.split_at_mut(split);
+        let (ntpot_s, (windows, ttft_s, e2e_s, tpot_s, input_length, output_length)) = std::thread::scope(|scope| {
             let big = scope.spawn(|| {
-                (sorted("s", &mut itl), sorted("s/token", &mut ntpot), sorted("count", &mut input_len), sorted("count", &mut output_len))
+                itl_head.sort_unstable_by(f64::total_cmp);
+                sorted("s/token", &mut ntpot)
             });
-            let rest = (sorted("s", &mut ttft), sorted("s", &mut e2e), sorted("s/token", &mut tpot));
+            let windows = (completed > 0).then(|| {
+                let per_request = super::timeseries::PerRequest {
+                    done_ns: &done_ns,
+                    families: vec![
+                        ("time_to_first_token", "s", &row_ttft),
+                        ("time_per_output_token", "s/token", &row_tpot),
+                        ("normalized_time_per_output_token", "s/token", &row_ntpot),
+                        ("request_latency", "s", &row_e2e),
+                    ],
+                    itl_sum: &itl_sum,
+                    itl_n: &itl_n,
+                };
+                super::timeseries::windows(start, end, &per_request, &ticks)
+            });
+            // Freed before this thread's sorts.
+            drop((done_ns, row_ttft, row_tpot, row_ntpot, row_e2e, itl_sum, itl_n));
+            let rest = (
+                windows,
+                sorted("s", &mut ttft),
+                sorted("s", &mut e2e),
+                sorted("s/token", &mut tpot),
+                sorted("count", &mut input_len),
+                sorted("count", &mut output_len),
+            );
+            itl_tail.sort_unstable_by(f64::total_cmp);
             (big.join().unwrap_or_default(), rest)
         });
+        let (head, tail) = itl.split_at(split);
+        let itl = crate::analysis::stats::merge_sorted(head, tail);
+        let itl_s = (!itl.is_empty()).then(|| Statistics::from_summary("s", &crate::analysis::stats::Summary::of_sorted(&itl)));
         let samples = Samples { ttft, tpot, itl, e2e };
         let (ttft, e2e, tpot, itl, ntpot) = (ttft_s, e2e_s, tpot_s, itl_s, ntpot_s);
         Converted {
@@ -429,6 +452,7 @@ pub fn llmd(path: &Path) -> Result<Converted> {
             .collect();
         let mut line = 1usize;
         let mut read_error = None;
+        let mut source_hash = blake3::Hasher::new();
         loop {
             let mut block = Vec::with_capacity(4 << 20);
             match (&mut reader).take(4 << 20).read_to_end(&mut block) {
@@ -447,6 +471,7 @@ pub fn llmd(path: &Path) -> Result<Converted> {
                 break;
             }
             let lines = block.iter().filter(|&&b| b == b'\n').count();
+            source_hash.update(&block);
             if tx.send((line, block)).is_err() {
                 break;
             }
@@ -468,7 +493,8 @@ pub fn llmd(path: &Path) -> Result<Converted> {
             None => {
                 let merged = NativeAcc::merge(parts);
                 rss_note("samples merged");
-                let c = merged.finish(path);
+                let mut c = merged.finish(path);
+                c.source_hash = Some(source_hash);
                 rss_note("statistics computed");
                 Ok(c)
             }
@@ -477,18 +503,30 @@ pub fn llmd(path: &Path) -> Result<Converted> {
 }
 
 /// `LLMD_TIMINGS=1`: resident memory at a point of the analysis.
-fn rss_note(what: &str) {
+pub(crate) fn rss_note(what: &str) {
     if std::env::var_os("LLMD_TIMINGS").is_some()
         && let Ok(status) = std::fs::read_to_string("/proc/self/status")
     {
         let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?");
         let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?");
         eprintln!(
-            "[timings] {what}: {} ({})",
+            "[timings] {what} at {:.2} s: {} ({})",
+            process_age_s(),
             rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
             hwm.replace(char::is_whitespace, "")
         );
     }
+}
+
+/// Seconds since this process started (10 ms resolution), from `/proc`.
+fn process_age_s() -> f64 {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok().and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok());
+    // Field 22 of /proc/self/stat, counted after the parenthesised command name.
+    let started =
+        std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    uptime.zip(started).map_or(f64::NAN, |(u, s)| u - s / hz)
 }
 
 /// [`llmd`] on records already in memory.

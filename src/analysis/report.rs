@@ -119,10 +119,13 @@ fn short_digest(bytes: &[u8]) -> String {
 /// The BR v0.2 document for one converted load; `version` is `0.2` or `0.2.1`.
 pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
     // Streamed: a native records file can be hundreds of MB.
-    let mut hasher = blake3::Hasher::new();
-    if let Ok(f) = std::fs::File::open(&c.source_file) {
-        let _ = hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f));
-    }
+    let mut hasher = c.source_hash.clone().unwrap_or_else(|| {
+        let mut h = blake3::Hasher::new();
+        if let Ok(f) = std::fs::File::open(&c.source_file) {
+            let _ = h.update_reader(std::io::BufReader::with_capacity(1 << 20, f));
+        }
+        h
+    });
     hasher.update(format!("#{:?}", c.stage).as_bytes());
     let uid = hasher.finalize().to_hex()[..32].to_string();
     let start = c.start_unix.or(cx.start_unix);
@@ -328,6 +331,7 @@ pub fn analyze_dir_with(dir: &Path, harness: Option<&str>, stack: Option<StackIn
         }
         reports.push(v02);
     }
+    super::convert::rss_note("reports written");
     Ok(Analyzed { dir: dir.to_path_buf(), harness, converted, reports, files, server })
 }
 
@@ -403,6 +407,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
             .map(|(r, d)| super::plots::PlotRow { label: r.treatment.clone(), values: super::comparison::row_numbers(r), distributions: d })
             .collect();
         let page = super::plots::render_all(&out.join("plots"), &plot_rows).and_then(|plots| {
+            super::convert::rss_note("plots drawn");
             let html = super::html::render("llmd analysis", &rows, &plots, &[])?;
             let path = out.join("report.html");
             crate::fsutil::write_atomic(&path, html.as_bytes())?;

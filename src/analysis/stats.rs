@@ -124,6 +124,24 @@ impl Summary {
     }
 }
 
+/// The ascending union of two ascending, NaN-free samples.
+pub fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j] < a[i] {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
     let mut sum = 0.0;
     let mut c = 0.0;
@@ -153,6 +171,8 @@ mod tests {
         assert_eq!((s.min, s.max), (1.0, 10.0));
         assert_eq!(Summary::of(&[2.0, 1.0, 2.0, 1.0, 3.0]).unwrap().mode, 1.0, "ties take the smallest");
         assert!(Summary::of(&[]).is_none());
+        assert_eq!(merge_sorted(&[1.0, 2.0, 2.0, 7.0], &[0.5, 2.0, 9.0]), [0.5, 1.0, 2.0, 2.0, 2.0, 7.0, 9.0]);
+        assert_eq!(merge_sorted(&[], &[1.0]), [1.0]);
         assert_eq!(Summary::of(&[7.0]).unwrap().p(99.9), 7.0);
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["percentiles"]["p50"], 3.0);
