@@ -403,6 +403,47 @@ impl NativeAcc {
     }
 }
 
+/// The fields of a [`RequestRecord`] the report reads. The others (the id, the error
+/// text, …) are skipped while parsing rather than allocated: a million records is half a
+/// gigabyte of JSON, and parsing it is most of an analysis.
+#[derive(serde::Deserialize)]
+struct RecordView {
+    warmup: bool,
+    sent_ns: u64,
+    first_token_ns: Option<u64>,
+    last_token_ns: Option<u64>,
+    done_ns: u64,
+    chunks: Vec<(u64, u32)>,
+    input_len: u32,
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+    status: crate::harness::record::Status,
+}
+
+impl RecordView {
+    fn into_record(self) -> RequestRecord {
+        RequestRecord {
+            id: String::new(),
+            stage: 0,
+            warmup: self.warmup,
+            scheduled_ns: self.sent_ns,
+            sent_ns: self.sent_ns,
+            first_token_ns: self.first_token_ns,
+            last_token_ns: self.last_token_ns,
+            done_ns: self.done_ns,
+            chunks: self.chunks,
+            input_len: self.input_len,
+            requested_output: 0,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_tokens: None,
+            status: self.status,
+            http_status: None,
+            error: None,
+        }
+    }
+}
+
 /// Converts a native `records.jsonl`, streaming: the file is read in blocks that worker
 /// threads parse, so memory holds the metric samples, never the records.
 pub fn llmd(path: &Path) -> Result<Converted> {
@@ -425,8 +466,8 @@ pub fn llmd(path: &Path) -> Result<Converted> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match serde_json::from_slice::<RequestRecord>(line) {
-                    Ok(r) => acc.add(&r),
+                match serde_json::from_slice::<RecordView>(line) {
+                    Ok(v) => acc.add(&v.into_record()),
                     Err(e) => {
                         error = Some(anyhow::anyhow!(
                             "{}:{}: not a request record (truncated or corrupt?): {e}",
