@@ -544,25 +544,7 @@ impl Step for DeployHarness {
                         Some(&stack.name),
                         format!("treatment {label}: {} x{} against {endpoint} (experiment {eid}{of})", rs.harness.name(), rs.parallelism),
                     );
-                    let instances = (1..=rs.parallelism.max(1)).map(|i| {
-                        HarnessJob {
-                            harness: rs.harness,
-                            doc: &run.doc,
-                            profile_path: &run.profile_path,
-                            endpoint: &endpoint,
-                            model: &model,
-                            dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
-                            tokenizer: rs.tokenizer.as_deref(),
-                            timeout: rs.timeout,
-                            quiet: !ctx.settings.verbose,
-                            eid: &eid,
-                            stack: &stack.name,
-                            treatment: run.treatment.as_deref(),
-                            deployment: &stack.plan_hash,
-                        }
-                        .run()
-                    });
-                    let outcomes = crate::join::join_all(instances).await;
+                    let outcomes = run_instances(ctx, rs, stack, run, &endpoint, &model, &eid).await;
                     let errors: Vec<String> =
                         outcomes.iter().filter_map(|o| judge(o).err().map(|e| format!("{} ({})", e, o.dir.display()))).collect();
                     if !errors.is_empty() && attempt < attempts {
@@ -611,6 +593,37 @@ impl Step for DeployHarness {
             Ok(StepOutcome::msg(format!("{done} treatment(s) finished; results in {}", ctx.settings.workspace.join("results").display())))
         })
     }
+}
+
+/// One attempt of a run treatment: `-j` harness instances under one experiment id, at once.
+async fn run_instances(
+    ctx: &PhaseContext,
+    rs: &RunSettings,
+    stack: &StackEntry,
+    run: &PreparedRun,
+    endpoint: &str,
+    model: &str,
+    eid: &str,
+) -> Vec<InstanceOutcome> {
+    let instances = (1..=rs.parallelism.max(1)).map(|i| {
+        HarnessJob {
+            harness: rs.harness,
+            doc: &run.doc,
+            profile_path: &run.profile_path,
+            endpoint,
+            model,
+            dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
+            tokenizer: rs.tokenizer.as_deref(),
+            timeout: rs.timeout,
+            quiet: !ctx.settings.verbose,
+            eid,
+            stack: &stack.name,
+            treatment: run.treatment.as_deref(),
+            deployment: &stack.plan_hash,
+        }
+        .run()
+    });
+    crate::join::join_all(instances).await
 }
 
 fn one_line(r: &RunReport) -> String {
