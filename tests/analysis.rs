@@ -352,11 +352,59 @@ fn analyze_writes_reports_and_the_comparison() {
     assert_eq!(html.matches("src=\"data:image/png;base64,").count(), plots.len());
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"), "self-contained, no scripts");
     assert!(html.contains("guidellm-b_1") && html.contains("class=\"best\""), "summary table with the best values marked");
+    if let Some(console) = console_of(&out.join("report.html")) {
+        assert!(console.is_empty(), "console messages loading report.html: {console:?}");
+        // The check can fail: a page logging an error is caught.
+        let control = t.path().join("control.html");
+        std::fs::write(&control, "<html><body><script>console.error('control-marker')</script></body></html>").unwrap();
+        let seen = console_of(&control).unwrap();
+        assert!(seen.iter().any(|l| l.contains("control-marker")), "{seen:?}");
+    }
 
     // Re-analysing is idempotent: reports are not mistaken for harness output.
     let again = run(llmd().args(["analyze"]).arg(t.path().join("results")));
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(t.path().join("results/cross-treatment-comparison/treatment_comparison.csv")).unwrap(), csv);
+}
+
+/// Opens `page` from disk in headless Chromium when one is installed (Debian's
+/// `chromium`; CI machines have none, and then this says so and returns `None`) and
+/// returns the console messages it logged: script errors, blocked resources.
+fn console_of(page: &Path) -> Option<Vec<String>> {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+    else {
+        eprintln!("skipping the browser check: no chromium on PATH");
+        return None;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let shot = scratch.path().join("page.png");
+    let mut child = std::process::Command::new(browser)
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--window-size=1400,2400"])
+        .arg(format!("--user-data-dir={}", scratch.path().join("profile").display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{browser} did not finish loading {} in 90 s", page.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let log = reader.join().unwrap();
+    assert!(status.success() && shot.is_file(), "{browser} failed on {}: {log}", page.display());
+    Some(log.lines().filter(|l| l.contains(":CONSOLE")).map(str::to_string).collect())
 }
 
 #[test]
