@@ -14,20 +14,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+// The tests' helpers (the bench drives the same binary).
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::copy_dir;
+
 const STACKS: usize = 50;
 const TREATMENTS: usize = 20;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn project(dir: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{llmd, run};
+use support::{copy_dir, llmd, run};
 
 /// A scratch project: a copy of the config tree, an experiment file, a workspace and a
 /// cache. Tears down whatever is left running when dropped.
@@ -38,18 +38,6 @@ treatments:
   - name: r2
     load.stages.0.rate: 60
 ";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 impl Project {
     fn new(experiment: &str) -> Project {
