@@ -260,6 +260,30 @@ fn every_report_validates_against_upstream_schemas() {
         let out = a.throughput.output_token_rate.as_ref().unwrap().mean * duration;
         assert!((total("output_token_rate") - out).abs() < 1e-6 * out.max(1.0), "{} vs {out}", total("output_token_rate"));
     }
+    // inference-perf's per-request lifecycle file gives its report windows too.
+    let ip = tempfile::tempdir().unwrap();
+    let h = f.join("harness-outputs");
+    for name in ["stage_0_lifecycle_metrics.json", "per_request_lifecycle_metrics.json"] {
+        std::fs::copy(h.join(format!("inference-perf-0.7.0-{name}")), ip.path().join(name)).unwrap();
+    }
+    let converted = convert::convert_dir(ip.path(), "inference-perf").unwrap();
+    let w = converted[0].windows.as_ref().expect("windows from per-request records");
+    let requests: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ip.path().join("per_request_lifecycle_metrics.json")).unwrap()).unwrap();
+    let ok = requests.as_array().unwrap().iter().filter(|r| r["error"].is_null()).count() as f64;
+    let (first, last) = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r["start_time"].as_f64().unwrap()), b.max(r["end_time"].as_f64().unwrap())));
+    let span = |i: usize| if i + 1 < w.offsets.len() { w.width_s } else { (last - first - w.offsets[i]).max(0.1) };
+    let rates = &w.throughput.iter().find(|t| t.0 == "request_rate").unwrap().2;
+    let counted: f64 = rates.iter().enumerate().map(|(i, r)| r * span(i)).sum();
+    assert!((counted - ok).abs() < 1e-6, "windows count {counted} requests, the file has {ok} successful");
+    let r = serde_json::to_value(report_v02(&converted[0], &cx, "0.2")).unwrap();
+    assert!(r["results"]["request_performance"]["time_series"]["latency"]["time_to_first_token"]["series"][0]["p50"].is_number(), "{r}");
+    assert_valid(&v02, &r, "v0.2 of inference-perf with time series");
+    assert_valid(&v021, &r, "v0.2.1 of inference-perf with time series");
     // Reports with server observability (scraped /metrics) validate too.
     let t = tempfile::tempdir().unwrap();
     std::fs::copy(support::root().join("tests/fixtures/native-records.jsonl"), t.path().join("records.jsonl")).unwrap();

@@ -147,9 +147,13 @@ pub fn convert_dir(dir: &Path, harness: &str) -> Result<Vec<Converted>> {
                 }
             }
             if let Some(p) = per_request {
-                let samples = inference_perf_samples(p)?;
+                let (samples, requests) = inference_perf_requests(p)?;
+                // The per-request file covers every stage; its windows describe the run
+                // only when there is one.
+                let windows = if out.len() == 1 { super::timeseries::windows_of(&requests) } else { None };
                 for c in &mut out {
                     c.samples = samples.clone();
+                    c.windows = windows.clone();
                 }
             }
             Ok(out)
@@ -639,9 +643,12 @@ pub fn inference_perf(path: &Path, stage: Option<u64>) -> Result<Converted> {
 }
 
 /// Per-request samples from `per_request_lifecycle_metrics.json` (successful requests).
-fn inference_perf_samples(path: &Path) -> Result<Samples> {
+/// inference-perf's `per_request_lifecycle_metrics.json`: the successful requests'
+/// samples, and their times for the report's windows.
+fn inference_perf_requests(path: &Path) -> Result<(Samples, Vec<super::timeseries::RequestTimes>)> {
     let v = read_json(path)?;
     let mut s = Samples::default();
+    let mut requests = Vec::new();
     for r in v.as_array().with_context(|| format!("{}: expected a list of requests", path.display()))? {
         if !r["error"].is_null() {
             continue;
@@ -658,8 +665,15 @@ fn inference_perf_samples(path: &Path) -> Result<Samples> {
             }
             s.itl.extend(times.windows(2).map(|w| w[1] - w[0]));
         }
+        requests.push(super::timeseries::RequestTimes {
+            start,
+            end,
+            input_tokens: r["info"]["request_metrics"]["text"]["input_tokens"].as_u64().unwrap_or(0),
+            output_tokens: info["output_tokens"].as_u64().unwrap_or(times.len() as u64),
+            token_times: times,
+        });
     }
-    Ok(s)
+    Ok((s, requests))
 }
 
 // ---- guidellm

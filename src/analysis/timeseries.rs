@@ -9,6 +9,9 @@
 //! (the last window ends at the last completion; a tail under half a window joins the
 //! window before it).
 //!
+//! The native harness's records feed [`windows`] as they stream; other tools' per-request
+//! records (inference-perf's lifecycle file) go through [`windows_of`].
+//!
 //! Records are streamed through several threads, so the counts are first kept per
 //! 100 ms [`Ticks`] keyed by absolute time, and cut into windows once the run's start is
 //! known.
@@ -208,6 +211,60 @@ pub fn windows(start_ns: u64, end_ns: u64, req: &PerRequest, ticks: &Ticks) -> W
     }
 }
 
+/// One successful request as a tool recorded it, in seconds on any one clock.
+#[derive(Clone, Debug, Default)]
+pub struct RequestTimes {
+    pub start: f64,
+    pub end: f64,
+    /// When each output token (or chunk of tokens) arrived.
+    pub token_times: Vec<f64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Windows of a tool's per-request records (the native harness streams its own). TTFT
+/// is the first token time from the start, TPOT the mean gap after it, NTPOT E2E over
+/// the output tokens; output tokens the times do not account for arrive with the last.
+pub fn windows_of(requests: &[RequestTimes]) -> Option<Windows> {
+    let ns = |t: f64| (t * 1e9).max(0.0) as u64;
+    let start = requests.iter().map(|r| ns(r.start)).min()?;
+    let end = requests.iter().map(|r| ns(r.end)).max()?;
+    let (mut done, mut ttft, mut tpot, mut ntpot, mut e2e, mut itl_sum, mut itl_n) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ticks = Ticks::default();
+    for r in requests {
+        let (first, last) = (r.token_times.first().copied(), r.token_times.last().copied());
+        let gaps = r.token_times.len().saturating_sub(1);
+        done.push(ns(r.end) as f64);
+        ttft.push(first.map_or(f64::NAN, |f| f - r.start));
+        tpot.push(first.zip(last).filter(|_| gaps > 0).map_or(f64::NAN, |(f, l)| (l - f) / gaps as f64));
+        ntpot.push(if r.output_tokens > 0 { (r.end - r.start) / r.output_tokens as f64 } else { f64::NAN });
+        e2e.push(r.end - r.start);
+        itl_sum.push(first.zip(last).map_or(0.0, |(f, l)| l - f));
+        itl_n.push(gaps as f64);
+        ticks.input(ns(r.start), r.input_tokens);
+        let mut chunks: Vec<(u64, u32)> = r.token_times.iter().map(|&t| (ns(t), 1)).collect();
+        let unaccounted = r.output_tokens.saturating_sub(chunks.len() as u64);
+        if unaccounted > 0 {
+            chunks.push((ns(last.unwrap_or(r.end)), u32::try_from(unaccounted).unwrap_or(u32::MAX)));
+        }
+        ticks.output(&chunks);
+        ticks.completed(ns(r.end));
+    }
+    let per_request = PerRequest {
+        done_ns: &done,
+        families: vec![
+            ("time_to_first_token", "s", &ttft),
+            ("time_per_output_token", "s/token", &tpot),
+            ("normalized_time_per_output_token", "s/token", &ntpot),
+            ("request_latency", "s", &e2e),
+        ],
+        itl_sum: &itl_sum,
+        itl_n: &itl_n,
+    };
+    Some(windows(start, end, &per_request, &ticks))
+}
+
 impl Windows {
     /// The report's time series, with window starts at `start_unix` + offset.
     pub fn report(&self, start_unix: f64) -> TimeSeriesRequestPerformance {
@@ -341,6 +398,26 @@ mod tests {
         assert_eq!(rates[0], 1.0);
         assert!((rates[1] - 1.0 / 1.2).abs() < 1e-12, "{rates:?}");
         assert!(w.latency[0].2.iter().all(Option::is_none), "NaN-only windows have no point");
+    }
+
+    #[test]
+    fn tool_records_make_the_same_windows() {
+        let reqs = [
+            RequestTimes { start: 10.0, end: 10.5, token_times: vec![10.1, 10.2, 10.5], input_tokens: 100, output_tokens: 3 },
+            RequestTimes { start: 10.2, end: 11.6, token_times: vec![10.4, 11.6], input_tokens: 50, output_tokens: 5 },
+        ];
+        let w = windows_of(&reqs).unwrap();
+        assert_eq!(w.offsets, [0.0, 1.0], "1.6 s: two windows");
+        let ttft = &w.latency.iter().find(|l| l.0 == "time_to_first_token").unwrap().2;
+        assert!((ttft[0].unwrap().mean - 0.1).abs() < 1e-9 && (ttft[1].unwrap().mean - 0.2).abs() < 1e-9);
+        let tpot = &w.latency.iter().find(|l| l.0 == "time_per_output_token").unwrap().2;
+        assert!((tpot[0].unwrap().mean - 0.2).abs() < 1e-9, "(10.5 - 10.1) / 2");
+        let rate = |k: &str| w.throughput.iter().find(|t| t.0 == k).unwrap().2.clone();
+        // 3 + 1 tokens in the first second; the second request's last time carries its 4 others.
+        assert_eq!(rate("output_token_rate")[0], 4.0);
+        assert!((rate("output_token_rate")[1] - 4.0 / 0.6).abs() < 1e-9);
+        assert_eq!(rate("input_token_rate")[0], 150.0);
+        assert!(windows_of(&[]).is_none());
     }
 
     #[test]
