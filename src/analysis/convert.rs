@@ -341,17 +341,8 @@ impl NativeAcc {
                 sorted("s/token", &mut ntpot)
             });
             let windows = (completed > 0).then(|| {
-                let per_request = super::timeseries::PerRequest {
-                    done_ns: &done_ns,
-                    families: vec![
-                        ("time_to_first_token", "s", &row_ttft),
-                        ("time_per_output_token", "s/token", &row_tpot),
-                        ("normalized_time_per_output_token", "s/token", &row_ntpot),
-                        ("request_latency", "s", &row_e2e),
-                    ],
-                    itl_sum: &itl_sum,
-                    itl_n: &itl_n,
-                };
+                let per_request =
+                    super::timeseries::PerRequest::latencies(&done_ns, [&row_ttft, &row_tpot, &row_ntpot, &row_e2e], &itl_sum, &itl_n);
                 super::timeseries::windows(start, end, &per_request, &ticks)
             });
             // Freed before this thread's sorts.

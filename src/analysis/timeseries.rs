@@ -103,6 +103,23 @@ pub struct PerRequest<'a> {
     pub itl_n: &'a [f64],
 }
 
+impl<'a> PerRequest<'a> {
+    /// The report's per-request latency families, aligned with `done_ns`.
+    pub fn latencies(done_ns: &'a [f64], [ttft, tpot, ntpot, e2e]: [&'a [f64]; 4], itl_sum: &'a [f64], itl_n: &'a [f64]) -> PerRequest<'a> {
+        PerRequest {
+            done_ns,
+            families: vec![
+                ("time_to_first_token", "s", ttft),
+                ("time_per_output_token", "s/token", tpot),
+                ("normalized_time_per_output_token", "s/token", ntpot),
+                ("request_latency", "s", e2e),
+            ],
+            itl_sum,
+            itl_n,
+        }
+    }
+}
+
 /// numpy-linear percentile `q` (0–1) of an unsorted, NaN-free, non-empty slice,
 /// reordering it. `O(n)` by selection.
 fn select_percentile(v: &mut [f64], q: f64) -> f64 {
@@ -251,17 +268,7 @@ pub fn windows_of(requests: &[RequestTimes]) -> Option<Windows> {
         ticks.output(&chunks);
         ticks.completed(ns(r.end));
     }
-    let per_request = PerRequest {
-        done_ns: &done,
-        families: vec![
-            ("time_to_first_token", "s", &ttft),
-            ("time_per_output_token", "s/token", &tpot),
-            ("normalized_time_per_output_token", "s/token", &ntpot),
-            ("request_latency", "s", &e2e),
-        ],
-        itl_sum: &itl_sum,
-        itl_n: &itl_n,
-    };
+    let per_request = PerRequest::latencies(&done, [&ttft, &tpot, &ntpot, &e2e], &itl_sum, &itl_n);
     Some(windows(start, end, &per_request, &ticks))
 }
 
