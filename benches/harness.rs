@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use llmd::harness::client::Endpoint;
 use llmd::harness::dataset::DatasetSpec;
 use llmd::harness::load::{self, Api, Arrival, LoadProfile, LoadSpec, Progress, Stage, Warmup};
+use llmd::http::client::Endpoint;
 
 const MODEL: &str = "bench/model";
 

@@ -1,4 +1,7 @@
 //! llmd: a "make for benchmarks" for LLM inference stacks.
+//!
+//! Modules are layered; a module imports only modules of lower layers (ARCHITECTURE.md
+//! lists them, and `tests/layers.rs` checks every `crate::` path against that list).
 pub mod analysis;
 pub mod backend;
 pub mod cli;
@@ -6,14 +9,16 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod experiment;
-pub mod fsutil;
 pub mod harness;
-pub mod join;
+pub mod http;
+pub mod jinja;
 pub mod phases;
 pub mod pyfmt;
 pub mod render;
 pub mod sim;
+pub mod stats;
 pub mod store;
 pub mod timing;
 pub mod tokenize;
+pub mod util;
 pub mod yaml;

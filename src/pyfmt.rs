@@ -135,30 +135,6 @@ pub fn json_float(x: f64) -> String {
     }
 }
 
-/// `str()` of a YAML value as Python would print the loaded object.
-pub fn str_node(node: &crate::yaml::Node) -> String {
-    match &node.value {
-        crate::yaml::Value::Str(s) => s.clone(),
-        _ => repr_node(node),
-    }
-}
-
-/// `repr()` of a YAML value as Python would print the loaded object.
-pub fn repr_node(node: &crate::yaml::Node) -> String {
-    use crate::yaml::Value;
-    match &node.value {
-        Value::Null => "None".into(),
-        Value::Bool(b) => (if *b { "True" } else { "False" }).into(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => float_repr(*f),
-        Value::Str(s) => str_repr(s),
-        Value::Seq(items) => format!("[{}]", items.iter().map(repr_node).collect::<Vec<_>>().join(", ")),
-        Value::Map(m) => {
-            format!("{{{}}}", m.iter().map(|(k, v)| format!("{}: {}", str_repr(k), repr_node(v))).collect::<Vec<_>>().join(", "))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,7 +356,7 @@ fn bad_experiments_are_input_errors() {
 fn random_edits_are_predicted_and_explained_exactly() {
     let p = Project::new(EXPERIMENT);
     assert_eq!(p.build(&["--keep-stacks"]).0, 0);
-    let mut rng = llmd::sim::rng::Rng::new(20261128);
+    let mut rng = llmd::util::rng::Rng::new(20261128);
     // (file, text before the value, current value, dotted path, JSON of a value, nodes whose reason must name it)
     let mut rates = [50u64, 60];
     let mut ttfts = [5u64, 15];

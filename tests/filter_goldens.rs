@@ -1,8 +1,8 @@
 //! llmd's template environment against Jinja2 with upstream's filters
 //! (tests/goldens/filters.json, made by tests/goldens/gen_filters.py).
 
-use llmd::render::env::plan_environment;
-use llmd::render::pyvalue::to_template;
+use llmd::jinja::env::plan_environment;
+use llmd::jinja::pyvalue::to_template;
 use llmd::yaml::Node;
 
 #[test]

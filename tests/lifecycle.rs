@@ -385,7 +385,7 @@ fn shipped_profiles_and_experiments_are_valid() {
             let text = llmd::yaml::dump(&doc, Default::default());
             assert!(!text.contains("REPLACE_ENV_"), "{}: unfilled placeholder", entry.path().display());
             if harness == "llmd" {
-                llmd::cli::load::parse_native_profile(&doc, &entry.path().display().to_string()).unwrap();
+                llmd::harness::profile::parse_native_profile(&doc, &entry.path().display().to_string()).unwrap();
             }
             checked += 1;
         }

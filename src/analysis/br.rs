@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::Summary;
+use crate::stats::Summary;
 
 /// The statistics object used everywhere in a report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

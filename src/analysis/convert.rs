@@ -326,7 +326,7 @@ impl NativeAcc {
         let sorted = |units: &'static str, v: &mut Vec<f64>| {
             v.retain(|x| !x.is_nan());
             v.sort_unstable_by(f64::total_cmp);
-            (!v.is_empty()).then(|| Statistics::from_summary(units, &crate::analysis::stats::Summary::of_sorted(v)))
+            (!v.is_empty()).then(|| Statistics::from_summary(units, &crate::stats::Summary::of_sorted(v)))
         };
         // Samples are sorted in place (plots do not need their order). The sorts and the
         // windows are independent, and the pooled ITL gaps (~10x any other sample) are
@@ -359,8 +359,8 @@ impl NativeAcc {
             (big.join().unwrap_or_default(), rest)
         });
         let (head, tail) = itl.split_at(split);
-        let itl = crate::analysis::stats::merge_sorted(head, tail);
-        let itl_s = (!itl.is_empty()).then(|| Statistics::from_summary("s", &crate::analysis::stats::Summary::of_sorted(&itl)));
+        let itl = crate::stats::merge_sorted(head, tail);
+        let itl_s = (!itl.is_empty()).then(|| Statistics::from_summary("s", &crate::stats::Summary::of_sorted(&itl)));
         let samples = Samples { ttft, tpot, itl, e2e };
         let (ttft, e2e, tpot, itl, ntpot) = (ttft_s, e2e_s, tpot_s, itl_s, ntpot_s);
         Converted {

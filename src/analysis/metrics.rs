@@ -40,7 +40,7 @@ fn append(log: &Path, label: &str, body: &str) -> Result<()> {
 
 /// Scrapes `endpoint/metrics` every `interval` into `dir/metrics/raw/<label>.log`, forever
 /// (the caller drops the future when the run ends). A failed scrape is skipped, never fatal.
-pub async fn scrape_forever(endpoint: crate::harness::client::Endpoint, label: String, dir: PathBuf, interval: Duration) {
+pub async fn scrape_forever(endpoint: crate::http::client::Endpoint, label: String, dir: PathBuf, interval: Duration) {
     let raw = dir.join("metrics/raw");
     if std::fs::create_dir_all(&raw).is_err() {
         return;
@@ -55,9 +55,8 @@ pub async fn scrape_forever(endpoint: crate::harness::client::Endpoint, label: S
 }
 
 /// One scrape (used at the end of a run too, so the last counters are captured).
-pub async fn scrape_once(endpoint: &crate::harness::client::Endpoint, label: &str, log: &Path) {
-    if let Ok((200, serde_json::Value::String(body))) = crate::harness::http_json(endpoint, "/metrics", None, Duration::from_secs(2)).await
-    {
+pub async fn scrape_once(endpoint: &crate::http::client::Endpoint, label: &str, log: &Path) {
+    if let Ok((200, serde_json::Value::String(body))) = crate::http::http_json(endpoint, "/metrics", None, Duration::from_secs(2)).await {
         let _ = append(log, label, &body);
     }
 }

@@ -1,6 +1,5 @@
 //! Analysis of benchmark results.
 //!
-//! * [`stats`] — summary statistics with numpy's conventions.
 //! * [`br`] — the llm-d benchmark report (v0.1, v0.2, v0.2.1) as serde types.
 //! * [`convert`] — each harness's own output → report aggregates.
 //! * [`report`] — report documents, and `llmd analyze` on a results directory.
@@ -21,7 +20,6 @@ pub mod html;
 pub mod metrics;
 pub mod plots;
 pub mod report;
-pub mod stats;
 pub mod timeseries;
 
 use anyhow::Result;

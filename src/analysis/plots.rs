@@ -49,7 +49,7 @@ pub struct Quantiles(pub Vec<f64>);
 
 impl Quantiles {
     pub fn of(values: &[f64]) -> Quantiles {
-        let q = |v: &[f64]| Quantiles((0..=1000).map(|i| super::stats::percentile_sorted(v, i as f64 / 10.0)).collect());
+        let q = |v: &[f64]| Quantiles((0..=1000).map(|i| crate::stats::percentile_sorted(v, i as f64 / 10.0)).collect());
         // Converters often hand over samples already sorted (the native one sorts in place).
         if !values.is_empty() && values.iter().all(|x| x.is_finite()) && values.is_sorted_by(|a, b| a <= b) {
             return q(values);

@@ -57,7 +57,7 @@ impl RunContext {
     pub fn from_dir(dir: &Path) -> RunContext {
         let Ok(text) = std::fs::read_to_string(dir.join("run_metadata.yaml")) else { return RunContext::default() };
         let Ok(doc) = crate::yaml::load_str(&text, "run_metadata.yaml") else { return RunContext::default() };
-        let s = |k: &str| doc.get_path(&[k]).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+        let s = |k: &str| doc.get_path(&[k]).map(crate::yaml::str_node).filter(|s| !s.is_empty());
         let f = |k: &str| s(k).and_then(|v| v.parse::<f64>().ok());
         RunContext {
             eid: s("eid"),
@@ -78,7 +78,7 @@ impl RunContext {
 impl StackInfo {
     /// From a stack's merged config (`config.yaml` of its plan).
     pub fn from_config(label: &str, config: &Node) -> StackInfo {
-        let s = |path: &[&str]| config.get_path(path).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+        let s = |path: &[&str]| config.get_path(path).map(crate::yaml::str_node).filter(|s| !s.is_empty());
         let n = |path: &[&str]| s(path).and_then(|v| v.parse::<u64>().ok());
         let standalone = config.get_path(&["standalone", "enabled"]).is_some_and(Node::is_truthy);
         let section = if standalone { "standalone" } else { "decode" };
@@ -322,9 +322,9 @@ pub fn analyze_dir_with(dir: &Path, harness: Option<&str>, stack: Option<StackIn
         ] {
             let path = dir.join(name);
             let written = if durable {
-                crate::fsutil::write_atomic(&path, text.as_bytes())
+                crate::util::fs::write_atomic(&path, text.as_bytes())
             } else {
-                crate::fsutil::write_atomic_unsynced(&path, text.as_bytes())
+                crate::util::fs::write_atomic_unsynced(&path, text.as_bytes())
             };
             written.with_context(|| format!("cannot write {}", path.display()))?;
             files.push(path);
@@ -397,7 +397,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
     }
     if !rows.is_empty() {
         let path = out.join("treatment_comparison.csv");
-        match super::comparison::csv(&rows).and_then(|text| crate::fsutil::write_atomic(&path, text.as_bytes())) {
+        match super::comparison::csv(&rows).and_then(|text| crate::util::fs::write_atomic(&path, text.as_bytes())) {
             Ok(()) => batch.comparison = Some(path),
             Err(e) => batch.failed.push((path, e)),
         }
@@ -410,7 +410,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
             super::convert::rss_note("plots drawn");
             let html = super::html::render("llmd analysis", &rows, &plots, &[])?;
             let path = out.join("report.html");
-            crate::fsutil::write_atomic(&path, html.as_bytes())?;
+            crate::util::fs::write_atomic(&path, html.as_bytes())?;
             Ok((path, plots))
         });
         match page {

@@ -316,7 +316,7 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::stats::Summary;
+    use crate::stats::Summary;
 
     #[test]
     fn selection_percentiles_equal_sorted_ones() {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use super::{Backend, BoxFuture, Liveness, Receipt, ReplicaReceipt, ServerSpec, StackTarget};
-use crate::harness::client::{Conn, Endpoint};
-use crate::harness::external::tail_lines;
+use crate::http::client::{Conn, Endpoint};
+use crate::util::tail_lines;
 
 /// How long teardown waits after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);

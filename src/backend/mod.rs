@@ -82,7 +82,7 @@ impl Receipt {
     /// Writes the receipt atomically (temp file, fsync, rename).
     pub fn save(&self, workspace: &Path) -> Result<PathBuf> {
         let path = Self::path(workspace, &self.stack);
-        crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())?;
+        crate::util::fs::write_atomic(&path, serde_json::to_string_pretty(self)?.as_bytes())?;
         Ok(path)
     }
 
@@ -164,7 +164,7 @@ pub const TARGET_PATHS: &[&str] =
     &["local.", "model.name", "model.maxModelLen", "standalone.enabled", "standalone.replicas", "modelservice.enabled", "decode.replicas"];
 
 pub fn target_from_config(name: &str, config: &Node, plan_hash: &str) -> Result<StackTarget> {
-    let str_at = |path: &[&str]| config.get_path(path).map(crate::pyfmt::str_node);
+    let str_at = |path: &[&str]| config.get_path(path).map(crate::yaml::str_node);
     let model = str_at(&["model", "name"]).filter(|m| !m.is_empty()).with_context(|| format!("stack '{name}' has no model.name"))?;
     let int_at = |path: &[&str]| config.get_path(path).and_then(|n| n.as_i64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
     let enabled = |section: &str| config.get_path(&[section, "enabled"]).is_some_and(Node::is_truthy);
@@ -191,11 +191,11 @@ pub fn target_from_config(name: &str, config: &Node, plan_hash: &str) -> Result<
                         None if v.as_seq().is_some() => {
                             // The simulator takes lists comma-separated.
                             flags.push(format!("--{}", camel_to_kebab(k)));
-                            flags.push(v.as_seq().unwrap_or_default().iter().map(crate::pyfmt::str_node).collect::<Vec<_>>().join(","));
+                            flags.push(v.as_seq().unwrap_or_default().iter().map(crate::yaml::str_node).collect::<Vec<_>>().join(","));
                         }
                         None => {
                             flags.push(format!("--{}", camel_to_kebab(k)));
-                            flags.push(crate::pyfmt::str_node(v));
+                            flags.push(crate::yaml::str_node(v));
                         }
                     }
                 }
@@ -206,7 +206,7 @@ pub fn target_from_config(name: &str, config: &Node, plan_hash: &str) -> Result<
             let argv: Vec<String> = config
                 .get_path(&["local", "command"])
                 .and_then(Node::as_seq)
-                .map(|s| s.iter().map(crate::pyfmt::str_node).collect())
+                .map(|s| s.iter().map(crate::yaml::str_node).collect())
                 .unwrap_or_default();
             anyhow::ensure!(!argv.is_empty(), "stack '{name}': local.server is 'command' but local.command is empty");
             ServerSpec::Command { argv }

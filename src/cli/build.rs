@@ -289,7 +289,7 @@ pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
             let prefixes: Vec<&str> = if *all { Vec::new() } else { prefix.iter().map(String::as_str).collect() };
             let bundle = store.export(&prefixes)?;
             let n = bundle["records"].as_array().map_or(0, Vec::len);
-            crate::fsutil::write_atomic(file, serde_json::to_string(&bundle)?.as_bytes())?;
+            crate::util::fs::write_atomic(file, serde_json::to_string(&bundle)?.as_bytes())?;
             println!("exported {n} records to {}", file.display());
         }
         CacheCommand::Import { file } => {

@@ -260,7 +260,7 @@ fn write_summary(root: &Path, experiment: &Experiment, total_runs: usize, outcom
     ]);
     let path = root.join("experiment-summary.yaml");
     std::fs::create_dir_all(root)?;
-    crate::fsutil::write_atomic(
+    crate::util::fs::write_atomic(
         &path,
         crate::yaml::dump(&doc, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false }).as_bytes(),
     )?;

@@ -299,7 +299,7 @@ pub(crate) fn harness_and_workload(
     workload: Option<&str>,
 ) -> Result<(HarnessKind, String)> {
     let scenario =
-        |key: &str| stacks.first().and_then(|s| s.config.get_path(&["harness", key])).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+        |key: &str| stacks.first().and_then(|s| s.config.get_path(&["harness", key])).map(crate::yaml::str_node).filter(|s| !s.is_empty());
     let name = harness.map(str::to_string).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
     let kind = HarnessKind::parse(&name).map_err(|e| InputError::new(format!("-l/--harness: {e}")))?;
     let workload = workload
@@ -356,7 +356,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
     };
     let mut phase_settings = settings(global, &args.common, args.parallel, Some(run_settings));
     if args.list_endpoints {
-        phase_settings.steps = crate::cli::StepSelection(Some(vec![3]));
+        phase_settings.steps = crate::util::steps::StepSelection(Some(vec![3]));
     }
     let rt = runtime()?;
     let ctx = Arc::new(PhaseContext { settings: phase_settings, backend: Arc::new(LocalBackend::new()?), stacks: stacks.clone() });

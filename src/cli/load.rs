@@ -8,9 +8,9 @@ use clap::Args;
 
 use super::exit;
 use crate::error::InputError;
-use crate::harness::client::Endpoint;
 use crate::harness::dataset::DatasetSpec;
 use crate::harness::load::{Api, Arrival, LoadProfile, LoadSpec, Stage, Warmup};
+use crate::http::client::Endpoint;
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -186,15 +186,7 @@ impl LoadArgs {
 /// Reads a native profile (YAML) into a [`LoadProfile`]; errors name the file.
 pub fn read_native_profile(path: &std::path::Path) -> Result<LoadProfile> {
     let node = crate::yaml::load_file(path).map_err(InputError::from)?;
-    parse_native_profile(&node, &path.display().to_string())
-}
-
-/// A parsed profile document as a [`LoadProfile`].
-pub fn parse_native_profile(node: &crate::yaml::Node, source: &str) -> Result<LoadProfile> {
-    let profile: LoadProfile =
-        serde_json::from_value(node.to_json()).map_err(|e| InputError::new(format!("{source}: invalid native profile: {e}")))?;
-    profile.validate().map_err(|e| InputError::new(format!("{source}: {e}")))?;
-    Ok(profile)
+    crate::harness::profile::parse_native_profile(&node, &path.display().to_string())
 }
 
 pub fn run(args: &LoadArgs) -> Result<ExitCode> {
@@ -209,7 +201,7 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode> {
     let report = runtime.block_on(async {
         let model = match args.model.clone().or_else(|| profile.model.clone()) {
             Some(m) => m,
-            None => crate::harness::first_model(&endpoint).await?,
+            None => crate::http::first_model(&endpoint).await?,
         };
         if !args.quiet {
             eprintln!("llmd load: {} against {} (model {model}); records in {}", describe(&profile), endpoint.url(), args.output.display());

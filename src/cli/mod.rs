@@ -12,7 +12,6 @@ pub mod experiment;
 pub mod lifecycle;
 pub mod load;
 pub mod plan;
-pub mod steps;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Overrides, PlanOptions};
 use crate::error::{InputError, Warnings};
-pub use steps::StepSelection;
+pub use crate::util::steps::StepSelection;
 
 #[derive(Debug, Parser)]
 #[command(

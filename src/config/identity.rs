@@ -1,22 +1,8 @@
 //! Resource identity: the hashed `model_id_label` and per-stack name suffixing.
 
-use sha2::{Digest, Sha256};
-
 use crate::yaml::{Node, Value};
 
-/// Upstream's `model_id_label`: `id = name` with `/` and `.` replaced by `-`;
-/// `h = sha256("<namespace>/<id>")` (just `id` without a namespace);
-/// label = lowercase(`id[:8]-h[:8]-id[-8:]`). Slicing is by characters, like Python.
-pub fn model_id_label(model_name: &str, namespace: &str) -> String {
-    let id = model_name.replace(['/', '.'], "-");
-    let hash_input = if namespace.is_empty() { id.clone() } else { format!("{namespace}/{id}") };
-    let digest = Sha256::digest(hash_input.as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let chars: Vec<char> = id.chars().collect();
-    let first: String = chars.iter().take(8).collect();
-    let last: String = chars[chars.len().saturating_sub(8)..].iter().collect();
-    format!("{first}-{hex}-{last}").to_lowercase()
-}
+pub use crate::jinja::filters::model_id_label;
 
 /// Shipped default names that collide when several stacks share a namespace; rewritten
 /// to `<default>-<model_id_label>` when a scenario has two or more stacks and the value

@@ -149,7 +149,7 @@ impl Overrides {
 }
 
 fn short(node: &Node) -> String {
-    crate::pyfmt::repr_node(node)
+    crate::yaml::repr_node(node)
 }
 
 /// True when a selector is a glob rather than a stack name.

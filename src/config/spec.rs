@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use minijinja::value::Value as JValue;
 
 use crate::error::{InputError, did_you_mean};
-use crate::render::env::spec_environment;
+use crate::jinja::env::spec_environment;
 use crate::yaml::{Node, load_str};
 
 const SPEC_SUFFIX: &str = ".yaml.j2";
@@ -105,7 +105,7 @@ pub fn render_spec(base_dir: &Path, file: PathBuf, source: &str) -> Result<Spec,
     let base = base_dir.to_string_lossy().to_string();
     let rendered = env
         .render_named_str(&display, source, minijinja::context! { base_dir => JValue::from(base) })
-        .map_err(|e| crate::render::plan::template_error(&e, &display, 0, None))?;
+        .map_err(|e| crate::jinja::template_error(&e, &display, 0, None))?;
     let doc = load_str(&rendered, &format!("{display} (rendered)"))?;
     if doc.get("scenario").is_some() && doc.get("scenario_file").is_none() {
         return Err(InputError::new(format!("{display} looks like a scenario file, not a specification")).help(

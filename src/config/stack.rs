@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use crate::error::{InputError, Warnings};
-use crate::pyfmt;
 use crate::yaml::{Mapping, Node, Origin, Value, load_file, map_of};
 
 use super::expand::{expand_common, hoist_modelservice};
@@ -160,8 +159,8 @@ impl StackContext<'_> {
             let (old, new) = if is_secret_path(&dotted) {
                 ("<redacted>".to_string(), "<redacted>".to_string())
             } else {
-                let old = base.get_path(&path).map_or("<unset>".to_string(), pyfmt::repr_node);
-                (old, pyfmt::repr_node(value))
+                let old = base.get_path(&path).map_or("<unset>".to_string(), crate::yaml::repr_node);
+                (old, crate::yaml::repr_node(value))
             };
             warnings.push(format!("[{}] scenario override: {dotted}: {old} -> {new} ({})", self.name, value.origin));
         }
@@ -379,7 +378,7 @@ impl StackContext<'_> {
 }
 
 fn apply_resource_preset(config: &mut Node, warnings: &mut Warnings, stack: &str) {
-    let Some(preset_name) = config.get("resourcePreset").filter(|n| n.is_truthy()).map(pyfmt::str_node) else { return };
+    let Some(preset_name) = config.get("resourcePreset").filter(|n| n.is_truthy()).map(crate::yaml::str_node) else { return };
     let Some(preset) = config.get_path(&["resourcePresets", preset_name.as_str()]).cloned() else {
         warnings.push(format!("[{stack}] resource preset '{preset_name}' not found; skipping"));
         return;
@@ -394,11 +393,11 @@ fn apply_resource_preset(config: &mut Node, warnings: &mut Warnings, stack: &str
 }
 
 fn resolve_model_id_label(config: &mut Node) {
-    let name = config.get_path(&["model", "name"]).map(pyfmt::str_node).filter(|s| !s.is_empty() && s != "None");
-    let namespace = config.get_path(&["namespace", "name"]).map(pyfmt::str_node).unwrap_or_default();
+    let name = config.get_path(&["model", "name"]).map(crate::yaml::str_node).filter(|s| !s.is_empty() && s != "None");
+    let namespace = config.get_path(&["namespace", "name"]).map(crate::yaml::str_node).unwrap_or_default();
     let label = match name {
         Some(n) => model_id_label(&n, &namespace),
-        None => config.get_path(&["model", "shortName"]).map(pyfmt::str_node).unwrap_or_default(),
+        None => config.get_path(&["model", "shortName"]).map(crate::yaml::str_node).unwrap_or_default(),
     };
     let origin = Origin::synthetic("llmd: model_id_label");
     config.set_path(&["model_id_label"], Node::new(Value::Str(label.clone()), origin.clone()));
@@ -425,7 +424,7 @@ fn resolve_nok8s_stack_scope(config: &mut Node, stack: &str, total: usize) {
     let dir = config
         .get_path(&["nok8s", "workspaceHostDir"])
         .filter(|n| n.is_truthy())
-        .map(pyfmt::str_node)
+        .map(crate::yaml::str_node)
         .unwrap_or_else(|| "~/.llmdbench/nok8s".into());
     config.set_path(&["nok8s", "workspaceHostDir"], Node::str(format!("{}/{slug}", dir.trim_end_matches('/'))));
 }
@@ -440,7 +439,7 @@ fn resolve_inference_pool_host(config: &mut Node) {
 }
 
 fn gateway_class(config: &Node) -> String {
-    config.get_path(&["gateway", "className"]).map(pyfmt::str_node).unwrap_or_default()
+    config.get_path(&["gateway", "className"]).map(crate::yaml::str_node).unwrap_or_default()
 }
 
 fn modelservice_enabled(config: &Node) -> bool {
@@ -481,8 +480,8 @@ fn normalize_router_block(config: &mut Node) {
     let metrics_scrape = config.get_path(&["monitoring", "metricsScrapeEnabled"]).is_some_and(Node::is_truthy);
     let gw = gateway_class(config);
     let model_name = config.get_path(&["model", "name"]).filter(|n| n.is_truthy()).cloned();
-    let inference_serving = config.get_path(&["labels", "inferenceServing"]).filter(|n| n.is_truthy()).map(pyfmt::str_node);
-    let label = config.get("model_id_label").filter(|n| n.is_truthy()).map(pyfmt::str_node);
+    let inference_serving = config.get_path(&["labels", "inferenceServing"]).filter(|n| n.is_truthy()).map(crate::yaml::str_node);
+    let label = config.get("model_id_label").filter(|n| n.is_truthy()).map(crate::yaml::str_node);
     let decode_port = config.get_path(&["decode", "vllm", "servicePort"]).filter(|n| n.is_truthy()).cloned();
 
     let Some(router) = config.ensure_map("router") else { return };
@@ -500,7 +499,7 @@ fn normalize_router_block(config: &mut Node) {
     }
     // 2. EPP image from the image catalog, user fields on top.
     if let Some(picker) = images.as_ref().and_then(|i| i.get("routerEndpointPicker")).filter(|n| n.is_truthy()) {
-        let repo_full = picker.get("repository").map(pyfmt::str_node).unwrap_or_default();
+        let repo_full = picker.get("repository").map(crate::yaml::str_node).unwrap_or_default();
         if !repo_full.is_empty() {
             let (registry, repository) = match repo_full.rfind('/') {
                 Some(i) if i > 0 => (repo_full[..i].to_string(), repo_full[i + 1..].to_string()),
@@ -529,7 +528,7 @@ fn normalize_router_block(config: &mut Node) {
         if metrics_scrape {
             epp.set_path(&["flags"], map_of([("v", Node::str("4"))]));
         } else if let Some(v) = verbosity {
-            epp.set_path(&["flags"], map_of([("v", Node::str(pyfmt::str_node(&v)))]));
+            epp.set_path(&["flags"], map_of([("v", Node::str(crate::yaml::str_node(&v)))]));
         }
     }
     if let Some(port) = zmq {
@@ -727,7 +726,7 @@ fn resolve_nok8s_client_host(config: &mut Node) {
     if !is_enabled(config, "nok8s") {
         return;
     }
-    let connection = config.get_path(&["nok8s", "connection"]).filter(|n| n.is_truthy()).map(pyfmt::str_node).unwrap_or_default();
+    let connection = config.get_path(&["nok8s", "connection"]).filter(|n| n.is_truthy()).map(crate::yaml::str_node).unwrap_or_default();
     let host = connection
         .strip_prefix("ssh://")
         .map(|rest| {
@@ -752,7 +751,7 @@ fn validate_nok8s_host_claims(config: &Node, stack: &str, claims: &mut HostClaim
         return;
     }
     let replicas = config.get_path(&["nok8s", "vllm", "replicas"]).and_then(port_value).filter(|r| *r >= 1).unwrap_or(1);
-    let suffix = config.get_path(&["nok8s", "nameSuffix"]).filter(|n| n.is_truthy()).map(pyfmt::str_node).unwrap_or_default();
+    let suffix = config.get_path(&["nok8s", "nameSuffix"]).filter(|n| n.is_truthy()).map(crate::yaml::str_node).unwrap_or_default();
     let mut names: Vec<String> = (0..replicas).map(|i| format!("vllm-{i}{suffix}")).collect();
     names.push(format!("epp{suffix}"));
     names.push(format!("envoy{suffix}"));
@@ -772,7 +771,10 @@ fn validate_nok8s_host_claims(config: &Node, stack: &str, claims: &mut HostClaim
         }
         let key = path.join(".");
         let Some(base) = port_value(node) else {
-            errors.push(InputError::at(&node.origin, format!("[{stack}] {key} must be an integer port, got {}", pyfmt::repr_node(node))));
+            errors.push(InputError::at(
+                &node.origin,
+                format!("[{stack}] {key} must be an integer port, got {}", crate::yaml::repr_node(node)),
+            ));
             continue;
         };
         if !(1..=65535).contains(&base) {

@@ -464,7 +464,7 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat: &M
                 }
             };
             if harness.is_none() {
-                let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::pyfmt::str_node).filter(|s| !s.is_empty());
+                let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::yaml::str_node).filter(|s| !s.is_empty());
                 let name =
                     opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
                 harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
@@ -479,7 +479,7 @@ fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat: &M
                 .workload
                 .clone()
                 .or(experiment.profile.clone())
-                .or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::pyfmt::str_node))
+                .or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::yaml::str_node))
                 .unwrap_or_else(|| "sanity_random.yaml".into());
             heads.push(StackHead { setup: si, name: stack.name.clone(), plan: plan_node, render, target, target_leaves, default_profile });
         }
@@ -1095,7 +1095,7 @@ impl Executor<'_> {
         let harness = self.graph.harness;
         let profile_dir = setup.workspace.join("workload/profiles").join(harness.name()).join(&stack.name);
         let profile_path = profile_dir.join(crate::phases::run::rendered_name(&slot.profile_path, Some(&slot.treatment)));
-        crate::fsutil::write_atomic(&profile_path, yaml.as_bytes())?;
+        crate::util::fs::write_atomic(&profile_path, yaml.as_bytes())?;
         let eid = experiment_id(harness, Some(&slot.treatment));
         let dir = setup.workspace.join("results").join(format!("{eid}_{}", slot.rep));
         let outcome = self.rt.block_on(
@@ -1150,7 +1150,7 @@ impl Executor<'_> {
         let slot = &self.graph.setups[si].stacks[ki].runs[ri];
         let files = self.run_files(slot.run)?;
         // The same code as `llmd analyze`, on a scratch copy of the run's files.
-        let scratch = crate::fsutil::ScratchDir::new("analysis")?;
+        let scratch = crate::util::fs::ScratchDir::new("analysis")?;
         for (name, bytes) in &files {
             let path = scratch.path().join(name);
             if let Some(parent) = path.parent() {
@@ -1258,7 +1258,7 @@ impl Executor<'_> {
             .collect();
         let comparison = crate::analysis::comparison::csv(&comparison_rows)?;
         // Plots and the HTML report, drawn in a scratch folder and kept as outputs.
-        let scratch = crate::fsutil::ScratchDir::new("summary")?;
+        let scratch = crate::util::fs::ScratchDir::new("summary")?;
         let plot_rows: Vec<crate::analysis::plots::PlotRow> = comparison_rows
             .iter()
             .zip(&reports)

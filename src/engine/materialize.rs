@@ -69,7 +69,7 @@ impl Materializer {
         if std::fs::read(path).ok().as_deref() == Some(bytes) {
             return Ok(false);
         }
-        crate::fsutil::write_atomic_unsynced(path, bytes)?;
+        crate::util::fs::write_atomic_unsynced(path, bytes)?;
         Ok(true)
     }
 
@@ -100,7 +100,7 @@ impl Materializer {
     /// Saves the index if it changed.
     pub fn save(&mut self) -> anyhow::Result<()> {
         if self.dirty {
-            crate::fsutil::write_atomic_unsynced(&self.path, &serde_json::to_vec(&self.index)?)?;
+            crate::util::fs::write_atomic_unsynced(&self.path, &serde_json::to_vec(&self.index)?)?;
             self.dirty = false;
         }
         Ok(())

@@ -87,7 +87,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         }
     }
     let meta = doc.get("experiment");
-    let text = |key: &str| meta.and_then(|m| m.get(key)).filter(|n| !n.is_null()).map(crate::pyfmt::str_node);
+    let text = |key: &str| meta.and_then(|m| m.get(key)).filter(|n| !n.is_null()).map(crate::yaml::str_node);
     let name =
         text("name").unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "experiment".into()));
     let design = doc.get("design");
@@ -108,7 +108,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
             if item.as_map().is_none() {
                 return Err(InputError::at(&item.origin, format!("setup treatment {} must be a mapping", i + 1)).into());
             }
-            let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| format!("setup-{}", i + 1));
+            let name = item.get("name").map(crate::yaml::str_node).unwrap_or_else(|| format!("setup-{}", i + 1));
             check_name(&name, item, setup.iter().map(|t: &SetupTreatment| t.name.as_str()))?;
             let mut values = constants.clone();
             values.extend(dotted_pairs(item, &["name"]));
@@ -121,7 +121,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         }
     } else if let Some(factors) = design.and_then(|d| d.get_path(&["setup", "factors"])) {
         for item in expand_factors(factors)? {
-            let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_default();
+            let name = item.get("name").map(crate::yaml::str_node).unwrap_or_default();
             let values = dotted_pairs(&item, &["name"]);
             let overrides = nested(&values, &item.origin)?;
             setup.push(SetupTreatment { name, values, overrides });
@@ -141,7 +141,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         for item in expand_factors(factors)? {
             let mut values = constants.clone();
             values.extend(dotted_pairs(&item, &["name"]));
-            run.push(RunTreatment { name: item.get("name").map(crate::pyfmt::str_node).unwrap_or_default(), profile: None, values });
+            run.push(RunTreatment { name: item.get("name").map(crate::yaml::str_node).unwrap_or_default(), profile: None, values });
         }
     }
     let repeat = at_least_one(&doc, "repeat")?;
@@ -172,7 +172,7 @@ fn at_least_one(doc: &Node, key: &str) -> Result<usize, InputError> {
 
 /// A level as it appears in a treatment name: `/`, spaces and `_` become `-`.
 fn level_label(level: &Node) -> String {
-    crate::pyfmt::str_node(level).chars().map(|c| if c == '/' || c == '_' || c.is_whitespace() { '-' } else { c }).collect()
+    crate::yaml::str_node(level).chars().map(|c| if c == '/' || c == '_' || c.is_whitespace() { '-' } else { c }).collect()
 }
 
 /// `[{name, key, levels: [..]}, ...]` → the full factorial, as treatment mappings named
@@ -186,7 +186,7 @@ pub fn expand_factors(factors: &Node) -> Result<Vec<Node>, InputError> {
             .and_then(Node::as_str)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| InputError::at(&f.origin, "a factor needs 'key' (a dotted path)"))?;
-        let name = f.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| key.rsplit('.').next().unwrap_or(key).to_string());
+        let name = f.get("name").map(crate::yaml::str_node).unwrap_or_else(|| key.rsplit('.').next().unwrap_or(key).to_string());
         let levels = f
             .get("levels")
             .and_then(Node::as_seq)
@@ -285,11 +285,11 @@ pub fn parse_run_treatments(doc: &Node) -> Result<Vec<RunTreatment>> {
         if item.as_map().is_none() {
             return Err(InputError::at(&item.origin, format!("treatment {} must be a mapping", i + 1)).into());
         }
-        let name = item.get("name").map(crate::pyfmt::str_node).unwrap_or_else(|| format!("treatment-{}", i + 1));
+        let name = item.get("name").map(crate::yaml::str_node).unwrap_or_else(|| format!("treatment-{}", i + 1));
         check_name(&name, item, out.iter().map(|t| t.name.as_str()))?;
         let mut values = constants.clone();
         values.extend(dotted_pairs(item, &["name", "profile"]));
-        out.push(RunTreatment { name, profile: item.get("profile").map(crate::pyfmt::str_node), values });
+        out.push(RunTreatment { name, profile: item.get("profile").map(crate::yaml::str_node), values });
     }
     Ok(out)
 }

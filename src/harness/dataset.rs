@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::sim::rng::Rng;
 use crate::tokenize::{SimTokenizer, WordToken};
+use crate::util::rng::Rng;
 
 /// One request's prompt.
 #[derive(Clone, Debug)]

@@ -216,11 +216,11 @@ pub fn prepare(
                     Value::Bool(false) | Value::Null => {}
                     Value::Seq(items) => {
                         args.push(format!("--{k}"));
-                        args.extend(items.iter().map(crate::pyfmt::str_node));
+                        args.extend(items.iter().map(crate::yaml::str_node));
                     }
                     _ => {
                         args.push(format!("--{k}"));
-                        args.push(crate::pyfmt::str_node(v));
+                        args.push(crate::yaml::str_node(v));
                     }
                 }
             }
@@ -259,17 +259,10 @@ pub async fn run(ext: &ExternalRun, log: &Path, timeout: Duration, env: &[(&str,
         }
     };
     if !status.success() {
-        let tail = tail_lines(log, 15);
+        let tail = crate::util::tail_lines(log, 15);
         bail!("{} exited with {status}; last lines of {}:\n{tail}", ext.kind.name(), log.display());
     }
     Ok(())
-}
-
-/// The last `n` lines of a text file (for error messages).
-pub fn tail_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// What a harness's result files say about its requests.

@@ -23,11 +23,11 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::client::{Conn, Endpoint, SseSplitter};
 use super::dataset::{DatasetSpec, Prompt};
 use super::record::{RequestRecord, Status};
-use crate::sim::rng::Rng;
+use crate::http::client::{Conn, Endpoint, SseSplitter};
 use crate::timing::{instant_to_mono_ns, mono_ns};
+use crate::util::rng::Rng;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,7 +255,7 @@ async fn preconnect(shared: &Shared, n: usize) {
     let mut opened = 0;
     while opened < n {
         let batch = (n - opened).min(64);
-        let conns = crate::join::join_all((0..batch).map(|_| Conn::connect(&shared.endpoint, Duration::from_secs(5)))).await;
+        let conns = crate::util::join::join_all((0..batch).map(|_| Conn::connect(&shared.endpoint, Duration::from_secs(5)))).await;
         let ok: Vec<Conn> = conns.into_iter().filter_map(Result::ok).collect();
         if ok.len() < batch {
             opened = n;

@@ -146,6 +146,14 @@ pub fn render_profile_text(text: &str, label: &str, overrides: &[(String, Node)]
     Ok((doc, yaml))
 }
 
+/// A parsed profile document as a [`LoadProfile`].
+pub fn parse_native_profile(node: &crate::yaml::Node, source: &str) -> anyhow::Result<super::LoadProfile> {
+    let profile: super::LoadProfile = serde_json::from_value(node.to_json())
+        .map_err(|e| crate::error::InputError::new(format!("{source}: invalid native profile: {e}")))?;
+    profile.validate().map_err(|e| crate::error::InputError::new(format!("{source}: {e}")))?;
+    Ok(profile)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::record::{RequestRecord, Status};
-use crate::analysis::stats::Summary;
+use crate::stats::Summary;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Counts {

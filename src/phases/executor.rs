@@ -229,7 +229,7 @@ mod tests {
         }
     }
 
-    fn ctx(steps_filter: crate::cli::StepSelection) -> Arc<PhaseContext> {
+    fn ctx(steps_filter: crate::util::steps::StepSelection) -> Arc<PhaseContext> {
         let stack = |n: &str| {
             Arc::new(StackEntry {
                 name: n.into(),

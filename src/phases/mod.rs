@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 
 use crate::backend::{Backend, BoxFuture, Receipt};
-use crate::cli::StepSelection;
+use crate::util::steps::StepSelection;
 use crate::yaml::Node;
 
 pub use executor::{ExecutionReport, StepResult, StepStatus, execute};

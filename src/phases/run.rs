@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -25,10 +25,12 @@ use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
 use crate::backend::{BoxFuture, Receipt};
 use crate::error::Warnings;
 use crate::experiment::RunTreatment;
-use crate::harness::client::Endpoint;
+use crate::harness::RunReport;
 use crate::harness::external::{self, HarnessKind};
 use crate::harness::profile::{find_profile, render_profile};
-use crate::harness::{RunReport, http_json};
+use crate::http::client::Endpoint;
+use crate::http::http_json;
+use crate::util::unix_now;
 use crate::yaml::{Node, Value, map_of};
 
 /// Run-phase settings.
@@ -164,7 +166,7 @@ impl Step for DetectEndpoint {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
-            let model = stack.config.get_path(&["model", "name"]).map(crate::pyfmt::str_node);
+            let model = stack.config.get_path(&["model", "name"]).map(crate::yaml::str_node);
             let (endpoint, how) = match &rs.endpoint_url {
                 Some(url) => (url.trim_end_matches('/').to_string(), "--endpoint-url".to_string()),
                 None => {
@@ -252,7 +254,7 @@ pub fn placeholder_values(config: &Node, stack: &str, endpoint: &str, model: &st
     v.insert("LLMDBENCH_DEPLOY_CURRENT_MODEL".into(), model.to_string());
     v.insert("LLMDBENCH_DEPLOY_CURRENT_TOKENIZER".into(), model.to_string());
     if let Some(len) = config.get_path(&["model", "maxModelLen"]) {
-        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), crate::pyfmt::str_node(len));
+        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), crate::yaml::str_node(len));
     }
     v.insert("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL".into(), endpoint.to_string());
     v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.to_string());
@@ -314,11 +316,11 @@ impl Step for RenderProfiles {
                 let (doc, yaml) = render_profile(&profile, &values, &t.values, &mut warnings)?;
                 let file = out_dir.join(rendered_name(&profile, name));
                 if rs.harness == HarnessKind::Llmd {
-                    crate::cli::load::parse_native_profile(&doc, &file.display().to_string())?;
+                    crate::harness::profile::parse_native_profile(&doc, &file.display().to_string())?;
                 }
                 if !ctx.settings.dry_run {
                     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-                    crate::fsutil::write_atomic(&file, yaml.as_bytes())?;
+                    crate::util::fs::write_atomic(&file, yaml.as_bytes())?;
                 }
                 runs.push(PreparedRun { treatment: name.map(str::to_string), profile_path: file, doc });
             }
@@ -332,13 +334,9 @@ impl Step for RenderProfiles {
     }
 }
 
-pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// `<harness>[-<treatment>]-<unix_ts>-<rand6>`, as upstream names experiments.
 pub fn experiment_id(harness: HarnessKind, treatment: Option<&str>) -> String {
-    let mut rng = crate::sim::rng::Rng::new(crate::timing::mono_ns() ^ u64::from(std::process::id()));
+    let mut rng = crate::util::rng::Rng::new(crate::timing::mono_ns() ^ u64::from(std::process::id()));
     let rand: String = (0..6).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(rng.next_u64() % 36) as usize])).collect();
     let ts = unix_now() as u64;
     match treatment {
@@ -416,7 +414,7 @@ impl HarnessJob<'_> {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             match self.harness {
                 HarnessKind::Llmd => {
-                    let profile = crate::cli::load::parse_native_profile(self.doc, &self.profile_path.display().to_string())?;
+                    let profile = crate::harness::profile::parse_native_profile(self.doc, &self.profile_path.display().to_string())?;
                     let ep = Endpoint::parse(self.endpoint).map_err(|e| anyhow::anyhow!("{}: {e}", self.endpoint))?;
                     let report = tokio::time::timeout(self.timeout, crate::harness::run_native(&profile, ep, self.model, &dir, self.quiet))
                         .await
@@ -623,11 +621,11 @@ async fn run_instances(
         }
         .run()
     });
-    crate::join::join_all(instances).await
+    crate::util::join::join_all(instances).await
 }
 
 fn one_line(r: &RunReport) -> String {
-    let ms = |s: &Option<crate::analysis::stats::Summary>| s.as_ref().map_or("-".into(), |s| format!("{:.1}", s.mean * 1e3));
+    let ms = |s: &Option<crate::stats::Summary>| s.as_ref().map_or("-".into(), |s| format!("{:.1}", s.mean * 1e3));
     format!(
         "{}/{} ok, {:.1} req/s, TTFT mean {} ms, TPOT mean {} ms, E2E mean {} ms, {} output tokens",
         r.requests.completed,
@@ -720,7 +718,7 @@ impl Step for AnalyzeResults {
                 }
             }
             let path = dir.join("summary.txt");
-            crate::fsutil::write_atomic(&path, text.as_bytes())?;
+            crate::util::fs::write_atomic(&path, text.as_bytes())?;
             Ok(StepOutcome::msg(format!("summary in {}", path.display())))
         })
     }

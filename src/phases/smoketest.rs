@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
 use crate::backend::{BoxFuture, Receipt};
-use crate::harness::client::Endpoint;
-use crate::harness::http_json;
+use crate::http::client::Endpoint;
+use crate::http::http_json;
 
 pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(HealthCheck), Arc::new(InferenceTest), Arc::new(ValidateConfig)]
@@ -161,7 +161,7 @@ impl Step for ValidateConfig {
             let stack = stack.expect("per-stack step");
             let receipt = receipt(stack)?;
             let mut problems = Vec::new();
-            let want_model = stack.config.get_path(&["model", "name"]).map(crate::pyfmt::str_node);
+            let want_model = stack.config.get_path(&["model", "name"]).map(crate::yaml::str_node);
             let want_len = stack.config.get_path(&["model", "maxModelLen"]).and_then(|n| n.as_i64());
             if receipt.plan_hash != stack.plan_hash && !stack.plan_hash.is_empty() {
                 problems.push(format!(

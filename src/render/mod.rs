@@ -1,15 +1,10 @@
-//! Rendering plans: minijinja configured to behave like upstream's Jinja2 environment.
+//! Rendering plans: a resolved plan's stacks through their template set (the Jinja2
+//! dialect itself lives in [`crate::jinja`]).
 //!
-//! * [`env`] — the environments (whitespace rules, filters, Python printing).
-//! * [`filters`] — upstream's custom filters and Python-compatible built-ins.
-//! * [`pyvalue`] — config trees as mutable Python-like values, and Python `str`/`repr`.
 //! * [`plan`] — loading a template directory and rendering one stack's manifests.
 //! * [`write`] — publishing a rendered plan atomically.
 
-pub mod env;
-pub mod filters;
 pub mod plan;
-pub mod pyvalue;
 pub mod write;
 
 use crate::config::{ResolvedPlan, StackConfig};

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 
 use minijinja::Environment;
 
-use super::env::plan_environment;
-use super::pyvalue::{from_template, to_template};
 use crate::error::InputError;
+use crate::jinja::env::plan_environment;
+use crate::jinja::pyvalue::{from_template, to_template};
+use crate::jinja::template_error;
 use crate::yaml::{DumpOptions, Node, dump, load::load_all_str};
 
-const MACROS_FILE: &str = "_macros.j2";
+use crate::jinja::MACROS_FILE;
 
 /// One template file.
 #[derive(Clone, Debug)]
@@ -46,28 +47,6 @@ impl std::fmt::Debug for TemplateSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TemplateSet").field("dir", &self.dir).field("templates", &self.templates.len()).finish()
     }
-}
-
-/// Maps a minijinja error to an [`InputError`] that names the file and line the user
-/// must edit (`_macros.j2` when the line falls inside the prepended macros).
-pub fn template_error(e: &minijinja::Error, file: &str, macro_lines: usize, macros_path: Option<&str>) -> InputError {
-    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
-    let location = match e.line() {
-        Some(line) if macro_lines > 0 && line <= macro_lines => format!("{}:{line}", macros_path.unwrap_or(MACROS_FILE)),
-        Some(line) => format!("{file}:{}", line - macro_lines),
-        None => file.to_string(),
-    };
-    let what = match e.kind() {
-        minijinja::ErrorKind::SyntaxError => "template syntax error",
-        minijinja::ErrorKind::UndefinedError => "undefined value",
-        _ => "template error",
-    };
-    let mut err = InputError::new(format!("{location}: {what}: {detail}"));
-    if detail.starts_with("raise():") {
-        err.message = format!("{location}: {}", detail.trim_start_matches("raise(): "));
-        err = err.help("the template rejected this configuration (it called raise())");
-    }
-    err
 }
 
 impl TemplateSet {

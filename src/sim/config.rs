@@ -331,7 +331,7 @@ impl YamlSettings {
     fn text(&self, key: &str) -> Option<String> {
         self.get(key).map(|n| match &n.value {
             Value::Str(s) => s.clone(),
-            _ => crate::pyfmt::str_node(n),
+            _ => crate::yaml::str_node(n),
         })
     }
 }
@@ -390,8 +390,8 @@ impl SimArgs {
             .clone()
             .or_else(|| {
                 yaml.get("served-model-name").map(|n| match n.as_seq() {
-                    Some(items) => items.iter().map(crate::pyfmt::str_node).collect(),
-                    None => crate::pyfmt::str_node(n).split(',').map(|s| s.trim().to_string()).collect(),
+                    Some(items) => items.iter().map(crate::yaml::str_node).collect(),
+                    None => crate::yaml::str_node(n).split(',').map(|s| s.trim().to_string()).collect(),
                 })
             })
             .unwrap_or_default();
@@ -439,13 +439,13 @@ impl SimArgs {
         number("kv-cache-size", text!(kv_cache_size, "kv-cache-size"), &mut c.kv_cache_size)?;
         number("block-size", text!(block_size, "block-size"), &mut c.block_size)?;
         if let Some(s) = text!(hash_seed, "hash-seed").or_else(|| env("PYTHONHASHSEED")) {
-            c.hash_seed = s.trim().parse().unwrap_or_else(|_| crate::sim::rng::hash_str(&s));
+            c.hash_seed = s.trim().parse().unwrap_or_else(|_| crate::util::rng::hash_str(&s));
         }
         number("failure-injection-rate", text!(failure_injection_rate, "failure-injection-rate"), &mut c.failure_injection_rate)?;
         let types = self.failure_types.clone().or_else(|| {
             yaml.get("failure-types").map(|n| match n.as_seq() {
-                Some(items) => items.iter().map(crate::pyfmt::str_node).collect(),
-                None => crate::pyfmt::str_node(n).split(',').map(str::to_string).collect(),
+                Some(items) => items.iter().map(crate::yaml::str_node).collect(),
+                None => crate::yaml::str_node(n).split(',').map(str::to_string).collect(),
             })
         });
         if let Some(types) = types {

@@ -33,8 +33,8 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 use super::config::{LatencyModel, SimConfig};
 use super::kv::{Allocation, KvCache};
 use super::metrics::{FinishReason, Metrics};
-use super::rng::Rng;
 use crate::timing::{Sleep, sleep_until};
+use crate::util::rng::Rng;
 
 /// Work for the engine.
 #[derive(Debug)]

@@ -13,7 +13,6 @@
 //! * [`kv`] — the KV/prefix cache model.
 //! * [`metrics`] — Prometheus metrics.
 //! * [`journal`] — per-request ground truth for harness accuracy tests.
-//! * [`rng`] — per-request deterministic randomness.
 
 pub mod api;
 pub mod config;
@@ -21,7 +20,6 @@ pub mod engine;
 pub mod journal;
 pub mod kv;
 pub mod metrics;
-pub mod rng;
 pub mod server;
 
 use std::sync::Arc;

@@ -24,10 +24,10 @@ use super::config::{FailureKind, Mode, SimConfig};
 use super::engine::{self, Engine, Event, Events};
 use super::journal::{Journal, Record};
 use super::metrics::FinishReason;
-use super::rng::Rng;
 use crate::pyfmt::json_string;
 use crate::timing::{instant_to_mono_ns, mono_ns};
 use crate::tokenize::{SimTokenizer, WordToken};
+use crate::util::rng::Rng;
 
 /// A response body: a complete buffer or an SSE stream.
 pub type SimBody = http_body_util::Either<Full<Bytes>, SseBody>;

@@ -80,7 +80,7 @@ pub fn acquire(root: &Path, command: &str, timeout: Option<Duration>, mut on_wai
         std::thread::sleep(Duration::from_millis(100));
     }
     let holder = Holder { pid: std::process::id(), host: hostname(), command: command.to_string(), since_unix: super::unix_now() as u64 };
-    crate::fsutil::write_atomic(&root.join("lock.holder"), serde_json::to_string(&holder)?.as_bytes())?;
+    crate::util::fs::write_atomic(&root.join("lock.holder"), serde_json::to_string(&holder)?.as_bytes())?;
     Ok(LockGuard { _file: file })
 }
 

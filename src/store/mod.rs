@@ -112,9 +112,7 @@ fn shard(dir: &Path, name: &str) -> PathBuf {
     dir.join(&name[..2.min(name.len())]).join(name)
 }
 
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
+pub use crate::util::unix_now;
 
 impl Store {
     /// Opens (creating if needed) the cache at `root`.
@@ -129,12 +127,12 @@ impl Store {
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
-                crate::fsutil::write_atomic(
+                crate::util::fs::write_atomic(
                     &root.join("CACHEDIR.TAG"),
                     b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache created by llmd; see https://bford.info/cachedir/\n",
                 )?;
-                crate::fsutil::write_atomic(&root.join(".gitignore"), b"# Created by llmd: the cache is never committed.\n*\n")?;
-                crate::fsutil::write_atomic(&layout, format!("{LAYOUT}\n").as_bytes())?;
+                crate::util::fs::write_atomic(&root.join(".gitignore"), b"# Created by llmd: the cache is never committed.\n*\n")?;
+                crate::util::fs::write_atomic(&layout, format!("{LAYOUT}\n").as_bytes())?;
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", layout.display())),
         }
@@ -184,9 +182,9 @@ impl Store {
         let path = self.blob_path(&d);
         if !path.exists() {
             if durable {
-                crate::fsutil::write_atomic(&path, bytes)?;
+                crate::util::fs::write_atomic(&path, bytes)?;
             } else {
-                crate::fsutil::write_atomic_unsynced(&path, bytes)?;
+                crate::util::fs::write_atomic_unsynced(&path, bytes)?;
             }
         }
         if let Some(index) = self.blob_index().as_mut() {
@@ -282,7 +280,7 @@ impl Store {
                 bail!("internal error: record {} references blob {d}, which is not stored", rec.id);
             }
         }
-        crate::fsutil::write_atomic(&self.record_path(&rec.key), serde_json::to_string_pretty(rec)?.as_bytes())
+        crate::util::fs::write_atomic(&self.record_path(&rec.key), serde_json::to_string_pretty(rec)?.as_bytes())
     }
 
     pub fn get_record(&self, key: &str) -> Option<Record> {
@@ -324,7 +322,7 @@ impl Store {
         if rec.status == Status::Ok {
             n.last_ok = Some(rec.key.clone());
         }
-        crate::fsutil::write_atomic(&self.node_path(&rec.id), serde_json::to_string_pretty(&n)?.as_bytes())?;
+        crate::util::fs::write_atomic(&self.node_path(&rec.id), serde_json::to_string_pretty(&n)?.as_bytes())?;
         self.clear_incomplete(&rec.key);
         Ok(())
     }
@@ -347,7 +345,7 @@ impl Store {
 
     pub fn mark_incomplete(&self, id: &str, key: &str) -> Result<()> {
         let m = Incomplete { id: id.to_string(), key: key.to_string(), pid: std::process::id(), started_unix: unix_now() };
-        crate::fsutil::write_atomic(&self.root.join("incomplete").join(key), serde_json::to_string(&m)?.as_bytes())
+        crate::util::fs::write_atomic(&self.root.join("incomplete").join(key), serde_json::to_string(&m)?.as_bytes())
     }
 
     pub fn clear_incomplete(&self, key: &str) {

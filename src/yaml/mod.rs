@@ -329,3 +329,28 @@ impl Node {
         }
     }
 }
+/// `str()` of a YAML value as Python would print the loaded object.
+pub fn str_node(node: &Node) -> String {
+    match &node.value {
+        Value::Str(s) => s.clone(),
+        _ => repr_node(node),
+    }
+}
+
+/// `repr()` of a YAML value as Python would print the loaded object.
+pub fn repr_node(node: &Node) -> String {
+    match &node.value {
+        Value::Null => "None".into(),
+        Value::Bool(b) => (if *b { "True" } else { "False" }).into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => crate::pyfmt::float_repr(*f),
+        Value::Str(s) => crate::pyfmt::str_repr(s),
+        Value::Seq(items) => format!("[{}]", items.iter().map(repr_node).collect::<Vec<_>>().join(", ")),
+        Value::Map(m) => {
+            format!(
+                "{{{}}}",
+                m.iter().map(|(k, v)| format!("{}: {}", crate::pyfmt::str_repr(k), repr_node(v))).collect::<Vec<_>>().join(", ")
+            )
+        }
+    }
+}

@@ -42,7 +42,7 @@ pub fn plan_environment() -> Environment<'static> {
     env.add_filter("default_if_empty", filters::default_if_empty);
     env.add_filter("b64pad", filters::b64pad);
     env.add_filter("b64encode", filters::b64encode);
-    env.add_filter("model_id_label", filters::model_id_label);
+    env.add_filter("model_id_label", filters::model_id_label_filter);
     env.add_function("raise", filters::raise);
     env
 }

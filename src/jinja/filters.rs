@@ -8,7 +8,7 @@
 //! | `tojson` | compact `json.dumps` (`ensure_ascii`), None → `null` |
 //! | `is_empty`, `default_if_empty(d)` | None, blank string, empty dict/list |
 //! | `b64pad`, `b64encode` | pad to a multiple of 4 / UTF-8 base64; non-strings and `""` pass through |
-//! | `model_id_label(namespace="")` | see [`crate::config::identity::model_id_label`] |
+//! | `model_id_label(namespace="")` | see [`model_id_label`] |
 //! | `int`, `float`, `string`, `lower`, `upper`, `join` | Jinja2 on Python (`int('8')`, `str(True)` = `True`) |
 //! | global `raise(msg)` | aborts rendering with `msg` |
 
@@ -125,11 +125,11 @@ pub fn b64encode(value: Value) -> Value {
     }
 }
 
-pub fn model_id_label(value: Value, namespace: Option<Value>) -> Value {
+pub fn model_id_label_filter(value: Value, namespace: Option<Value>) -> Value {
     match value.as_str() {
         Some(name) if !name.is_empty() => {
             let ns = namespace.map(|n| py_str(&n)).unwrap_or_default();
-            Value::from(crate::config::identity::model_id_label(name, &ns))
+            Value::from(model_id_label(name, &ns))
         }
         _ => value,
     }
@@ -373,4 +373,18 @@ fn title_case(s: &str) -> String {
         }
     }
     out
+}
+/// Upstream's `model_id_label`: `id = name` with `/` and `.` replaced by `-`;
+/// `h = sha256("<namespace>/<id>")` (just `id` without a namespace);
+/// label = lowercase(`id[:8]-h[:8]-id[-8:]`). Slicing is by characters, like Python.
+pub fn model_id_label(model_name: &str, namespace: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let id = model_name.replace(['/', '.'], "-");
+    let hash_input = if namespace.is_empty() { id.clone() } else { format!("{namespace}/{id}") };
+    let digest = Sha256::digest(hash_input.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let chars: Vec<char> = id.chars().collect();
+    let first: String = chars.iter().take(8).collect();
+    let last: String = chars[chars.len().saturating_sub(8)..].iter().collect();
+    format!("{first}-{hex}-{last}").to_lowercase()
 }
