@@ -12,13 +12,7 @@ use serde_json::Value;
 use support::{llmd, run};
 
 fn fixtures() -> Option<PathBuf> {
-    let dir = support::root().join("../shared/fixtures");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: ../shared/fixtures is not present");
-        None
-    }
+    support::fixture("")
 }
 
 fn json(path: &Path) -> Value {

@@ -235,7 +235,7 @@ fn a_killed_build_resumes_with_the_interrupted_nodes() {
     let mut child = p.cmd().args(["build", "exp.yaml"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Wait until the second run of the first setup is under way.
     let marker = p.path().join("ws/setup-treatment-fast/workload/profiles/llmd/sim/sanity_random-r2.yaml");
-    for _ in 0..300 {
+    for _ in 0..1500 {
         if marker.exists() {
             break;
         }

@@ -33,7 +33,7 @@ impl Workspace {
     }
 
     fn pids(&self, stack: &str) -> Vec<u32> {
-        self.receipt(stack)["replicas"].as_array().unwrap().iter().map(|r| r["pid"].as_u64().unwrap() as u32).collect()
+        self.receipt(stack)["body"]["replicas"].as_array().unwrap().iter().map(|r| r["pid"].as_u64().unwrap() as u32).collect()
     }
 
     fn result_dirs(&self) -> Vec<PathBuf> {
@@ -261,11 +261,7 @@ fn a_harness_exiting_non_zero_fails_with_its_output() {
 
 #[test]
 fn a_failed_attempt_is_retried_with_a_new_experiment_id() {
-    let fixtures = support::root().join("../shared/fixtures/harness-outputs");
-    if !fixtures.is_dir() {
-        eprintln!("skipping: ../shared/fixtures is not present");
-        return;
-    }
+    let Some(fixtures) = support::fixture("harness-outputs") else { return };
     let ws = Workspace::new();
     // A flaky harness: the first call fails, the next writes inference-perf's real outputs.
     let fake = ws.path().join("inference-perf");
@@ -414,8 +410,8 @@ fn a_configured_server_command_is_stood_up_and_torn_down() {
     let up = ws.llmd(&["--spec", "examples/sim", "--cluster-config", cc.to_str().unwrap(), "standup"]);
     assert_eq!(up.code, 0, "{}", up.stderr);
     let receipt = ws.receipt("sim");
-    let command: Vec<&str> = receipt["replicas"][0]["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    let port = receipt["replicas"][0]["port"].as_u64().unwrap().to_string();
+    let command: Vec<&str> = receipt["body"]["replicas"][0]["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let port = receipt["body"]["replicas"][0]["port"].as_u64().unwrap().to_string();
     assert_eq!(&command[1..6], ["sim", "--model", "Qwen/Qwen3-0.6B", "--port", port.as_str()]);
     let pid = ws.pids("sim")[0];
     assert_eq!(ws.llmd(&["teardown"]).code, 0);

@@ -366,11 +366,7 @@ fn injected_aborts_and_stalls() {
 
 #[test]
 fn a_hugging_face_tokenizer_gives_matching_counts() {
-    let tokenizer = support::root().join("../shared/fixtures/tokenizers/qwen3/tokenizer.json");
-    if !tokenizer.exists() {
-        eprintln!("skipped: {} not present (CI provides ../shared/fixtures)", tokenizer.display());
-        return;
-    }
+    let Some(tokenizer) = support::fixture("tokenizers/qwen3/tokenizer.json") else { return };
     let sim = Sim::start(&["--model", MODEL, "--tokenizer", tokenizer.to_str().unwrap()]);
     let v = post(sim.port, "/tokenize", &json!({"prompt": "Hello, world"})).json();
     // Qwen3: "Hello", ",", " world".

@@ -11,13 +11,64 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Backend, BoxFuture, Liveness, Receipt, ReplicaReceipt, ServerSpec, StackTarget};
+use serde::{Deserialize, Serialize};
+
+use super::{Access, Backend, BoxFuture, Liveness, Receipt, ServerSpec, StackTarget, StandupRequest};
 use crate::http::client::{Conn, Endpoint};
 use crate::util::tail_lines;
+
+/// One started replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaReceipt {
+    pub pid: u32,
+    /// Process start time (clock ticks since boot), guarding against pid reuse.
+    pub start_ticks: u64,
+    pub port: u16,
+    /// Where clients connect (the bind address, or loopback for a wildcard bind).
+    #[serde(default = "loopback")]
+    pub host: String,
+    pub command: Vec<String>,
+    pub log: PathBuf,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
+}
+
+/// The local backend's receipt body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalBody {
+    pub replicas: Vec<ReplicaReceipt>,
+}
+
+impl LocalBody {
+    pub fn of(receipt: &Receipt) -> Result<LocalBody> {
+        serde_json::from_value(receipt.body.clone())
+            .with_context(|| format!("the receipt of stack '{}' has no local replica list", receipt.stack))
+    }
+}
+
+impl ReplicaReceipt {
+    fn url(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint { host: self.host.clone(), port: self.port, prefix: String::new() }
+    }
+}
+
+/// The address clients use for a server bound to `bind`.
+fn connect_host(bind: &str) -> String {
+    match bind {
+        "0.0.0.0" | "::" | "[::]" | "" => "127.0.0.1".into(),
+        h => h.to_string(),
+    }
+}
 
 /// How long teardown waits after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -30,12 +81,13 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    pub fn new() -> Result<LocalBackend> {
-        Ok(LocalBackend { llmd: std::env::current_exe().context("cannot locate the llmd executable")?, progress: true })
+    /// Constructed by the [`super::Registry`] only.
+    pub(super) fn new(progress: bool) -> Result<LocalBackend> {
+        Ok(LocalBackend { llmd: std::env::current_exe().context("cannot locate the llmd executable")?, progress })
     }
 }
 
-/// A free TCP port on the loopback interface.
+/// A free TCP port (for configured commands, which must be told their port).
 fn free_port(host: &str) -> Result<u16> {
     let listener = std::net::TcpListener::bind((host, 0)).with_context(|| format!("cannot bind {host}:0 to find a free port"))?;
     Ok(listener.local_addr()?.port())
@@ -65,9 +117,8 @@ fn reap(pid: u32) {
     unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
-async fn http_status(port: u16, path: &str) -> Option<u16> {
-    let ep = Endpoint { host: "127.0.0.1".into(), port, prefix: String::new() };
-    let mut conn = Conn::connect(&ep, Duration::from_millis(500)).await.ok()?;
+async fn http_status(ep: &Endpoint, path: &str) -> Option<u16> {
+    let mut conn = Conn::connect(ep, Duration::from_millis(500)).await.ok()?;
     conn.get(path).await.ok()?;
     let head = tokio::time::timeout(Duration::from_secs(2), conn.read_head()).await.ok()?.ok()?;
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.read_body(&head, |_, _| {})).await;
@@ -102,7 +153,11 @@ impl LocalBackend {
     }
 
     async fn start_replica(&self, target: &StackTarget, index: usize, log_dir: &Path) -> Result<ReplicaReceipt> {
-        let port = free_port(&target.host)?;
+        // The simulator picks its own port; a command is told one.
+        let port = match target.server {
+            ServerSpec::Sim { .. } => 0,
+            ServerSpec::Command { .. } => free_port(&target.host)?,
+        };
         let argv = self.command_for(target, port);
         std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
         let log = log_dir.join(format!("{}-{index}.log", target.name));
@@ -124,7 +179,8 @@ impl LocalBackend {
         // The receipt, not the Child handle, owns the process from here on.
         std::mem::forget(child);
         let start_ticks = process_start_ticks(pid).unwrap_or(0);
-        let receipt = ReplicaReceipt { pid, start_ticks, port, command: argv, log: log.clone() };
+        let host = connect_host(&target.host);
+        let mut receipt = ReplicaReceipt { pid, start_ticks, port, host, command: argv, log: log.clone() };
         let ready_path = match target.server {
             ServerSpec::Sim { .. } => "/health/ready",
             ServerSpec::Command { .. } => "/health",
@@ -132,34 +188,35 @@ impl LocalBackend {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(target.ready_timeout_s);
         let mut last_note = started;
+        let fail = |what: String, receipt: &ReplicaReceipt| {
+            anyhow::anyhow!(
+                "stack '{}' replica {index} {what}; last lines of {}:\n{}",
+                target.name,
+                receipt.log.display(),
+                tail_lines(&receipt.log, 15)
+            )
+        };
         loop {
             if !replica_alive(&receipt) {
                 reap(pid);
-                bail!(
-                    "stack '{}' replica {index} exited during startup; last lines of {}:\n{}",
-                    target.name,
-                    log.display(),
-                    tail_lines(&log, 15)
-                );
+                return Err(fail("exited during startup".into(), &receipt));
             }
-            if http_status(port, ready_path).await == Some(200) {
+            if receipt.port == 0 {
+                receipt.port = announced_port(&log).unwrap_or(0);
+            }
+            if receipt.port != 0 && http_status(&receipt.endpoint(), ready_path).await == Some(200) {
                 break;
             }
             if Instant::now() >= deadline {
                 let _ = self.stop_replica(&receipt).await;
-                bail!(
-                    "stack '{}' replica {index} did not become ready on port {port} within {}s; last lines of {}:\n{}",
-                    target.name,
-                    target.ready_timeout_s,
-                    log.display(),
-                    tail_lines(&log, 15)
-                );
+                let at = if receipt.port == 0 { "(no port announced)".to_string() } else { format!("on port {}", receipt.port) };
+                return Err(fail(format!("did not become ready {at} within {}s", target.ready_timeout_s), &receipt));
             }
             if self.progress && last_note.elapsed() >= Duration::from_secs(5) {
-                eprintln!("  waiting for {} replica {index} on :{port} ({}s)", target.name, started.elapsed().as_secs());
+                eprintln!("  waiting for {} replica {index} on :{} ({}s)", target.name, receipt.port, started.elapsed().as_secs());
                 last_note = Instant::now();
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(receipt)
     }
@@ -197,11 +254,35 @@ impl Backend for LocalBackend {
         "local"
     }
 
-    fn standup<'a>(&'a self, target: &'a StackTarget, log_dir: &'a Path) -> BoxFuture<'a, Result<Receipt>> {
+    fn identity(&self) -> String {
+        // Deployments live on whatever machine runs the build; a hostname here would
+        // keep caches from moving between machines.
+        "local".into()
+    }
+
+    fn preflight(&self, target: &StackTarget) -> Result<()> {
+        if let ServerSpec::Command { argv } = &target.server
+            && !on_path(&argv[0])
+        {
+            bail!("stack '{}': `{}` is not installed (local.command)", target.name, argv[0]);
+        }
+        Ok(())
+    }
+
+    fn describe(&self, target: &StackTarget) -> String {
+        let what = match &target.server {
+            ServerSpec::Sim { flags } => format!("llmd sim --model {} {}", target.model, flags.join(" ")),
+            ServerSpec::Command { argv } => argv.join(" "),
+        };
+        format!("{} replica(s): {what}", target.replicas)
+    }
+
+    fn standup<'a>(&'a self, request: StandupRequest<'a>) -> BoxFuture<'a, Result<Receipt>> {
         Box::pin(async move {
+            let target = request.target;
             let mut replicas = Vec::with_capacity(target.replicas);
             for i in 0..target.replicas {
-                match self.start_replica(target, i, log_dir).await {
+                match self.start_replica(target, i, request.log_dir).await {
                     Ok(r) => replicas.push(r),
                     Err(e) => {
                         for r in &replicas {
@@ -215,37 +296,46 @@ impl Backend for LocalBackend {
                 version: Receipt::VERSION,
                 stack: target.name.clone(),
                 backend: self.name().into(),
-                plan_hash: target.plan_hash.clone(),
+                plan_digest: request.plan_digest.to_string(),
+                deployment: request.deployment.to_string(),
                 model: target.model.clone(),
-                created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                replicas,
+                created_unix: crate::util::unix_now() as u64,
+                body: serde_json::to_value(LocalBody { replicas })?,
             })
         })
     }
 
-    fn check<'a>(&'a self, receipt: &'a Receipt, plan_hash: Option<&'a str>) -> BoxFuture<'a, Liveness> {
+    fn check<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Liveness> {
         Box::pin(async move {
-            for r in &receipt.replicas {
+            let body = match LocalBody::of(receipt) {
+                Ok(b) => b,
+                Err(e) => return Liveness::Gone(format!("{e:#}")),
+            };
+            for r in &body.replicas {
                 if !replica_alive(r) {
                     return Liveness::Gone(format!("process {} (port {}) is not running", r.pid, r.port));
                 }
-                if http_status(r.port, "/health").await != Some(200) {
+                if http_status(&r.endpoint(), "/health").await != Some(200) {
                     return Liveness::Gone(format!("port {} does not answer /health", r.port));
                 }
             }
-            match plan_hash {
-                Some(h) if h != receipt.plan_hash => {
-                    Liveness::Drifted(format!("running plan {} differs from the current plan {}", short(&receipt.plan_hash), short(h)))
-                }
-                _ => Liveness::Live,
-            }
+            Liveness::Live
+        })
+    }
+
+    fn connect<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Access>> {
+        Box::pin(async move {
+            let body = LocalBody::of(receipt)?;
+            anyhow::ensure!(!body.replicas.is_empty(), "the receipt of stack '{}' lists no replica", receipt.stack);
+            Ok(Access { urls: body.replicas.iter().map(ReplicaReceipt::url).collect(), guard: None })
         })
     }
 
     fn teardown<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            let body = LocalBody::of(receipt)?;
             let mut errors = Vec::new();
-            for r in &receipt.replicas {
+            for r in &body.replicas {
                 if let Err(e) = self.stop_replica(r).await {
                     errors.push(e.to_string());
                 }
@@ -253,8 +343,42 @@ impl Backend for LocalBackend {
             if errors.is_empty() { Ok(()) } else { bail!("stack '{}': {}", receipt.stack, errors.join("; ")) }
         })
     }
+
+    fn summary(&self, receipt: &Receipt) -> String {
+        match LocalBody::of(receipt) {
+            Ok(b) => b.replicas.iter().map(|r| format!("pid {} port {}", r.pid, r.port)).collect::<Vec<_>>().join(", "),
+            Err(e) => format!("{e:#}"),
+        }
+    }
 }
 
-fn short(h: &str) -> &str {
-    &h[..h.len().min(12)]
+/// The port `llmd sim` announced on its first output line
+/// (`llmd sim: serving MODEL on http://HOST:PORT`).
+fn announced_port(log: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("llmd sim: serving ")?.rsplit_once(':')?.1.trim().parse().ok())
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announced_port_is_read_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("l.log");
+        std::fs::write(&log, "llmd sim: serving Qwen/Qwen3-0.6B on http://127.0.0.1:41234\nmore\n").unwrap();
+        assert_eq!(announced_port(&log), Some(41234));
+        std::fs::write(&log, "starting\n").unwrap();
+        assert_eq!(announced_port(&log), None);
+        assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(connect_host("127.0.0.2"), "127.0.0.2");
+    }
 }

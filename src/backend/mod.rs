@@ -1,14 +1,42 @@
 //! Backends deploy a stack's plan somewhere and remove exactly what they deployed.
 //!
-//! Every standup leaves a [`Receipt`] (in `<workspace>/receipts/<stack>.json`) naming what
-//! was created and the plan hash it was created from; liveness checks and teardown work
-//! from receipts alone, never by re-deriving names from the configuration.
+//! A backend is chosen by name through the [`registry`] — from `--backend`, else the
+//! stack's `backend:` config key, else `local` — and never constructed ad hoc. Every
+//! standup leaves a [`Receipt`] in `<workspace>/receipts/<stack>.json`: a common envelope
+//! (stack, backend, plan digest, deployment key, model, creation time, version) around a
+//! backend-specific body. Liveness checks, endpoint access and teardown work from
+//! receipts alone, never by re-deriving names from the configuration, and teardown picks
+//! the backend the receipt names.
+//!
+//! # The contract
+//!
+//! * **`standup` is idempotent in effect**: it creates what the target describes and
+//!   returns only once the deployment serves; on failure it removes whatever it started
+//!   before returning the error. It never reuses a deployment by itself — reuse is the
+//!   caller's decision, made from a receipt and [`Backend::check`].
+//! * **`teardown` is idempotent**: tearing down something already gone succeeds; an error
+//!   means something the receipt lists may still exist, and the caller keeps the receipt
+//!   so a second teardown can retry.
+//! * **`check` only observes**: it may probe processes or the network, must not start,
+//!   stop or modify anything, and must answer within seconds. It reports whether what the
+//!   receipt lists is still there and serving; comparing plans is not its job (the
+//!   receipt's `plan_digest` and `deployment` fields are compared by the caller).
+//! * **`connect` yields [`Access`]**: the URLs clients use, and a guard that keeps any
+//!   tunnel open while it lives. Callers never read addresses out of a receipt body.
+//! * **Cancel safety**: a standup future dropped half way may leave started resources
+//!   behind without a receipt; the local backend starts each replica in its own process
+//!   group so that nothing else is signalled by mistake, and the build's incomplete marker
+//!   records that the standup was interrupted.
 //!
 //! * [`local`] — each stack replica is a process on this machine: the built-in simulator
 //!   (`llmd sim`) or a configured command such as `vllm serve`.
+//! * [`target`] — reading a [`StackTarget`] from a rendered config.
 
 pub mod local;
+pub mod registry;
+pub mod target;
 
+use std::any::Any;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -16,67 +44,62 @@ use std::pin::Pin;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::yaml::Node;
+pub use registry::{BackendOptions, Registry};
+pub use target::{ServerSpec, StackTarget, TARGET_PATHS, target_from_config};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a stack's model server is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ServerSpec {
-    /// `llmd sim` with these extra flags.
-    Sim { flags: Vec<String> },
-    /// An argument vector; `{port}`, `{host}` and `{model}` are substituted.
-    Command { argv: Vec<String> },
+/// What a standup is asked to record about itself.
+#[derive(Clone, Debug)]
+pub struct StandupRequest<'a> {
+    pub target: &'a StackTarget,
+    /// Digest of the stack's rendered plan (manifests and config).
+    pub plan_digest: &'a str,
+    /// Key of what is deployed: the standup node key (see `phases::standup::deployment_key`).
+    pub deployment: &'a str,
+    /// Where replica logs go.
+    pub log_dir: &'a Path,
 }
 
-/// Everything a backend needs to stand a stack up, read from its rendered config.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackTarget {
-    pub name: String,
-    pub model: String,
-    pub max_model_len: Option<u64>,
-    pub replicas: usize,
-    pub server: ServerSpec,
-    pub host: String,
-    pub ready_timeout_s: u64,
-    /// blake3 of the stack's rendered plan (manifests and config).
-    pub plan_hash: String,
-}
-
-/// One started replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaReceipt {
-    pub pid: u32,
-    /// Process start time (clock ticks since boot), guarding against pid reuse.
-    pub start_ticks: u64,
-    pub port: u16,
-    pub command: Vec<String>,
-    pub log: PathBuf,
-}
-
-/// What a standup created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a standup created: a common envelope around a backend-specific body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub version: u32,
     pub stack: String,
+    /// The registry name of the backend that created it; teardown uses this one.
     pub backend: String,
-    pub plan_hash: String,
+    /// Digest of the rendered plan it was stood up from.
+    pub plan_digest: String,
+    /// Key of the deployment (what the backend started); builds reuse a deployment only
+    /// when this equals the standup key they computed.
+    pub deployment: String,
     pub model: String,
     pub created_unix: u64,
-    pub replicas: Vec<ReplicaReceipt>,
+    /// Backend-specific: local processes, later Kubernetes object UIDs and releases.
+    pub body: serde_json::Value,
 }
 
 impl Receipt {
-    pub const VERSION: u32 = 1;
-
-    /// The URL clients use (the first replica).
-    pub fn endpoint(&self) -> Option<String> {
-        self.replicas.first().map(|r| format!("http://127.0.0.1:{}", r.port))
-    }
+    pub const VERSION: u32 = 2;
 
     pub fn path(workspace: &Path, stack: &str) -> PathBuf {
         workspace.join("receipts").join(format!("{stack}.json"))
+    }
+
+    /// Parses a receipt; version 1 (local processes at the top level, one `plan_hash`)
+    /// is read as the version 2 envelope it corresponds to.
+    pub fn parse(text: &str) -> Result<Receipt> {
+        let mut v: serde_json::Value = serde_json::from_str(text)?;
+        if v["version"] == 1 {
+            let o = v.as_object_mut().context("a receipt is a JSON object")?;
+            let replicas = o.remove("replicas").unwrap_or_default();
+            let hash = o.remove("plan_hash").unwrap_or_default();
+            o.insert("plan_digest".into(), hash.clone());
+            o.insert("deployment".into(), hash);
+            o.insert("body".into(), serde_json::json!({ "replicas": replicas }));
+            o.insert("version".into(), Receipt::VERSION.into());
+        }
+        Ok(serde_json::from_value(v)?)
     }
 
     /// Writes the receipt atomically (temp file, fsync, rename).
@@ -89,13 +112,13 @@ impl Receipt {
     pub fn load(workspace: &Path, stack: &str) -> Result<Option<Receipt>> {
         let path = Self::path(workspace, stack);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is not a valid receipt", path.display()))?)),
+            Ok(text) => Ok(Some(Self::parse(&text).with_context(|| format!("{} is not a valid receipt", path.display()))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
-    /// Every receipt in the workspace.
+    /// Every receipt in the workspace, by stack name.
     pub fn load_all(workspace: &Path) -> Result<Vec<Receipt>> {
         let dir = workspace.join("receipts");
         let mut out = Vec::new();
@@ -125,137 +148,54 @@ impl Receipt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Liveness {
     Live,
-    /// Some or all of it is gone.
+    /// Some or all of it is gone, or it does not serve.
     Gone(String),
-    /// Running, but from a different plan.
-    Drifted(String),
 }
 
-/// A place stacks can be deployed to.
+/// How clients reach a deployment.
+pub struct Access {
+    /// Base URLs (`http://host:port`), one per serving replica; the first is the one
+    /// harnesses use.
+    pub urls: Vec<String>,
+    /// Kept alive while the access is used (a port-forward, say); `None` when nothing
+    /// needs holding open.
+    pub guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Access {
+    /// The URL harnesses and smoketests target.
+    pub fn primary(&self) -> &str {
+        self.urls.first().map_or("", String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").field("urls", &self.urls).field("guard", &self.guard.is_some()).finish()
+    }
+}
+
+/// A place stacks can be deployed to. See the module documentation for the contract.
 pub trait Backend: Send + Sync {
+    /// The registry name (`local`); receipts record it.
     fn name(&self) -> &'static str;
+    /// Name and target of the deployments (`local`; a cluster for kube). Part of every
+    /// standup key, so a result cached against one target is never reused for another.
+    /// Never a path, hostname or clock.
+    fn identity(&self) -> String;
+    /// What the backend needs before anything starts (a configured server command is
+    /// installed); an error names the stack and the missing piece.
+    fn preflight(&self, target: &StackTarget) -> Result<()>;
+    /// One line saying what a standup of `target` would start (for dry runs).
+    fn describe(&self, target: &StackTarget) -> String;
     /// Starts the stack and waits until it serves.
-    fn standup<'a>(&'a self, target: &'a StackTarget, log_dir: &'a Path) -> BoxFuture<'a, Result<Receipt>>;
-    /// Checks a receipt against what is running.
-    fn check<'a>(&'a self, receipt: &'a Receipt, plan_hash: Option<&'a str>) -> BoxFuture<'a, Liveness>;
+    fn standup<'a>(&'a self, request: StandupRequest<'a>) -> BoxFuture<'a, Result<Receipt>>;
+    /// Observes whether what the receipt lists is still there and serving.
+    fn check<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Liveness>;
+    /// How clients reach the deployment.
+    fn connect<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Access>>;
     /// Removes what the receipt lists.
     fn teardown<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<()>>;
-}
-
-fn camel_to_kebab(key: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in key.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Reads a [`StackTarget`] from a stack's rendered config (`local.*`, `model.*`, and the
-/// replica count of the enabled deploy method).
-/// Config paths a [`StackTarget`] is read from (prefixes end with `.`).
-pub const TARGET_PATHS: &[&str] =
-    &["local.", "model.name", "model.maxModelLen", "standalone.enabled", "standalone.replicas", "modelservice.enabled", "decode.replicas"];
-
-pub fn target_from_config(name: &str, config: &Node, plan_hash: &str) -> Result<StackTarget> {
-    let str_at = |path: &[&str]| config.get_path(path).map(crate::yaml::str_node);
-    let model = str_at(&["model", "name"]).filter(|m| !m.is_empty()).with_context(|| format!("stack '{name}' has no model.name"))?;
-    let int_at = |path: &[&str]| config.get_path(path).and_then(|n| n.as_i64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
-    let enabled = |section: &str| config.get_path(&[section, "enabled"]).is_some_and(Node::is_truthy);
-    let replicas = if enabled("standalone") {
-        int_at(&["standalone", "replicas"])
-    } else if enabled("modelservice") {
-        int_at(&["decode", "replicas"])
-    } else {
-        Some(1)
-    }
-    .unwrap_or(1)
-    .max(1) as usize;
-    let server = match str_at(&["local", "server"]).as_deref() {
-        None | Some("sim") => {
-            let mut flags = Vec::new();
-            if let Some(sim) = config.get_path(&["local", "sim"]).and_then(Node::as_map) {
-                for (k, v) in sim {
-                    if v.is_null() {
-                        continue;
-                    }
-                    match v.as_bool() {
-                        Some(true) => flags.push(format!("--{}", camel_to_kebab(k))),
-                        Some(false) => flags.push(format!("--{}=false", camel_to_kebab(k))),
-                        None if v.as_seq().is_some() => {
-                            // The simulator takes lists comma-separated.
-                            flags.push(format!("--{}", camel_to_kebab(k)));
-                            flags.push(v.as_seq().unwrap_or_default().iter().map(crate::yaml::str_node).collect::<Vec<_>>().join(","));
-                        }
-                        None => {
-                            flags.push(format!("--{}", camel_to_kebab(k)));
-                            flags.push(crate::yaml::str_node(v));
-                        }
-                    }
-                }
-            }
-            ServerSpec::Sim { flags }
-        }
-        Some("command") => {
-            let argv: Vec<String> = config
-                .get_path(&["local", "command"])
-                .and_then(Node::as_seq)
-                .map(|s| s.iter().map(crate::yaml::str_node).collect())
-                .unwrap_or_default();
-            anyhow::ensure!(!argv.is_empty(), "stack '{name}': local.server is 'command' but local.command is empty");
-            ServerSpec::Command { argv }
-        }
-        Some(other) => anyhow::bail!("stack '{name}': local.server must be 'sim' or 'command', not '{other}'"),
-    };
-    Ok(StackTarget {
-        name: name.to_string(),
-        model,
-        max_model_len: int_at(&["model", "maxModelLen"]).map(|v| v as u64),
-        replicas,
-        server,
-        host: str_at(&["local", "host"]).unwrap_or_else(|| "127.0.0.1".into()),
-        ready_timeout_s: int_at(&["local", "readyTimeout"]).unwrap_or(120).max(1) as u64,
-        plan_hash: plan_hash.to_string(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::yaml::load_str;
-
-    #[test]
-    fn targets_from_config() {
-        let c = load_str(
-            "model: {name: Qwen/Qwen3-0.6B, maxModelLen: 4096}\nstandalone: {enabled: true, replicas: 2}\nlocal: {server: sim, sim: {timeToFirstToken: 20ms, enableKvcache: true, seed: 3, failureTypes: [server_error, rate_limit]}}\n",
-            "c",
-        )
-        .unwrap();
-        let t = target_from_config("s", &c, "h").unwrap();
-        assert_eq!(t.replicas, 2);
-        assert_eq!(
-            t.server,
-            ServerSpec::Sim {
-                flags: vec![
-                    "--time-to-first-token".into(),
-                    "20ms".into(),
-                    "--enable-kvcache".into(),
-                    "--seed".into(),
-                    "3".into(),
-                    "--failure-types".into(),
-                    "server_error,rate_limit".into()
-                ]
-            }
-        );
-        let c = load_str("model: {name: m}\nlocal: {server: command, command: [vllm, serve, '{model}']}\n", "c").unwrap();
-        assert!(matches!(target_from_config("s", &c, "h").unwrap().server, ServerSpec::Command { .. }));
-        let c = load_str("model: {name: m}\nlocal: {server: docker}\n", "c").unwrap();
-        assert!(target_from_config("s", &c, "h").is_err());
-    }
+    /// What the receipt holds, for messages (`pid 12 port 8000`).
+    fn summary(&self, receipt: &Receipt) -> String;
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::engine::build::{BuildOptions, BuildReport, build};
+use crate::engine::build::{BuildOptions, BuildReport, NodeStatus, build};
 use crate::engine::why;
 use crate::error::{InputError, Warnings};
 use crate::store::Store;
@@ -154,6 +154,7 @@ fn options(
         verbose: global.verbose,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         human: true,
+        backend: global.backend_options(),
     })
 }
 
@@ -181,7 +182,7 @@ pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
     if !args.json && !report.dry_run {
         // The table users came for, when this build produced a new one.
         let summary = opts.workspace.join("summary.txt");
-        let fresh_summary = report.nodes.iter().any(|n| n.kind == "summary" && n.status == "ran");
+        let fresh_summary = report.nodes.iter().any(|n| n.kind == "summary" && n.status == NodeStatus::Ran);
         if fresh_summary && let Ok(table) = std::fs::read_to_string(&summary) {
             println!("{table}");
         }
@@ -205,8 +206,8 @@ pub fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
     for n in &report.nodes {
         let e = by_kind.entry(n.kind).or_default();
         match n.status {
-            "fresh" => e.0 += 1,
-            "would_run" => e.1 += 1,
+            NodeStatus::Fresh => e.0 += 1,
+            NodeStatus::WouldRun => e.1 += 1,
             _ => e.2 += 1,
         }
     }
@@ -214,7 +215,7 @@ pub fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
     for (kind, (fresh, stale, skipped)) in by_kind {
         println!("  {kind:<10} {fresh:>4} fresh {stale:>4} stale {skipped:>4} not needed");
     }
-    for n in report.nodes.iter().filter(|n| n.status == "would_run") {
+    for n in report.nodes.iter().filter(|n| n.status == NodeStatus::WouldRun) {
         println!("  stale  {}  ({})", n.id, n.reason.as_ref().map(|r| r.describe(3)).unwrap_or_default());
     }
     Ok(ExitCode::from(exit::SUCCESS))

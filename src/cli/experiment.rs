@@ -1,29 +1,33 @@
 //! `llmd experiment`: upstream's full cycle per setup treatment — render → standup →
-//! smoketest → run (every run treatment) → teardown — and `experiment-summary.yaml`.
+//! smoketest → run (every run treatment) → teardown — then the experiment's summary and
+//! `experiment-summary.yaml`.
 //!
-//! Each setup treatment works in its own `<workspace>/setup-treatment-<name>/` (plan,
-//! receipts, logs, results). Teardown always runs, after failures too, unless
-//! `--skip-teardown`. This is the non-incremental cycle: every invocation redoes all of
-//! it.
+//! A thin driver over the same executors `llmd build` uses (`phases::*`): each setup
+//! treatment works in its own `<workspace>/setup-treatment-<name>/` (plan, receipts,
+//! logs, results), every run is analysed, and the results layout, benchmark reports and
+//! summary are the build's. Unlike a build it is not incremental: every invocation
+//! redeploys every stack (upstream's semantics) and records nothing in the cache.
+//! Teardown always runs, after failures too, unless `--skip-teardown`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
-use super::lifecycle::{
-    check_stack_filter, harness_and_workload, parse_overrides, receipt_stacks, render_stacks, run_phase, runtime, settings,
-};
+use super::lifecycle::{check_stack_filter, harness_and_workload, parse_overrides, render_stacks, runtime};
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::backend::Backend;
-use crate::backend::local::LocalBackend;
+use crate::backend::{Receipt, Registry, target_from_config};
 use crate::error::Warnings;
-use crate::experiment::{Experiment, RunTreatment, default_setup, load_experiment};
-use crate::phases::run::RunSettings;
-use crate::phases::{Phase, PhaseContext};
+use crate::experiment::{Experiment, RunTreatment, SetupTreatment, default_setup, load_experiment};
+use crate::harness::external::HarnessKind;
+use crate::harness::profile::find_profile;
+use crate::phases::StackEntry;
+use crate::phases::analysis::{RunLabel, analyze_run, workspace_path};
+use crate::phases::run::{ProfileJob, RunEvent, RunRequest, judge, one_line, profile_values, run_treatment};
+use crate::phases::summary::{SummaryRun, summarize};
 use crate::yaml::{Node, Value, map_of};
 
 #[derive(Debug, Args)]
@@ -46,7 +50,7 @@ pub struct ExperimentArgs {
     /// Harness instances per run treatment.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     pub parallelism: usize,
-    /// Stacks handled at once in each phase.
+    /// Stacks stood up, smoketested and torn down at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// Leave the stacks running after their runs.
@@ -60,7 +64,9 @@ pub struct ExperimentArgs {
     /// `treatment_max_attempts`, else 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: Option<u32>,
-    /// Summarise each setup treatment's results (<its workspace>/analysis).
+    /// Accepted for compatibility: every run is analysed (benchmark reports beside its
+    /// results, `analysis/<run>.json`) and the experiment summarised (`summary.*`,
+    /// `report.html`), as `llmd build` does.
     #[arg(long)]
     pub analyze: bool,
     /// A local tokenizer for external harnesses.
@@ -81,7 +87,15 @@ struct Outcome {
     error: Option<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
+/// A failed stage of a setup treatment: upstream's status name and the error.
+type Failure = (&'static str, String);
+
+fn fail(status: &'static str) -> impl Fn(anyhow::Error) -> Failure {
+    move |e| (status, format!("{e:#}"))
+}
+
+/// The experiment file (or a default single setup), and the run treatments with `-o`.
+fn load(global: &GlobalArgs, args: &ExperimentArgs) -> Result<(Experiment, Vec<RunTreatment>)> {
     let experiment = match &args.experiments {
         Some(path) => load_experiment(path)?,
         None => Experiment {
@@ -98,109 +112,39 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
     };
     let mut run_treatments = experiment.run.clone();
     let overrides = parse_overrides(&args.overrides)?;
-    if run_treatments.is_empty() && !overrides.is_empty() {
-        run_treatments.push(RunTreatment { name: "override".into(), profile: None, values: Vec::new() });
+    if run_treatments.is_empty() {
+        let name = if overrides.is_empty() { "default" } else { "override" };
+        run_treatments.push(RunTreatment { name: name.into(), profile: None, values: Vec::new() });
     }
     for t in &mut run_treatments {
         t.values.extend(overrides.iter().cloned());
     }
-    let total_runs = run_treatments.len().max(1);
+    Ok((experiment, run_treatments))
+}
+
+pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
+    let (experiment, run_treatments) = load(global, args)?;
     let started = Instant::now();
-    let root = global.workspace_dir();
-    let rt = runtime()?;
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let total_runs = run_treatments.len();
+    let mut driver = Driver {
+        global,
+        args,
+        experiment: &experiment,
+        run_treatments: &run_treatments,
+        registry: global.registry(),
+        rt: runtime()?,
+        summary: Vec::new(),
+    };
     eprintln!(
-        "experiment {}: {} setup treatment(s) x {} run treatment(s) = {}",
+        "experiment {}: {} setup treatment(s) x {total_runs} run treatment(s) = {}",
         experiment.name,
         experiment.setup.len(),
-        total_runs,
         experiment.setup.len() * total_runs
     );
     let mut outcomes = Vec::new();
     for setup in &experiment.setup {
-        let ws = root.join(format!("setup-treatment-{}", setup.name));
-        eprintln!("== setup treatment {} ({})", setup.name, ws.display());
-        let t0 = Instant::now();
-        let mut outcome = Outcome {
-            name: setup.name.clone(),
-            status: "success".into(),
-            run_treatments: format!("0/{total_runs}"),
-            duration: Duration::ZERO,
-            workspace: ws.clone(),
-            error: None,
-        };
-        let result = (|| -> Result<(), (&'static str, String)> {
-            let mut warnings = Warnings::default();
-            let mut opts = global.plan_options(&args.common, &mut warnings).map_err(|e| ("failed_render", format!("{e:#}")))?;
-            print_warnings(&warnings);
-            if setup.overrides.as_map().is_some_and(|m| !m.is_empty()) {
-                opts.setup_overrides = Some(setup.overrides.clone());
-            }
-            let stacks = render_stacks(&opts, &ws, !global.dry_run).map_err(|e| ("failed_render", format!("{e:#}")))?;
-            check_stack_filter(&args.common, &stacks).map_err(|e| ("failed_render", format!("{e:#}")))?;
-            let (harness, workload) = harness_and_workload(
-                &stacks,
-                args.harness.as_deref().or(experiment.harness.as_deref()),
-                args.workload.as_deref().or(experiment.profile.as_deref()),
-            )
-            .map_err(|e| ("failed_render", format!("{e:#}")))?;
-            let mut phase_settings = settings(global, &args.common, args.parallel, None);
-            phase_settings.workspace = ws.clone();
-            let phase = |phase: Phase, run: Option<RunSettings>, steps| {
-                let mut s = phase_settings.clone();
-                s.run = run;
-                let ctx = Arc::new(PhaseContext { settings: s, backend: backend.clone(), stacks: stacks.clone() });
-                run_phase(&rt, phase, ctx, steps)
-            };
-            let report = phase(Phase::Standup, None, crate::phases::standup::steps());
-            if !report.ok() {
-                return Err(("failed_standup", report.summary()));
-            }
-            if global.dry_run {
-                return Ok(());
-            }
-            let report = phase(Phase::Smoketest, None, crate::phases::smoketest::steps());
-            if !report.ok() {
-                return Err(("failed_smoketest", report.summary()));
-            }
-            let run = RunSettings {
-                harness,
-                workload,
-                treatments: run_treatments.clone(),
-                parallelism: args.parallelism.max(1),
-                endpoint_url: None,
-                analyze: args.analyze,
-                tokenizer: args.tokenizer.clone(),
-                timeout: Duration::from_secs(args.harness_timeout.max(1)),
-                max_attempts: args.max_attempts.map_or(experiment.max_attempts, |n| n as usize),
-            };
-            let report = phase(Phase::Run, Some(run), crate::phases::run::steps());
-            if !report.ok() {
-                return Err(("failed_run", report.summary()));
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => outcome.run_treatments = format!("{total_runs}/{total_runs}"),
-            Err((status, error)) => {
-                outcome.status = status.into();
-                outcome.error = Some(error);
-            }
-        }
-        if !args.skip_teardown
-            && !global.dry_run
-            && let Err(e) = teardown(global, args, &ws, &rt, backend.clone())
-            && outcome.error.is_none()
-        {
-            outcome.status = "failed_teardown".into();
-            outcome.error = Some(e);
-        }
-        outcome.duration = t0.elapsed();
+        let outcome = driver.setup(setup);
         let failed = outcome.error.is_some();
-        eprintln!(
-            "== setup treatment {}: {} ({} run treatments) in {:.1?}",
-            outcome.name, outcome.status, outcome.run_treatments, outcome.duration
-        );
         outcomes.push(outcome);
         if failed && (args.stop_on_error || experiment.stop_on_error) {
             eprintln!("stopping at the first failed setup treatment (--stop-on-error)");
@@ -208,7 +152,14 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
         }
     }
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let root = global.workspace_dir();
     if !global.dry_run {
+        if !driver.summary.is_empty() {
+            for (name, bytes) in summarize(&experiment.name, &driver.summary)? {
+                crate::util::fs::write_atomic(&root.join(&name), &bytes)?;
+            }
+            eprintln!("report: {}", root.join("report.html").display());
+        }
         let path = write_summary(&root, &experiment, total_runs, &outcomes, started.elapsed())?;
         eprintln!("summary: {}", path.display());
     }
@@ -216,19 +167,262 @@ pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(if failed == 0 { exit::SUCCESS } else { exit::FAILURE }))
 }
 
-fn teardown(
-    global: &GlobalArgs,
-    args: &ExperimentArgs,
-    ws: &Path,
-    rt: &tokio::runtime::Runtime,
-    backend: Arc<dyn Backend>,
-) -> Result<(), String> {
-    let stacks = receipt_stacks(ws).map_err(|e| format!("{e:#}"))?;
-    let mut s = settings(global, &args.common, args.parallel, None);
-    s.workspace = ws.to_path_buf();
-    s.steps = Default::default();
-    let report = run_phase(rt, Phase::Teardown, Arc::new(PhaseContext { settings: s, backend, stacks }), crate::phases::teardown::steps());
-    if report.ok() { Ok(()) } else { Err(report.summary()) }
+/// Walks the setup treatments through the executors.
+struct Driver<'a> {
+    global: &'a GlobalArgs,
+    args: &'a ExperimentArgs,
+    experiment: &'a Experiment,
+    run_treatments: &'a [RunTreatment],
+    registry: Arc<Registry>,
+    rt: tokio::runtime::Runtime,
+    /// Every analysed run, for the experiment's summary.
+    summary: Vec<SummaryRun>,
+}
+
+/// One stack as the driver carries it from standup to its runs.
+struct Deployed {
+    stack: Arc<StackEntry>,
+    receipt: Receipt,
+}
+
+impl Driver<'_> {
+    /// One setup treatment's whole cycle, teardown included.
+    fn setup(&mut self, setup: &SetupTreatment) -> Outcome {
+        let ws = self.global.workspace_dir().join(format!("setup-treatment-{}", setup.name));
+        eprintln!("== setup treatment {} ({})", setup.name, ws.display());
+        let t0 = Instant::now();
+        let total = self.run_treatments.len();
+        let mut outcome = Outcome {
+            name: setup.name.clone(),
+            status: "success".into(),
+            run_treatments: format!("0/{total}"),
+            duration: Duration::ZERO,
+            workspace: ws.clone(),
+            error: None,
+        };
+        match self.cycle(setup, &ws) {
+            Ok(done) => outcome.run_treatments = format!("{done}/{total}"),
+            Err((status, error)) => {
+                outcome.status = status.into();
+                outcome.error = Some(error);
+            }
+        }
+        if !self.args.skip_teardown
+            && !self.global.dry_run
+            && let Err(e) = self.teardown(&ws)
+            && outcome.error.is_none()
+        {
+            outcome.status = "failed_teardown".into();
+            outcome.error = Some(format!("{e:#}"));
+        }
+        outcome.duration = t0.elapsed();
+        eprintln!(
+            "== setup treatment {}: {} ({} run treatments) in {:.1?}",
+            outcome.name, outcome.status, outcome.run_treatments, outcome.duration
+        );
+        outcome
+    }
+
+    /// Render, stand up, smoketest and run; the number of run treatments that succeeded.
+    fn cycle(&mut self, setup: &SetupTreatment, ws: &Path) -> Result<usize, Failure> {
+        let mut warnings = Warnings::default();
+        let mut opts = self.global.plan_options(&self.args.common, &mut warnings).map_err(fail("failed_render"))?;
+        print_warnings(&warnings);
+        if setup.overrides.as_map().is_some_and(|m| !m.is_empty()) {
+            opts.setup_overrides = Some(setup.overrides.clone());
+        }
+        let stacks = render_stacks(&opts, ws, !self.global.dry_run).map_err(fail("failed_render"))?;
+        check_stack_filter(&self.args.common, &stacks).map_err(fail("failed_render"))?;
+        let stacks: Vec<Arc<StackEntry>> =
+            stacks.into_iter().filter(|s| self.args.common.stack.is_empty() || self.args.common.stack.contains(&s.name)).collect();
+        let (harness, workload) = harness_and_workload(
+            &stacks,
+            self.args.harness.as_deref().or(self.experiment.harness.as_deref()),
+            self.args.workload.as_deref().or(self.experiment.profile.as_deref()),
+        )
+        .map_err(fail("failed_render"))?;
+        let deployed = self.standup(&stacks, ws).map_err(fail("failed_standup"))?;
+        if self.global.dry_run {
+            return Ok(0);
+        }
+        self.smoketest(&deployed).map_err(fail("failed_smoketest"))?;
+        let mut done = 0;
+        let mut errors = Vec::new();
+        for t in self.run_treatments {
+            let mut ok = true;
+            for d in &deployed {
+                if let Err(e) = self.run_one(setup, ws, d, harness, &workload, t) {
+                    errors.push(format!("treatment {} [{}]: {e:#}", t.name, d.stack.name));
+                    ok = false;
+                }
+            }
+            done += usize::from(ok);
+        }
+        if errors.is_empty() { Ok(done) } else { Err(("failed_run", errors.join("\n"))) }
+    }
+
+    /// Redeploys every stack (`--parallel` at once) and returns their receipts.
+    fn standup(&self, stacks: &[Arc<StackEntry>], ws: &Path) -> Result<Vec<Deployed>> {
+        let mut out = Vec::new();
+        for chunk in stacks.chunks(self.args.parallel.max(1)) {
+            let work = chunk.iter().map(|stack| async move {
+                let target = target_from_config(&stack.name, &stack.config)?;
+                let backend = self.registry.for_config(&stack.config)?;
+                backend.preflight(&target)?;
+                if self.global.dry_run {
+                    eprintln!("  [dry-run] [{}] would start {}", stack.name, backend.describe(&target));
+                    return Ok(None);
+                }
+                eprintln!("  [{}] starting {} replica(s) of {}", stack.name, target.replicas, target.model);
+                let receipt = crate::phases::standup::deploy(&self.registry, backend.as_ref(), ws, &target, &stack.plan_digest).await?;
+                eprintln!("  [{}] serving ({})", stack.name, backend.summary(&receipt));
+                Ok::<_, anyhow::Error>(Some(Deployed { stack: stack.clone(), receipt }))
+            });
+            for r in self.rt.block_on(crate::util::join::join_all(work)) {
+                out.extend(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn smoketest(&self, deployed: &[Deployed]) -> Result<()> {
+        for chunk in deployed.chunks(self.args.parallel.max(1)) {
+            let work = chunk.iter().map(|d| async move {
+                let access = self.registry.get(&d.receipt.backend)?.connect(&d.receipt).await?;
+                let lines = crate::phases::smoketest::smoketest(&access, &d.receipt, &d.stack.config, &d.stack.plan_digest).await;
+                lines.with_context(|| format!("stack '{}'", d.stack.name))
+            });
+            for (d, r) in chunk.iter().zip(self.rt.block_on(crate::util::join::join_all(work))) {
+                for line in r? {
+                    eprintln!("  [{}] {line}", d.stack.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One run treatment on one stack: render its profile, run it with retries, analyse
+    /// every instance's results.
+    fn run_one(
+        &mut self,
+        setup: &SetupTreatment,
+        ws: &Path,
+        d: &Deployed,
+        harness: HarnessKind,
+        workload: &str,
+        t: &RunTreatment,
+    ) -> Result<()> {
+        let access = self.rt.block_on(self.registry.get(&d.receipt.backend)?.connect(&d.receipt))?;
+        let stack = &d.stack.name;
+        let max_len = d.stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
+        let values = profile_values(stack, &d.receipt.model, max_len, access.primary());
+        let source = find_profile(&self.global.base_dir, harness.name(), t.profile.as_deref().unwrap_or(workload))?;
+        let text = std::fs::read_to_string(&source).with_context(|| format!("cannot read profile {}", source.display()))?;
+        let out_dir = ws.join("workload/profiles").join(harness.name()).join(stack);
+        let job = ProfileJob {
+            harness,
+            source: &source,
+            text: &text,
+            values: &values,
+            treatment: Some(&t.name),
+            overrides: &t.values,
+            out_dir: &out_dir,
+        };
+        let mut warnings = Warnings::default();
+        let prepared = job.prepare(true, &mut warnings)?;
+        print_warnings(&warnings);
+        let results = ws.join("results");
+        let request = RunRequest {
+            harness,
+            run: &prepared,
+            endpoint: access.primary(),
+            model: &d.receipt.model,
+            stack,
+            deployment: &d.receipt.deployment,
+            results: &results,
+            instances: 1..=self.args.parallelism.max(1),
+            tokenizer: self.args.tokenizer.as_deref(),
+            timeout: Duration::from_secs(self.args.harness_timeout.max(1)),
+            quiet: !self.global.verbose,
+            max_attempts: self.args.max_attempts.map_or(self.experiment.max_attempts, |n| n as usize),
+        };
+        let done = self.rt.block_on(run_treatment(&request, &mut |event| match event {
+            RunEvent::Attempt { attempt, attempts, eid } => {
+                let of = if attempts > 1 { format!(", attempt {attempt}/{attempts}") } else { String::new() };
+                eprintln!("  [{stack}] treatment {}: {} against {} (experiment {eid}{of})", t.name, harness.name(), access.primary());
+            }
+            RunEvent::Retry { attempt, attempts, error } => {
+                eprintln!("  [{stack}] treatment {} failed (attempt {attempt}/{attempts}): {error}; retrying", t.name)
+            }
+        }));
+        anyhow::ensure!(done.errors.is_empty(), "{}", done.errors.join("; "));
+        for (i, o) in done.outcomes.iter().enumerate() {
+            if let Ok(Some(w)) = judge(o) {
+                eprintln!("  [{stack}] warning: treatment {}: {w}", t.name);
+            }
+            if let Some(r) = &o.report {
+                eprintln!("  [{stack}]   {}: {}", t.name, one_line(r));
+            }
+            self.analyze(setup, ws, d, harness, t, i + 1, &o.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The analysis executor on a results directory, its outputs placed as a build
+    /// places them, and the run remembered for the summary.
+    #[allow(clippy::too_many_arguments)]
+    fn analyze(
+        &mut self,
+        setup: &SetupTreatment,
+        ws: &Path,
+        d: &Deployed,
+        harness: HarnessKind,
+        t: &RunTreatment,
+        instance: usize,
+        dir: &Path,
+    ) -> Result<()> {
+        let run_id = format!("run/{}/{}/{}#{instance}", setup.name, d.stack.name, t.name);
+        let label = RunLabel { run: &run_id, setup: &setup.name, stack: &d.stack.name, treatment: &t.name, repetition: instance };
+        let outputs = analyze_run(dir, harness, Some(&d.stack.config), &label)?;
+        let results_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (name, bytes) in &outputs {
+            if let Some(path) = workspace_path(ws, &results_dir, name) {
+                crate::util::fs::write_atomic(&path, bytes)?;
+            }
+        }
+        let reports = outputs
+            .iter()
+            .filter(|(n, _)| n.starts_with("file:benchmark_report_v0.2,_") && n.ends_with(".json"))
+            .map(|(n, b)| (n["file:".len()..].to_string(), b.clone()))
+            .collect();
+        self.summary.push(SummaryRun {
+            setup: setup.name.clone(),
+            treatment: t.name.clone(),
+            repetition: instance,
+            results_dir,
+            analysis: serde_json::from_slice(&outputs["analysis.json"])?,
+            distributions: serde_json::from_slice(&outputs["distributions.json"])?,
+            reports,
+            provenance: vec![("deployment".into(), d.receipt.deployment.clone()), ("plan".into(), d.receipt.plan_digest.clone())],
+        });
+        Ok(())
+    }
+
+    /// Tears down everything the setup's receipts list.
+    fn teardown(&self, ws: &Path) -> Result<()> {
+        let mut errors = Vec::new();
+        for chunk in Receipt::load_all(ws)?.chunks(self.args.parallel.max(1)) {
+            let work = chunk.iter().map(|r| crate::phases::teardown::teardown(&self.registry, ws, r));
+            for (r, done) in chunk.iter().zip(self.rt.block_on(crate::util::join::join_all(work))) {
+                match done {
+                    Ok(what) => eprintln!("  [{}] torn down ({what})", r.stack),
+                    Err(e) => errors.push(format!("stack '{}': {e:#}", r.stack)),
+                }
+            }
+        }
+        anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+        Ok(())
+    }
 }
 
 fn write_summary(root: &Path, experiment: &Experiment, total_runs: usize, outcomes: &[Outcome], elapsed: Duration) -> Result<PathBuf> {

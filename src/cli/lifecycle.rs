@@ -1,4 +1,5 @@
-//! `llmd standup | smoketest | run | teardown`: the lifecycle phases on the local backend.
+//! `llmd standup | smoketest | run | teardown`: the lifecycle phases, on the backend the
+//! registry picks for each stack.
 //!
 //! Each command renders the plan (standup also writes it to `<workspace>/plan`), builds
 //! a [`PhaseContext`] and hands the phase's steps to the executor. Standup runs the
@@ -14,13 +15,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::backend::local::LocalBackend;
-use crate::backend::{Backend, Receipt};
+use crate::backend::Receipt;
 use crate::config::{PlanOptions, resolve_plan};
 use crate::error::{InputError, Warnings};
 use crate::experiment::{RunTreatment, load_run_treatments};
 use crate::harness::external::HarnessKind;
-use crate::phases::run::RunSettings;
+use crate::phases::run_steps::RunSettings;
 use crate::phases::{ExecutionReport, Phase, PhaseContext, Settings, StackEntry, StackState, Step, execute};
 use crate::render::{RenderedPlan, TemplateSet, render_plan, write::write_plan};
 use crate::yaml::Node;
@@ -99,22 +99,6 @@ pub struct TeardownArgs {
     pub parallel: usize,
 }
 
-/// blake3 over a stack's rendered files and config.
-fn plan_hash(files: &[(String, String)], config_yaml: &str) -> String {
-    let mut h = blake3::Hasher::new();
-    let mut sorted: Vec<&(String, String)> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, content) in sorted {
-        for part in [name.as_bytes(), content.as_bytes()] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-    }
-    h.update(b"config.yaml");
-    h.update(config_yaml.as_bytes());
-    h.finalize().to_hex().to_string()
-}
-
 /// Renders the plan and turns its stacks into phase entries.
 fn load_stacks(global: &GlobalArgs, common: &CommonArgs, write: bool) -> Result<Vec<Arc<StackEntry>>> {
     let mut warnings = Warnings::default();
@@ -143,7 +127,7 @@ pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -
         .map(|s| {
             let config_yaml = s.rendered.config_yaml();
             Arc::new(StackEntry {
-                plan_hash: plan_hash(&s.rendered.files, &config_yaml),
+                plan_digest: crate::phases::plan::plan_digest(&s.rendered.files, &config_yaml),
                 name: s.name,
                 config: s.rendered.config,
                 state: Mutex::new(StackState::default()),
@@ -205,11 +189,11 @@ fn verdict(report: &ExecutionReport) -> ExitCode {
 pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
     let stacks = load_stacks(global, &args.common, true)?;
     check_stack_filter(&args.common, &stacks)?;
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let registry = global.registry();
     let rt = runtime()?;
     let ctx = Arc::new(PhaseContext {
         settings: settings(global, &args.common, args.parallel, None),
-        backend: backend.clone(),
+        registry: registry.clone(),
         stacks: stacks.clone(),
     });
     let report = run_phase(&rt, Phase::Standup, ctx, crate::phases::standup::steps());
@@ -219,19 +203,17 @@ pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
     // The smoketest sees the same stacks (with their receipts) and all its steps.
     let mut smoke_settings = settings(global, &args.common, args.parallel, None);
     smoke_settings.steps = Default::default();
-    let ctx = Arc::new(PhaseContext { settings: smoke_settings, backend, stacks });
+    let ctx = Arc::new(PhaseContext { settings: smoke_settings, registry, stacks });
     Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
 }
 
-/// Stacks with their receipts loaded (for phases after standup).
+/// Stacks with their receipts loaded (for phases after standup); steps connect to
+/// the deployments they list.
 fn with_receipts(global: &GlobalArgs, stacks: Vec<Arc<StackEntry>>) -> Result<Vec<Arc<StackEntry>>> {
     let ws = global.workspace_dir();
     for s in &stacks {
         if let Some(r) = Receipt::load(&ws, &s.name)? {
-            let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.endpoint = r.endpoint();
-            st.model = Some(r.model.clone());
-            st.receipt = Some(r);
+            s.state().receipt = Some(r);
         }
     }
     Ok(stacks)
@@ -241,11 +223,7 @@ pub fn smoketest(global: &GlobalArgs, args: &SmoketestArgs) -> Result<ExitCode> 
     let stacks = with_receipts(global, load_stacks(global, &args.common, false)?)?;
     check_stack_filter(&args.common, &stacks)?;
     let rt = runtime()?;
-    let ctx = Arc::new(PhaseContext {
-        settings: settings(global, &args.common, args.parallel, None),
-        backend: Arc::new(LocalBackend::new()?),
-        stacks,
-    });
+    let ctx = Arc::new(PhaseContext { settings: settings(global, &args.common, args.parallel, None), registry: global.registry(), stacks });
     Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
 }
 
@@ -317,7 +295,7 @@ pub(crate) fn receipt_stacks(workspace: &Path) -> Result<Vec<Arc<StackEntry>>> {
             Arc::new(StackEntry {
                 name: r.stack.clone(),
                 config: Node::null(),
-                plan_hash: r.plan_hash.clone(),
+                plan_digest: r.plan_digest.clone(),
                 state: Mutex::new(StackState { receipt: Some(r), ..Default::default() }),
             })
         })
@@ -329,7 +307,7 @@ fn endpoint_stack() -> Arc<StackEntry> {
     Arc::new(StackEntry {
         name: "endpoint".into(),
         config: Node::null(),
-        plan_hash: String::new(),
+        plan_digest: String::new(),
         state: Mutex::new(StackState::default()),
     })
 }
@@ -359,11 +337,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
         phase_settings.steps = crate::util::steps::StepSelection(Some(vec![3]));
     }
     let rt = runtime()?;
-    let ctx = Arc::new(PhaseContext { settings: phase_settings, backend: Arc::new(LocalBackend::new()?), stacks: stacks.clone() });
-    let report = run_phase(&rt, Phase::Run, ctx, crate::phases::run::steps());
+    let ctx = Arc::new(PhaseContext { settings: phase_settings, registry: global.registry(), stacks: stacks.clone() });
+    let report = run_phase(&rt, Phase::Run, ctx, crate::phases::run_steps::steps());
     if args.list_endpoints {
         for s in &stacks {
-            let st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+            let st = s.state();
             println!("{}\t{}", s.name, st.endpoint.as_deref().unwrap_or("-"));
         }
     }
@@ -388,7 +366,7 @@ fn receipt_workspaces(root: &Path) -> Vec<PathBuf> {
 
 pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
     let rt = runtime()?;
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new()?);
+    let registry = global.registry();
     let mut work = Vec::new();
     for ws in receipt_workspaces(&global.workspace_dir()) {
         let stacks = receipt_stacks(&ws)?;
@@ -405,7 +383,7 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
     for (ws, stacks) in work {
         let mut s = settings(global, &args.common, args.parallel, None);
         s.workspace = ws;
-        let ctx = Arc::new(PhaseContext { settings: s, backend: backend.clone(), stacks });
+        let ctx = Arc::new(PhaseContext { settings: s, registry: registry.clone(), stacks });
         ok &= run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps()).ok();
     }
     Ok(ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE }))
@@ -414,16 +392,6 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plan_hash_is_order_independent_and_content_sensitive() {
-        let a = vec![("a.yaml".to_string(), "x".to_string()), ("b.yaml".to_string(), "y".to_string())];
-        let b = vec![a[1].clone(), a[0].clone()];
-        assert_eq!(plan_hash(&a, "c"), plan_hash(&b, "c"));
-        assert_ne!(plan_hash(&a, "c"), plan_hash(&a, "d"));
-        let shifted = vec![("a.yamlx".to_string(), String::new()), ("b.yaml".to_string(), "y".to_string())];
-        assert_ne!(plan_hash(&a, "c"), plan_hash(&shifted, "c"));
-    }
 
     #[test]
     fn overrides_parse() {

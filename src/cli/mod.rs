@@ -54,9 +54,12 @@ pub struct GlobalArgs {
     /// Print more detail (override audit, resolver notes).
     #[arg(short, long, global = true, env = "LLMDBENCH_VERBOSE")]
     pub verbose: bool,
-    /// Do not create cluster-scoped objects.
+    /// Do not create cluster-scoped objects (cluster backends; the local backend rejects it).
     #[arg(short = 'i', long, global = true, env = "LLMDBENCH_NON_ADMIN")]
     pub non_admin: bool,
+    /// Backend for every stack (default: each stack's `backend:` key, else local).
+    #[arg(long, global = true, env = "LLMD_BACKEND", value_name = "NAME")]
+    pub backend: Option<String>,
     /// Scenario override `[stack-glob:]dotted.key=value` (repeatable, comma-separated).
     #[arg(long = "set", global = true, env = "LLMDBENCH_SET", value_name = "[STACK:]KEY=VALUE")]
     pub set: Vec<String>,
@@ -156,6 +159,16 @@ impl GlobalArgs {
     /// The workspace directory (default `./workspace`).
     pub fn workspace_dir(&self) -> PathBuf {
         self.workspace.clone().unwrap_or_else(|| PathBuf::from("workspace"))
+    }
+
+    /// `--backend` and `--non-admin`, as every backend reads them.
+    pub fn backend_options(&self) -> crate::backend::BackendOptions {
+        crate::backend::BackendOptions { name: self.backend.clone(), non_admin: self.non_admin, progress: true }
+    }
+
+    /// The backend registry for this invocation.
+    pub fn registry(&self) -> std::sync::Arc<crate::backend::Registry> {
+        std::sync::Arc::new(crate::backend::Registry::new(self.backend_options()))
     }
 
     /// The spec name, or a usage error.

@@ -83,6 +83,11 @@ impl GraphNode {
         GraphNode { id, kind, inputs, leaves, key, decision: Decision::Fresh, record: None }
     }
 
+    /// Recomputes the key after an input became known (a run's outputs, say).
+    pub fn rekey(&mut self) {
+        self.key = node_key(self.kind.name(), &self.inputs);
+    }
+
     pub fn runs(&self) -> bool {
         matches!(self.decision, Decision::Run(_))
     }

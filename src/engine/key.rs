@@ -11,21 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::yaml::{Node, Value};
 
-/// Bump when the meaning of any key changes: every node then re-executes once.
-pub const ENGINE_VERSION: &str = "1";
-
-/// The key of a node of `kind` with these named inputs.
-pub fn node_key(kind: &str, inputs: &BTreeMap<String, String>) -> String {
-    let mut enc = Vec::with_capacity(256);
-    for (name, value) in inputs {
-        for part in [name.as_bytes(), value.as_bytes()] {
-            enc.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            enc.extend_from_slice(part);
-        }
-    }
-    let context = format!("llmd/engine/v{ENGINE_VERSION}/{kind}");
-    blake3::Hasher::new_derive_key(&context).update(&enc).finalize().to_hex().to_string()
-}
+pub use crate::util::digest::{KEY_VERSION as ENGINE_VERSION, node_key};
 
 /// One leaf of a configuration or treatment: a dotted path, its canonical JSON value,
 /// and where it was set.

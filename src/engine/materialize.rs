@@ -131,3 +131,93 @@ mod tests {
         assert!(!Materializer::open(dir.path()).up_to_date("k"), "a deleted file is stale");
     }
 }
+
+// ---- what each node kind publishes, and where
+
+use super::decide::Graph;
+use crate::store::Store;
+
+/// Writes each `(path, digest)` of `record_key` into the workspace, unless the index
+/// says they are all still as written.
+fn publish(mat: &mut Materializer, store: &Store, record_key: &str, files: Vec<(PathBuf, String)>) {
+    if mat.up_to_date(record_key) {
+        return;
+    }
+    let mut written = Vec::new();
+    for (path, d) in files {
+        let Some(bytes) = store.get_blob(&d) else { continue };
+        match Materializer::write(&path, &bytes) {
+            Ok(_) => written.push(path),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
+    mat.remember(record_key, &written);
+}
+
+/// A stack's plan: `<setup workspace>/plan/<stack>/`, manifests an older plan rendered
+/// and this one does not removed.
+pub fn publish_plan(mat: &mut Materializer, store: &Store, graph: &Graph, si: usize, ki: usize) {
+    let setup = &graph.setups[si];
+    let stack = &setup.stacks[ki];
+    let Some(rec) = &graph.nodes[stack.plan].record else { return };
+    if mat.up_to_date(&rec.key) {
+        return;
+    }
+    let dir = setup.workspace.join("plan").join(&stack.name);
+    let files: Vec<(PathBuf, String)> =
+        rec.outputs.iter().filter_map(|(name, d)| name.strip_prefix("file:").map(|f| (dir.join(f), d.clone()))).collect();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !rec.outputs.contains_key(&format!("file:{name}")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    publish(mat, store, &rec.key.clone(), files);
+}
+
+/// A stack's runs and analyses, under each run's results directory
+/// (see `phases::analysis::workspace_path`).
+pub fn publish_runs(mat: &mut Materializer, store: &Store, graph: &Graph, si: usize, ki: usize) {
+    let setup = &graph.setups[si];
+    let mut todo = Vec::new();
+    for slot in &setup.stacks[ki].runs {
+        let Some(rec) = &graph.nodes[slot.run].record else { continue };
+        let analysis = graph.nodes[slot.analysis].record.as_ref().filter(|a| !mat.up_to_date(&a.key));
+        if mat.up_to_date(&rec.key) && analysis.is_none() {
+            continue;
+        }
+        let Some(dir) = rec.outputs.get("eid").and_then(|d| store.get_blob(d)) else { continue };
+        let dir = String::from_utf8_lossy(&dir).to_string();
+        let place = |r: &crate::store::Record| -> Vec<(PathBuf, String)> {
+            r.outputs
+                .iter()
+                .filter_map(|(name, d)| crate::phases::analysis::workspace_path(&setup.workspace, &dir, name).map(|p| (p, d.clone())))
+                .collect()
+        };
+        todo.push((rec.key.clone(), place(rec)));
+        if let Some(a) = analysis {
+            todo.push((a.key.clone(), place(a)));
+        }
+    }
+    for (key, files) in todo {
+        publish(mat, store, &key, files);
+    }
+}
+
+/// The summary's outputs, at the workspace root.
+pub fn publish_summary(mat: &mut Materializer, store: &Store, graph: &Graph, workspace: &Path) {
+    let Some(rec) = &graph.nodes[graph.summary].record else { return };
+    let files: Vec<(PathBuf, String)> = rec.outputs.iter().map(|(name, d)| (workspace.join(name), d.clone())).collect();
+    publish(mat, store, &rec.key.clone(), files);
+}
+
+/// Forgets index entries of records this build no longer uses, and saves the index.
+pub fn finish(mat: &mut Materializer, graph: &Graph) {
+    let live: std::collections::HashSet<String> = graph.nodes.iter().filter_map(|n| n.record.as_ref().map(|r| r.key.clone())).collect();
+    mat.retain(&live);
+    if let Err(e) = mat.save() {
+        eprintln!("warning: cannot save the materialization index: {e:#}");
+    }
+}

@@ -3,12 +3,17 @@
 //! * [`planner`] — pure derivations (salsa): files → merged configs → rendered plans.
 //! * [`key`] — node keys and canonical leaves; [`reason`] — why a node executes.
 //! * [`graph`] — the build graph of an experiment: node ids, keys, manifests.
-//! * [`build`] — deciding (fresh, or runs because …) and executing nodes in order.
+//! * [`build`] — `llmd build`: options, the per-node report, deciding then executing.
+//! * [`decide`] — the graph of an experiment, every node fresh or run (and why).
+//! * [`execute`] — executing decided nodes through the executors in `phases`, recording
+//!   each in the store.
 //! * [`materialize`] — cached outputs copied into the workspace, tracked by stat.
 //! * [`progress`] — a status line while a long node runs.
 //! * [`why`] — explaining the last build from its journal.
 
 pub mod build;
+pub mod decide;
+pub mod execute;
 pub mod graph;
 pub mod key;
 pub mod materialize;

@@ -236,8 +236,29 @@ pub fn prepare(
     }
 }
 
-/// Runs the tool to completion, logging its output to `log`; a non-zero exit is an
-/// error quoting the end of the log.
+/// Kills a process group when dropped, unless disarmed: a harness that times out, or
+/// whose run is abandoned, takes its children (tokenizer workers, a `python -m`
+/// wrapper's child) with it.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: signals the process group this run created (the child leads it).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the tool to completion in its own process group, logging its output to `log`;
+/// a non-zero exit is an error quoting the end of the log. On timeout the whole group
+/// is killed.
 pub async fn run(ext: &ExternalRun, log: &Path, timeout: Duration, env: &[(&str, &str)]) -> Result<()> {
     let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut cmd = tokio::process::Command::new(&ext.program);
@@ -246,15 +267,22 @@ pub async fn run(ext: &ExternalRun, log: &Path, timeout: Duration, env: &[(&str,
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
+        .process_group(0)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().with_context(|| format!("cannot start {}", ext.program.display()))?;
+    let mut group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
     let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(s) => s?,
+        Ok(s) => {
+            // The leader exited: stragglers it left in the group go too.
+            group.kill();
+            s?
+        }
         Err(_) => {
-            let _ = child.kill().await;
+            group.kill();
+            let _ = child.wait().await;
             bail!("{} did not finish within {timeout:?}; log: {}", ext.kind.name(), log.display());
         }
     };

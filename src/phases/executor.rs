@@ -234,7 +234,7 @@ mod tests {
             Arc::new(StackEntry {
                 name: n.into(),
                 config: crate::yaml::Node::null(),
-                plan_hash: String::new(),
+                plan_digest: String::new(),
                 state: Mutex::new(Default::default()),
             })
         };
@@ -249,7 +249,7 @@ mod tests {
                 stack_filter: vec![],
                 run: None,
             },
-            backend: Arc::new(crate::backend::local::LocalBackend { llmd: "/bin/false".into(), progress: false }),
+            registry: Arc::new(crate::backend::Registry::new(Default::default())),
             stacks: vec![stack("a"), stack("b")],
         })
     }

@@ -1,5 +1,19 @@
-//! The lifecycle phases (standup, smoketest, run, teardown) as ordered, numbered steps —
-//! llm-d-benchmark's extension point, kept:
+//! The lifecycle: one executor per node kind, and the phase commands' numbered steps.
+//!
+//! Executors are functions over typed inputs; `llmd build` (the engine), `llmd
+//! experiment` and the phase commands all call them, each from one place:
+//!
+//! | node | executor |
+//! |---|---|
+//! | plan | [`plan::StackPlan::new`] (its outputs: [`plan::StackPlan::outputs`]) |
+//! | standup | [`standup::deploy`] (reuse decided with [`standup::inspect`]) |
+//! | smoketest | [`smoketest::smoketest`] (the steps call its three checks) |
+//! | run | [`run::run_treatment`] (attempts, experiment ids, harness instances) |
+//! | analysis | [`analysis::analyze_run`] |
+//! | summary | [`summary::summarize`] |
+//! | teardown | [`teardown::teardown`] |
+//!
+//! The phase commands keep llm-d-benchmark's extension point, numbered steps:
 //!
 //! * A [`Step`] has a number, a name, a description, a phase, and is either global or
 //!   per-stack; it can skip itself ([`Step::should_skip`]) and [`Step::execute`]s.
@@ -18,10 +32,14 @@
 //! Adding a step: implement [`Step`] in the phase's file and add it to that phase's
 //! `steps()` list; the number decides where it runs.
 
+pub mod analysis;
 pub mod executor;
+pub mod plan;
 pub mod run;
+pub mod run_steps;
 pub mod smoketest;
 pub mod standup;
+pub mod summary;
 pub mod teardown;
 
 use std::path::PathBuf;
@@ -29,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
-use crate::backend::{Backend, BoxFuture, Receipt};
+use crate::backend::{Access, BoxFuture, Receipt, Registry};
 use crate::util::steps::StepSelection;
 use crate::yaml::Node;
 
@@ -65,7 +83,7 @@ pub struct Settings {
     pub steps: StepSelection,
     pub stack_filter: Vec<String>,
     /// Run-phase settings (harness, workload, treatments).
-    pub run: Option<run::RunSettings>,
+    pub run: Option<run_steps::RunSettings>,
 }
 
 /// A stack as the phases see it.
@@ -73,15 +91,23 @@ pub struct StackEntry {
     pub name: String,
     /// The stack's rendered config (after templates ran).
     pub config: Node,
-    /// blake3 of the stack's rendered plan.
-    pub plan_hash: String,
+    /// [`plan::plan_digest`] of the stack's rendered plan (empty without a plan).
+    pub plan_digest: String,
     pub state: Mutex<StackState>,
+}
+
+impl StackEntry {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, StackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Outputs of earlier steps for one stack.
 #[derive(Debug, Default, Clone)]
 pub struct StackState {
     pub receipt: Option<Receipt>,
+    /// How clients reach the deployment (kept open while the phase runs).
+    pub access: Option<Arc<Access>>,
     pub endpoint: Option<String>,
     pub model: Option<String>,
     /// Rendered workload profiles, one per run treatment.
@@ -92,10 +118,20 @@ pub struct StackState {
     pub finished: Vec<run::FinishedRun>,
 }
 
+impl StackState {
+    /// Takes a deployment on: its receipt, its access, its endpoint and model.
+    pub fn adopt(&mut self, receipt: Receipt, access: Access) {
+        self.endpoint = Some(access.primary().to_string());
+        self.model = Some(receipt.model.clone());
+        self.access = Some(Arc::new(access));
+        self.receipt = Some(receipt);
+    }
+}
+
 /// Everything steps can see.
 pub struct PhaseContext {
     pub settings: Settings,
-    pub backend: Arc<dyn Backend>,
+    pub registry: Arc<Registry>,
     pub stacks: Vec<Arc<StackEntry>>,
 }
 

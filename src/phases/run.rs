@@ -1,58 +1,30 @@
-//! Run: point a harness at each stack and collect what it measures.
+//! The run executor: one run treatment against one endpoint, with retries.
 //!
-//! | # | step | scope | does |
-//! |---|------|-------|------|
-//! | 00 | run_preflight | global | the harness is installed, the profiles exist, the results directory is writable |
-//! | 03 | detect_endpoint | per stack | `--endpoint-url` wins; else the stack's receipt |
-//! | 04 | verify_model | per stack | `/v1/models` lists the stack's model |
-//! | 05 | render_profiles | per stack | fill `REPLACE_ENV_*`, apply each treatment's overrides → `<workspace>/workload/profiles/<harness>/` |
-//! | 07 | deploy_harness | per stack | per treatment: `-j` harness instances, results in `<workspace>/results/<experiment-id>_<i>/` |
-//! | 09 | collect_results | per stack | every result directory holds the harness's result files |
-//! | 12 | analyze_results | global | with `--analyze`: a summary of every result in `<workspace>/analysis/` |
+//! [`run_treatment`] is called by the run phase's `deploy_harness` step, by `llmd
+//! experiment` and by the build's run nodes. Each attempt gets a new experiment id
+//! (upstream's `<harness>[-<treatment>]-<unix_ts>-<rand6>`) and runs its harness
+//! instances at once, each into `results/<experiment-id>_<i>/`; a failed attempt's
+//! results are removed before the next (upstream's rule) and the last attempt's stay
+//! for inspection.
 //!
 //! A treatment fails when its harness fails or more than half of its requests fail; a
 //! treatment with fewer failures succeeds with a warning. Failed requests never enter
 //! latency statistics (see [`crate::harness::report`]).
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
-use crate::backend::{BoxFuture, Receipt};
 use crate::error::Warnings;
-use crate::experiment::RunTreatment;
 use crate::harness::RunReport;
 use crate::harness::external::{self, HarnessKind};
-use crate::harness::profile::{find_profile, render_profile};
-use crate::http::client::Endpoint;
-use crate::http::http_json;
+use crate::harness::profile::render_profile_text;
+use crate::http::Endpoint;
 use crate::util::unix_now;
 use crate::yaml::{Node, Value, map_of};
-
-/// Run-phase settings.
-#[derive(Clone, Debug)]
-pub struct RunSettings {
-    pub harness: HarnessKind,
-    /// The workload profile name (`sanity_random.yaml`).
-    pub workload: String,
-    /// Run treatments; empty means one run of the profile as it is.
-    pub treatments: Vec<RunTreatment>,
-    /// Harness instances per treatment (`-j`).
-    pub parallelism: usize,
-    /// Run-only mode: benchmark this URL instead of the stacks' deployments.
-    pub endpoint_url: Option<String>,
-    pub analyze: bool,
-    /// A tokenizer for external harnesses (they need a local one offline).
-    pub tokenizer: Option<PathBuf>,
-    /// Longest a harness may run.
-    pub timeout: Duration,
-    /// Attempts per treatment before it counts as failed (`treatment_max_attempts`).
-    pub max_attempts: usize,
-}
 
 /// One rendered profile, ready to run.
 #[derive(Clone, Debug)]
@@ -71,190 +43,15 @@ pub struct FinishedRun {
     pub report: Option<RunReport>,
 }
 
-pub fn steps() -> Vec<Arc<dyn Step>> {
-    vec![
-        Arc::new(Preflight),
-        Arc::new(DetectEndpoint),
-        Arc::new(VerifyModel),
-        Arc::new(RenderProfiles),
-        Arc::new(DeployHarness),
-        Arc::new(CollectResults),
-        Arc::new(AnalyzeResults),
-    ]
-}
-
-fn settings(ctx: &PhaseContext) -> Result<&RunSettings> {
-    ctx.settings.run.as_ref().context("run settings missing")
-}
-
-fn state(stack: &StackEntry) -> std::sync::MutexGuard<'_, super::StackState> {
-    stack.state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The profile names a run needs, one per treatment.
-fn profile_names(rs: &RunSettings) -> Vec<String> {
-    if rs.treatments.is_empty() {
-        return vec![rs.workload.clone()];
-    }
-    rs.treatments.iter().map(|t| t.profile.clone().unwrap_or_else(|| rs.workload.clone())).collect()
-}
-
-struct Preflight;
-
-impl Step for Preflight {
-    fn number(&self) -> u32 {
-        0
-    }
-    fn name(&self) -> &'static str {
-        "run_preflight"
-    }
-    fn description(&self) -> &'static str {
-        "the harness and its profiles are available; results can be written"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        false
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let rs = settings(ctx)?;
-            let tool = match rs.harness {
-                HarnessKind::Llmd => "built in".to_string(),
-                kind => kind.locate()?.display().to_string(),
-            };
-            for name in profile_names(rs) {
-                find_profile(&ctx.settings.base_dir, rs.harness.name(), &name)?;
-            }
-            if let Some(url) = &rs.endpoint_url {
-                Endpoint::parse(url).map_err(|e| anyhow::anyhow!("--endpoint-url: {e}"))?;
-            }
-            let results = ctx.settings.workspace.join("results");
-            if !ctx.settings.dry_run {
-                std::fs::create_dir_all(&results).with_context(|| format!("cannot create {}", results.display()))?;
-            }
-            Ok(StepOutcome::msg(format!(
-                "harness {} ({tool}), profile {}, {} treatment(s)",
-                rs.harness.name(),
-                rs.workload,
-                rs.treatments.len().max(1)
-            )))
-        })
-    }
-}
-
-struct DetectEndpoint;
-
-impl Step for DetectEndpoint {
-    fn number(&self) -> u32 {
-        3
-    }
-    fn name(&self) -> &'static str {
-        "detect_endpoint"
-    }
-    fn description(&self) -> &'static str {
-        "find the URL that serves the stack"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let stack = stack.expect("per-stack step");
-            let rs = settings(ctx)?;
-            let model = stack.config.get_path(&["model", "name"]).map(crate::yaml::str_node);
-            let (endpoint, how) = match &rs.endpoint_url {
-                Some(url) => (url.trim_end_matches('/').to_string(), "--endpoint-url".to_string()),
-                None => {
-                    let receipt = Receipt::load(&ctx.settings.workspace, &stack.name)?.with_context(|| {
-                        format!(
-                            "stack '{}' is not stood up in {} (no receipt); run `llmd standup` first, or pass --endpoint-url",
-                            stack.name,
-                            ctx.settings.workspace.display()
-                        )
-                    })?;
-                    if !ctx.settings.dry_run
-                        && let crate::backend::Liveness::Gone(why) = ctx.backend.check(&receipt, None).await
-                    {
-                        bail!("stack '{}' is stood up but not serving: {why}; run `llmd standup` again", stack.name);
-                    }
-                    let url = receipt.endpoint().context("the receipt lists no replica")?;
-                    let how = format!("receipt, {} replica(s)", receipt.replicas.len());
-                    state(stack).receipt = Some(receipt);
-                    (url, how)
-                }
-            };
-            let mut st = state(stack);
-            st.endpoint = Some(endpoint.clone());
-            if st.model.is_none() {
-                st.model = model;
-            }
-            Ok(StepOutcome::msg(format!("{endpoint} ({how})")))
-        })
-    }
-}
-
-struct VerifyModel;
-
-impl Step for VerifyModel {
-    fn number(&self) -> u32 {
-        4
-    }
-    fn name(&self) -> &'static str {
-        "verify_model"
-    }
-    fn description(&self) -> &'static str {
-        "the endpoint serves the stack's model"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
-    }
-    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        ctx.settings.dry_run.then(|| "dry run".into())
-    }
-    fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let stack = stack.expect("per-stack step");
-            let (url, model) = {
-                let st = state(stack);
-                (st.endpoint.clone().context("no endpoint detected")?, st.model.clone())
-            };
-            let ep = Endpoint::parse(&url).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-            let (status, body) = http_json(&ep, "/v1/models", None, Duration::from_secs(30)).await?;
-            if status != 200 {
-                bail!("{url}/v1/models answered HTTP {status}: {body}");
-            }
-            let ids: Vec<String> = body["data"]
-                .as_array()
-                .map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            match model {
-                Some(m) if ids.contains(&m) => Ok(StepOutcome::msg(format!("{url} serves {m}"))),
-                Some(m) => bail!("{url} does not serve '{m}' (it serves {}); pass -m MODEL to benchmark one of those", ids.join(", ")),
-                None => {
-                    let first = ids.first().cloned().with_context(|| format!("{url}/v1/models lists no model"))?;
-                    state(stack).model = Some(first.clone());
-                    Ok(StepOutcome::msg(format!("{url} serves {first}")))
-                }
-            }
-        })
-    }
-}
-
-/// `REPLACE_ENV_*` values for a stack.
-pub fn placeholder_values(config: &Node, stack: &str, endpoint: &str, model: &str) -> BTreeMap<String, String> {
+/// `REPLACE_ENV_*` values for a stack's profiles. Keys of build nodes render profiles
+/// with a placeholder endpoint: the endpoint is known only once the stack runs, and a
+/// key must not depend on it.
+pub fn profile_values(stack: &str, model: &str, max_model_len: Option<String>, endpoint: &str) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("LLMDBENCH_DEPLOY_CURRENT_MODEL".into(), model.to_string());
     v.insert("LLMDBENCH_DEPLOY_CURRENT_TOKENIZER".into(), model.to_string());
-    if let Some(len) = config.get_path(&["model", "maxModelLen"]) {
-        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), crate::yaml::str_node(len));
+    if let Some(len) = max_model_len {
+        v.insert("LLMDBENCH_DEPLOY_CURRENT_MAX_MODEL_LEN".into(), len);
     }
     v.insert("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL".into(), endpoint.to_string());
     v.insert("LLMDBENCH_HARNESS_STACK_NAME".into(), stack.to_string());
@@ -272,65 +69,6 @@ pub fn rendered_name(profile: &Path, treatment: Option<&str>) -> String {
     match treatment {
         Some(t) => format!("{stem}-{t}{suffix}"),
         None => format!("{stem}{suffix}"),
-    }
-}
-
-struct RenderProfiles;
-
-impl Step for RenderProfiles {
-    fn number(&self) -> u32 {
-        5
-    }
-    fn name(&self) -> &'static str {
-        "render_profiles"
-    }
-    fn description(&self) -> &'static str {
-        "fill the workload profiles and apply the run treatments"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let stack = stack.expect("per-stack step");
-            let rs = settings(ctx)?;
-            let (endpoint, model) = {
-                let st = state(stack);
-                (st.endpoint.clone().unwrap_or_default(), st.model.clone().unwrap_or_default())
-            };
-            let values = placeholder_values(&stack.config, &stack.name, &endpoint, &model);
-            let out_dir = ctx.settings.workspace.join("workload/profiles").join(rs.harness.name()).join(&stack.name);
-            let plain = RunTreatment { name: String::new(), profile: None, values: Vec::new() };
-            let treatments: Vec<(Option<&str>, &RunTreatment)> = if rs.treatments.is_empty() {
-                vec![(None, &plain)]
-            } else {
-                rs.treatments.iter().map(|t| (Some(t.name.as_str()), t)).collect()
-            };
-            let mut runs = Vec::new();
-            let mut warnings = Warnings::default();
-            for (name, t) in treatments {
-                let profile = find_profile(&ctx.settings.base_dir, rs.harness.name(), t.profile.as_deref().unwrap_or(&rs.workload))?;
-                let (doc, yaml) = render_profile(&profile, &values, &t.values, &mut warnings)?;
-                let file = out_dir.join(rendered_name(&profile, name));
-                if rs.harness == HarnessKind::Llmd {
-                    crate::harness::profile::parse_native_profile(&doc, &file.display().to_string())?;
-                }
-                if !ctx.settings.dry_run {
-                    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-                    crate::util::fs::write_atomic(&file, yaml.as_bytes())?;
-                }
-                runs.push(PreparedRun { treatment: name.map(str::to_string), profile_path: file, doc });
-            }
-            for w in warnings.iter() {
-                ctx.say(Some(&stack.name), format!("warning: {w}"));
-            }
-            let n = runs.len();
-            state(stack).runs = runs;
-            Ok(StepOutcome::msg(format!("{n} profile(s) in {}", out_dir.display())))
-        })
     }
 }
 
@@ -473,8 +211,6 @@ impl HarnessJob<'_> {
     }
 }
 
-struct DeployHarness;
-
 /// Judges a finished instance: `Err` fails the treatment, `Ok(Some)` is a warning.
 pub fn judge(outcome: &InstanceOutcome) -> Result<Option<String>, String> {
     if let Some(e) = &outcome.error {
@@ -492,139 +228,116 @@ pub fn judge(outcome: &InstanceOutcome) -> Result<Option<String>, String> {
         .then(|| format!("{} of {} requests failed{errors}; they are counted, not in the latency statistics", t.failed, t.total)))
 }
 
-impl Step for DeployHarness {
-    fn number(&self) -> u32 {
-        7
-    }
-    fn name(&self) -> &'static str {
-        "deploy_harness"
-    }
-    fn description(&self) -> &'static str {
-        "run the harness once per treatment (x parallelism) and wait for it"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let stack = stack.expect("per-stack step");
-            let rs = settings(ctx)?;
-            let (runs, endpoint, model) = {
-                let st = state(stack);
-                (st.runs.clone(), st.endpoint.clone().context("no endpoint detected")?, st.model.clone().context("no model known")?)
-            };
-            let mut failures = Vec::new();
-            let mut done = 0;
-            let attempts = rs.max_attempts.max(1);
-            for run in &runs {
-                let label = run.treatment.as_deref().unwrap_or("profile");
-                if ctx.settings.dry_run {
-                    let eid = experiment_id(rs.harness, run.treatment.as_deref());
-                    let retries = if attempts > 1 { format!(", up to {attempts} attempts") } else { String::new() };
-                    ctx.say(
-                        Some(&stack.name),
-                        format!(
-                            "would run {} x{} with {} → results/{eid}_1..{retries}",
-                            rs.harness.name(),
-                            rs.parallelism,
-                            run.profile_path.display()
-                        ),
-                    );
-                    continue;
-                }
-                for attempt in 1..=attempts {
-                    let eid = experiment_id(rs.harness, run.treatment.as_deref());
-                    let of = if attempts > 1 { format!(", attempt {attempt}/{attempts}") } else { String::new() };
-                    ctx.say(
-                        Some(&stack.name),
-                        format!("treatment {label}: {} x{} against {endpoint} (experiment {eid}{of})", rs.harness.name(), rs.parallelism),
-                    );
-                    let outcomes = run_instances(ctx, rs, stack, run, &endpoint, &model, &eid).await;
-                    let errors: Vec<String> =
-                        outcomes.iter().filter_map(|o| judge(o).err().map(|e| format!("{} ({})", e, o.dir.display()))).collect();
-                    if !errors.is_empty() && attempt < attempts {
-                        // Upstream's rule: a failed attempt leaves no results behind.
-                        for o in &outcomes {
-                            let _ = std::fs::remove_dir_all(&o.dir);
-                        }
-                        ctx.say(
-                            Some(&stack.name),
-                            format!(
-                                "treatment {label} failed (attempt {attempt}/{attempts}): {}; its results are removed, retrying",
-                                errors.join("; ")
-                            ),
-                        );
-                        continue;
-                    }
-                    for o in &outcomes {
-                        if let Ok(Some(w)) = judge(o) {
-                            ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}"));
-                        }
-                        if let Some(r) = &o.report {
-                            ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
-                        }
-                    }
-                    let failed_after = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
-                    failures.extend(errors.iter().map(|e| format!("treatment {label}{failed_after}: {e}")));
-                    let mut st = state(stack);
-                    for o in outcomes {
-                        st.results.push(o.dir.clone());
-                        st.finished.push(FinishedRun {
-                            experiment_id: eid.clone(),
-                            treatment: run.treatment.clone(),
-                            dir: o.dir,
-                            report: o.report,
-                        });
-                    }
-                    if errors.is_empty() {
-                        done += 1;
-                    }
-                    break;
-                }
-            }
-            if !failures.is_empty() {
-                bail!("{} of {} treatment(s) failed:\n    {}", runs.len() - done, runs.len(), failures.join("\n    "));
-            }
-            Ok(StepOutcome::msg(format!("{done} treatment(s) finished; results in {}", ctx.settings.workspace.join("results").display())))
-        })
-    }
+/// A workload profile to render for one run treatment.
+pub struct ProfileJob<'a> {
+    pub harness: HarnessKind,
+    /// The profile file, and its text as read: a build passes the text its keys were
+    /// computed from, so an edit after deciding cannot slip into the run.
+    pub source: &'a Path,
+    pub text: &'a str,
+    /// [`profile_values`].
+    pub values: &'a BTreeMap<String, String>,
+    pub treatment: Option<&'a str>,
+    pub overrides: &'a [(String, Node)],
+    /// Where the rendered profile goes (`<workspace>/workload/profiles/<harness>/<stack>`).
+    pub out_dir: &'a Path,
 }
 
-/// One attempt of a run treatment: `-j` harness instances under one experiment id, at once.
-async fn run_instances(
-    ctx: &PhaseContext,
-    rs: &RunSettings,
-    stack: &StackEntry,
-    run: &PreparedRun,
-    endpoint: &str,
-    model: &str,
-    eid: &str,
-) -> Vec<InstanceOutcome> {
-    let instances = (1..=rs.parallelism.max(1)).map(|i| {
-        HarnessJob {
-            harness: rs.harness,
-            doc: &run.doc,
-            profile_path: &run.profile_path,
-            endpoint,
-            model,
-            dir: ctx.settings.workspace.join("results").join(format!("{eid}_{i}")),
-            tokenizer: rs.tokenizer.as_deref(),
-            timeout: rs.timeout,
-            quiet: !ctx.settings.verbose,
-            eid,
-            stack: &stack.name,
-            treatment: run.treatment.as_deref(),
-            deployment: &stack.plan_hash,
+impl ProfileJob<'_> {
+    /// Fills the placeholders, applies the overrides, checks a native profile parses,
+    /// and (when `write`) writes the result under its rendered name.
+    pub fn prepare(&self, write: bool, warnings: &mut Warnings) -> Result<PreparedRun> {
+        let filled = crate::harness::profile::substitute_placeholders(self.text, self.values);
+        let (doc, yaml) = render_profile_text(&filled, &self.source.display().to_string(), self.overrides, warnings)?;
+        let file = self.out_dir.join(rendered_name(self.source, self.treatment));
+        if self.harness == HarnessKind::Llmd {
+            crate::harness::profile::parse_native_profile(&doc, &file.display().to_string())?;
         }
-        .run()
-    });
-    crate::util::join::join_all(instances).await
+        if write {
+            std::fs::create_dir_all(self.out_dir).with_context(|| format!("cannot create {}", self.out_dir.display()))?;
+            crate::util::fs::write_atomic(&file, yaml.as_bytes())?;
+        }
+        Ok(PreparedRun { treatment: self.treatment.map(str::to_string), profile_path: file, doc })
+    }
 }
 
-fn one_line(r: &RunReport) -> String {
+/// One run treatment to execute.
+pub struct RunRequest<'a> {
+    pub harness: HarnessKind,
+    pub run: &'a PreparedRun,
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    pub stack: &'a str,
+    /// The deployment key, for `run_metadata.yaml`.
+    pub deployment: &'a str,
+    /// `<workspace>/results`.
+    pub results: &'a Path,
+    /// Result-directory suffixes of the instances run at once (`<eid>_<i>`): `1..=N`
+    /// for `-j N`; a build's repetition `r` runs one instance, `r..=r`.
+    pub instances: RangeInclusive<usize>,
+    pub tokenizer: Option<&'a Path>,
+    pub timeout: Duration,
+    pub quiet: bool,
+    pub max_attempts: usize,
+}
+
+/// What a run treatment reports while it runs.
+pub enum RunEvent<'a> {
+    /// An attempt starts under this experiment id.
+    Attempt { attempt: usize, attempts: usize, eid: &'a str },
+    /// An attempt failed and its results were removed; another follows.
+    Retry { attempt: usize, attempts: usize, error: &'a str },
+}
+
+/// The last attempt of a run treatment.
+pub struct Attempted {
+    pub eid: String,
+    pub attempts: usize,
+    pub outcomes: Vec<InstanceOutcome>,
+    /// Why the attempt failed, one entry per failed instance; empty on success.
+    pub errors: Vec<String>,
+}
+
+/// Runs a treatment up to `max_attempts` times (see the module documentation).
+pub async fn run_treatment(req: &RunRequest<'_>, on_event: &mut (dyn FnMut(RunEvent<'_>) + Send)) -> Attempted {
+    let attempts = req.max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let eid = experiment_id(req.harness, req.run.treatment.as_deref());
+        on_event(RunEvent::Attempt { attempt, attempts, eid: &eid });
+        let jobs = req.instances.clone().map(|i| {
+            HarnessJob {
+                harness: req.harness,
+                doc: &req.run.doc,
+                profile_path: &req.run.profile_path,
+                endpoint: req.endpoint,
+                model: req.model,
+                dir: req.results.join(format!("{eid}_{i}")),
+                tokenizer: req.tokenizer,
+                timeout: req.timeout,
+                quiet: req.quiet,
+                eid: &eid,
+                stack: req.stack,
+                treatment: req.run.treatment.as_deref(),
+                deployment: req.deployment,
+            }
+            .run()
+        });
+        let outcomes = crate::util::join::join_all(jobs).await;
+        let errors: Vec<String> = outcomes.iter().filter_map(|o| judge(o).err().map(|e| format!("{e} ({})", o.dir.display()))).collect();
+        if errors.is_empty() || attempt == attempts {
+            return Attempted { eid, attempts, outcomes, errors };
+        }
+        for o in &outcomes {
+            let _ = std::fs::remove_dir_all(&o.dir);
+        }
+        on_event(RunEvent::Retry { attempt, attempts, error: &errors.join("; ") });
+        attempt += 1;
+    }
+}
+
+/// A run report in one line, for progress output.
+pub fn one_line(r: &RunReport) -> String {
     let ms = |s: &Option<crate::stats::Summary>| s.as_ref().map_or("-".into(), |s| format!("{:.1}", s.mean * 1e3));
     format!(
         "{}/{} ok, {:.1} req/s, TTFT mean {} ms, TPOT mean {} ms, E2E mean {} ms, {} output tokens",
@@ -636,92 +349,6 @@ fn one_line(r: &RunReport) -> String {
         ms(&r.e2e_s),
         r.total_output_tokens
     )
-}
-
-struct CollectResults;
-
-impl Step for CollectResults {
-    fn number(&self) -> u32 {
-        9
-    }
-    fn name(&self) -> &'static str {
-        "collect_results"
-    }
-    fn description(&self) -> &'static str {
-        "check every result directory holds the harness's result files"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
-    }
-    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        ctx.settings.dry_run.then(|| "dry run".into())
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let stack = stack.expect("per-stack step");
-            let rs = settings(ctx)?;
-            let dirs = state(stack).results.clone();
-            let mut files = 0;
-            for dir in &dirs {
-                files += external::collect(rs.harness, dir)?.files.len();
-            }
-            Ok(StepOutcome::msg(format!(
-                "{files} result file(s) in {} result director{}",
-                dirs.len(),
-                if dirs.len() == 1 { "y" } else { "ies" }
-            )))
-        })
-    }
-}
-
-struct AnalyzeResults;
-
-impl Step for AnalyzeResults {
-    fn number(&self) -> u32 {
-        12
-    }
-    fn name(&self) -> &'static str {
-        "analyze_results"
-    }
-    fn description(&self) -> &'static str {
-        "summarise every result (with --analyze)"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        false
-    }
-    fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        match settings(ctx) {
-            Ok(rs) if !rs.analyze => Some("--analyze not given".into()),
-            _ if ctx.settings.dry_run => Some("dry run".into()),
-            _ => None,
-        }
-    }
-    fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
-        Box::pin(async move {
-            let dir = ctx.settings.workspace.join("analysis");
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut text = String::new();
-            for stack in &ctx.stacks {
-                for run in &state(stack).finished {
-                    text.push_str(&format!("== {} / {} ({})\n", stack.name, run.treatment.as_deref().unwrap_or("-"), run.dir.display()));
-                    match &run.report {
-                        Some(r) => text.push_str(&r.table()),
-                        None => text.push_str("(external harness: see its result files)\n"),
-                    }
-                    text.push('\n');
-                }
-            }
-            let path = dir.join("summary.txt");
-            crate::util::fs::write_atomic(&path, text.as_bytes())?;
-            Ok(StepOutcome::msg(format!("summary in {}", path.display())))
-        })
-    }
 }
 
 #[cfg(test)]

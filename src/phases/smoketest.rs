@@ -1,10 +1,14 @@
 //! Smoketest: does each stack answer like the model server its plan describes?
 //!
+//! The executor is [`smoketest`], three checks over the deployment's [`Access`] — the
+//! phase command runs them as its numbered steps, `llmd build` and `llmd experiment`
+//! call [`smoketest`] itself:
+//!
 //! | # | step | scope | does |
 //! |---|------|-------|------|
-//! | 00 | health_check | per stack | every replica answers `/health` |
-//! | 01 | inference_test | per stack | `/v1/models` lists the model; one completion (chat as fallback) |
-//! | 02 | validate_config | per stack | the live server's model name, max-model-len and port match the rendered config and the receipt |
+//! | 00 | health_check | per stack | every replica answers `/health` ([`health`]) |
+//! | 01 | inference_test | per stack | `/v1/models` lists the model; one completion, chat as fallback ([`inference`]) |
+//! | 02 | validate_config | per stack | the live servers' model name and max-model-len match the rendered config; the receipt is from the current plan ([`validate`]) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,32 +17,114 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
-use crate::backend::{BoxFuture, Receipt};
-use crate::http::client::Endpoint;
-use crate::http::http_json;
-
-pub fn steps() -> Vec<Arc<dyn Step>> {
-    vec![Arc::new(HealthCheck), Arc::new(InferenceTest), Arc::new(ValidateConfig)]
-}
+use crate::backend::{Access, BoxFuture, Receipt};
+use crate::http::{Endpoint, http_json};
+use crate::yaml::Node;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn receipt(stack: &StackEntry) -> Result<Receipt> {
-    stack
-        .state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .receipt
-        .clone()
-        .with_context(|| format!("stack '{}' is not stood up (no receipt); run `llmd standup` first", stack.name))
+fn endpoint(url: &str) -> Result<Endpoint> {
+    Endpoint::parse(url).map_err(|e| anyhow::anyhow!("{url}: {e}"))
 }
 
-fn replica_endpoint(port: u16) -> Endpoint {
-    Endpoint { host: "127.0.0.1".into(), port, prefix: String::new() }
+/// Every replica answers `/health`.
+pub async fn health(access: &Access) -> Result<String> {
+    for url in &access.urls {
+        let (status, _) = http_json(&endpoint(url)?, "/health", None, TIMEOUT).await?;
+        if status != 200 {
+            bail!("{url}/health answers HTTP {status}");
+        }
+    }
+    Ok(format!("{} replica(s) healthy", access.urls.len()))
+}
+
+/// The model is listed and answers one completion (chat as a fallback).
+pub async fn inference(access: &Access, model: &str) -> Result<String> {
+    let ep = endpoint(access.primary())?;
+    let (status, models) = http_json(&ep, "/v1/models", None, TIMEOUT).await?;
+    let ids: Vec<&str> = models["data"].as_array().map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect()).unwrap_or_default();
+    if status != 200 || !ids.contains(&model) {
+        bail!("/v1/models (HTTP {status}) does not list '{model}' (it lists {ids:?})");
+    }
+    let (status, out) =
+        http_json(&ep, "/v1/completions", Some(&json!({"model": model, "prompt": "Hello", "max_tokens": 4})), TIMEOUT).await?;
+    let text = if status == 200 {
+        out["choices"][0]["text"].as_str().unwrap_or_default().to_string()
+    } else {
+        let chat = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4});
+        let (status, out) = http_json(&ep, "/v1/chat/completions", Some(&chat), TIMEOUT).await?;
+        if status != 200 {
+            bail!("neither /v1/completions nor /v1/chat/completions answered (HTTP {status}: {out})");
+        }
+        out["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
+    };
+    Ok(format!(
+        "completion ok ({text:?}); reproduce: curl -s {}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":4}}'",
+        ep.url()
+    ))
+}
+
+/// The live servers match the rendered config, and the receipt is from `plan_digest`
+/// (when one is given).
+pub async fn validate(access: &Access, receipt: &Receipt, config: &Node, plan_digest: &str) -> Result<String> {
+    let mut problems = Vec::new();
+    let want_model = config.get_path(&["model", "name"]).map(crate::yaml::str_node);
+    let want_len = config.get_path(&["model", "maxModelLen"]).and_then(|n| n.as_i64());
+    if !plan_digest.is_empty() && receipt.plan_digest != plan_digest {
+        problems.push(format!(
+            "running plan {} is not the current plan {}",
+            crate::util::short(&receipt.plan_digest),
+            crate::util::short(plan_digest)
+        ));
+    }
+    for url in &access.urls {
+        let (_, models) = http_json(&endpoint(url)?, "/v1/models", None, TIMEOUT).await?;
+        let m = &models["data"][0];
+        if let Some(want) = &want_model
+            && m["id"].as_str() != Some(want.as_str())
+        {
+            problems.push(format!("{url}: serves '{}', config says '{want}'", m["id"]));
+        }
+        if let (Some(want), Some(got)) = (want_len, m["max_model_len"].as_i64())
+            && want != got
+        {
+            problems.push(format!("{url}: max_model_len {got}, config says {want}"));
+        }
+    }
+    if problems.is_empty() { Ok("live settings match the plan".into()) } else { bail!("{}", problems.join("; ")) }
+}
+
+/// All three checks, in order; the first failure is the error.
+pub async fn smoketest(access: &Access, receipt: &Receipt, config: &Node, plan_digest: &str) -> Result<Vec<String>> {
+    Ok(vec![
+        format!("00 health_check: {}", health(access).await?),
+        format!("01 inference_test: {}", inference(access, &receipt.model).await?),
+        format!("02 validate_config: {}", validate(access, receipt, config, plan_digest).await?),
+    ])
+}
+
+/// The stack's receipt and access, connecting once per phase.
+async fn deployment(ctx: &PhaseContext, stack: &StackEntry) -> Result<(Receipt, Arc<Access>)> {
+    let (receipt, access) = {
+        let st = stack.state();
+        (st.receipt.clone(), st.access.clone())
+    };
+    let receipt = receipt.with_context(|| format!("stack '{}' is not stood up (no receipt); run `llmd standup` first", stack.name))?;
+    if let Some(a) = access {
+        return Ok((receipt, a));
+    }
+    let access = ctx.registry.get(&receipt.backend)?.connect(&receipt).await?;
+    stack.state().adopt(receipt.clone(), access);
+    let access = stack.state().access.clone().context("access was just set")?;
+    Ok((receipt, access))
 }
 
 fn skip_in_dry_run(ctx: &PhaseContext) -> Option<String> {
     ctx.settings.dry_run.then(|| "dry run".to_string())
+}
+
+pub fn steps() -> Vec<Arc<dyn Step>> {
+    vec![Arc::new(HealthCheck), Arc::new(InferenceTest), Arc::new(ValidateConfig)]
 }
 
 struct HealthCheck;
@@ -62,17 +148,11 @@ impl Step for HealthCheck {
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         skip_in_dry_run(ctx)
     }
-    fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
-            let receipt = receipt(stack)?;
-            for r in &receipt.replicas {
-                let (status, _) = http_json(&replica_endpoint(r.port), "/health", None, TIMEOUT).await?;
-                if status != 200 {
-                    bail!("replica on port {} answers /health with HTTP {status}", r.port);
-                }
-            }
-            Ok(StepOutcome::msg(format!("{} replica(s) healthy", receipt.replicas.len())))
+            let (_, access) = deployment(ctx, stack).await?;
+            Ok(StepOutcome::msg(health(&access).await?))
         })
     }
 }
@@ -98,39 +178,11 @@ impl Step for InferenceTest {
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         skip_in_dry_run(ctx)
     }
-    fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
-            let receipt = receipt(stack)?;
-            let ep = replica_endpoint(receipt.replicas[0].port);
-            let (status, models) = http_json(&ep, "/v1/models", None, TIMEOUT).await?;
-            let ids: Vec<&str> = models["data"].as_array().map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect()).unwrap_or_default();
-            if status != 200 || !ids.contains(&receipt.model.as_str()) {
-                bail!("/v1/models (HTTP {status}) does not list '{}' (it lists {:?})", receipt.model, ids);
-            }
-            let (status, out) =
-                http_json(&ep, "/v1/completions", Some(&json!({"model": receipt.model, "prompt": "Hello", "max_tokens": 4})), TIMEOUT)
-                    .await?;
-            let text = if status == 200 {
-                out["choices"][0]["text"].as_str().unwrap_or_default().to_string()
-            } else {
-                let (status, out) = http_json(
-                    &ep,
-                    "/v1/chat/completions",
-                    Some(&json!({"model": receipt.model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})),
-                    TIMEOUT,
-                )
-                .await?;
-                if status != 200 {
-                    bail!("neither /v1/completions nor /v1/chat/completions answered (HTTP {status}: {out})");
-                }
-                out["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
-            };
-            Ok(StepOutcome::msg(format!(
-                "completion ok ({text:?}); reproduce: curl -s {}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"prompt\":\"Hello\",\"max_tokens\":4}}'",
-                ep.url(),
-                receipt.model
-            )))
+            let (receipt, access) = deployment(ctx, stack).await?;
+            Ok(StepOutcome::msg(inference(&access, &receipt.model).await?))
         })
     }
 }
@@ -156,38 +208,11 @@ impl Step for ValidateConfig {
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         skip_in_dry_run(ctx)
     }
-    fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
+    fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
-            let receipt = receipt(stack)?;
-            let mut problems = Vec::new();
-            let want_model = stack.config.get_path(&["model", "name"]).map(crate::yaml::str_node);
-            let want_len = stack.config.get_path(&["model", "maxModelLen"]).and_then(|n| n.as_i64());
-            if receipt.plan_hash != stack.plan_hash && !stack.plan_hash.is_empty() {
-                problems.push(format!(
-                    "running plan {} is not the current plan {}",
-                    &receipt.plan_hash[..12.min(receipt.plan_hash.len())],
-                    &stack.plan_hash[..12.min(stack.plan_hash.len())]
-                ));
-            }
-            for r in &receipt.replicas {
-                let (_, models) = http_json(&replica_endpoint(r.port), "/v1/models", None, TIMEOUT).await?;
-                let m = &models["data"][0];
-                if let Some(want) = &want_model
-                    && m["id"].as_str() != Some(want.as_str())
-                {
-                    problems.push(format!("port {}: serves '{}', config says '{want}'", r.port, m["id"]));
-                }
-                if let (Some(want), Some(got)) = (want_len, m["max_model_len"].as_i64())
-                    && want != got
-                {
-                    problems.push(format!("port {}: max_model_len {got}, config says {want}", r.port));
-                }
-                if !r.command.iter().any(|a| a == &r.port.to_string()) {
-                    problems.push(format!("port {} is not in the replica's command line", r.port));
-                }
-            }
-            if problems.is_empty() { Ok(StepOutcome::msg("live settings match the plan")) } else { bail!("{}", problems.join("; ")) }
+            let (receipt, access) = deployment(ctx, stack).await?;
+            Ok(StepOutcome::msg(validate(&access, &receipt, &stack.config, &stack.plan_digest).await?))
         })
     }
 }

@@ -1,27 +1,98 @@
 //! Standup: make every stack serve.
 //!
+//! Executors (used by `llmd standup`, `llmd experiment` and `llmd build` alike):
+//! * [`deployment_key`] — the key of what a backend starts for a target: the build's
+//!   standup node key, recorded in receipts.
+//! * [`inspect`] — what the workspace's receipt says is deployed, judged live or not
+//!   against a wanted plan digest or deployment key.
+//! * [`deploy`] — replace any previous deployment of the stack, stand it up, write the
+//!   receipt.
+//!
 //! | # | step | scope | does |
 //! |---|------|-------|------|
-//! | 00 | ensure_infra | global | the backend's tools exist (the simulator binary, a configured server command) |
+//! | 00 | ensure_infra | global | the backend's tools exist (a configured server command) |
 //! | 04 | prepare_workspace | global | `setup/logs`, `receipts`, `results` in the workspace |
-//! | 06 | deploy_stack | per stack | start the stack's replicas, wait until they serve, write the receipt; an identical stack already running is left alone |
+//! | 06 | deploy_stack | per stack | start the stack, wait until it serves, write the receipt; an identical stack already running is left alone |
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
-use crate::backend::{BoxFuture, Liveness, Receipt, ServerSpec, target_from_config};
+use crate::backend::{Backend, BoxFuture, Liveness, Receipt, Registry, StackTarget, StandupRequest, target_from_config};
+
+/// The inputs of a deployment's key: what the backend starts (the target's digest) and
+/// where (the backend's identity).
+pub fn deployment_inputs(target: &StackTarget, backend_identity: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("target".to_string(), target.digest()), ("backend".to_string(), backend_identity.to_string())])
+}
+
+/// The key of a deployment; the build's standup node key is this same key.
+pub fn deployment_key(target: &StackTarget, backend: &dyn Backend) -> String {
+    crate::util::digest::node_key("standup", &deployment_inputs(target, &backend.identity()))
+}
+
+/// What a deployment must match to be reused.
+#[derive(Clone, Copy, Debug)]
+pub enum Want<'a> {
+    /// The same rendered plan (`llmd standup`).
+    Plan(&'a str),
+    /// The same deployment key (`llmd build`: manifest-only edits keep a deployment).
+    Deployment(&'a str),
+}
+
+/// What is deployed for a stack.
+#[derive(Debug)]
+pub enum Existing {
+    None,
+    Live(Receipt),
+    /// Something of it is gone or does not serve.
+    Gone(Receipt, String),
+    /// It serves, but from another plan or deployment key.
+    Drifted(Receipt, String),
+}
+
+/// Reads the stack's receipt in `workspace` and judges it against `want`.
+pub async fn inspect(registry: &Registry, workspace: &Path, stack: &str, want: Want<'_>) -> Result<Existing> {
+    let Some(receipt) = Receipt::load(workspace, stack)? else { return Ok(Existing::None) };
+    let backend = registry.get(&receipt.backend)?;
+    if let Liveness::Gone(why) = backend.check(&receipt).await {
+        return Ok(Existing::Gone(receipt, why));
+    }
+    let (what, running, wanted) = match want {
+        Want::Plan(d) => ("plan", receipt.plan_digest.clone(), d),
+        Want::Deployment(k) => ("deployment", receipt.deployment.clone(), k),
+    };
+    if running != wanted {
+        let why = format!("running {what} {} differs from the current {what} {}", crate::util::short(&running), crate::util::short(wanted));
+        return Ok(Existing::Drifted(receipt, why));
+    }
+    Ok(Existing::Live(receipt))
+}
+
+/// Stands `target` up on `backend` in `workspace`, first tearing down whatever the
+/// workspace's receipt for the stack lists, and writes the new receipt.
+pub async fn deploy(
+    registry: &Registry,
+    backend: &dyn Backend,
+    workspace: &Path,
+    target: &StackTarget,
+    plan_digest: &str,
+) -> Result<Receipt> {
+    if let Some(old) = Receipt::load(workspace, &target.name)? {
+        super::teardown::teardown(registry, workspace, &old).await?;
+    }
+    let deployment = deployment_key(target, backend);
+    let log_dir = workspace.join("setup/logs");
+    let receipt = backend.standup(StandupRequest { target, plan_digest, deployment: &deployment, log_dir: &log_dir }).await?;
+    receipt.save(workspace)?;
+    Ok(receipt)
+}
 
 pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(EnsureInfra), Arc::new(PrepareWorkspace), Arc::new(DeployStack)]
-}
-
-fn on_path(program: &str) -> bool {
-    if program.contains('/') {
-        return std::path::Path::new(program).is_file();
-    }
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 struct EnsureInfra;
@@ -45,18 +116,20 @@ impl Step for EnsureInfra {
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let mut missing = Vec::new();
+            let mut names = Vec::new();
             for stack in &ctx.stacks {
-                let target = target_from_config(&stack.name, &stack.config, &stack.plan_hash)?;
-                if let ServerSpec::Command { argv } = &target.server
-                    && !on_path(&argv[0])
-                {
-                    missing.push(format!("stack '{}': `{}` is not installed (local.command)", stack.name, argv[0]));
+                let backend = ctx.registry.for_config(&stack.config)?;
+                if let Err(e) = backend.preflight(&target_from_config(&stack.name, &stack.config)?) {
+                    missing.push(format!("{e:#}"));
+                }
+                if !names.contains(&backend.name()) {
+                    names.push(backend.name());
                 }
             }
             if !missing.is_empty() {
                 bail!("{}", missing.join("\n"));
             }
-            Ok(StepOutcome::msg(format!("backend '{}' ready for {} stack(s)", ctx.backend.name(), ctx.stacks.len())))
+            Ok(StepOutcome::msg(format!("backend '{}' ready for {} stack(s)", names.join("', '"), ctx.stacks.len())))
         })
     }
 }
@@ -115,54 +188,32 @@ impl Step for DeployStack {
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
-            let target = target_from_config(&stack.name, &stack.config, &stack.plan_hash)?;
+            let target = target_from_config(&stack.name, &stack.config)?;
+            let backend = ctx.registry.for_config(&stack.config)?;
             let ws = &ctx.settings.workspace;
-            if let Some(old) = Receipt::load(ws, &stack.name)? {
-                match ctx.backend.check(&old, Some(&stack.plan_hash)).await {
-                    Liveness::Live => {
-                        let endpoint = old.endpoint();
-                        let mut state = stack.state.lock().unwrap_or_else(|e| e.into_inner());
-                        state.endpoint = endpoint.clone();
-                        state.model = Some(old.model.clone());
-                        state.receipt = Some(old);
-                        return Ok(StepOutcome::msg(format!(
-                            "already running from the same plan at {} (left as is)",
-                            endpoint.unwrap_or_default()
-                        )));
-                    }
-                    liveness => {
-                        let why = match liveness {
-                            Liveness::Gone(w) | Liveness::Drifted(w) => w,
-                            Liveness::Live => unreachable!(),
-                        };
-                        if ctx.settings.dry_run {
-                            ctx.say(Some(&stack.name), format!("would replace the previous deployment ({why})"));
-                        } else {
-                            ctx.say(Some(&stack.name), format!("replacing the previous deployment: {why}"));
-                            ctx.backend.teardown(&old).await?;
-                            Receipt::remove(ws, &stack.name)?;
-                        }
-                    }
+            match inspect(&ctx.registry, ws, &stack.name, Want::Plan(&stack.plan_digest)).await? {
+                Existing::Live(old) => {
+                    let access = ctx.registry.get(&old.backend)?.connect(&old).await?;
+                    let url = access.primary().to_string();
+                    stack.state().adopt(old, access);
+                    return Ok(StepOutcome::msg(format!("already running from the same plan at {url} (left as is)")));
                 }
+                Existing::Gone(_, why) | Existing::Drifted(_, why) => {
+                    let verb = if ctx.settings.dry_run { "would replace" } else { "replacing" };
+                    ctx.say(Some(&stack.name), format!("{verb} the previous deployment: {why}"));
+                }
+                Existing::None => {}
             }
-            let what = match &target.server {
-                ServerSpec::Sim { flags } => format!("llmd sim --model {} {}", target.model, flags.join(" ")),
-                ServerSpec::Command { argv } => argv.join(" "),
-            };
             if ctx.settings.dry_run {
-                ctx.say(Some(&stack.name), format!("would start {} replica(s): {what}", target.replicas));
+                ctx.say(Some(&stack.name), format!("would start {}", backend.describe(&target)));
                 return Ok(StepOutcome::default());
             }
             ctx.say(Some(&stack.name), format!("starting {} replica(s) of {}", target.replicas, target.model));
-            let receipt = ctx.backend.standup(&target, &ws.join("setup/logs")).await?;
-            receipt.save(ws)?;
-            let endpoint = receipt.endpoint();
-            let pids: Vec<String> = receipt.replicas.iter().map(|r| format!("pid {} port {}", r.pid, r.port)).collect();
-            let mut state = stack.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.endpoint = endpoint.clone();
-            state.model = Some(receipt.model.clone());
-            state.receipt = Some(receipt);
-            Ok(StepOutcome::msg(format!("serving at {} ({})", endpoint.unwrap_or_default(), pids.join(", "))))
+            let receipt = deploy(&ctx.registry, backend.as_ref(), ws, &target, &stack.plan_digest).await?;
+            let access = backend.connect(&receipt).await?;
+            let msg = format!("serving at {} ({})", access.primary(), backend.summary(&receipt));
+            stack.state().adopt(receipt, access);
+            Ok(StepOutcome::msg(msg))
         })
     }
 }

@@ -1,19 +1,33 @@
 //! Teardown: remove exactly what standup created, as its receipts list it.
 //!
+//! The executor is [`teardown`]: the backend comes from the receipt (not from the
+//! command line), and the receipt is deleted only after the backend says everything it
+//! lists is gone, so a failed teardown can be retried.
+//!
 //! | # | step | scope | does |
 //! |---|------|-------|------|
 //! | 00 | teardown_preflight | global | list the receipts that will be acted on |
-//! | 06 | teardown_stack | per stack | stop every replica in the receipt (SIGTERM, then SIGKILL), check each pid is gone, delete the receipt |
+//! | 06 | teardown_stack | per stack | remove what the receipt lists (local: SIGTERM, then SIGKILL, each pid checked gone), delete the receipt |
 //!
 //! Stacks come from the receipts in the workspace, not from re-rendering the plan, so a
 //! changed specification or a different `-m` cannot make teardown miss what is running.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
-use crate::backend::{BoxFuture, Receipt};
+use crate::backend::{BoxFuture, Receipt, Registry};
+
+/// Removes what `receipt` lists with the backend that created it, then the receipt.
+pub async fn teardown(registry: &Registry, workspace: &Path, receipt: &Receipt) -> Result<String> {
+    let backend = registry.get(&receipt.backend)?;
+    let what = backend.summary(receipt);
+    backend.teardown(receipt).await?;
+    Receipt::remove(workspace, &receipt.stack)?;
+    Ok(what)
+}
 
 pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(Preflight), Arc::new(TeardownStack)]
@@ -61,7 +75,7 @@ impl Step for TeardownStack {
         "teardown_stack"
     }
     fn description(&self) -> &'static str {
-        "stop the stack's processes and delete its receipt"
+        "remove what the stack's receipt lists and delete the receipt"
     }
     fn phase(&self) -> Phase {
         Phase::Teardown
@@ -74,19 +88,13 @@ impl Step for TeardownStack {
             let stack = stack.expect("per-stack step");
             let ws = &ctx.settings.workspace;
             let receipt = Receipt::load(ws, &stack.name)?.with_context(|| format!("no receipt for stack '{}'", stack.name))?;
-            let pids: Vec<String> = receipt.replicas.iter().map(|r| r.pid.to_string()).collect();
             if ctx.settings.dry_run {
-                ctx.say(
-                    Some(&stack.name),
-                    format!("would stop pid(s) {} and delete {}", pids.join(", "), Receipt::path(ws, &stack.name).display()),
-                );
+                let what = ctx.registry.get(&receipt.backend)?.summary(&receipt);
+                ctx.say(Some(&stack.name), format!("would stop {what} and delete {}", Receipt::path(ws, &stack.name).display()));
                 return Ok(StepOutcome::default());
             }
-            // The backend checks every process is gone; on error the receipt is kept so
-            // a second teardown can retry.
-            ctx.backend.teardown(&receipt).await?;
-            Receipt::remove(ws, &stack.name)?;
-            Ok(StepOutcome::msg(format!("stopped pid(s) {}", pids.join(", "))))
+            let what = teardown(&ctx.registry, ws, &receipt).await?;
+            Ok(StepOutcome::msg(format!("stopped {what}")))
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod kv;
 pub mod metrics;
 pub mod server;
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -88,9 +89,14 @@ pub fn run(cfg: SimConfig) -> Result<()> {
         let host = cfg.host.clone();
         let model = cfg.model.clone();
         let sim = start(cfg).await?;
+        // The first line announces the bound port (port 0 picks one; the local backend
+        // reads it from the log). Best effort: a closed stdout must not stop the server.
+        let mut out = std::io::stdout().lock();
         for port in &sim.ports {
-            println!("llmd sim: serving {model} on http://{host}:{port}");
+            let _ = writeln!(out, "llmd sim: serving {model} on http://{host}:{port}");
         }
+        let _ = out.flush();
+        drop(out);
         wait_for_signal().await?;
         eprintln!("llmd sim: shutting down (draining in-flight requests)");
         sim.shutdown().await

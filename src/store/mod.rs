@@ -37,7 +37,7 @@ pub const LAYOUT: &str = "llmd-cache 1";
 pub type Digest = String;
 
 pub fn digest(bytes: &[u8]) -> Digest {
-    blake3::hash(bytes).to_hex().to_string()
+    crate::util::digest::digest(bytes)
 }
 
 /// How a node's execution ended.
@@ -77,6 +77,12 @@ pub struct Record {
 
 impl Record {
     pub const VERSION: u32 = 1;
+
+    /// Digest of the record's output names and digests: what a downstream node's key
+    /// covers of this node (the JSON of the sorted output map).
+    pub fn outputs_digest(&self) -> Digest {
+        digest(serde_json::to_string(&self.outputs).unwrap_or_default().as_bytes())
+    }
 }
 
 /// Per logical node: the last attempt and the last success.

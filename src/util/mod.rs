@@ -1,9 +1,10 @@
 //! Small helpers every layer may use: nothing here knows about plans, stacks or
 //! backends.
 //!
-//! * [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
+//! * [`digest`] — blake3 digests and node keys; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
 //!   futures; [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
 
+pub mod digest;
 pub mod fs;
 pub mod join;
 pub mod rng;

@@ -2,6 +2,9 @@
 
 use std::str::FromStr;
 
+/// The largest step number: steps are two-digit numbers, like upstream's.
+pub const MAX_STEP: u32 = 99;
+
 /// A set of step numbers, or all steps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepSelection(pub Option<Vec<u32>>);
@@ -18,7 +21,11 @@ impl FromStr for StepSelection {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut steps = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let parse = |x: &str| x.trim().parse::<u32>().map_err(|_| format!("'{x}' is not a step number (expected e.g. 0,3-5)"));
+            let parse = |x: &str| match x.trim().parse::<u32>() {
+                Ok(n) if n <= MAX_STEP => Ok(n),
+                Ok(n) => Err(format!("step {n} does not exist: steps are numbered 0 to {MAX_STEP}")),
+                Err(_) => Err(format!("'{x}' is not a step number (expected e.g. 0,3-5)")),
+            };
             match part.split_once('-') {
                 Some((a, b)) => {
                     let (a, b) = (parse(a)?, parse(b)?);
@@ -51,5 +58,8 @@ mod tests {
         assert!("x".parse::<StepSelection>().is_err());
         assert!("".parse::<StepSelection>().is_err());
         assert!(StepSelection::default().contains(7));
+        // A huge range is refused before anything is allocated.
+        assert!("0-4294967295".parse::<StepSelection>().unwrap_err().contains("numbered 0 to 99"));
+        assert_eq!("0-99".parse::<StepSelection>().unwrap().0.map(|v| v.len()), Some(100));
     }
 }

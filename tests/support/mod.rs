@@ -9,6 +9,21 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `../shared/fixtures/<rel>` when it exists. A plain clone has no `../shared`, so the
+/// test skips (saying so); with `LLMD_REQUIRE_FIXTURES=1` (set by `.ci/run`) a missing
+/// fixture fails the test instead of passing it by skipping.
+#[allow(dead_code)]
+pub fn fixture(rel: &str) -> Option<PathBuf> {
+    let path = root().join("../shared/fixtures").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    let required = std::env::var("LLMD_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(!required, "LLMD_REQUIRE_FIXTURES=1 but {} is missing", path.display());
+    eprintln!("skipping: {} is not present", path.display());
+    None
+}
+
 /// An `llmd` command with a clean environment: no tokens, no LLMDBENCH_* defaults.
 pub fn llmd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmd"));

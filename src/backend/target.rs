@@ -1,0 +1,166 @@
+//! What a backend stands up, read from a stack's rendered config.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::yaml::Node;
+
+/// What a stack's model server is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ServerSpec {
+    /// `llmd sim` with these extra flags.
+    Sim { flags: Vec<String> },
+    /// An argument vector; `{port}`, `{host}` and `{model}` are substituted.
+    Command { argv: Vec<String> },
+}
+
+/// Everything a backend needs to stand a stack up, read from its rendered config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackTarget {
+    pub name: String,
+    pub model: String,
+    pub max_model_len: Option<u64>,
+    pub replicas: usize,
+    pub server: ServerSpec,
+    pub host: String,
+    pub ready_timeout_s: u64,
+}
+
+impl StackTarget {
+    /// Digest of the target, an input of the standup key. Its encoding is frozen: the
+    /// JSON of version 1 targets, which carried an always-empty `plan_hash` field, so
+    /// deployments cached before the field was dropped keep their keys.
+    pub fn digest(&self) -> String {
+        let mut json = serde_json::to_string(self).unwrap_or_default();
+        json.pop();
+        json.push_str(",\"plan_hash\":\"\"}");
+        crate::util::digest::digest(json.as_bytes())
+    }
+}
+
+fn camel_to_kebab(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Config paths a [`StackTarget`] is read from (prefixes end with `.`).
+pub const TARGET_PATHS: &[&str] =
+    &["local.", "model.name", "model.maxModelLen", "standalone.enabled", "standalone.replicas", "modelservice.enabled", "decode.replicas"];
+
+/// Reads a [`StackTarget`] from a stack's rendered config (`local.*`, `model.*`, and the
+/// replica count of the enabled deploy method).
+pub fn target_from_config(name: &str, config: &Node) -> Result<StackTarget> {
+    let str_at = |path: &[&str]| config.get_path(path).map(crate::yaml::str_node);
+    let model = str_at(&["model", "name"]).filter(|m| !m.is_empty()).with_context(|| format!("stack '{name}' has no model.name"))?;
+    let int_at = |path: &[&str]| config.get_path(path).and_then(|n| n.as_i64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
+    let enabled = |section: &str| config.get_path(&[section, "enabled"]).is_some_and(Node::is_truthy);
+    let replicas = if enabled("standalone") {
+        int_at(&["standalone", "replicas"])
+    } else if enabled("modelservice") {
+        int_at(&["decode", "replicas"])
+    } else {
+        Some(1)
+    }
+    .unwrap_or(1)
+    .max(1) as usize;
+    let server = match str_at(&["local", "server"]).as_deref() {
+        None | Some("sim") => {
+            let mut flags = Vec::new();
+            if let Some(sim) = config.get_path(&["local", "sim"]).and_then(Node::as_map) {
+                for (k, v) in sim {
+                    if v.is_null() {
+                        continue;
+                    }
+                    match v.as_bool() {
+                        Some(true) => flags.push(format!("--{}", camel_to_kebab(k))),
+                        Some(false) => flags.push(format!("--{}=false", camel_to_kebab(k))),
+                        None if v.as_seq().is_some() => {
+                            // The simulator takes lists comma-separated.
+                            flags.push(format!("--{}", camel_to_kebab(k)));
+                            flags.push(v.as_seq().unwrap_or_default().iter().map(crate::yaml::str_node).collect::<Vec<_>>().join(","));
+                        }
+                        None => {
+                            flags.push(format!("--{}", camel_to_kebab(k)));
+                            flags.push(crate::yaml::str_node(v));
+                        }
+                    }
+                }
+            }
+            ServerSpec::Sim { flags }
+        }
+        Some("command") => {
+            let argv: Vec<String> = config
+                .get_path(&["local", "command"])
+                .and_then(Node::as_seq)
+                .map(|s| s.iter().map(crate::yaml::str_node).collect())
+                .unwrap_or_default();
+            anyhow::ensure!(!argv.is_empty(), "stack '{name}': local.server is 'command' but local.command is empty");
+            ServerSpec::Command { argv }
+        }
+        Some(other) => anyhow::bail!("stack '{name}': local.server must be 'sim' or 'command', not '{other}'"),
+    };
+    Ok(StackTarget {
+        name: name.to_string(),
+        model,
+        max_model_len: int_at(&["model", "maxModelLen"]).map(|v| v as u64),
+        replicas,
+        server,
+        host: str_at(&["local", "host"]).unwrap_or_else(|| "127.0.0.1".into()),
+        ready_timeout_s: int_at(&["local", "readyTimeout"]).unwrap_or(120).max(1) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::load_str;
+
+    #[test]
+    fn targets_from_config() {
+        let c = load_str(
+            "model: {name: Qwen/Qwen3-0.6B, maxModelLen: 4096}\nstandalone: {enabled: true, replicas: 2}\nlocal: {server: sim, sim: {timeToFirstToken: 20ms, enableKvcache: true, seed: 3, failureTypes: [server_error, rate_limit]}}\n",
+            "c",
+        )
+        .unwrap();
+        let t = target_from_config("s", &c).unwrap();
+        assert_eq!(t.replicas, 2);
+        assert_eq!(
+            t.server,
+            ServerSpec::Sim {
+                flags: vec![
+                    "--time-to-first-token".into(),
+                    "20ms".into(),
+                    "--enable-kvcache".into(),
+                    "--seed".into(),
+                    "3".into(),
+                    "--failure-types".into(),
+                    "server_error,rate_limit".into()
+                ]
+            }
+        );
+        let c = load_str("model: {name: m}\nlocal: {server: command, command: [vllm, serve, '{model}']}\n", "c").unwrap();
+        assert!(matches!(target_from_config("s", &c).unwrap().server, ServerSpec::Command { .. }));
+        let c = load_str("model: {name: m}\nlocal: {server: docker}\n", "c").unwrap();
+        assert!(target_from_config("s", &c).is_err());
+    }
+
+    #[test]
+    fn the_target_digest_is_frozen() {
+        // Standup keys rest on this digest: a change re-deploys every cached stack.
+        let c = load_str("model: {name: m}\nlocal: {server: sim, sim: {seed: 3}}\n", "c").unwrap();
+        let t = target_from_config("s", &c).unwrap();
+        let v1 = r#"{"name":"s","model":"m","max_model_len":null,"replicas":1,"server":{"kind":"sim","flags":["--seed","3"]},"host":"127.0.0.1","ready_timeout_s":120,"plan_hash":""}"#;
+        assert_eq!(t.digest(), crate::util::digest::digest(v1.as_bytes()));
+    }
+}

@@ -1,0 +1,607 @@
+//! Deciding: the build graph of an experiment, every node decided fresh or run (with
+//! its reason) before anything executes.
+//!
+//! Planning is pure, so deciding renders any plan whose key has no record (in memory):
+//! the keys of everything downstream are then known exactly and `--dry-run` predicts
+//! precisely what a build executes. Two passes: plans in order (the salsa planner is
+//! single-threaded), then each stack's standup, smoketest, runs and analyses on all
+//! cores (a stack's chain reads only its own records). [`check_deployments`] then asks
+//! the backends whether deployments the runs need are still live.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::build::BuildOptions;
+use super::graph::{Decision, GraphNode, Kind, glob_match, reason_to_run, usable_record};
+use super::key::{Leaf, leaves_digest, override_leaves};
+use super::materialize::Materializer;
+use super::planner::Planner;
+use super::reason::Reason;
+use crate::backend::{Registry, StackTarget, TARGET_PATHS};
+use crate::config::PlanOptions;
+use crate::error::{InputError, Warnings};
+use crate::experiment::{Experiment, RunTreatment, SetupTreatment, load_experiment};
+use crate::harness::external::HarnessKind;
+use crate::harness::profile::{find_profile, render_profile_text, substitute_placeholders};
+use crate::phases::plan::StackPlan;
+use crate::phases::run::profile_values;
+use crate::phases::standup::{Existing, Want, deployment_inputs, inspect};
+use crate::store::{Record, Store};
+use crate::yaml::Node;
+
+/// Version of the analysis a node computes; part of analysis keys.
+pub const ANALYSIS_VERSION: &str = "5";
+
+/// One run (and its analysis) of a stack.
+pub struct RunSlot {
+    pub run: usize,
+    pub analysis: usize,
+    pub treatment: String,
+    pub rep: usize,
+    pub profile_path: PathBuf,
+    /// The profile's text as read while deciding: the run renders exactly what its key covers.
+    pub profile_text: Arc<str>,
+    pub overrides: Vec<(String, Node)>,
+}
+
+pub struct StackSlot {
+    pub name: String,
+    pub plan: usize,
+    pub standup: usize,
+    pub smoketest: usize,
+    pub target: StackTarget,
+    /// The registry name of the stack's backend.
+    pub backend: String,
+    pub runs: Vec<RunSlot>,
+}
+
+pub struct SetupSlot {
+    pub name: String,
+    pub workspace: PathBuf,
+    pub stacks: Vec<StackSlot>,
+}
+
+/// The decided graph.
+pub struct Graph {
+    pub experiment: Experiment,
+    pub harness: HarnessKind,
+    pub nodes: Vec<GraphNode>,
+    pub setups: Vec<SetupSlot>,
+    pub summary: usize,
+    /// Plans rendered while deciding, for plan nodes that run.
+    pub renders: HashMap<usize, Arc<StackPlan>>,
+}
+
+impl Graph {
+    /// Every analysis node, in execution order.
+    pub fn analyses(&self) -> Vec<usize> {
+        self.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect()
+    }
+}
+
+/// `<venv>/bin/<tool>` → the version in `<venv>/lib/python*/site-packages/<dist>-<v>.dist-info`.
+fn python_tool_version(exe: &Path, dist: &str) -> Option<String> {
+    let venv = exe.parent()?.parent()?;
+    for lib in std::fs::read_dir(venv.join("lib")).ok()?.flatten() {
+        for e in std::fs::read_dir(lib.path().join("site-packages")).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(v) = name.strip_prefix(&format!("{dist}-")).and_then(|r| r.strip_suffix(".dist-info")) {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The harness's identity for run keys: name and version.
+pub fn harness_identity(kind: HarnessKind) -> String {
+    let version = match kind {
+        HarnessKind::Llmd => Some(env!("CARGO_PKG_VERSION").to_string()),
+        other => {
+            let dist = match other {
+                HarnessKind::InferencePerf => "inference_perf",
+                HarnessKind::Guidellm => "guidellm",
+                _ => "vllm",
+            };
+            other.locate().ok().and_then(|exe| python_tool_version(&exe, dist))
+        }
+    };
+    format!("{}@{}", kind.name(), version.unwrap_or_else(|| "unknown".into()))
+}
+
+fn setup_options(base: &PlanOptions, spec: &str, overrides: &Node) -> PlanOptions {
+    let mut o = base.clone();
+    o.spec = spec.to_string();
+    if overrides.as_map().is_some_and(|m| !m.is_empty()) {
+        o.setup_overrides = Some(overrides.clone());
+    }
+    o
+}
+
+fn blob_json<T: serde::de::DeserializeOwned>(store: &Store, rec: &Record, name: &str) -> Option<T> {
+    serde_json::from_slice(&store.get_blob(rec.outputs.get(name)?)?).ok()
+}
+
+struct Decider<'a> {
+    opts: &'a BuildOptions,
+    store: &'a Store,
+    /// Records whose workspace copies are intact need no blob reads; others have their
+    /// outputs verified while deciding, so a corrupt blob re-executes its node.
+    mat: &'a Materializer,
+    /// Profile name → file, and file → text: read once per build, not once per run.
+    profile_paths: HashMap<String, PathBuf>,
+    profile_texts: HashMap<PathBuf, Arc<str>>,
+    /// (file, substituted text, treatment) → digest of the rendered profile.
+    profile_cache: HashMap<(PathBuf, String, String), String>,
+    warnings: Warnings,
+}
+
+impl<'a> Decider<'a> {
+    fn new(opts: &'a BuildOptions, store: &'a Store, mat: &'a Materializer) -> Decider<'a> {
+        Decider {
+            opts,
+            store,
+            mat,
+            profile_paths: HashMap::new(),
+            profile_texts: HashMap::new(),
+            profile_cache: HashMap::new(),
+            warnings: Warnings::default(),
+        }
+    }
+
+    fn forced(&self, id: &str) -> Option<String> {
+        self.opts.force.iter().find(|p| glob_match(p, id)).cloned()
+    }
+
+    /// Decides a node from its own record (fresh, or why it runs). `leaves` are the
+    /// node's canonical leaves, computed only when it runs (they can be large).
+    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>, leaves: &dyn Fn() -> Vec<Leaf>) {
+        if let Some(p) = self.forced(&node.id) {
+            node.decision = Decision::Run(Reason::Forced { pattern: p });
+            node.record = usable_record(self.store, &node.key).ok().flatten();
+            node.leaves = leaves();
+            return;
+        }
+        let verified = usable_record(self.store, &node.key).and_then(|rec| match rec {
+            Some(rec) if node.kind.materializes() && !self.mat.up_to_date(&rec.key) => verify_outputs(self.store, &rec).map(|()| Some(rec)),
+            other => Ok(other),
+        });
+        match verified {
+            Ok(Some(rec)) => {
+                node.record = Some(rec);
+                node.decision = Decision::Fresh;
+            }
+            Ok(None) => {
+                node.leaves = leaves();
+                node.decision = Decision::Run(reason_to_run(self.store, node, upstream));
+            }
+            Err(output) => {
+                node.leaves = leaves();
+                node.decision = Decision::Run(Reason::OutputMissing { output });
+            }
+        }
+    }
+
+    /// The profile text a run key covers, rendered with a placeholder endpoint.
+    fn profile_digest(
+        &mut self,
+        path: &Path,
+        values: &BTreeMap<String, String>,
+        treatment: &str,
+        overrides: &[(String, Node)],
+    ) -> Result<(String, Arc<str>)> {
+        if !self.profile_texts.contains_key(path) {
+            let raw = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+            self.profile_texts.insert(path.to_path_buf(), Arc::from(raw));
+        }
+        let raw = self.profile_texts[path].clone();
+        let text = substitute_placeholders(&raw, values);
+        let cache_key = (path.to_path_buf(), text, treatment.to_string());
+        if let Some(d) = self.profile_cache.get(&cache_key) {
+            return Ok((d.clone(), raw));
+        }
+        let (_, yaml) = render_profile_text(&cache_key.1, &path.display().to_string(), overrides, &mut self.warnings)?;
+        let d = crate::store::digest(yaml.as_bytes());
+        self.profile_cache.insert(cache_key, d.clone());
+        Ok((d, raw))
+    }
+
+    fn profile_path(&mut self, harness: &str, name: &str) -> Result<PathBuf> {
+        if let Some(p) = self.profile_paths.get(name) {
+            return Ok(p.clone());
+        }
+        let p = find_profile(&self.opts.plan.base_dir, harness, name).map_err(|e| InputError::new(format!("{e:#}")))?;
+        self.profile_paths.insert(name.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
+/// Reads every output of `rec`, checking its digest; the first missing or corrupt one
+/// is the error.
+fn verify_outputs(store: &Store, rec: &Record) -> Result<(), String> {
+    for (name, d) in &rec.outputs {
+        if store.get_blob(d).is_none() {
+            return Err(name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A stack after the first pass: its plan node decided and its deployment target known.
+struct StackHead {
+    setup: usize,
+    name: String,
+    plan: GraphNode,
+    render: Option<Arc<StackPlan>>,
+    target: StackTarget,
+    /// The registry name and identity of the stack's backend.
+    backend: (String, String),
+    /// The config leaves the backend consumes (for `why` on standups).
+    target_leaves: Vec<Leaf>,
+    default_profile: String,
+}
+
+/// A stack after the second pass: everything downstream of its plan, decided.
+struct StackTail {
+    standup: GraphNode,
+    smoketest: GraphNode,
+    /// (run, analysis, slot with placeholder indices)
+    runs: Vec<(GraphNode, GraphNode, RunSlot)>,
+}
+
+/// What every stack's second pass shares.
+struct TailContext<'a> {
+    experiment: &'a Experiment,
+    setups: &'a [SetupTreatment],
+    run_treatments: &'a [RunTreatment],
+    harness: HarnessKind,
+    tool: String,
+}
+
+/// Decides a stack's standup, smoketest, runs and analyses.
+fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<StackTail> {
+    let setup = &cx.setups[head.setup].name;
+    let stack = &head.name;
+    // The standup key is the deployment key (`phases::standup::deployment_key`).
+    let inputs = deployment_inputs(&head.target, &head.backend.1);
+    let mut standup = GraphNode::new(format!("standup/{setup}/{stack}"), Kind::Standup, inputs, head.target_leaves.clone());
+    d.decide_own(&mut standup, &|_| None, &|| head.target_leaves.clone());
+    let standup_key = standup.key.clone();
+
+    let inputs = BTreeMap::from([("deployment".to_string(), standup_key.clone())]);
+    let mut smoketest = GraphNode::new(format!("smoketest/{setup}/{stack}"), Kind::Smoketest, inputs, Vec::new());
+    let standup_id = standup.id.clone();
+    d.decide_own(&mut smoketest, &|n| (n == "deployment").then(|| standup_id.clone()), &Vec::new);
+
+    let mut runs = Vec::new();
+    let max_len = head.target.max_model_len.map(|l| l.to_string());
+    let values = profile_values(stack, &head.target.model, max_len, "REPLACE_ENV_LLMDBENCH_HARNESS_STACK_ENDPOINT_URL");
+    for t in cx.run_treatments {
+        let profile_name = t.profile.clone().unwrap_or_else(|| head.default_profile.clone());
+        let profile_path = d.profile_path(cx.harness.name(), &profile_name)?;
+        let (profile_digest, profile_text) = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
+        let treatment_leaves = override_leaves(&t.values);
+        let treatment_digest = leaves_digest(&treatment_leaves);
+        for rep in 1..=cx.experiment.repeat.max(1) {
+            let inputs = BTreeMap::from([
+                ("deployment".to_string(), standup_key.clone()),
+                (format!("profile:{profile_name}"), profile_digest.clone()),
+                ("treatment".to_string(), treatment_digest.clone()),
+                ("tool:harness".to_string(), cx.tool.clone()),
+                ("rep".to_string(), rep.to_string()),
+            ]);
+            let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
+            let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
+            d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &|| treatment_leaves.clone());
+            let run_out = run.record.as_ref().filter(|_| !run.runs()).map(Record::outputs_digest);
+            let inputs = BTreeMap::from([
+                ("run".to_string(), run_out.unwrap_or_else(|| "pending".into())),
+                ("tool:analysis".to_string(), ANALYSIS_VERSION.to_string()),
+            ]);
+            let mut analysis = GraphNode::new(format!("analysis/{setup}/{stack}/{}#{rep}", t.name), Kind::Analysis, inputs, Vec::new());
+            if run.runs() {
+                analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
+            } else {
+                d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()), &Vec::new);
+            }
+            let slot = RunSlot {
+                run: 0,
+                analysis: 0,
+                treatment: t.name.clone(),
+                rep,
+                profile_path: profile_path.clone(),
+                profile_text: profile_text.clone(),
+                overrides: t.values.clone(),
+            };
+            runs.push((run, analysis, slot));
+        }
+    }
+    Ok(StackTail { standup, smoketest, runs })
+}
+
+/// The experiment and the specification it is planned with.
+fn load(opts: &BuildOptions) -> Result<(Experiment, String)> {
+    let experiment = load_experiment(&opts.experiment_file)?;
+    let spec = if !opts.plan.spec.is_empty() { opts.plan.spec.clone() } else { experiment.spec.clone().unwrap_or_default() };
+    if spec.is_empty() {
+        return Err(InputError::new(format!(
+            "{}: no specification: add `experiment: {{spec: examples/sim}}` or pass --spec",
+            opts.experiment_file.display()
+        ))
+        .into());
+    }
+    Ok((experiment, spec))
+}
+
+/// Pass 1, in order (the planner is single-threaded): plan nodes and deployment targets.
+fn decide_plans(
+    d: &mut Decider,
+    planner: &mut Planner,
+    registry: &Registry,
+    experiment: &Experiment,
+    spec: &str,
+) -> Result<(Vec<StackHead>, HarnessKind)> {
+    let opts = d.opts;
+    let handles: Vec<usize> = experiment.setup.iter().map(|s| planner.add_setup(setup_options(&opts.plan, spec, &s.overrides))).collect();
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let mut harness: Option<HarnessKind> = None;
+    let mut heads = Vec::new();
+    for (si, setup) in experiment.setup.iter().enumerate() {
+        let plan = planner.plan(handles[si])?;
+        let template_digest = planner.template_digest(handles[si])?;
+        for w in plan.warnings.iter().chain(plan.stacks.iter().flat_map(|s| s.warnings.iter())) {
+            d.warnings.push(w.clone());
+        }
+        for (ki, stack) in plan.stacks.iter().enumerate() {
+            let inputs = BTreeMap::from([
+                ("config".to_string(), stack.config_digest.clone()),
+                ("templates".to_string(), template_digest.clone()),
+                ("tool:llmd".to_string(), version.clone()),
+            ]);
+            let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, Vec::new());
+            d.decide_own(&mut plan_node, &|_| None, &|| (*stack.leaves).clone());
+            let cached_target = match (&plan_node.decision, &plan_node.record) {
+                (Decision::Fresh, Some(rec)) => blob_json::<StackTarget>(d.store, rec, "target"),
+                _ => None,
+            };
+            let (target, render) = match cached_target {
+                Some(t) => (t, None),
+                None => {
+                    if !plan_node.runs() {
+                        plan_node.decision = Decision::Run(Reason::OutputMissing { output: "target".into() });
+                        plan_node.leaves = (*stack.leaves).clone();
+                    }
+                    let r = planner.render(handles[si], ki)?;
+                    let p = StackPlan::new(&stack.name, r.files.clone(), r.config.clone(), r.config_yaml.clone())?;
+                    (p.target.clone(), Some(Arc::new(p)))
+                }
+            };
+            if harness.is_none() {
+                let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::yaml::str_node).filter(|s| !s.is_empty());
+                let name =
+                    opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
+                harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
+            }
+            let backend = registry.for_config(&stack.config)?;
+            let target_leaves: Vec<Leaf> = stack
+                .leaves
+                .iter()
+                .filter(|l| TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p }))
+                .cloned()
+                .collect();
+            let default_profile = opts
+                .workload
+                .clone()
+                .or(experiment.profile.clone())
+                .or_else(|| stack.config.get_path(&["harness", "profile"]).map(crate::yaml::str_node))
+                .unwrap_or_else(|| "sanity_random.yaml".into());
+            heads.push(StackHead {
+                setup: si,
+                name: stack.name.clone(),
+                plan: plan_node,
+                render,
+                target,
+                backend: (backend.name().to_string(), backend.identity()),
+                target_leaves,
+                default_profile,
+            });
+        }
+    }
+    Ok((heads, harness.unwrap_or(HarnessKind::Llmd)))
+}
+
+/// Pass 2, stacks in parallel: each stack's chain reads only its own records.
+fn decide_tails(d: &mut Decider, cx: &TailContext, heads: &[StackHead]) -> Result<Vec<StackTail>> {
+    let (opts, store, mat) = (d.opts, d.store, d.mat);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(heads.len().max(1));
+    let chunk = heads.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<(Vec<StackTail>, Warnings)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = heads
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut d = Decider::new(opts, store, mat);
+                    let tails = part.iter().map(|h| decide_stack(&mut d, cx, h)).collect::<Result<Vec<_>>>()?;
+                    Ok((tails, d.warnings))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("internal error: a decision thread panicked"))))
+            .collect()
+    });
+    let mut tails = Vec::with_capacity(heads.len());
+    for part in parts {
+        let (t, w) = part?;
+        tails.extend(t);
+        d.warnings.extend(w);
+    }
+    Ok(tails)
+}
+
+/// Lays the decided nodes out in execution order: per stack, plan, standup, smoketest,
+/// then each run with its analysis.
+fn assemble(
+    opts: &BuildOptions,
+    experiment: &Experiment,
+    heads: Vec<StackHead>,
+    tails: Vec<StackTail>,
+) -> (Vec<GraphNode>, Vec<SetupSlot>, HashMap<usize, Arc<StackPlan>>) {
+    let mut nodes: Vec<GraphNode> = Vec::new();
+    let mut renders = HashMap::new();
+    let mut setups: Vec<SetupSlot> = experiment
+        .setup
+        .iter()
+        .map(|s| SetupSlot {
+            name: s.name.clone(),
+            workspace: opts.workspace.join(format!("setup-treatment-{}", s.name)),
+            stacks: Vec::new(),
+        })
+        .collect();
+    for (head, tail) in heads.into_iter().zip(tails) {
+        let plan = nodes.len();
+        if let Some(r) = head.render {
+            renders.insert(plan, r);
+        }
+        nodes.push(head.plan);
+        nodes.push(tail.standup);
+        nodes.push(tail.smoketest);
+        let mut runs = Vec::new();
+        for (run, analysis, mut slot) in tail.runs {
+            slot.run = nodes.len();
+            nodes.push(run);
+            slot.analysis = nodes.len();
+            nodes.push(analysis);
+            runs.push(slot);
+        }
+        setups[head.setup].stacks.push(StackSlot {
+            name: head.name,
+            plan,
+            standup: plan + 1,
+            smoketest: plan + 2,
+            target: head.target,
+            backend: head.backend.0,
+            runs,
+        });
+    }
+    (nodes, setups, renders)
+}
+
+/// The summary node: its key covers every analysis's outputs.
+fn decide_summary(d: &Decider, experiment: &Experiment, nodes: &[GraphNode], analyses: &[usize]) -> GraphNode {
+    let pending = analyses.iter().find(|&&a| nodes[a].runs());
+    let mut inputs = BTreeMap::new();
+    for &a in analyses {
+        let out = nodes[a].record.as_ref().map(Record::outputs_digest);
+        inputs.insert(format!("analysis:{}", nodes[a].id), out.unwrap_or_else(|| "pending".into()));
+    }
+    let mut summary = GraphNode::new(format!("summary/{}", experiment.name), Kind::Summary, inputs, Vec::new());
+    match pending {
+        Some(&a) => summary.decision = Decision::Run(Reason::UpstreamRuns { node: nodes[a].id.clone() }),
+        None => {
+            let ids: HashMap<String, String> =
+                analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
+            d.decide_own(&mut summary, &|n| ids.get(n).cloned(), &Vec::new);
+        }
+    }
+    summary
+}
+
+/// Standups and smoketests are needed only by runs that execute; a new deployment is
+/// always smoketested.
+fn settle_deployments(nodes: &mut [GraphNode], setups: &[SetupSlot]) {
+    for stack in setups.iter().flat_map(|s| &s.stacks) {
+        let needed = stack.runs.iter().any(|r| nodes[r.run].runs());
+        for idx in [stack.standup, stack.smoketest] {
+            let node = &mut nodes[idx];
+            if !needed && !matches!(node.decision, Decision::Run(Reason::Forced { .. })) {
+                node.decision = if node.record.is_some() {
+                    Decision::Fresh
+                } else {
+                    Decision::Skip("not needed: every run of this stack is fresh".into())
+                };
+            }
+        }
+        if nodes[stack.standup].runs() && !nodes[stack.smoketest].runs() {
+            let id = nodes[stack.standup].id.clone();
+            nodes[stack.smoketest].decision = Decision::Run(Reason::UpstreamRuns { node: id });
+        }
+    }
+}
+
+/// Decides every node of the experiment.
+pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat: &Materializer, registry: &Registry) -> Result<Graph> {
+    let (experiment, spec) = load(opts)?;
+    let timings = std::env::var_os("LLMD_TIMINGS").is_some();
+    let t0 = Instant::now();
+    let lap = |what: &str| {
+        if timings {
+            eprintln!("[timings] {what} in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        }
+    };
+    let mut d = Decider::new(opts, store, mat);
+    let (heads, harness) = decide_plans(&mut d, planner, registry, &experiment, &spec)?;
+    lap("plans decided");
+    let run_treatments: Vec<RunTreatment> = if experiment.run.is_empty() {
+        vec![RunTreatment { name: "default".into(), profile: None, values: Vec::new() }]
+    } else {
+        experiment.run.clone()
+    };
+    let cx = TailContext {
+        experiment: &experiment,
+        setups: &experiment.setup,
+        run_treatments: &run_treatments,
+        harness,
+        tool: harness_identity(harness),
+    };
+    let tails = decide_tails(&mut d, &cx, &heads)?;
+    lap("runs decided");
+    let (mut nodes, setups, renders) = assemble(opts, &experiment, heads, tails);
+    let analyses: Vec<usize> = setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
+    let summary = decide_summary(&d, &experiment, &nodes, &analyses);
+    let summary_idx = nodes.len();
+    nodes.push(summary);
+    settle_deployments(&mut nodes, &setups);
+    // Each decision thread reports what it met; the same profile warning once.
+    let mut seen = std::collections::HashSet::new();
+    for w in d.warnings.iter() {
+        let line = w.to_string();
+        if seen.insert(line.clone()) {
+            eprintln!("warning: {line}");
+        }
+    }
+    Ok(Graph { experiment, harness, nodes, setups, summary: summary_idx, renders })
+}
+
+/// Checks deployments that runs need: a standup with a record is fresh only while its
+/// deployment is live from the same key.
+pub fn check_deployments(graph: &mut Graph, rt: &tokio::runtime::Runtime, registry: &Registry) {
+    for setup in &graph.setups {
+        for stack in &setup.stacks {
+            let needed = stack.runs.iter().any(|r| graph.nodes[r.run].runs());
+            if !needed || graph.nodes[stack.standup].runs() {
+                continue;
+            }
+            let key = graph.nodes[stack.standup].key.clone();
+            let reason = match rt.block_on(inspect(registry, &setup.workspace, &stack.name, Want::Deployment(&key))) {
+                Ok(Existing::Live(_)) => None,
+                Ok(Existing::Gone(_, why)) => Some(Reason::DeploymentGone { detail: why }),
+                Ok(Existing::Drifted(_, why)) => Some(Reason::DeploymentDrifted { detail: why }),
+                Ok(Existing::None) => {
+                    Some(Reason::DeploymentGone { detail: "no deployment is running (torn down after the last build)".into() })
+                }
+                Err(e) => Some(Reason::DeploymentGone { detail: format!("{e:#}") }),
+            };
+            if let Some(r) = reason {
+                graph.nodes[stack.standup].decision = Decision::Run(r);
+                let id = graph.nodes[stack.standup].id.clone();
+                graph.nodes[stack.smoketest].decision = Decision::Run(Reason::UpstreamRuns { node: id });
+            }
+        }
+    }
+}
