@@ -508,3 +508,126 @@ fn cache_maintenance_corruption_and_plan_check() {
     assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
     assert!(format!("{}{}", check.stdout, check.stderr).contains("14_standalone-deployment.yaml"), "{}{}", check.stdout, check.stderr);
 }
+
+/// Relative paths of every file under `dir`, experiment ids (`<harness>-<treatment>-<unix
+/// ts>-<rand6>`) replaced by `<harness>-<treatment>-EID`.
+fn layout(dir: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                let parts: Vec<String> = rel
+                    .split('/')
+                    .map(|part| {
+                        let fields: Vec<&str> = part.split('-').collect();
+                        match fields.iter().position(|f| f.len() >= 9 && f.bytes().all(|b| b.is_ascii_digit())) {
+                            Some(i) if i + 1 < fields.len() => {
+                                let tail = fields[i + 1].split_once(['_', '.']).map_or(String::new(), |(_, t)| format!("_{t}"));
+                                format!("{}-EID{tail}", fields[..i].join("-"))
+                            }
+                            _ => part.to_string(),
+                        }
+                    })
+                    .collect();
+                out.insert(parts.join("/"));
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Every key path of a JSON document (array items as `[]`).
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                key_paths(x, &format!("{prefix}.{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                key_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+#[test]
+fn build_and_experiment_leave_the_same_results_and_reports() {
+    // The quickstart, with one-second stages.
+    let quickstart = std::fs::read_to_string(support::root().join("workload/experiments/quickstart.yaml")).unwrap();
+    let quickstart = quickstart.replace("load.stages.0.duration: 4", "load.stages.0.duration: 1");
+    let p = Project::new(&quickstart);
+    let (code, _, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    let exp = run(llmd().current_dir(p.path()).args(["--workspace", "xws", "--spec", "examples/sim", "experiment", "-e", "exp.yaml"]));
+    assert_eq!(exp.code, 0, "{}", exp.stderr);
+    // Receipts and logs are gone or differ by design; experiment-summary.yaml is the
+    // experiment's own; the rendered specification (`plan/<spec>.yaml`) is written by the
+    // phase commands' plan writer only.
+    let ignored = |f: &String| {
+        f.contains("/receipts/")
+            || f.contains("/setup/logs/")
+            || f.starts_with(".llmd")
+            || f == "experiment-summary.yaml"
+            || f.ends_with("/plan/sim.yaml")
+    };
+    let built: BTreeSet<String> = layout(&p.path().join("ws")).into_iter().filter(|f| !ignored(f)).collect();
+    let driven: BTreeSet<String> = layout(&p.path().join("xws")).into_iter().filter(|f| !ignored(f)).collect();
+    assert_eq!(built, driven, "build and experiment left different files");
+    for must in ["summary.csv", "report.html", "cross-treatment-comparison/treatment_comparison.csv"] {
+        assert!(built.contains(must), "{must} missing: {built:?}");
+    }
+    let reports: Vec<&String> = built.iter().filter(|f| f.contains("benchmark_report_v0.2,_") && f.ends_with(".json")).collect();
+    assert_eq!(reports.len(), 6, "one v0.2 report per run: {reports:?}");
+    // The same reports: the same fields, and the same stack and load description (the
+    // measured numbers differ between two real runs).
+    let find = |root: &str, pattern: &str| -> serde_json::Value {
+        let dir = p.path().join(root);
+        let file = layout(&dir).into_iter().find(|f| f == pattern).unwrap();
+        let real = walkdir_match(&dir, &file);
+        serde_json::from_slice(&std::fs::read(real).unwrap()).unwrap()
+    };
+    for pattern in reports {
+        let (a, b) = (find("ws", pattern), find("xws", pattern));
+        let (mut ka, mut kb) = (BTreeSet::new(), BTreeSet::new());
+        key_paths(&a, "", &mut ka);
+        key_paths(&b, "", &mut kb);
+        assert_eq!(ka, kb, "{pattern}: the reports have different fields");
+        assert_eq!(a["scenario"]["stack"], b["scenario"]["stack"], "{pattern}");
+        assert_eq!(a["scenario"]["load"]["native"], b["scenario"]["load"]["native"], "{pattern}");
+    }
+}
+
+/// The real path under `root` whose normalized name is `normalized`.
+fn walkdir_match(root: &Path, normalized: &str) -> PathBuf {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if layout_one(root, &p) == normalized {
+                return p;
+            }
+        }
+    }
+    panic!("{normalized} not under {}", root.display())
+}
+
+fn layout_one(root: &Path, file: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = file.strip_prefix(root).unwrap();
+    let copy = dir.path().join(rel);
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::write(&copy, b"").unwrap();
+    layout(dir.path()).into_iter().next().unwrap()
+}

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::decide::Graph;
+use crate::store::Store;
+
 const FILE_NAME: &str = ".llmd-materialized.json";
 
 #[derive(Default, Serialize, Deserialize)]
@@ -107,35 +110,7 @@ impl Materializer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_after_any_file_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("a.txt");
-        let mut m = Materializer::open(dir.path());
-        assert!(!m.up_to_date("k"));
-        assert!(Materializer::write(&f, b"one").unwrap());
-        assert!(!Materializer::write(&f, b"one").unwrap(), "same bytes are not rewritten");
-        m.remember("k", std::slice::from_ref(&f));
-        assert!(m.up_to_date("k"));
-        m.save().unwrap();
-        let m = Materializer::open(dir.path());
-        assert!(m.up_to_date("k"), "the index survives a reload");
-        // (Within one process a key found intact stays so; each build is a new process.)
-        std::fs::write(&f, b"two!").unwrap();
-        assert!(!Materializer::open(dir.path()).up_to_date("k"), "an edited file is stale");
-        std::fs::remove_file(&f).unwrap();
-        assert!(!Materializer::open(dir.path()).up_to_date("k"), "a deleted file is stale");
-    }
-}
-
 // ---- what each node kind publishes, and where
-
-use super::decide::Graph;
-use crate::store::Store;
 
 /// Writes each `(path, digest)` of `record_key` into the workspace, unless the index
 /// says they are all still as written.
@@ -219,5 +194,30 @@ pub fn finish(mat: &mut Materializer, graph: &Graph) {
     mat.retain(&live);
     if let Err(e) = mat.save() {
         eprintln!("warning: cannot save the materialization index: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_after_any_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        let mut m = Materializer::open(dir.path());
+        assert!(!m.up_to_date("k"));
+        assert!(Materializer::write(&f, b"one").unwrap());
+        assert!(!Materializer::write(&f, b"one").unwrap(), "same bytes are not rewritten");
+        m.remember("k", std::slice::from_ref(&f));
+        assert!(m.up_to_date("k"));
+        m.save().unwrap();
+        let m = Materializer::open(dir.path());
+        assert!(m.up_to_date("k"), "the index survives a reload");
+        // (Within one process a key found intact stays so; each build is a new process.)
+        std::fs::write(&f, b"two!").unwrap();
+        assert!(!Materializer::open(dir.path()).up_to_date("k"), "an edited file is stale");
+        std::fs::remove_file(&f).unwrap();
+        assert!(!Materializer::open(dir.path()).up_to_date("k"), "a deleted file is stale");
     }
 }

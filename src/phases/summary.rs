@@ -33,7 +33,8 @@ pub fn summarize(name: &str, runs: &[SummaryRun]) -> Result<BTreeMap<String, Vec
     let rows: Vec<serde_json::Value> = runs.iter().map(|r| r.analysis.clone()).collect();
     let multi_setup = runs.iter().any(|r| r.setup != runs[0].setup);
     // (label, source file, report, distributions, provenance)
-    let mut reports: Vec<(String, String, ReportV02, &Distributions, Vec<(String, String)>)> = Vec::new();
+    type Entry<'a> = (String, String, ReportV02, &'a Distributions, Vec<(String, String)>);
+    let mut reports: Vec<Entry> = Vec::new();
     for r in runs {
         for (file, bytes) in &r.reports {
             let report = serde_json::from_slice(bytes).with_context(|| format!("{file} is not a benchmark report"))?;
