@@ -631,3 +631,22 @@ fn layout_one(root: &Path, file: &Path) -> String {
     std::fs::write(&copy, b"").unwrap();
     layout(dir.path()).into_iter().next().unwrap()
 }
+
+#[test]
+fn a_profile_edited_after_deciding_does_not_reach_the_run() {
+    // The run's key was computed from the profile text read while deciding; an edit made
+    // between deciding and executing must not be measured under that key.
+    let p = Project::new(EXPERIMENT);
+    let profile = p.path().join("workload/profiles/llmd/sanity_random.yaml.in");
+    let edit = format!("sed -i 's/^seed: 42$/seed: 7/' {}", profile.display());
+    let out = run(p.cmd().env("LLMD_TEST_AFTER_DECIDE", &edit).args(["build", "exp.yaml", "--json"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(std::fs::read_to_string(&profile).unwrap().contains("seed: 7"), "the hook edited the profile");
+    let rendered =
+        std::fs::read_to_string(p.path().join("ws/setup-treatment-fast/workload/profiles/llmd/sim/sanity_random-r1.yaml")).unwrap();
+    assert!(rendered.contains("seed: 42"), "the run used the text its key covers:\n{rendered}");
+    // The edit is seen by the next build: the runs re-execute because the profile changed.
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reason(&report, "run/fast/sim/r1#1")["type"], "profile_changed", "{report}");
+}

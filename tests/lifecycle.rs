@@ -86,6 +86,13 @@ fn standup_smoketest_run_teardown_on_examples_sim() {
     let pids = ws.pids("sim");
     assert_eq!(pids.len(), 1);
     assert!(alive(pids[0]));
+    // The simulator binds port 0 and announces its port: no free-port race between
+    // parallel standups. The receipt records the announced port.
+    let replica = &ws.receipt("sim")["body"]["replicas"][0];
+    let command: Vec<&str> = replica["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let at = command.iter().position(|a| *a == "--port").unwrap();
+    assert_eq!(command[at + 1], "0", "{command:?}");
+    assert!(replica["port"].as_u64().unwrap() > 0, "{replica}");
 
     // Standing up the same plan again leaves the running server alone.
     let again = ws.llmd(&["--spec", "examples/sim", "standup", "--skip-smoketest"]);
