@@ -384,7 +384,17 @@ fn shipped_profiles_and_experiments_are_valid() {
     for harness in ["llmd", "inference-perf", "guidellm", "vllm-benchmark"] {
         for entry in std::fs::read_dir(root.join("workload/profiles").join(harness)).unwrap().flatten() {
             let mut warnings = llmd::error::Warnings::default();
-            let (doc, _) = llmd::harness::profile::render_profile(&entry.path(), &values, &[], &mut warnings).unwrap();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let job = llmd::phases::run::ProfileJob {
+                harness: llmd::harness::external::HarnessKind::parse(harness).unwrap(),
+                source: &entry.path(),
+                text: &text,
+                values: &values,
+                treatment: None,
+                overrides: &[],
+                out_dir: Path::new("unused"),
+            };
+            let doc = job.prepare(false, &mut warnings).unwrap().doc;
             let text = llmd::yaml::dump(&doc, Default::default());
             assert!(!text.contains("REPLACE_ENV_"), "{}: unfilled placeholder", entry.path().display());
             if harness == "llmd" {

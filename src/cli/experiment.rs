@@ -19,14 +19,14 @@ use clap::Args;
 
 use super::lifecycle::{check_stack_filter, harness_and_workload, parse_overrides, render_stacks, runtime};
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::backend::{Receipt, Registry, target_from_config};
+use crate::backend::{Access, Receipt, Registry, target_from_config};
 use crate::error::Warnings;
 use crate::experiment::{Experiment, RunTreatment, SetupTreatment, default_setup, load_experiment};
 use crate::harness::external::HarnessKind;
 use crate::harness::profile::find_profile;
 use crate::phases::StackEntry;
-use crate::phases::analysis::{RunLabel, analyze_run, workspace_path};
-use crate::phases::run::{ProfileJob, RunEvent, RunRequest, judge, one_line, profile_values, run_treatment};
+use crate::phases::analysis::{RunLabel, analyze_run, v02_report, workspace_path};
+use crate::phases::run::{ProfileJob, RunEvent, RunRequest, one_line, profile_values, run_treatment};
 use crate::phases::summary::{SummaryRun, summarize};
 use crate::yaml::{Node, Value, map_of};
 
@@ -179,10 +179,19 @@ struct Driver<'a> {
     summary: Vec<SummaryRun>,
 }
 
-/// One stack as the driver carries it from standup to its runs.
+/// One stack as the driver carries it from standup to its runs, connected once.
 struct Deployed {
     stack: Arc<StackEntry>,
     receipt: Receipt,
+    access: Access,
+}
+
+/// What every run of one setup treatment shares.
+struct SetupRun<'a> {
+    setup: &'a SetupTreatment,
+    ws: &'a Path,
+    harness: HarnessKind,
+    workload: &'a str,
 }
 
 impl Driver<'_> {
@@ -246,12 +255,13 @@ impl Driver<'_> {
             return Ok(0);
         }
         self.smoketest(&deployed).map_err(fail("failed_smoketest"))?;
+        let cx = SetupRun { setup, ws, harness, workload: &workload };
         let mut done = 0;
         let mut errors = Vec::new();
         for t in self.run_treatments {
             let mut ok = true;
             for d in &deployed {
-                if let Err(e) = self.run_one(setup, ws, d, harness, &workload, t) {
+                if let Err(e) = self.run_one(&cx, d, t) {
                     errors.push(format!("treatment {} [{}]: {e:#}", t.name, d.stack.name));
                     ok = false;
                 }
@@ -275,8 +285,9 @@ impl Driver<'_> {
                 }
                 eprintln!("  [{}] starting {} replica(s) of {}", stack.name, target.replicas, target.model);
                 let receipt = crate::phases::standup::deploy(&self.registry, backend.as_ref(), ws, &target, &stack.plan_digest).await?;
-                eprintln!("  [{}] serving ({})", stack.name, backend.summary(&receipt));
-                Ok::<_, anyhow::Error>(Some(Deployed { stack: stack.clone(), receipt }))
+                let access = backend.connect(&receipt).await?;
+                eprintln!("  [{}] serving at {} ({})", stack.name, access.primary(), backend.summary(&receipt));
+                Ok::<_, anyhow::Error>(Some(Deployed { stack: stack.clone(), receipt, access }))
             });
             for r in self.rt.block_on(crate::util::join::join_all(work)) {
                 out.extend(r?);
@@ -288,8 +299,7 @@ impl Driver<'_> {
     fn smoketest(&self, deployed: &[Deployed]) -> Result<()> {
         for chunk in deployed.chunks(self.args.parallel.max(1)) {
             let work = chunk.iter().map(|d| async move {
-                let access = self.registry.get(&d.receipt.backend)?.connect(&d.receipt).await?;
-                let lines = crate::phases::smoketest::smoketest(&access, &d.receipt, &d.stack.config, &d.stack.plan_digest).await;
+                let lines = crate::phases::smoketest::smoketest(&d.access, &d.receipt, &d.stack.config, &d.stack.plan_digest).await;
                 lines.with_context(|| format!("stack '{}'", d.stack.name))
             });
             for (d, r) in chunk.iter().zip(self.rt.block_on(crate::util::join::join_all(work))) {
@@ -303,22 +313,14 @@ impl Driver<'_> {
 
     /// One run treatment on one stack: render its profile, run it with retries, analyse
     /// every instance's results.
-    fn run_one(
-        &mut self,
-        setup: &SetupTreatment,
-        ws: &Path,
-        d: &Deployed,
-        harness: HarnessKind,
-        workload: &str,
-        t: &RunTreatment,
-    ) -> Result<()> {
-        let access = self.rt.block_on(self.registry.get(&d.receipt.backend)?.connect(&d.receipt))?;
+    fn run_one(&mut self, cx: &SetupRun, d: &Deployed, t: &RunTreatment) -> Result<()> {
+        let (harness, access) = (cx.harness, &d.access);
         let stack = &d.stack.name;
         let max_len = d.stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
         let values = profile_values(stack, &d.receipt.model, max_len, access.primary());
-        let source = find_profile(&self.global.base_dir, harness.name(), t.profile.as_deref().unwrap_or(workload))?;
+        let source = find_profile(&self.global.base_dir, harness.name(), t.profile.as_deref().unwrap_or(cx.workload))?;
         let text = std::fs::read_to_string(&source).with_context(|| format!("cannot read profile {}", source.display()))?;
-        let out_dir = ws.join("workload/profiles").join(harness.name()).join(stack);
+        let out_dir = cx.ws.join("workload/profiles").join(harness.name()).join(stack);
         let job = ProfileJob {
             harness,
             source: &source,
@@ -331,7 +333,7 @@ impl Driver<'_> {
         let mut warnings = Warnings::default();
         let prepared = job.prepare(true, &mut warnings)?;
         print_warnings(&warnings);
-        let results = ws.join("results");
+        let results = cx.ws.join("results");
         let request = RunRequest {
             harness,
             run: &prepared,
@@ -356,45 +358,32 @@ impl Driver<'_> {
             }
         }));
         anyhow::ensure!(done.errors.is_empty(), "{}", done.errors.join("; "));
+        for w in &done.warnings {
+            eprintln!("  [{stack}] warning: treatment {}: {w}", t.name);
+        }
         for (i, o) in done.outcomes.iter().enumerate() {
-            if let Ok(Some(w)) = judge(o) {
-                eprintln!("  [{stack}] warning: treatment {}: {w}", t.name);
-            }
             if let Some(r) = &o.report {
                 eprintln!("  [{stack}]   {}: {}", t.name, one_line(r));
             }
-            self.analyze(setup, ws, d, harness, t, i + 1, &o.dir)?;
+            self.analyze(cx, d, t, i + 1, &o.dir)?;
         }
         Ok(())
     }
 
     /// The analysis executor on a results directory, its outputs placed as a build
     /// places them, and the run remembered for the summary.
-    #[allow(clippy::too_many_arguments)]
-    fn analyze(
-        &mut self,
-        setup: &SetupTreatment,
-        ws: &Path,
-        d: &Deployed,
-        harness: HarnessKind,
-        t: &RunTreatment,
-        instance: usize,
-        dir: &Path,
-    ) -> Result<()> {
+    fn analyze(&mut self, cx: &SetupRun, d: &Deployed, t: &RunTreatment, instance: usize, dir: &Path) -> Result<()> {
+        let setup = cx.setup;
         let run_id = format!("run/{}/{}/{}#{instance}", setup.name, d.stack.name, t.name);
         let label = RunLabel { run: &run_id, setup: &setup.name, stack: &d.stack.name, treatment: &t.name, repetition: instance };
-        let outputs = analyze_run(dir, harness, Some(&d.stack.config), &label)?;
+        let outputs = analyze_run(dir, cx.harness, Some(&d.stack.config), &label)?;
         let results_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         for (name, bytes) in &outputs {
-            if let Some(path) = workspace_path(ws, &results_dir, name) {
+            if let Some(path) = workspace_path(cx.ws, &results_dir, name) {
                 crate::util::fs::write_atomic(&path, bytes)?;
             }
         }
-        let reports = outputs
-            .iter()
-            .filter(|(n, _)| n.starts_with("file:benchmark_report_v0.2,_") && n.ends_with(".json"))
-            .map(|(n, b)| (n["file:".len()..].to_string(), b.clone()))
-            .collect();
+        let reports = outputs.iter().filter_map(|(n, b)| v02_report(n).map(|f| (f.to_string(), b.clone()))).collect();
         self.summary.push(SummaryRun {
             setup: setup.name.clone(),
             treatment: t.name.clone(),

@@ -19,8 +19,8 @@ use super::materialize::{self, Materializer};
 use super::reason::Reason;
 use crate::backend::{Receipt, Registry};
 use crate::error::Warnings;
-use crate::phases::analysis::{RunLabel, analyze_run};
-use crate::phases::run::{ProfileJob, RunEvent, RunRequest, judge, profile_values, run_treatment};
+use crate::phases::analysis::{RunLabel, analyze_run, v02_report};
+use crate::phases::run::{ProfileJob, RunEvent, RunRequest, profile_values, run_treatment};
 use crate::phases::summary::{SummaryRun, summarize};
 use crate::store::{Journal, Record, Status, Store, unix_now};
 
@@ -244,9 +244,13 @@ impl Executor<'_> {
         Ok(crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml")?)
     }
 
-    /// The rendered plan's digest, from the plan record's manifests and config.
+    /// The rendered plan's digest: the plan rendered in this build knows it; a cached
+    /// plan's is computed from its record's manifests and config.
     fn plan_digest(&self, si: usize, ki: usize) -> Result<String> {
         let stack = &self.graph.setups[si].stacks[ki];
+        if let Some(plan) = self.graph.renders.get(&stack.plan) {
+            return Ok(plan.plan_digest.clone());
+        }
         let rec = self.graph.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
         let blob = |d: &String| {
             self.store.get_blob(d).map(|b| String::from_utf8_lossy(&b).into_owned()).context("a plan output is missing from the cache")
@@ -343,7 +347,7 @@ impl Executor<'_> {
             bail!("{e}");
         }
         let outcome = done.outcomes.first().context("the run started no harness instance")?;
-        if let Ok(Some(w)) = judge(outcome) {
+        for w in &done.warnings {
             eprintln!("  warning: {w}");
         }
         let mut outputs = read_dir_files(&outcome.dir)?;
@@ -397,8 +401,10 @@ impl Executor<'_> {
                 ];
                 provenance.extend(run_node.inputs.iter().map(|(k, v)| (format!("run input {k}"), v.clone())));
                 let mut reports = Vec::new();
-                for (name, d) in rec.outputs.iter().filter(|(n, _)| n.starts_with("file:benchmark_report_v0.2,_") && n.ends_with(".json")) {
-                    reports.push((name["file:".len()..].to_string(), blob(Some(d), name)?));
+                for (name, d) in &rec.outputs {
+                    if let Some(file) = v02_report(name) {
+                        reports.push((file.to_string(), blob(Some(d), name)?));
+                    }
                 }
                 runs.push(SummaryRun {
                     setup: s.name.clone(),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::error::Warnings;
 use crate::yaml::{DumpOptions, Node, Value, dump, load_str};
@@ -123,19 +123,8 @@ fn set_dotted(node: &mut Node, path: &[&str], value: Node) -> Result<(), String>
     }
 }
 
-/// Reads a profile template, fills placeholders, applies overrides, and returns the
-/// parsed document (and its YAML text, keys in file order).
-pub fn render_profile(
-    path: &Path,
-    values: &BTreeMap<String, String>,
-    overrides: &[(String, Node)],
-    warnings: &mut Warnings,
-) -> Result<(Node, String)> {
-    let raw = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
-    render_profile_text(&substitute_placeholders(&raw, values), &path.display().to_string(), overrides, warnings)
-}
-
-/// [`render_profile`] on a profile's text with its placeholders already substituted;
+/// Renders a profile's text (placeholders already substituted): parses it, applies the
+/// treatment's overrides, and returns the document and its YAML (keys in file order);
 /// `label` names it in errors.
 pub fn render_profile_text(text: &str, label: &str, overrides: &[(String, Node)], warnings: &mut Warnings) -> Result<(Node, String)> {
     let mut doc = load_str(text, label).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -56,6 +56,12 @@ pub fn analyze_run(dir: &Path, harness: HarnessKind, config: Option<&Node>, labe
     Ok(out)
 }
 
+/// The file name of an analysis output that is a v0.2 benchmark report in JSON (what
+/// the summary compares), or `None`.
+pub fn v02_report(output: &str) -> Option<&str> {
+    output.strip_prefix("file:").filter(|f| f.starts_with("benchmark_report_v0.2,_") && f.ends_with(".json"))
+}
+
 /// Where a run's or an analysis's output lives in a setup's workspace: `file:<name>`
 /// beside the harness's results (`results/<results-dir>/<name>`, as upstream places
 /// benchmark reports), `analysis.json` as `analysis/<results-dir>.json`; other outputs

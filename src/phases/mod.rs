@@ -112,18 +112,16 @@ pub struct StackState {
     pub model: Option<String>,
     /// Rendered workload profiles, one per run treatment.
     pub runs: Vec<run::PreparedRun>,
-    /// Result directories written by the harness.
-    pub results: Vec<PathBuf>,
     /// Finished harness instances, with the native harness's reports.
     pub finished: Vec<run::FinishedRun>,
 }
 
 impl StackState {
     /// Takes a deployment on: its receipt, its access, its endpoint and model.
-    pub fn adopt(&mut self, receipt: Receipt, access: Access) {
+    pub fn adopt(&mut self, receipt: Receipt, access: Arc<Access>) {
         self.endpoint = Some(access.primary().to_string());
         self.model = Some(receipt.model.clone());
-        self.access = Some(Arc::new(access));
+        self.access = Some(access);
         self.receipt = Some(receipt);
     }
 }
@@ -136,6 +134,11 @@ pub struct PhaseContext {
 }
 
 impl PhaseContext {
+    /// `should_skip` of steps that only make sense against a live deployment.
+    pub fn skip_in_dry_run(&self) -> Option<String> {
+        self.settings.dry_run.then(|| "dry run".to_string())
+    }
+
     /// Prints an action (prefixed in dry-run mode).
     pub fn say(&self, stack: Option<&str>, msg: impl AsRef<str>) {
         let prefix = if self.settings.dry_run { "[dry-run] " } else { "" };

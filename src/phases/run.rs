@@ -37,7 +37,6 @@ pub struct PreparedRun {
 /// One finished harness instance.
 #[derive(Clone, Debug)]
 pub struct FinishedRun {
-    pub experiment_id: String,
     pub treatment: Option<String>,
     pub dir: PathBuf,
     pub report: Option<RunReport>,
@@ -103,24 +102,13 @@ impl Tally {
     }
 }
 
-/// One harness instance to run: everything it needs, nothing about phases.
-pub struct HarnessJob<'a> {
-    pub harness: HarnessKind,
-    /// The rendered profile.
-    pub doc: &'a Node,
-    pub profile_path: &'a Path,
-    pub endpoint: &'a str,
-    pub model: &'a str,
+/// One harness instance of a run treatment's attempt.
+struct Instance<'a> {
+    req: &'a RunRequest<'a>,
+    /// The attempt's experiment id.
+    eid: &'a str,
     /// The result directory (created).
-    pub dir: PathBuf,
-    pub tokenizer: Option<&'a Path>,
-    pub timeout: Duration,
-    pub quiet: bool,
-    /// For `run_metadata.yaml`.
-    pub eid: &'a str,
-    pub stack: &'a str,
-    pub treatment: Option<&'a str>,
-    pub deployment: &'a str,
+    dir: PathBuf,
 }
 
 /// How a harness instance ended.
@@ -131,16 +119,18 @@ pub struct InstanceOutcome {
     pub error: Option<String>,
 }
 
-impl HarnessJob<'_> {
+impl Instance<'_> {
     /// Runs the harness to completion and writes `run_metadata.yaml`; never panics on
     /// harness failure — it is in the outcome.
-    pub async fn run(self) -> InstanceOutcome {
+    async fn run(self) -> InstanceOutcome {
+        let req = self.req;
+        let (doc, profile_path, treatment) = (&req.run.doc, &req.run.profile_path, req.run.treatment.as_deref());
         let dir = self.dir.clone();
         let start = unix_now();
         // The model server's /metrics, scraped every second while the harness runs.
-        let scrape_ep = Endpoint::parse(self.endpoint).ok();
+        let scrape_ep = Endpoint::parse(req.endpoint).ok();
         let scraper = {
-            let (ep, label, dir) = (scrape_ep.clone(), self.stack.to_string(), dir.clone());
+            let (ep, label, dir) = (scrape_ep.clone(), req.stack.to_string(), dir.clone());
             async move {
                 match ep {
                     Some(ep) => crate::analysis::metrics::scrape_forever(ep, label, dir, std::time::Duration::from_secs(1)).await,
@@ -150,21 +140,21 @@ impl HarnessJob<'_> {
         };
         let harness = async {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            match self.harness {
+            match req.harness {
                 HarnessKind::Llmd => {
-                    let profile = crate::harness::profile::parse_native_profile(self.doc, &self.profile_path.display().to_string())?;
-                    let ep = Endpoint::parse(self.endpoint).map_err(|e| anyhow::anyhow!("{}: {e}", self.endpoint))?;
-                    let report = tokio::time::timeout(self.timeout, crate::harness::run_native(&profile, ep, self.model, &dir, self.quiet))
+                    let profile = crate::harness::profile::parse_native_profile(doc, &profile_path.display().to_string())?;
+                    let ep = Endpoint::parse(req.endpoint).map_err(|e| anyhow::anyhow!("{}: {e}", req.endpoint))?;
+                    let report = tokio::time::timeout(req.timeout, crate::harness::run_native(&profile, ep, req.model, &dir, req.quiet))
                         .await
-                        .map_err(|_| anyhow::anyhow!("the native harness did not finish within {:?}", self.timeout))??;
+                        .map_err(|_| anyhow::anyhow!("the native harness did not finish within {:?}", req.timeout))??;
                     let tally = Tally::of_report(&report);
                     Ok((Some(report), tally))
                 }
                 kind => {
                     let program = kind.locate()?;
-                    let ext = external::prepare(kind, self.doc.clone(), program, self.endpoint, self.model, &dir, self.tokenizer)?;
+                    let ext = external::prepare(kind, doc.clone(), program, req.endpoint, req.model, &dir, req.tokenizer)?;
                     let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
-                    external::run(&ext, &dir.join("harness.log"), self.timeout, &env).await?;
+                    external::run(&ext, &dir.join("harness.log"), req.timeout, &env).await?;
                     let c = external::collect(kind, &dir)?;
                     Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
                 }
@@ -175,7 +165,7 @@ impl HarnessJob<'_> {
             () = scraper => unreachable!("the scraper loops until the harness finishes"),
         };
         if let Some(ep) = &scrape_ep {
-            crate::analysis::metrics::scrape_once(ep, self.stack, &dir.join("metrics/raw").join(format!("{}.log", self.stack))).await;
+            crate::analysis::metrics::scrape_once(ep, req.stack, &dir.join("metrics/raw").join(format!("{}.log", req.stack))).await;
         }
         let stop = unix_now();
         let (report, tally, error) = match result {
@@ -184,22 +174,19 @@ impl HarnessJob<'_> {
         };
         let meta = map_of([
             ("eid", Node::str(self.eid)),
-            ("harness", Node::str(self.harness.name())),
-            ("treatment", self.treatment.map_or_else(Node::null, Node::str)),
-            ("stack", Node::str(self.stack)),
-            ("plan_hash", Node::str(self.deployment)),
-            ("model", Node::str(self.model)),
-            ("endpoint", Node::str(self.endpoint)),
-            ("profile", Node::str(self.profile_path.display().to_string())),
+            ("harness", Node::str(req.harness.name())),
+            ("treatment", treatment.map_or_else(Node::null, Node::str)),
+            ("stack", Node::str(req.stack)),
+            ("plan_hash", Node::str(req.deployment)),
+            ("model", Node::str(req.model)),
+            ("endpoint", Node::str(req.endpoint)),
+            ("profile", Node::str(profile_path.display().to_string())),
             ("start", Node::bare(Value::Float(start))),
             ("stop", Node::bare(Value::Float(stop))),
             ("delta", Node::bare(Value::Float(stop - start))),
             ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
             ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
-            (
-                "description",
-                Node::str(format!("{} on {} ({})", self.harness.name(), self.stack, self.treatment.unwrap_or("profile as is"))),
-            ),
+            ("description", Node::str(format!("{} on {} ({})", req.harness.name(), req.stack, treatment.unwrap_or("profile as is")))),
         ]);
         let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
         let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {
@@ -296,6 +283,8 @@ pub struct Attempted {
     pub outcomes: Vec<InstanceOutcome>,
     /// Why the attempt failed, one entry per failed instance; empty on success.
     pub errors: Vec<String>,
+    /// Instances that succeeded with some failed requests ([`judge`]'s warnings).
+    pub warnings: Vec<String>,
 }
 
 /// Runs a treatment up to `max_attempts` times (see the module documentation).
@@ -305,28 +294,18 @@ pub async fn run_treatment(req: &RunRequest<'_>, on_event: &mut (dyn FnMut(RunEv
     loop {
         let eid = experiment_id(req.harness, req.run.treatment.as_deref());
         on_event(RunEvent::Attempt { attempt, attempts, eid: &eid });
-        let jobs = req.instances.clone().map(|i| {
-            HarnessJob {
-                harness: req.harness,
-                doc: &req.run.doc,
-                profile_path: &req.run.profile_path,
-                endpoint: req.endpoint,
-                model: req.model,
-                dir: req.results.join(format!("{eid}_{i}")),
-                tokenizer: req.tokenizer,
-                timeout: req.timeout,
-                quiet: req.quiet,
-                eid: &eid,
-                stack: req.stack,
-                treatment: req.run.treatment.as_deref(),
-                deployment: req.deployment,
-            }
-            .run()
-        });
+        let jobs = req.instances.clone().map(|i| Instance { req, eid: &eid, dir: req.results.join(format!("{eid}_{i}")) }.run());
         let outcomes = crate::util::join::join_all(jobs).await;
-        let errors: Vec<String> = outcomes.iter().filter_map(|o| judge(o).err().map(|e| format!("{e} ({})", o.dir.display()))).collect();
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        for o in &outcomes {
+            match judge(o) {
+                Err(e) => errors.push(format!("{e} ({})", o.dir.display())),
+                Ok(Some(w)) => warnings.push(w),
+                Ok(None) => {}
+            }
+        }
         if errors.is_empty() || attempt == attempts {
-            return Attempted { eid, attempts, outcomes, errors };
+            return Attempted { eid, attempts, outcomes, errors, warnings };
         }
         for o in &outcomes {
             let _ = std::fs::remove_dir_all(&o.dir);

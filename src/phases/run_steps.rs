@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::run::{FinishedRun, ProfileJob, RunEvent, RunRequest, experiment_id, judge, one_line, profile_values, run_treatment};
+use super::run::{FinishedRun, ProfileJob, RunEvent, RunRequest, experiment_id, one_line, profile_values, run_treatment};
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
 use crate::backend::{BoxFuture, Liveness, Receipt};
 use crate::error::Warnings;
@@ -61,10 +61,6 @@ pub fn steps() -> Vec<Arc<dyn Step>> {
 
 fn settings(ctx: &PhaseContext) -> Result<&RunSettings> {
     ctx.settings.run.as_ref().context("run settings missing")
-}
-
-fn state(stack: &StackEntry) -> std::sync::MutexGuard<'_, super::StackState> {
-    stack.state()
 }
 
 /// The profile names a run needs, one per treatment.
@@ -159,14 +155,14 @@ impl Step for DetectEndpoint {
                     {
                         bail!("stack '{}' is stood up but not serving: {why}; run `llmd standup` again", stack.name);
                     }
-                    let access = backend.connect(&receipt).await?;
+                    let access = Arc::new(backend.connect(&receipt).await?);
                     let how = format!("{} backend, {} replica(s)", receipt.backend, access.urls.len());
                     let url = access.primary().to_string();
-                    state(stack).adopt(receipt, access);
+                    stack.state().adopt(receipt, access);
                     (url, how)
                 }
             };
-            let mut st = state(stack);
+            let mut st = stack.state();
             st.endpoint = Some(endpoint.clone());
             if st.model.is_none() {
                 st.model = model;
@@ -195,13 +191,13 @@ impl Step for VerifyModel {
         true
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        ctx.settings.dry_run.then(|| "dry run".into())
+        ctx.skip_in_dry_run()
     }
     fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
             let (url, model) = {
-                let st = state(stack);
+                let st = stack.state();
                 (st.endpoint.clone().context("no endpoint detected")?, st.model.clone())
             };
             let ep = Endpoint::parse(&url).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
@@ -218,7 +214,7 @@ impl Step for VerifyModel {
                 Some(m) => bail!("{url} does not serve '{m}' (it serves {}); pass -m MODEL to benchmark one of those", ids.join(", ")),
                 None => {
                     let first = ids.first().cloned().with_context(|| format!("{url}/v1/models lists no model"))?;
-                    state(stack).model = Some(first.clone());
+                    stack.state().model = Some(first.clone());
                     Ok(StepOutcome::msg(format!("{url} serves {first}")))
                 }
             }
@@ -249,7 +245,7 @@ impl Step for RenderProfiles {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
             let (endpoint, model) = {
-                let st = state(stack);
+                let st = stack.state();
                 (st.endpoint.clone().unwrap_or_default(), st.model.clone().unwrap_or_default())
             };
             let max_len = stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
@@ -281,7 +277,7 @@ impl Step for RenderProfiles {
                 ctx.say(Some(&stack.name), format!("warning: {w}"));
             }
             let n = runs.len();
-            state(stack).runs = runs;
+            stack.state().runs = runs;
             Ok(StepOutcome::msg(format!("{n} profile(s) in {}", out_dir.display())))
         })
     }
@@ -310,7 +306,7 @@ impl Step for DeployHarness {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
             let (runs, endpoint, model) = {
-                let st = state(stack);
+                let st = stack.state();
                 (st.runs.clone(), st.endpoint.clone().context("no endpoint detected")?, st.model.clone().context("no model known")?)
             };
             let attempts = rs.max_attempts.max(1);
@@ -329,7 +325,7 @@ impl Step for DeployHarness {
                 return Ok(StepOutcome::default());
             }
             let results = ctx.settings.workspace.join("results");
-            let deployment = state(stack).receipt.as_ref().map(|r| r.deployment.clone()).unwrap_or_default();
+            let deployment = stack.state().receipt.as_ref().map(|r| r.deployment.clone()).unwrap_or_default();
             let (mut failures, mut failed) = (Vec::new(), 0);
             for run in &runs {
                 let label = run.treatment.as_deref().unwrap_or("profile");
@@ -363,26 +359,18 @@ impl Step for DeployHarness {
                     ),
                 })
                 .await;
-                for o in &done.outcomes {
-                    if let Ok(Some(w)) = judge(o) {
-                        ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}"));
-                    }
-                    if let Some(r) = &o.report {
-                        ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
-                    }
+                for w in &done.warnings {
+                    ctx.say(Some(&stack.name), format!("warning: treatment {label}: {w}"));
+                }
+                for r in done.outcomes.iter().filter_map(|o| o.report.as_ref()) {
+                    ctx.say(Some(&stack.name), format!("  {label}: {}", one_line(r)));
                 }
                 let failed_after = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
                 failed += usize::from(!done.errors.is_empty());
                 failures.extend(done.errors.iter().map(|e| format!("treatment {label}{failed_after}: {e}")));
-                let mut st = state(stack);
+                let mut st = stack.state();
                 for o in done.outcomes {
-                    st.results.push(o.dir.clone());
-                    st.finished.push(FinishedRun {
-                        experiment_id: done.eid.clone(),
-                        treatment: run.treatment.clone(),
-                        dir: o.dir,
-                        report: o.report,
-                    });
+                    st.finished.push(FinishedRun { treatment: run.treatment.clone(), dir: o.dir, report: o.report });
                 }
             }
             if !failures.is_empty() {
@@ -412,13 +400,13 @@ impl Step for CollectResults {
         true
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        ctx.settings.dry_run.then(|| "dry run".into())
+        ctx.skip_in_dry_run()
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
-            let dirs = state(stack).results.clone();
+            let dirs: Vec<PathBuf> = stack.state().finished.iter().map(|f| f.dir.clone()).collect();
             let mut files = 0;
             for dir in &dirs {
                 files += external::collect(rs.harness, dir)?.files.len();
@@ -463,7 +451,7 @@ impl Step for AnalyzeResults {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let mut text = String::new();
             for stack in &ctx.stacks {
-                for run in &state(stack).finished {
+                for run in &stack.state().finished {
                     text.push_str(&format!("== {} / {} ({})\n", stack.name, run.treatment.as_deref().unwrap_or("-"), run.dir.display()));
                     match &run.report {
                         Some(r) => text.push_str(&r.table()),

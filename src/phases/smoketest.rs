@@ -113,14 +113,9 @@ async fn deployment(ctx: &PhaseContext, stack: &StackEntry) -> Result<(Receipt, 
     if let Some(a) = access {
         return Ok((receipt, a));
     }
-    let access = ctx.registry.get(&receipt.backend)?.connect(&receipt).await?;
-    stack.state().adopt(receipt.clone(), access);
-    let access = stack.state().access.clone().context("access was just set")?;
+    let access = Arc::new(ctx.registry.get(&receipt.backend)?.connect(&receipt).await?);
+    stack.state().adopt(receipt.clone(), access.clone());
     Ok((receipt, access))
-}
-
-fn skip_in_dry_run(ctx: &PhaseContext) -> Option<String> {
-    ctx.settings.dry_run.then(|| "dry run".to_string())
 }
 
 pub fn steps() -> Vec<Arc<dyn Step>> {
@@ -146,7 +141,7 @@ impl Step for HealthCheck {
         true
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        skip_in_dry_run(ctx)
+        ctx.skip_in_dry_run()
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -176,7 +171,7 @@ impl Step for InferenceTest {
         true
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        skip_in_dry_run(ctx)
+        ctx.skip_in_dry_run()
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -206,7 +201,7 @@ impl Step for ValidateConfig {
         true
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
-        skip_in_dry_run(ctx)
+        ctx.skip_in_dry_run()
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {

@@ -193,7 +193,7 @@ impl Step for DeployStack {
             let ws = &ctx.settings.workspace;
             match inspect(&ctx.registry, ws, &stack.name, Want::Plan(&stack.plan_digest)).await? {
                 Existing::Live(old) => {
-                    let access = ctx.registry.get(&old.backend)?.connect(&old).await?;
+                    let access = Arc::new(ctx.registry.get(&old.backend)?.connect(&old).await?);
                     let url = access.primary().to_string();
                     stack.state().adopt(old, access);
                     return Ok(StepOutcome::msg(format!("already running from the same plan at {url} (left as is)")));
@@ -210,7 +210,7 @@ impl Step for DeployStack {
             }
             ctx.say(Some(&stack.name), format!("starting {} replica(s) of {}", target.replicas, target.model));
             let receipt = deploy(&ctx.registry, backend.as_ref(), ws, &target, &stack.plan_digest).await?;
-            let access = backend.connect(&receipt).await?;
+            let access = Arc::new(backend.connect(&receipt).await?);
             let msg = format!("serving at {} ({})", access.primary(), backend.summary(&receipt));
             stack.state().adopt(receipt, access);
             Ok(StepOutcome::msg(msg))
