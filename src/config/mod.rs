@@ -4,7 +4,7 @@
 //! a template directory. Each stack of the scenario is merged as
 //! `defaults ⊕ shared ⊕ stack ⊕ overrides` ([`merge`], [`expand`], [`overrides`]) and run
 //! through upstream's resolver chain ([`stack`]): namespace, model, deploy method,
-//! Hugging Face token, `model_id_label` ([`identity`]), router normalisation and
+//! Hugging Face token, `model_id_label` ([`identity`]), router normalisation ([`router`]) and
 //! `${dotted.path}` substitution ([`substitute`]).
 //!
 //! Config stays a dynamic tree ([`crate::yaml::Node`]) because templates read arbitrary
@@ -16,6 +16,7 @@ pub mod identity;
 pub mod keys;
 pub mod merge;
 pub mod overrides;
+pub mod router;
 pub mod spec;
 pub mod stack;
 pub mod substitute;
