@@ -1,7 +1,8 @@
 //! Analysis of benchmark results.
 //!
 //! * [`br`] — the llm-d benchmark report (v0.1, v0.2, v0.2.1) as serde types.
-//! * [`convert`] — each harness's own output → report aggregates.
+//! * [`convert`] — each harness's own output → report aggregates; [`native`] — the
+//!   native harness's streaming converter.
 //! * [`report`] — report documents, and `llmd analyze` on a results directory.
 //! * [`comparison`] — the cross-treatment table (`treatment_comparison.csv`).
 //! * [`timeseries`] — per-window latencies and rates over a run (the report's time series).
@@ -18,6 +19,7 @@ pub mod comparison;
 pub mod convert;
 pub mod html;
 pub mod metrics;
+pub mod native;
 pub mod plots;
 pub mod report;
 pub mod timeseries;

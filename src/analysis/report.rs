@@ -331,7 +331,7 @@ pub fn analyze_dir_with(dir: &Path, harness: Option<&str>, stack: Option<StackIn
         }
         reports.push(v02);
     }
-    super::convert::rss_note("reports written");
+    super::native::rss_note("reports written");
     Ok(Analyzed { dir: dir.to_path_buf(), harness, converted, reports, files, server })
 }
 
@@ -407,7 +407,7 @@ pub fn analyze_many(dirs: &[PathBuf], harness: Option<&str>, out: &Path) -> Batc
             .map(|(r, d)| super::plots::PlotRow { label: r.treatment.clone(), values: super::comparison::row_numbers(r), distributions: d })
             .collect();
         let page = super::plots::render_all(&out.join("plots"), &plot_rows).and_then(|plots| {
-            super::convert::rss_note("plots drawn");
+            super::native::rss_note("plots drawn");
             let html = super::html::render("llmd analysis", &rows, &plots, &[])?;
             let path = out.join("report.html");
             crate::util::fs::write_atomic(&path, html.as_bytes())?;
