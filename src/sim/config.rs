@@ -336,6 +336,54 @@ impl YamlSettings {
     }
 }
 
+/// The flag's value, else the YAML key's.
+macro_rules! text {
+    ($args:ident, $yaml:ident, $field:ident, $key:literal) => {
+        $args.$field.clone().map(|v| v.to_string()).or_else(|| $yaml.text($key))
+    };
+}
+
+fn bad(key: &str, v: &str, why: &str) -> InputError {
+    InputError::new(format!("sim setting '{key}': invalid value '{v}': {why}"))
+}
+
+fn duration(key: &str, v: Option<String>, into: &mut Duration) -> Result<(), InputError> {
+    if let Some(v) = v {
+        *into = parse_duration(&v).map_err(|e| InputError::new(format!("sim setting '{key}': {e}")))?;
+    }
+    Ok(())
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: Option<String>, into: &mut T) -> Result<(), InputError> {
+    if let Some(v) = v {
+        *into = v.trim().parse().map_err(|_| InputError::new(format!("sim setting '{key}': '{v}' is not a valid number")))?;
+    }
+    Ok(())
+}
+
+fn boolean(key: &str, v: Option<String>, into: &mut bool) -> Result<(), InputError> {
+    if let Some(v) = v {
+        *into = match v.trim().to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(InputError::new(format!("sim setting '{key}': '{v}' is not a boolean"))),
+        };
+    }
+    Ok(())
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// A list setting: a YAML sequence, or a comma-separated string.
+fn list(yaml: &YamlSettings, key: &str) -> Option<Vec<String>> {
+    yaml.get(key).map(|n| match n.as_seq() {
+        Some(items) => items.iter().map(crate::yaml::str_node).collect(),
+        None => crate::yaml::str_node(n).split(',').map(|s| s.trim().to_string()).collect(),
+    })
+}
+
 impl SimArgs {
     /// Resolves CLI > environment > YAML > defaults and validates the result.
     pub fn resolve(&self) -> Result<SimConfig, InputError> {
@@ -349,144 +397,75 @@ impl SimArgs {
             }
             None => YamlSettings(Node::null()),
         };
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut c = SimConfig::default();
+        self.resolve_serving(&yaml, &mut c)?;
+        self.resolve_timing(&yaml, &mut c)?;
+        self.resolve_capacity(&yaml, &mut c)?;
+        self.resolve_faults(&yaml, &mut c)?;
+        c.validate()?;
+        Ok(c)
+    }
 
-        macro_rules! text {
-            ($field:ident, $key:literal) => {
-                self.$field.clone().map(|v| v.to_string()).or_else(|| yaml.text($key))
-            };
-        }
-        let bad = |key: &str, v: &str, why: &str| InputError::new(format!("sim setting '{key}': invalid value '{v}': {why}"));
-        let duration = |key: &str, v: Option<String>, into: &mut Duration| -> Result<(), InputError> {
-            if let Some(v) = v {
-                *into = parse_duration(&v).map_err(|e| InputError::new(format!("sim setting '{key}': {e}")))?;
-            }
-            Ok(())
-        };
-        fn number<T: std::str::FromStr>(key: &str, v: Option<String>, into: &mut T) -> Result<(), InputError> {
-            if let Some(v) = v {
-                *into = v.trim().parse().map_err(|_| InputError::new(format!("sim setting '{key}': '{v}' is not a valid number")))?;
-            }
-            Ok(())
-        }
-        fn boolean(key: &str, v: Option<String>, into: &mut bool) -> Result<(), InputError> {
-            if let Some(v) = v {
-                *into = match v.trim().to_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => true,
-                    "false" | "0" | "no" | "off" => false,
-                    _ => return Err(InputError::new(format!("sim setting '{key}': '{v}' is not a boolean"))),
-                };
-            }
-            Ok(())
-        }
-
+    /// What is served, where, and the process's own settings.
+    fn resolve_serving(&self, yaml: &YamlSettings, c: &mut SimConfig) -> Result<(), InputError> {
         c.model = self.model.clone().or_else(|| env("SIM_MODEL")).or_else(|| yaml.text("model")).unwrap_or_default();
         if c.model.is_empty() {
             return Err(InputError::new("the simulator needs a model name").help("pass --model NAME (or set SIM_MODEL)"));
         }
-        c.served_model_names = self
-            .served_model_name
-            .clone()
-            .or_else(|| {
-                yaml.get("served-model-name").map(|n| match n.as_seq() {
-                    Some(items) => items.iter().map(crate::yaml::str_node).collect(),
-                    None => crate::yaml::str_node(n).split(',').map(|s| s.trim().to_string()).collect(),
-                })
-            })
-            .unwrap_or_default();
+        c.served_model_names = self.served_model_name.clone().or_else(|| list(yaml, "served-model-name")).unwrap_or_default();
         c.served_model_names.retain(|n| !n.is_empty());
         if c.served_model_names.is_empty() {
             c.served_model_names = vec![c.model.clone()];
         }
-        if let Some(h) = text!(host, "host") {
+        if let Some(h) = text!(self, yaml, host, "host") {
             c.host = h;
         }
-        number("port", text!(port, "port"), &mut c.port)?;
-        if let Some(m) = text!(mode, "mode") {
+        number("port", text!(self, yaml, port, "port"), &mut c.port)?;
+        if let Some(m) = text!(self, yaml, mode, "mode") {
             c.mode = match m.as_str() {
                 "random" => Mode::Random,
                 "echo" => Mode::Echo,
                 other => return Err(bad("mode", other, "expected random or echo")),
             };
         }
-        duration("time-to-first-token", text!(time_to_first_token, "time-to-first-token"), &mut c.ttft)?;
-        duration("time-to-first-token-std-dev", text!(time_to_first_token_std_dev, "time-to-first-token-std-dev"), &mut c.ttft_std_dev)?;
-        duration("inter-token-latency", text!(inter_token_latency, "inter-token-latency"), &mut c.itl)?;
-        duration("inter-token-latency-std-dev", text!(inter_token_latency_std_dev, "inter-token-latency-std-dev"), &mut c.itl_std_dev)?;
-        duration("prefill-overhead", text!(prefill_overhead, "prefill-overhead"), &mut c.prefill_overhead)?;
-        duration("prefill-time-per-token", text!(prefill_time_per_token, "prefill-time-per-token"), &mut c.prefill_time_per_token)?;
-        duration("prefill-time-std-dev", text!(prefill_time_std_dev, "prefill-time-std-dev"), &mut c.prefill_time_std_dev)?;
-        number("time-factor-under-load", text!(time_factor_under_load, "time-factor-under-load"), &mut c.time_factor_under_load)?;
-        duration("step-base-time", text!(step_base_time, "step-base-time"), &mut c.step_base_time)?;
-        duration(
-            "step-prefill-time-per-token",
-            text!(step_prefill_time_per_token, "step-prefill-time-per-token"),
-            &mut c.step_prefill_time_per_token,
-        )?;
-        duration("step-decode-time-per-seq", text!(step_decode_time_per_seq, "step-decode-time-per-seq"), &mut c.step_decode_time_per_seq)?;
-        duration(
-            "step-context-time-per-token",
-            text!(step_context_time_per_token, "step-context-time-per-token"),
-            &mut c.step_context_time_per_token,
-        )?;
-        number("max-num-batched-tokens", text!(max_num_batched_tokens, "max-num-batched-tokens"), &mut c.max_num_batched_tokens)?;
-        number("max-num-seqs", text!(max_num_seqs, "max-num-seqs"), &mut c.max_num_seqs)?;
-        number("max-model-len", text!(max_model_len, "max-model-len"), &mut c.max_model_len)?;
-        number("max-waiting-queue-length", text!(max_waiting_queue_length, "max-waiting-queue-length"), &mut c.max_waiting_queue_length)?;
-        number("stream-interval", text!(stream_interval, "stream-interval"), &mut c.stream_interval)?;
-        boolean("enable-kvcache", text!(enable_kvcache, "enable-kvcache"), &mut c.enable_kvcache)?;
-        number("kv-cache-size", text!(kv_cache_size, "kv-cache-size"), &mut c.kv_cache_size)?;
-        number("block-size", text!(block_size, "block-size"), &mut c.block_size)?;
-        if let Some(s) = text!(hash_seed, "hash-seed").or_else(|| env("PYTHONHASHSEED")) {
-            c.hash_seed = s.trim().parse().unwrap_or_else(|_| crate::util::rng::hash_str(&s));
-        }
-        number("failure-injection-rate", text!(failure_injection_rate, "failure-injection-rate"), &mut c.failure_injection_rate)?;
-        let types = self.failure_types.clone().or_else(|| {
-            yaml.get("failure-types").map(|n| match n.as_seq() {
-                Some(items) => items.iter().map(crate::yaml::str_node).collect(),
-                None => crate::yaml::str_node(n).split(',').map(str::to_string).collect(),
-            })
-        });
-        if let Some(types) = types {
-            let mut kinds = Vec::new();
-            for t in types.iter().filter(|t| !t.trim().is_empty()) {
-                kinds.push(FailureKind::parse(t).ok_or_else(|| {
-                    bad(
-                        "failure-types",
-                        t,
-                        "expected rate_limit, invalid_api_key, context_length, server_error, invalid_request or model_not_found",
-                    )
-                })?);
-            }
-            if !kinds.is_empty() {
-                c.failure_types = kinds;
-            }
-        }
-        number("abort-rate", text!(abort_rate, "abort-rate"), &mut c.abort_rate)?;
-        number("abort-after-tokens", text!(abort_after_tokens, "abort-after-tokens"), &mut c.abort_after_tokens)?;
-        number("stall-rate", text!(stall_rate, "stall-rate"), &mut c.stall_rate)?;
-        number("stall-at-token", text!(stall_at_token, "stall-at-token"), &mut c.stall_at_token)?;
-        duration("stall-duration", text!(stall_duration, "stall-duration"), &mut c.stall_duration)?;
-        number("seed", text!(seed, "seed"), &mut c.seed)?;
-        number("data-parallel-size", text!(data_parallel_size, "data-parallel-size"), &mut c.data_parallel_size)?;
-        duration("startup-duration", text!(startup_duration, "startup-duration"), &mut c.startup_duration)?;
+        number("seed", text!(self, yaml, seed, "seed"), &mut c.seed)?;
+        number("data-parallel-size", text!(self, yaml, data_parallel_size, "data-parallel-size"), &mut c.data_parallel_size)?;
+        duration("startup-duration", text!(self, yaml, startup_duration, "startup-duration"), &mut c.startup_duration)?;
         c.tokenizer = self.tokenizer.clone().or_else(|| yaml.text("tokenizer").map(PathBuf::from));
         c.journal = self.journal.clone().or_else(|| yaml.text("journal").map(PathBuf::from));
         let mut body_mb = c.max_request_body_bytes >> 20;
-        number("max-request-body-size-mb", text!(max_request_body_size_mb, "max-request-body-size-mb"), &mut body_mb)?;
+        number("max-request-body-size-mb", text!(self, yaml, max_request_body_size_mb, "max-request-body-size-mb"), &mut body_mb)?;
         c.max_request_body_bytes = body_mb << 20;
-        boolean(
-            "enable-request-id-headers",
-            text!(enable_request_id_headers, "enable-request-id-headers"),
-            &mut c.enable_request_id_headers,
-        )?;
-        duration("shutdown-grace", text!(shutdown_grace, "shutdown-grace"), &mut c.shutdown_grace)?;
+        let ids = text!(self, yaml, enable_request_id_headers, "enable-request-id-headers");
+        boolean("enable-request-id-headers", ids, &mut c.enable_request_id_headers)?;
+        duration("shutdown-grace", text!(self, yaml, shutdown_grace, "shutdown-grace"), &mut c.shutdown_grace)?;
         c.pod_name = env("POD_NAME");
         c.pod_namespace = env("POD_NAMESPACE");
+        Ok(())
+    }
 
-        let calc = text!(latency_calculator, "latency-calculator");
-        c.latency = match calc.as_deref() {
+    /// Latencies and the latency model that uses them.
+    fn resolve_timing(&self, yaml: &YamlSettings, c: &mut SimConfig) -> Result<(), InputError> {
+        duration("time-to-first-token", text!(self, yaml, time_to_first_token, "time-to-first-token"), &mut c.ttft)?;
+        let ttft_sd = text!(self, yaml, time_to_first_token_std_dev, "time-to-first-token-std-dev");
+        duration("time-to-first-token-std-dev", ttft_sd, &mut c.ttft_std_dev)?;
+        duration("inter-token-latency", text!(self, yaml, inter_token_latency, "inter-token-latency"), &mut c.itl)?;
+        let itl_sd = text!(self, yaml, inter_token_latency_std_dev, "inter-token-latency-std-dev");
+        duration("inter-token-latency-std-dev", itl_sd, &mut c.itl_std_dev)?;
+        duration("prefill-overhead", text!(self, yaml, prefill_overhead, "prefill-overhead"), &mut c.prefill_overhead)?;
+        let per_token = text!(self, yaml, prefill_time_per_token, "prefill-time-per-token");
+        duration("prefill-time-per-token", per_token, &mut c.prefill_time_per_token)?;
+        duration("prefill-time-std-dev", text!(self, yaml, prefill_time_std_dev, "prefill-time-std-dev"), &mut c.prefill_time_std_dev)?;
+        let factor = text!(self, yaml, time_factor_under_load, "time-factor-under-load");
+        number("time-factor-under-load", factor, &mut c.time_factor_under_load)?;
+        duration("step-base-time", text!(self, yaml, step_base_time, "step-base-time"), &mut c.step_base_time)?;
+        let prefill = text!(self, yaml, step_prefill_time_per_token, "step-prefill-time-per-token");
+        duration("step-prefill-time-per-token", prefill, &mut c.step_prefill_time_per_token)?;
+        let decode = text!(self, yaml, step_decode_time_per_seq, "step-decode-time-per-seq");
+        duration("step-decode-time-per-seq", decode, &mut c.step_decode_time_per_seq)?;
+        let context = text!(self, yaml, step_context_time_per_token, "step-context-time-per-token");
+        duration("step-context-time-per-token", context, &mut c.step_context_time_per_token)?;
+        c.latency = match text!(self, yaml, latency_calculator, "latency-calculator").as_deref() {
             Some("constant") => LatencyModel::Constant,
             Some("per-token") => LatencyModel::PerToken,
             Some("step") => LatencyModel::Step,
@@ -500,8 +479,53 @@ impl SimArgs {
             }
             Some(other) => return Err(bad("latency-calculator", other, "expected constant, per-token or step")),
         };
-        c.validate()?;
-        Ok(c)
+        Ok(())
+    }
+
+    /// Batching, queueing, streaming and the KV cache.
+    fn resolve_capacity(&self, yaml: &YamlSettings, c: &mut SimConfig) -> Result<(), InputError> {
+        number(
+            "max-num-batched-tokens",
+            text!(self, yaml, max_num_batched_tokens, "max-num-batched-tokens"),
+            &mut c.max_num_batched_tokens,
+        )?;
+        number("max-num-seqs", text!(self, yaml, max_num_seqs, "max-num-seqs"), &mut c.max_num_seqs)?;
+        number("max-model-len", text!(self, yaml, max_model_len, "max-model-len"), &mut c.max_model_len)?;
+        let queue = text!(self, yaml, max_waiting_queue_length, "max-waiting-queue-length");
+        number("max-waiting-queue-length", queue, &mut c.max_waiting_queue_length)?;
+        number("stream-interval", text!(self, yaml, stream_interval, "stream-interval"), &mut c.stream_interval)?;
+        boolean("enable-kvcache", text!(self, yaml, enable_kvcache, "enable-kvcache"), &mut c.enable_kvcache)?;
+        number("kv-cache-size", text!(self, yaml, kv_cache_size, "kv-cache-size"), &mut c.kv_cache_size)?;
+        number("block-size", text!(self, yaml, block_size, "block-size"), &mut c.block_size)?;
+        if let Some(s) = text!(self, yaml, hash_seed, "hash-seed").or_else(|| env("PYTHONHASHSEED")) {
+            c.hash_seed = s.trim().parse().unwrap_or_else(|_| crate::util::rng::hash_str(&s));
+        }
+        Ok(())
+    }
+
+    /// Injected failures, aborts and stalls.
+    fn resolve_faults(&self, yaml: &YamlSettings, c: &mut SimConfig) -> Result<(), InputError> {
+        number(
+            "failure-injection-rate",
+            text!(self, yaml, failure_injection_rate, "failure-injection-rate"),
+            &mut c.failure_injection_rate,
+        )?;
+        if let Some(types) = self.failure_types.clone().or_else(|| list(yaml, "failure-types")) {
+            let mut kinds = Vec::new();
+            for t in types.iter().filter(|t| !t.trim().is_empty()) {
+                let expected = "expected rate_limit, invalid_api_key, context_length, server_error, invalid_request or model_not_found";
+                kinds.push(FailureKind::parse(t).ok_or_else(|| bad("failure-types", t, expected))?);
+            }
+            if !kinds.is_empty() {
+                c.failure_types = kinds;
+            }
+        }
+        number("abort-rate", text!(self, yaml, abort_rate, "abort-rate"), &mut c.abort_rate)?;
+        number("abort-after-tokens", text!(self, yaml, abort_after_tokens, "abort-after-tokens"), &mut c.abort_after_tokens)?;
+        number("stall-rate", text!(self, yaml, stall_rate, "stall-rate"), &mut c.stall_rate)?;
+        number("stall-at-token", text!(self, yaml, stall_at_token, "stall-at-token"), &mut c.stall_at_token)?;
+        duration("stall-duration", text!(self, yaml, stall_duration, "stall-duration"), &mut c.stall_duration)?;
+        Ok(())
     }
 }
 
