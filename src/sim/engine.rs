@@ -465,86 +465,128 @@ impl StepSeq {
     }
 }
 
+/// One iteration's schedule: per running sequence, the prefill tokens it gets.
+struct Iteration {
+    chunks: Vec<usize>,
+    prefill_tokens: usize,
+    decode_seqs: usize,
+}
+
+/// The step engine's queues: sequences waiting for admission and those in the batch.
+struct StepScheduler {
+    engine: Arc<Engine>,
+    waiting: VecDeque<StepSeq>,
+    running: Vec<StepSeq>,
+}
+
 async fn step_loop(engine: Arc<Engine>, mut arrivals: mpsc::UnboundedReceiver<StepSeq>) {
     let cfg = engine.cfg.clone();
-    let mut waiting: VecDeque<StepSeq> = VecDeque::new();
-    let mut running: Vec<StepSeq> = Vec::new();
+    let mut s = StepScheduler { engine, waiting: VecDeque::new(), running: Vec::new() };
     let mut clock = Instant::now();
     loop {
-        if waiting.is_empty() && running.is_empty() {
+        if s.waiting.is_empty() && s.running.is_empty() {
             match arrivals.recv().await {
-                Some(seq) => waiting.push_back(seq),
+                Some(seq) => s.waiting.push_back(seq),
                 None => return,
             }
             clock = Instant::now();
         }
         while let Ok(seq) = arrivals.try_recv() {
-            waiting.push_back(seq);
+            s.waiting.push_back(seq);
         }
-        // Schedule this iteration.
-        let mut budget = cfg.max_num_batched_tokens;
-        let mut decode_seqs = 0usize;
-        let mut prefill_tokens = 0usize;
-        let mut chunks: Vec<usize> = vec![0; running.len()];
-        for (i, seq) in running.iter().enumerate() {
+        let it = s.schedule();
+        s.engine.update_gauges();
+        let context_tokens: usize = s.running.iter().map(StepSeq::context).sum();
+        let duration = cfg.step_base_time
+            + cfg.step_prefill_time_per_token * it.prefill_tokens as u32
+            + cfg.step_decode_time_per_seq * it.decode_seqs as u32
+            + cfg.step_context_time_per_token * context_tokens as u32;
+        s.engine.metrics.iteration_tokens.observe((it.prefill_tokens + it.decode_seqs) as f64);
+        clock = clock.max(Instant::now() - Duration::from_millis(1)) + duration;
+        sleep_until(clock).await;
+        let (finished, preempt) = s.apply(clock, &it.chunks);
+        s.retire(finished, preempt);
+        s.engine.update_gauges();
+    }
+}
+
+impl StepScheduler {
+    /// Token budget to the running sequences (decode first come, prefill chunks), then
+    /// admission of waiting sequences while seats and budget last.
+    fn schedule(&mut self) -> Iteration {
+        let (mut budget, max_seqs) = (self.engine.cfg.max_num_batched_tokens, self.engine.cfg.max_num_seqs);
+        let mut it = Iteration { chunks: vec![0; self.running.len()], prefill_tokens: 0, decode_seqs: 0 };
+        for (i, seq) in self.running.iter().enumerate() {
             if seq.prefill_left == 0 && budget > 0 {
-                decode_seqs += 1;
+                it.decode_seqs += 1;
                 budget -= 1;
             } else if seq.prefill_left > 0 && budget > 0 {
                 let chunk = seq.prefill_left.min(budget);
-                chunks[i] = chunk;
-                prefill_tokens += chunk;
+                it.chunks[i] = chunk;
+                it.prefill_tokens += chunk;
                 budget -= chunk;
             }
         }
-        while running.len() < cfg.max_num_seqs && budget > 0 {
-            let Some(mut seq) = waiting.pop_front() else { break };
-            let prompt = seq.req.prompt_tokens.clone();
-            let (alloc, cached) = engine.kv_admit(&prompt, seq.generated + 1);
-            if cfg.enable_kvcache && alloc.is_none() && !running.is_empty() {
-                waiting.push_front(seq);
-                break;
-            }
-            let now = Instant::now();
-            if !seq.admitted {
-                seq.admitted = true;
-                engine.waiting.fetch_sub(1, Ordering::AcqRel);
-                engine.metrics.prompt_tokens.inc_by(seq.req.prompt_tokens.len() as u64);
-                if cfg.enable_kvcache {
-                    engine.metrics.prefix_queries.inc_by(seq.req.prompt_tokens.len() as u64);
-                    engine.metrics.prefix_hits.inc_by(cached as u64);
+        while self.running.len() < max_seqs && budget > 0 {
+            let Some(seq) = self.waiting.pop_front() else { break };
+            match self.admit(seq) {
+                Admission::Admitted(seq) => {
+                    let chunk = seq.prefill_left.min(budget);
+                    it.prefill_tokens += chunk;
+                    budget -= chunk;
+                    it.chunks.push(chunk);
+                    self.running.push(seq);
                 }
-                seq.times = Some(RequestTimes::new(&seq.req, now));
-                if seq.tx.send(Event::Admitted { at: now, cached_tokens: cached }).is_err() {
-                    engine.kv_release(alloc);
-                    engine.metrics.finished(FinishReason::Abort);
-                    continue;
+                Admission::NoBlocks(seq) => {
+                    self.waiting.push_front(seq);
+                    break;
                 }
+                Admission::Gone => {}
             }
-            engine.running.fetch_add(1, Ordering::AcqRel);
-            seq.alloc = alloc;
-            seq.prefill_left = (seq.context() - cached).max(1);
-            let chunk = seq.prefill_left.min(budget);
-            prefill_tokens += chunk;
-            budget -= chunk;
-            chunks.push(chunk);
-            running.push(seq);
         }
-        engine.update_gauges();
-        let context_tokens: usize = running.iter().map(StepSeq::context).sum();
-        let duration = cfg.step_base_time
-            + cfg.step_prefill_time_per_token * prefill_tokens as u32
-            + cfg.step_decode_time_per_seq * decode_seqs as u32
-            + cfg.step_context_time_per_token * context_tokens as u32;
-        engine.metrics.iteration_tokens.observe((prefill_tokens + decode_seqs) as f64);
-        clock = clock.max(Instant::now() - Duration::from_millis(1)) + duration;
-        sleep_until(clock).await;
-        let end = clock;
+        it
+    }
 
-        // Apply the iteration: prefill progress, one token per decoding sequence.
+    /// Blocks for a waiting sequence (its first admission counts its prompt and tells
+    /// its client).
+    fn admit(&mut self, mut seq: StepSeq) -> Admission {
+        let engine = &self.engine;
+        let cfg = &engine.cfg;
+        let prompt = seq.req.prompt_tokens.clone();
+        let (alloc, cached) = engine.kv_admit(&prompt, seq.generated + 1);
+        if cfg.enable_kvcache && alloc.is_none() && !self.running.is_empty() {
+            return Admission::NoBlocks(seq);
+        }
+        let now = Instant::now();
+        if !seq.admitted {
+            seq.admitted = true;
+            engine.waiting.fetch_sub(1, Ordering::AcqRel);
+            engine.metrics.prompt_tokens.inc_by(seq.req.prompt_tokens.len() as u64);
+            if cfg.enable_kvcache {
+                engine.metrics.prefix_queries.inc_by(seq.req.prompt_tokens.len() as u64);
+                engine.metrics.prefix_hits.inc_by(cached as u64);
+            }
+            seq.times = Some(RequestTimes::new(&seq.req, now));
+            if seq.tx.send(Event::Admitted { at: now, cached_tokens: cached }).is_err() {
+                engine.kv_release(alloc);
+                engine.metrics.finished(FinishReason::Abort);
+                return Admission::Gone;
+            }
+        }
+        engine.running.fetch_add(1, Ordering::AcqRel);
+        seq.alloc = alloc;
+        seq.prefill_left = (seq.context() - cached).max(1);
+        Admission::Admitted(seq)
+    }
+
+    /// Applies an iteration that ended at `end`: prefill progress, one token per
+    /// decoding sequence. Returns the sequences that finished (with why) and those
+    /// that need blocks the cache does not have.
+    fn apply(&mut self, end: Instant, chunks: &[usize]) -> (Vec<(usize, FinishReason)>, Vec<usize>) {
+        let engine = &self.engine;
         let mut finished = Vec::new();
         let mut preempt = Vec::new();
-        for (i, seq) in running.iter_mut().enumerate() {
+        for (i, seq) in self.running.iter_mut().enumerate() {
             let produces = if seq.prefill_left > 0 {
                 seq.prefill_left -= chunks[i];
                 seq.prefill_left == 0 && chunks[i] > 0
@@ -562,7 +604,7 @@ async fn step_loop(engine: Arc<Engine>, mut arrivals: mpsc::UnboundedReceiver<St
                 continue;
             }
             if let Some(alloc) = seq.alloc.as_mut() {
-                let needed = (seq.req.prompt_tokens.len() + seq.generated + 1).div_ceil(cfg.block_size);
+                let needed = (seq.req.prompt_tokens.len() + seq.generated + 1).div_ceil(engine.cfg.block_size);
                 if needed > alloc.blocks() {
                     let mut kv = engine.kv.lock().unwrap_or_else(|e| e.into_inner());
                     if !kv.grow(alloc, needed - alloc.blocks()) {
@@ -586,11 +628,17 @@ async fn step_loop(engine: Arc<Engine>, mut arrivals: mpsc::UnboundedReceiver<St
                 finished.push((i, seq.req.finish));
             }
         }
-        // Preempt the newest sequence when blocks ran out (recompute later).
+        (finished, preempt)
+    }
+
+    /// Preempts the newest sequence when blocks ran out (it is recomputed later), then
+    /// removes the finished ones.
+    fn retire(&mut self, mut finished: Vec<(usize, FinishReason)>, preempt: Vec<usize>) {
+        let engine = &self.engine;
         if !preempt.is_empty()
-            && let Some(victim) = (0..running.len()).filter(|i| !finished.iter().any(|(f, _)| f == i)).max()
+            && let Some(victim) = (0..self.running.len()).filter(|i| !finished.iter().any(|(f, _)| f == i)).max()
         {
-            let mut seq = running.remove(victim);
+            let mut seq = self.running.remove(victim);
             finished.retain(|(f, _)| *f != victim);
             for (f, _) in finished.iter_mut() {
                 if *f > victim {
@@ -601,19 +649,27 @@ async fn step_loop(engine: Arc<Engine>, mut arrivals: mpsc::UnboundedReceiver<St
             engine.running.fetch_sub(1, Ordering::AcqRel);
             engine.metrics.preemptions.inc_by(1);
             seq.prefill_left = 0;
-            waiting.push_front(seq);
+            self.waiting.push_front(seq);
         }
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, reason) in finished {
-            let mut seq = running.swap_remove(i);
+            let mut seq = self.running.swap_remove(i);
             engine.kv_release(seq.alloc.take());
             engine.running.fetch_sub(1, Ordering::AcqRel);
             if let Some(t) = seq.times.take() {
                 t.finish(reason, &engine.metrics);
             }
         }
-        engine.update_gauges();
     }
+}
+
+/// What admitting a waiting sequence came to.
+enum Admission {
+    Admitted(StepSeq),
+    /// The KV cache has no blocks for it now; it stays first in line.
+    NoBlocks(StepSeq),
+    /// Its client went away before admission.
+    Gone,
 }
 
 #[cfg(test)]

@@ -121,133 +121,142 @@ fn analyze(text: &str) -> Analysis {
             allow_block: false,
         };
     }
-    let chars: Vec<char> = text.chars().collect();
-    let n = chars.len();
-    let mut block_indicators = false;
-    let mut flow_indicators = false;
-    let mut line_breaks = false;
-    let mut special_characters = false;
-    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) = (false, false, false, false);
-    let (mut break_space, mut space_break) = (false, false);
-    if text.starts_with("---") || text.starts_with("...") {
-        block_indicators = true;
-        flow_indicators = true;
+    Scan::of(text).verdict()
+}
+
+/// What PyYAML's `analyze_scalar` notices while it walks a scalar's characters.
+#[derive(Default)]
+struct Scan {
+    block_indicators: bool,
+    flow_indicators: bool,
+    line_breaks: bool,
+    special_characters: bool,
+    leading_space: bool,
+    leading_break: bool,
+    trailing_space: bool,
+    trailing_break: bool,
+    break_space: bool,
+    space_break: bool,
+}
+
+impl Scan {
+    fn of(text: &str) -> Scan {
+        let chars: Vec<char> = text.chars().collect();
+        let n = chars.len();
+        let mut s = Scan::default();
+        if text.starts_with("---") || text.starts_with("...") {
+            s.block_indicators = true;
+            s.flow_indicators = true;
+        }
+        let mut preceded_by_whitespace = true;
+        let mut followed_by_whitespace = n == 1 || is_space_or_break(chars[1]);
+        let (mut previous_space, mut previous_break) = (false, false);
+        for (index, &ch) in chars.iter().enumerate() {
+            s.indicators(index, ch, preceded_by_whitespace, followed_by_whitespace);
+            if is_break(ch) {
+                s.line_breaks = true;
+            }
+            if !(ch == '\n' || ('\u{20}'..='\u{7e}').contains(&ch)) && !unicode_ok(ch) {
+                s.special_characters = true;
+            }
+            if ch == ' ' {
+                s.leading_space |= index == 0;
+                s.trailing_space |= index == n - 1;
+                s.break_space |= previous_break;
+                (previous_space, previous_break) = (true, false);
+            } else if is_break(ch) {
+                s.leading_break |= index == 0;
+                s.trailing_break |= index == n - 1;
+                s.space_break |= previous_space;
+                (previous_space, previous_break) = (false, true);
+            } else {
+                (previous_space, previous_break) = (false, false);
+            }
+            preceded_by_whitespace = is_space_or_break(ch);
+            followed_by_whitespace = index + 2 >= n || is_space_or_break(chars[index + 2]);
+        }
+        s
     }
-    let mut preceded_by_whitespace = true;
-    let mut followed_by_whitespace = n == 1 || is_space_or_break(chars[1]);
-    let (mut previous_space, mut previous_break) = (false, false);
-    for (index, &ch) in chars.iter().enumerate() {
+
+    /// Flow and block indicators at `index`.
+    fn indicators(&mut self, index: usize, ch: char, preceded_by_whitespace: bool, followed_by_whitespace: bool) {
         if index == 0 {
             if "#,[]{}&*!|>'\"%@`".contains(ch) {
-                flow_indicators = true;
-                block_indicators = true;
+                self.flow_indicators = true;
+                self.block_indicators = true;
             }
             if ch == '?' || ch == ':' {
-                flow_indicators = true;
-                if followed_by_whitespace {
-                    block_indicators = true;
-                }
+                self.flow_indicators = true;
+                self.block_indicators |= followed_by_whitespace;
             }
             if ch == '-' && followed_by_whitespace {
-                flow_indicators = true;
-                block_indicators = true;
+                self.flow_indicators = true;
+                self.block_indicators = true;
             }
         } else {
             if ",?[]{}".contains(ch) {
-                flow_indicators = true;
+                self.flow_indicators = true;
             }
             if ch == ':' {
-                flow_indicators = true;
-                if followed_by_whitespace {
-                    block_indicators = true;
-                }
+                self.flow_indicators = true;
+                self.block_indicators |= followed_by_whitespace;
             }
             if ch == '#' && preceded_by_whitespace {
-                flow_indicators = true;
-                block_indicators = true;
+                self.flow_indicators = true;
+                self.block_indicators = true;
             }
         }
-        if is_break(ch) {
-            line_breaks = true;
+    }
+
+    /// Which scalar styles the text allows.
+    fn verdict(&self) -> Analysis {
+        let mut a = Analysis {
+            empty: false,
+            multiline: self.line_breaks,
+            allow_flow_plain: true,
+            allow_block_plain: true,
+            allow_single_quoted: true,
+            allow_block: true,
+        };
+        if self.leading_space || self.leading_break || self.trailing_space || self.trailing_break {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
         }
-        if !(ch == '\n' || ('\u{20}'..='\u{7e}').contains(&ch)) {
-            let unicode_ok = (ch == '\u{85}'
-                || ('\u{a0}'..='\u{d7ff}').contains(&ch)
-                || ('\u{e000}'..='\u{fffd}').contains(&ch)
-                || ('\u{10000}'..'\u{10ffff}').contains(&ch))
-                && ch != '\u{feff}';
-            if !unicode_ok {
-                special_characters = true;
-            }
+        if self.trailing_space {
+            a.allow_block = false;
         }
-        if ch == ' ' {
-            if index == 0 {
-                leading_space = true;
-            }
-            if index == n - 1 {
-                trailing_space = true;
-            }
-            if previous_break {
-                break_space = true;
-            }
-            previous_space = true;
-            previous_break = false;
-        } else if is_break(ch) {
-            if index == 0 {
-                leading_break = true;
-            }
-            if index == n - 1 {
-                trailing_break = true;
-            }
-            if previous_space {
-                space_break = true;
-            }
-            previous_space = false;
-            previous_break = true;
-        } else {
-            previous_space = false;
-            previous_break = false;
+        if self.break_space {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+            a.allow_single_quoted = false;
         }
-        preceded_by_whitespace = is_space_or_break(ch);
-        followed_by_whitespace = index + 2 >= n || is_space_or_break(chars[index + 2]);
+        if self.space_break || self.special_characters {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+            a.allow_single_quoted = false;
+            a.allow_block = false;
+        }
+        if self.line_breaks {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+        }
+        if self.flow_indicators {
+            a.allow_flow_plain = false;
+        }
+        if self.block_indicators {
+            a.allow_block_plain = false;
+        }
+        a
     }
-    let mut a = Analysis {
-        empty: false,
-        multiline: line_breaks,
-        allow_flow_plain: true,
-        allow_block_plain: true,
-        allow_single_quoted: true,
-        allow_block: true,
-    };
-    if leading_space || leading_break || trailing_space || trailing_break {
-        a.allow_flow_plain = false;
-        a.allow_block_plain = false;
-    }
-    if trailing_space {
-        a.allow_block = false;
-    }
-    if break_space {
-        a.allow_flow_plain = false;
-        a.allow_block_plain = false;
-        a.allow_single_quoted = false;
-    }
-    if space_break || special_characters {
-        a.allow_flow_plain = false;
-        a.allow_block_plain = false;
-        a.allow_single_quoted = false;
-        a.allow_block = false;
-    }
-    if line_breaks {
-        a.allow_flow_plain = false;
-        a.allow_block_plain = false;
-    }
-    if flow_indicators {
-        a.allow_flow_plain = false;
-    }
-    if block_indicators {
-        a.allow_block_plain = false;
-    }
-    a
+}
+
+/// Characters PyYAML prints unescaped beyond printable ASCII.
+fn unicode_ok(ch: char) -> bool {
+    (ch == '\u{85}'
+        || ('\u{a0}'..='\u{d7ff}').contains(&ch)
+        || ('\u{e000}'..='\u{fffd}').contains(&ch)
+        || ('\u{10000}'..'\u{10ffff}').contains(&ch))
+        && ch != '\u{feff}'
 }
 
 /// The text of a scalar node as PyYAML's SafeRepresenter writes it, and whether it is a
