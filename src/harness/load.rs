@@ -552,6 +552,31 @@ impl Plan {
     }
 }
 
+/// How the pacer catches up when it has fallen behind its schedule: releasing every
+/// overdue request back to back would keep a real-time thread on the CPU, and the
+/// runtime workers that must send those requests (on a 2-core machine, all of them)
+/// would wait for it. So after [`CatchUp::BURST`] late releases in a row it sleeps
+/// [`CatchUp::PAUSE`]; an on-time release (which slept anyway) starts a new count.
+#[derive(Debug, Default)]
+struct CatchUp {
+    streak: usize,
+}
+
+impl CatchUp {
+    const BURST: usize = 32;
+    const PAUSE: Duration = Duration::from_micros(50);
+
+    /// The pause owed after a release that was `late` (its deadline already passed).
+    fn after_release(&mut self, late: bool) -> Option<Duration> {
+        if !late {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        (self.streak.is_multiple_of(Self::BURST)).then_some(Self::PAUSE)
+    }
+}
+
 /// Releases an open-loop stage's requests on their schedule.
 ///
 /// The pacer is a dedicated OS thread sleeping on absolute deadlines (1 ns timer slack),
@@ -569,17 +594,23 @@ fn pace(
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
     // Best effort: as a real-time thread the pacer preempts the busy runtime (and a
-    // server on the same cores) the moment its deadline passes. It sleeps between
-    // releases, so it cannot starve anything; without CAP_SYS_NICE this simply fails.
+    // server on the same cores) the moment its deadline passes. It sleeps until each
+    // release and, when it has fallen behind, pauses every few releases (see
+    // `CatchUp`), so it cannot starve anything; without CAP_SYS_NICE this simply fails.
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: changes only the calling thread's scheduling policy.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     let mut tasks = Vec::with_capacity(offsets.len());
+    let mut catch_up = CatchUp::default();
     for (k, off) in offsets.into_iter().enumerate() {
         let at = start + Duration::from_secs_f64(off);
         let now = Instant::now();
-        if at > now {
+        let late = at <= now;
+        if !late {
             std::thread::sleep(at - now);
+        }
+        if let Some(pause) = catch_up.after_release(late) {
+            std::thread::sleep(pause);
         }
         let prepared = plan.prepare(first + k, stage, at);
         let plan = plan.clone();
@@ -703,4 +734,16 @@ mod tests {
         }
         assert!(serde_json::from_value::<LoadProfile>(serde_json::json!({"load": {"stages": [], "oops": 1}})).is_err());
     }
+
+    #[test]
+    fn a_late_pacer_pauses_every_burst() {
+        let mut c = CatchUp::default();
+        let pauses = (0..100).filter_map(|_| c.after_release(true)).count();
+        assert_eq!(pauses, 100 / CatchUp::BURST, "one pause per burst of late releases");
+        // On time: it slept until the release, so no pause, and the count restarts.
+        assert_eq!(c.after_release(false), None);
+        assert!((1..CatchUp::BURST).all(|_| c.after_release(true).is_none()));
+        assert_eq!(c.after_release(true), Some(CatchUp::PAUSE));
+    }
+
 }
