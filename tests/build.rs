@@ -350,6 +350,26 @@ fn bad_experiments_are_input_errors() {
     assert!(r.stderr.contains("exp.yaml:2:1") && r.stderr.contains("did you mean 'treatments'"), "{}", r.stderr);
 }
 
+#[test]
+fn a_bad_scenario_is_an_input_error_and_an_unreadable_one_is_not() {
+    let p = Project::new(EXPERIMENT);
+    let scenario = p.path().join("config/scenarios/examples/sim.yaml");
+    // Broken YAML: the user's to fix, exit 2, with the file and line.
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    std::fs::write(&scenario, format!("{text}\nbroken: [unclosed\n")).unwrap();
+    let r = run(p.cmd().args(["build", "exp.yaml"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("sim.yaml:"), "the error names the file and line: {}", r.stderr);
+    // A scenario that exists but cannot be read (here: a directory) is not an input
+    // error: exit 1, saying it cannot be read.
+    std::fs::remove_file(&scenario).unwrap();
+    std::fs::create_dir(&scenario).unwrap();
+    std::fs::write(scenario.join("not-empty"), "x").unwrap();
+    let r = run(p.cmd().args(["build", "exp.yaml"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot read"), "{}", r.stderr);
+}
+
 /// Random leaf edits: `build --dry-run` predicts exactly what `build` executes, and the
 /// reasons name exactly the edited path with its old and new values.
 #[test]

@@ -17,25 +17,37 @@ use crate::error::InputError;
 use crate::render::TemplateSet;
 use crate::yaml::{Node, load_str};
 
-/// A planning failure: the message (with file and line) and whether it is the user's input.
+/// A planning failure. Salsa memoizes results, so the error is plain data (comparable,
+/// clonable) and turns back into the error users see at the planner's edge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanError(pub String);
+pub enum PlanError {
+    /// The user's input is wrong (bad YAML, an unknown key, a template error): exit 2,
+    /// with the location and help of the [`InputError`] it came from.
+    Input { message: String, origin: Option<crate::yaml::Origin>, help: Option<String> },
+    /// A file exists but cannot be read (permissions, not UTF-8, a directory): exit 1.
+    Unreadable(String),
+    /// Something the planner should not have been asked: exit 1.
+    Internal(String),
+}
 
 impl From<InputError> for PlanError {
     fn from(e: InputError) -> Self {
-        PlanError(e.to_string())
+        PlanError::Input { message: e.message, origin: e.origin, help: e.help }
     }
 }
 
 impl From<crate::yaml::YamlError> for PlanError {
     fn from(e: crate::yaml::YamlError) -> Self {
-        PlanError(InputError::from(e).to_string())
+        InputError::from(e).into()
     }
 }
 
 impl From<PlanError> for anyhow::Error {
     fn from(e: PlanError) -> Self {
-        InputError::new(e.0).into()
+        match e {
+            PlanError::Input { message, origin, help } => InputError { message, origin, help }.into(),
+            PlanError::Unreadable(m) | PlanError::Internal(m) => anyhow::anyhow!(m),
+        }
     }
 }
 
@@ -83,7 +95,7 @@ impl Db for PlannerDb {
 }
 
 fn text_of(db: &dyn Db, path: &Path) -> Result<Arc<str>, PlanError> {
-    db.source(path).text(db).clone().map_err(PlanError)
+    db.source(path).text(db).clone().map_err(PlanError::Unreadable)
 }
 
 /// One stack of a setup treatment, merged but not rendered.
@@ -193,7 +205,7 @@ pub struct RenderedOut {
 fn rendered_stack(db: &dyn Db, setup: SetupInput, index: usize) -> Result<Arc<RenderedOut>, PlanError> {
     let plan = setup_plan(db, setup)?;
     let t = templates(db, setup)?;
-    let stack = plan.stacks.get(index).ok_or_else(|| PlanError(format!("no stack #{index}")))?;
+    let stack = plan.stacks.get(index).ok_or_else(|| PlanError::Internal(format!("no stack #{index}")))?;
     let nok8s = stack.config.get_path(&["nok8s", "enabled"]).is_some_and(Node::is_truthy);
     let r = t.set.render_stack(&stack.config, nok8s)?;
     Ok(Arc::new(RenderedOut { config_yaml: r.config_yaml(), files: r.files, config: r.config }))
