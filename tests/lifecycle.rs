@@ -238,6 +238,32 @@ fn injected_server_errors_are_counted_not_timed() {
 }
 
 #[test]
+fn a_harness_that_times_out_is_killed_with_its_children() {
+    let ws = Workspace::new();
+    let fake = ws.path().join("inference-perf");
+    let child_pid = ws.path().join("child.pid");
+    // The harness starts a child (as a Python tool's workers would) and hangs.
+    std::fs::write(&fake, format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nsleep 300\n", child_pid.display())).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let up = ws.llmd(&["--spec", "examples/sim", "standup", "--skip-smoketest"]);
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    let r = run(llmd().env("LLMD_INFERENCE_PERF_BIN", &fake).arg("--workspace").arg(ws.path()).args([
+        "--spec",
+        "examples/sim",
+        "run",
+        "-l",
+        "inference-perf",
+        "--harness-timeout",
+        "2",
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("did not finish within"), "{}", r.stderr);
+    let pid: u32 = std::fs::read_to_string(&child_pid).unwrap().trim().parse().unwrap();
+    assert!(gone_soon(pid), "the harness's child {pid} outlived the timeout");
+    assert_eq!(ws.llmd(&["teardown"]).code, 0);
+}
+
+#[test]
 fn a_harness_exiting_non_zero_fails_with_its_output() {
     let ws = Workspace::new();
     let fake = ws.path().join("inference-perf");

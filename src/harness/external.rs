@@ -282,7 +282,8 @@ pub async fn run(ext: &ExternalRun, log: &Path, timeout: Duration, env: &[(&str,
         }
         Err(_) => {
             group.kill();
-            let _ = child.wait().await;
+            // The leader too, directly: it may have left its group (setsid).
+            let _ = child.kill().await;
             bail!("{} did not finish within {timeout:?}; log: {}", ext.kind.name(), log.display());
         }
     };
