@@ -470,3 +470,15 @@ fn a_missing_server_command_fails_standup_before_starting_anything() {
     assert!(r.stderr.contains("`no-such-server-binary` is not installed"), "{}", r.stderr);
     assert!(!ws.path().join("receipts/sim.json").exists());
 }
+
+#[test]
+fn a_mistyped_backend_or_non_admin_on_local_is_an_input_error() {
+    let ws = Workspace::new();
+    let r = ws.llmd(&["--spec", "examples/sim", "--backend", "lcoal", "standup"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("unknown backend 'lcoal'") && r.stderr.contains("did you mean 'local'?"), "{}", r.stderr);
+    let r = ws.llmd(&["--spec", "examples/sim", "--non-admin", "standup"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--non-admin applies to cluster backends"), "{}", r.stderr);
+    assert!(!ws.path().join("receipts/sim.json").exists(), "nothing was started");
+}

@@ -124,17 +124,13 @@ fn load(global: &GlobalArgs, args: &ExperimentArgs) -> Result<(Experiment, Vec<R
 
 pub fn run(global: &GlobalArgs, args: &ExperimentArgs) -> Result<ExitCode> {
     let (experiment, run_treatments) = load(global, args)?;
+    // `--backend` and `--non-admin` are checked before any setup starts (exit 2).
+    let registry = global.registry();
+    registry.get(&registry.name_for(&Node::null()))?;
     let started = Instant::now();
     let total_runs = run_treatments.len();
-    let mut driver = Driver {
-        global,
-        args,
-        experiment: &experiment,
-        run_treatments: &run_treatments,
-        registry: global.registry(),
-        rt: runtime()?,
-        summary: Vec::new(),
-    };
+    let mut driver =
+        Driver { global, args, experiment: &experiment, run_treatments: &run_treatments, registry, rt: runtime()?, summary: Vec::new() };
     eprintln!(
         "experiment {}: {} setup treatment(s) x {total_runs} run treatment(s) = {}",
         experiment.name,

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::backend::Receipt;
+use crate::backend::{Receipt, Registry};
 use crate::config::{PlanOptions, resolve_plan};
 use crate::error::{InputError, Warnings};
 use crate::experiment::{RunTreatment, load_run_treatments};
@@ -186,10 +186,22 @@ fn verdict(report: &ExecutionReport) -> ExitCode {
     ExitCode::from(if report.ok() { exit::SUCCESS } else { exit::FAILURE })
 }
 
+/// Every backend the stacks use exists and accepts this invocation's flags (a typo in
+/// `--backend`, `--non-admin` on the local backend): an input error, exit 2, before
+/// anything starts. Stacks known only from a receipt use the backend it names.
+pub(crate) fn check_backends(registry: &Registry, stacks: &[Arc<StackEntry>]) -> Result<()> {
+    for s in stacks {
+        let from_receipt = s.config.is_null().then(|| s.state().receipt.as_ref().map(|r| r.backend.clone())).flatten();
+        registry.get(&from_receipt.unwrap_or_else(|| registry.name_for(&s.config)))?;
+    }
+    Ok(())
+}
+
 pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
     let stacks = load_stacks(global, &args.common, true)?;
     check_stack_filter(&args.common, &stacks)?;
     let registry = global.registry();
+    check_backends(&registry, &stacks)?;
     let rt = runtime()?;
     let ctx = Arc::new(PhaseContext {
         settings: settings(global, &args.common, args.parallel, None),
@@ -222,6 +234,7 @@ fn with_receipts(global: &GlobalArgs, stacks: Vec<Arc<StackEntry>>) -> Result<Ve
 pub fn smoketest(global: &GlobalArgs, args: &SmoketestArgs) -> Result<ExitCode> {
     let stacks = with_receipts(global, load_stacks(global, &args.common, false)?)?;
     check_stack_filter(&args.common, &stacks)?;
+    check_backends(&global.registry(), &stacks)?;
     let rt = runtime()?;
     let ctx = Arc::new(PhaseContext { settings: settings(global, &args.common, args.parallel, None), registry: global.registry(), stacks });
     Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
@@ -319,6 +332,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
         with_receipts(global, load_stacks(global, &args.common, false)?)?
     };
     check_stack_filter(&args.common, &stacks)?;
+    if args.endpoint_url.is_none() {
+        check_backends(&global.registry(), &stacks)?;
+    }
     let (harness, workload) = harness_and_workload(&stacks, args.harness.as_deref(), args.workload.as_deref())?;
     let (treatments, max_attempts) = run_treatments(args)?;
     let run_settings = RunSettings {
@@ -372,6 +388,7 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
         let stacks = receipt_stacks(&ws)?;
         if !stacks.is_empty() {
             check_stack_filter(&args.common, &stacks)?;
+            check_backends(&registry, &stacks)?;
             work.push((ws, stacks));
         }
     }

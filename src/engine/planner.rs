@@ -344,6 +344,6 @@ mod tests {
         assert!(p.plan(p.setups.len() - 1).is_ok());
         let mut q = Planner::new();
         let bad = q.add_setup(opts(&root, "examples/nope", &[]));
-        assert!(q.plan(bad).unwrap_err().0.contains("not found"));
+        assert!(matches!(q.plan(bad).unwrap_err(), PlanError::Input { message, .. } if message.contains("not found")));
     }
 }

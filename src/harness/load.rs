@@ -745,5 +745,4 @@ mod tests {
         assert!((1..CatchUp::BURST).all(|_| c.after_release(true).is_none()));
         assert_eq!(c.after_release(true), Some(CatchUp::PAUSE));
     }
-
 }

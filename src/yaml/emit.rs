@@ -156,7 +156,7 @@ impl Scan {
             if is_break(ch) {
                 s.line_breaks = true;
             }
-            if !(ch == '\n' || ('\u{20}'..='\u{7e}').contains(&ch)) && !unicode_ok(ch) {
+            if !(ch == '\n' || ('\u{20}'..='\u{7e}').contains(&ch) || unicode_ok(ch)) {
                 s.special_characters = true;
             }
             if ch == ' ' {
