@@ -9,6 +9,8 @@
 //!    target: median < 300 ms.
 //!
 //! `BENCH_RUNS` (default 15) samples each; medians and the ratio to the target printed.
+//! `BENCH_DIR=/path` builds the project there and keeps it (to time another binary on
+//! the same filled cache, say).
 
 use std::path::Path;
 use std::process::Command;
@@ -65,13 +67,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
-    let dir = tempfile::tempdir().unwrap();
-    project(dir.path());
+    let temp = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(temp.path());
+    std::fs::create_dir_all(dir).unwrap();
+    project(dir);
     println!(
         "llmd build on {STACKS} stacks x {TREATMENTS} run treatments ({} nodes); {runs} samples, medians",
         STACKS * (3 + 2 * TREATMENTS) + 1
     );
-    let (fill, out) = llmd(dir.path(), &["build", "exp.yaml"]);
+    let (fill, out) = llmd(dir, &["build", "exp.yaml"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!(
         "filling the cache (a real build: {} runs against real sims): {:.1} s  ({})",
@@ -82,7 +87,7 @@ fn main() {
 
     let noop: Vec<Duration> = (0..runs)
         .map(|_| {
-            let (t, out) = llmd(dir.path(), &["build", "exp.yaml"]);
+            let (t, out) = llmd(dir, &["build", "exp.yaml"]);
             assert!(
                 String::from_utf8_lossy(&out.stdout).lines().last().is_some_and(|l| l.starts_with("0 ran")),
                 "{}",
@@ -99,12 +104,12 @@ fn main() {
         m.as_secs_f64() * 1e3 / 150.0
     );
 
-    let exp = std::fs::read_to_string(dir.path().join("exp.yaml")).unwrap();
-    std::fs::write(dir.path().join("exp.yaml"), exp.replace("load.stages.0.rate: 107}", "load.stages.0.rate: 207}")).unwrap();
+    let exp = std::fs::read_to_string(dir.join("exp.yaml")).unwrap();
+    std::fs::write(dir.join("exp.yaml"), exp.replace("load.stages.0.rate: 107}", "load.stages.0.rate: 207}")).unwrap();
     let mut would_run = String::new();
     let decide: Vec<Duration> = (0..runs)
         .map(|_| {
-            let (t, out) = llmd(dir.path(), &["build", "exp.yaml", "--dry-run"]);
+            let (t, out) = llmd(dir, &["build", "exp.yaml", "--dry-run"]);
             would_run = String::from_utf8_lossy(&out.stdout).split(',').next().unwrap_or_default().to_string();
             t
         })
