@@ -237,25 +237,29 @@ fn injected_server_errors_are_counted_not_timed() {
     assert!(gone_soon(pid));
 }
 
-#[test]
-fn a_harness_that_times_out_is_killed_with_its_children() {
-    let ws = Workspace::new();
+/// Stands `examples/sim` up in `ws`, then runs `llmd run -l inference-perf` with a fake
+/// inference-perf that is the shell `script`.
+fn run_fake_inference_perf(ws: &Workspace, script: &str, extra: &[&str]) -> support::Run {
     let fake = ws.path().join("inference-perf");
-    let child_pid = ws.path().join("child.pid");
-    // The harness starts a child (as a Python tool's workers would) and hangs.
-    std::fs::write(&fake, format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nsleep 300\n", child_pid.display())).unwrap();
+    std::fs::write(&fake, script).unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let up = ws.llmd(&["--spec", "examples/sim", "standup", "--skip-smoketest"]);
     assert_eq!(up.code, 0, "{}", up.stderr);
-    let r = run(llmd().env("LLMD_INFERENCE_PERF_BIN", &fake).arg("--workspace").arg(ws.path()).args([
-        "--spec",
-        "examples/sim",
-        "run",
-        "-l",
-        "inference-perf",
-        "--harness-timeout",
-        "2",
-    ]));
+    run(llmd()
+        .env("LLMD_INFERENCE_PERF_BIN", &fake)
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--spec", "examples/sim", "run", "-l", "inference-perf"])
+        .args(extra))
+}
+
+#[test]
+fn a_harness_that_times_out_is_killed_with_its_children() {
+    let ws = Workspace::new();
+    let child_pid = ws.path().join("child.pid");
+    // The harness starts a child (as a Python tool's workers would) and hangs.
+    let script = format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nsleep 300\n", child_pid.display());
+    let r = run_fake_inference_perf(&ws, &script, &["--harness-timeout", "2"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("did not finish within"), "{}", r.stderr);
     let pid: u32 = std::fs::read_to_string(&child_pid).unwrap().trim().parse().unwrap();
@@ -266,19 +270,8 @@ fn a_harness_that_times_out_is_killed_with_its_children() {
 #[test]
 fn a_harness_exiting_non_zero_fails_with_its_output() {
     let ws = Workspace::new();
-    let fake = ws.path().join("inference-perf");
-    std::fs::write(&fake, "#!/bin/sh\necho \"fake inference-perf: cannot load config $2\" >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let up = ws.llmd(&["--spec", "examples/sim", "standup", "--skip-smoketest"]);
-    assert_eq!(up.code, 0, "{}", up.stderr);
+    let r = run_fake_inference_perf(&ws, "#!/bin/sh\necho \"fake inference-perf: cannot load config $2\" >&2\nexit 3\n", &[]);
     let pid = ws.pids("sim")[0];
-    let r = run(llmd().env("LLMD_INFERENCE_PERF_BIN", &fake).arg("--workspace").arg(ws.path()).args([
-        "--spec",
-        "examples/sim",
-        "run",
-        "-l",
-        "inference-perf",
-    ]));
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("inference-perf exited with exit status: 3"), "{}", r.stderr);
     assert!(r.stderr.contains("fake inference-perf: cannot load config"), "the harness's own output is quoted: {}", r.stderr);
