@@ -15,6 +15,17 @@ fn fixtures() -> Option<PathBuf> {
     support::fixture("")
 }
 
+#[test]
+#[should_panic(expected = "LLMD_REQUIRE_FIXTURES=1 but")]
+fn a_missing_fixture_fails_when_fixtures_are_required() {
+    support::fixture_or_fail("no-such-fixture", true);
+}
+
+#[test]
+fn a_missing_fixture_skips_when_they_are_not() {
+    assert_eq!(support::fixture_or_fail("no-such-fixture", false), None);
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -14,11 +14,16 @@ pub fn root() -> PathBuf {
 /// fixture fails the test instead of passing it by skipping.
 #[allow(dead_code)]
 pub fn fixture(rel: &str) -> Option<PathBuf> {
+    fixture_or_fail(rel, std::env::var("LLMD_REQUIRE_FIXTURES").is_ok_and(|v| v == "1"))
+}
+
+/// [`fixture`] with the requirement given.
+#[allow(dead_code)]
+pub fn fixture_or_fail(rel: &str, required: bool) -> Option<PathBuf> {
     let path = root().join("../shared/fixtures").join(rel);
     if path.exists() {
         return Some(path);
     }
-    let required = std::env::var("LLMD_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
     assert!(!required, "LLMD_REQUIRE_FIXTURES=1 but {} is missing", path.display());
     eprintln!("skipping: {} is not present", path.display());
     None
