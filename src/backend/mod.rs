@@ -28,15 +28,18 @@
 //!   group so that nothing else is signalled by mistake, and the build's incomplete marker
 //!   records that the standup was interrupted.
 //!
+//! * [`kube`] — a stack is its plan's objects, applied to a Kubernetes cluster.
 //! * [`local`] — each stack replica is a process on this machine: the built-in simulator
 //!   (`llmd sim`) or a configured command such as `vllm serve`.
 //! * [`target`] — reading a [`StackTarget`] from a rendered config.
 
+pub mod kube;
 pub mod local;
 pub mod registry;
 pub mod target;
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -45,7 +48,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use registry::{BackendOptions, Registry};
-pub use target::{ServerSpec, StackTarget, TARGET_PATHS, target_from_config};
+pub use target::{Manifest, ServerSpec, StackTarget, TARGET_PATHS, standup_manifests, target_from_config};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -150,6 +153,8 @@ pub enum Liveness {
     Live,
     /// Some or all of it is gone, or it does not serve.
     Gone(String),
+    /// It is there, but someone changed it since the standup (what changed).
+    Drifted(String),
 }
 
 /// How clients reach a deployment.
@@ -183,6 +188,12 @@ pub trait Backend: Send + Sync {
     /// standup key, so a result cached against one target is never reused for another.
     /// Never a path, hostname or clock.
     fn identity(&self) -> String;
+    /// The inputs of a deployment's key: what is deployed and where. By default the
+    /// target's digest and the backend's identity; a cluster backend digests the
+    /// manifests it applies instead.
+    fn deployment_inputs(&self, target: &StackTarget) -> BTreeMap<String, String> {
+        BTreeMap::from([("target".to_string(), target.digest()), ("backend".to_string(), self.identity())])
+    }
     /// What the backend needs before anything starts (a configured server command is
     /// installed); an error names the stack and the missing piece.
     fn preflight(&self, target: &StackTarget) -> Result<()>;

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::Backend;
+use super::kube::{KubeBackend, KubeOptions};
 use super::local::LocalBackend;
 use crate::error::InputError;
 use crate::yaml::Node;
 
 /// Backends this build of llmd has.
-pub const NAMES: &[&str] = &["local"];
+pub const NAMES: &[&str] = &["local", "kube"];
 
 /// Options every backend may read.
 #[derive(Clone, Debug, Default)]
@@ -21,17 +22,21 @@ pub struct BackendOptions {
     pub non_admin: bool,
     /// Print waiting progress to stderr.
     pub progress: bool,
+    /// The kube backend's connection and timeouts (`non_admin` and `progress` above
+    /// are copied into it).
+    pub kube: KubeOptions,
 }
 
 /// Hands out backends by name, each constructed once.
 pub struct Registry {
     opts: BackendOptions,
     local: std::sync::OnceLock<Arc<LocalBackend>>,
+    kube: std::sync::OnceLock<Arc<KubeBackend>>,
 }
 
 impl Registry {
     pub fn new(opts: BackendOptions) -> Registry {
-        Registry { opts, local: std::sync::OnceLock::new() }
+        Registry { opts, local: std::sync::OnceLock::new(), kube: std::sync::OnceLock::new() }
     }
 
     /// The backend a stack uses: `--backend`, else its config's `backend:`, else `local`.
@@ -64,6 +69,14 @@ impl Registry {
                 }
                 let b = Arc::new(LocalBackend::new(self.opts.progress)?);
                 Ok(self.local.get_or_init(|| b).clone())
+            }
+            "kube" => {
+                if let Some(b) = self.kube.get() {
+                    return Ok(b.clone());
+                }
+                let opts = KubeOptions { non_admin: self.opts.non_admin, progress: self.opts.progress, ..self.opts.kube.clone() };
+                let b = Arc::new(KubeBackend::new(opts)?);
+                Ok(self.kube.get_or_init(|| b).clone())
             }
             other => {
                 let mut e = InputError::new(format!("unknown backend '{other}' (this llmd has: {})", NAMES.join(", ")));

@@ -25,6 +25,17 @@ pub struct StackTarget {
     pub server: ServerSpec,
     pub host: String,
     pub ready_timeout_s: u64,
+    /// The plan's Kubernetes manifests a cluster backend applies at standup (see
+    /// [`standup_manifests`]); empty when the target was read from a config alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<Manifest>,
+}
+
+/// One rendered manifest file of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub file: String,
+    pub text: String,
 }
 
 impl StackTarget {
@@ -32,11 +43,62 @@ impl StackTarget {
     /// JSON of version 1 targets, which carried an always-empty `plan_hash` field, so
     /// deployments cached before the field was dropped keep their keys.
     pub fn digest(&self) -> String {
-        let mut json = serde_json::to_string(self).unwrap_or_default();
+        // Manifests are a cluster backend's input, digested by it (`manifests_digest`).
+        let bare = StackTarget { manifests: Vec::new(), ..self.clone() };
+        let mut json = serde_json::to_string(&bare).unwrap_or_default();
         json.pop();
         json.push_str(",\"plan_hash\":\"\"}");
         crate::util::digest::digest(json.as_bytes())
     }
+
+    /// blake3 over the manifests (file names and texts, length-prefixed, in plan order).
+    pub fn manifests_digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for m in &self.manifests {
+            for part in [m.file.as_bytes(), m.text.as_bytes()] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    pub fn with_manifests(mut self, manifests: Vec<Manifest>) -> StackTarget {
+        self.manifests = manifests;
+        self
+    }
+}
+
+/// The files of a rendered plan that a cluster backend applies at standup, sorted by
+/// name: every file whose documents are all Kubernetes objects (`apiVersion` and `kind`
+/// at the top), except the harness pod, which the run phase creates per treatment. Helm
+/// values and helmfiles are not objects and are left to the chart methods.
+pub fn standup_manifests(files: &[(String, String)]) -> Vec<Manifest> {
+    let mut out: Vec<Manifest> = files
+        .iter()
+        .filter(|(name, text)| !name.contains("harness_pod") && is_object_file(text))
+        .map(|(file, text)| Manifest { file: file.clone(), text: text.clone() })
+        .collect();
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
+}
+
+/// True when `text` holds at least one YAML document and every non-empty one has
+/// top-level `apiVersion:` and `kind:` keys (a line scan: plans are our own output).
+fn is_object_file(text: &str) -> bool {
+    let mut docs = 0;
+    for doc in text.split("\n---") {
+        let keys: Vec<&str> = doc.lines().filter(|l| !l.starts_with([' ', '#', '-']) && !l.trim().is_empty()).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        docs += 1;
+        let has = |k: &str| keys.iter().any(|l| l.starts_with(k));
+        if !(has("apiVersion:") && has("kind:")) {
+            return false;
+        }
+    }
+    docs > 0
 }
 
 fn camel_to_kebab(key: &str) -> String {
@@ -118,6 +180,7 @@ pub fn target_from_config(name: &str, config: &Node) -> Result<StackTarget> {
         server,
         host: str_at(&["local", "host"]).unwrap_or_else(|| "127.0.0.1".into()),
         ready_timeout_s: int_at(&["local", "readyTimeout"]).unwrap_or(120).max(1) as u64,
+        manifests: Vec::new(),
     })
 }
 
@@ -162,5 +225,22 @@ mod tests {
         let t = target_from_config("s", &c).unwrap();
         let v1 = r#"{"name":"s","model":"m","max_model_len":null,"replicas":1,"server":{"kind":"sim","flags":["--seed","3"]},"host":"127.0.0.1","ready_timeout_s":120,"plan_hash":""}"#;
         assert_eq!(t.digest(), crate::util::digest::digest(v1.as_bytes()));
+        let m = vec![Manifest { file: "14_x.yaml".into(), text: "kind: Pod".into() }];
+        assert_eq!(t.clone().with_manifests(m).digest(), t.digest(), "manifests are not part of the target digest");
+    }
+
+    #[test]
+    fn standup_manifests_are_the_object_files_but_the_harness_pod() {
+        let f = |n: &str, t: &str| (n.to_string(), t.to_string());
+        let files = vec![
+            f("15_svc.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n"),
+            f("05_ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n---\napiVersion: v1\nkind: ServiceAccount\n"),
+            f("13_ms-values.yaml", "decode:\n  replicas: 1\n"),
+            f("17_podmonitor.yaml", "\n"),
+            f("20_harness_pod.yaml", "apiVersion: v1\nkind: Pod\n"),
+            f("10_helmfile.yaml", "releases:\n- name: x\n---\napiVersion: v1\nkind: ConfigMap\n"),
+        ];
+        let names: Vec<String> = standup_manifests(&files).into_iter().map(|m| m.file).collect();
+        assert_eq!(names, ["05_ns.yaml", "15_svc.yaml"]);
     }
 }

@@ -19,7 +19,7 @@ use clap::Args;
 
 use super::lifecycle::{check_stack_filter, harness_and_workload, parse_overrides, render_stacks, runtime};
 use super::{CommonArgs, GlobalArgs, exit, print_warnings};
-use crate::backend::{Access, Receipt, Registry, target_from_config};
+use crate::backend::{Access, Receipt, Registry};
 use crate::error::Warnings;
 use crate::experiment::{Experiment, RunTreatment, SetupTreatment, default_setup, load_experiment};
 use crate::harness::external::HarnessKind;
@@ -272,7 +272,7 @@ impl Driver<'_> {
         let mut out = Vec::new();
         for chunk in stacks.chunks(self.args.parallel.max(1)) {
             let work = chunk.iter().map(|stack| async move {
-                let target = target_from_config(&stack.name, &stack.config)?;
+                let target = stack.target()?;
                 let backend = self.registry.for_config(&stack.config)?;
                 backend.preflight(&target)?;
                 if self.global.dry_run {

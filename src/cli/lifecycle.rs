@@ -128,6 +128,7 @@ pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -
             let config_yaml = s.rendered.config_yaml();
             Arc::new(StackEntry {
                 plan_digest: crate::phases::plan::plan_digest(&s.rendered.files, &config_yaml),
+                manifests: crate::backend::standup_manifests(&s.rendered.files),
                 name: s.name,
                 config: s.rendered.config,
                 state: Mutex::new(StackState::default()),
@@ -309,6 +310,7 @@ pub(crate) fn receipt_stacks(workspace: &Path) -> Result<Vec<Arc<StackEntry>>> {
                 name: r.stack.clone(),
                 config: Node::null(),
                 plan_digest: r.plan_digest.clone(),
+                manifests: Vec::new(),
                 state: Mutex::new(StackState { receipt: Some(r), ..Default::default() }),
             })
         })
@@ -321,6 +323,7 @@ fn endpoint_stack() -> Arc<StackEntry> {
         name: "endpoint".into(),
         config: Node::null(),
         plan_digest: String::new(),
+        manifests: Vec::new(),
         state: Mutex::new(StackState::default()),
     })
 }

@@ -60,6 +60,21 @@ pub struct GlobalArgs {
     /// Backend for every stack (default: each stack's `backend:` key, else local).
     #[arg(long, global = true, env = "LLMD_BACKEND", value_name = "NAME")]
     pub backend: Option<String>,
+    /// Kubeconfig of the cluster (kube backend; default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(short = 'k', long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Seconds a standalone stack's pods may take to become Ready (kube backend).
+    #[arg(long, global = true, default_value_t = 900, value_name = "S")]
+    pub standalone_deploy_timeout: u64,
+    /// Seconds a volume may take to be Bound (kube backend).
+    #[arg(long, global = true, default_value_t = 240, value_name = "S")]
+    pub pvc_bind_timeout: u64,
+    /// Seconds the model download Job may take (kube backend).
+    #[arg(long, global = true, default_value_t = 2400, value_name = "S")]
+    pub download_timeout: u64,
     /// Scenario override `[stack-glob:]dotted.key=value` (repeatable, comma-separated).
     #[arg(long = "set", global = true, env = "LLMDBENCH_SET", value_name = "[STACK:]KEY=VALUE")]
     pub set: Vec<String>,
@@ -120,6 +135,8 @@ pub enum Command {
 
 /// Entry point of the `llmd` binary.
 pub fn main() -> ExitCode {
+    // Once, before anything may open a TLS connection (the kube client's).
+    crate::backend::kube::cluster::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -163,7 +180,19 @@ impl GlobalArgs {
 
     /// `--backend` and `--non-admin`, as every backend reads them.
     pub fn backend_options(&self) -> crate::backend::BackendOptions {
-        crate::backend::BackendOptions { name: self.backend.clone(), non_admin: self.non_admin, progress: true }
+        use std::time::Duration;
+        let kube = crate::backend::kube::KubeOptions {
+            cluster: crate::backend::kube::cluster::ClusterOptions { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() },
+            timeouts: crate::backend::kube::Timeouts {
+                deploy: Duration::from_secs(self.standalone_deploy_timeout),
+                pvc_bind: Duration::from_secs(self.pvc_bind_timeout),
+                download: Duration::from_secs(self.download_timeout),
+                ..Default::default()
+            },
+            non_admin: self.non_admin,
+            progress: true,
+        };
+        crate::backend::BackendOptions { name: self.backend.clone(), non_admin: self.non_admin, progress: true, kube }
     }
 
     /// The backend registry for this invocation.

@@ -29,7 +29,7 @@ use crate::harness::external::HarnessKind;
 use crate::harness::profile::{find_profile, render_profile_text, substitute_placeholders};
 use crate::phases::plan::StackPlan;
 use crate::phases::run::profile_values;
-use crate::phases::standup::{Existing, Want, deployment_inputs, inspect};
+use crate::phases::standup::{Existing, Want, inspect};
 use crate::store::{Record, Store};
 use crate::yaml::Node;
 
@@ -238,8 +238,10 @@ struct StackHead {
     plan: GraphNode,
     render: Option<Arc<StackPlan>>,
     target: StackTarget,
-    /// The registry name and identity of the stack's backend.
-    backend: (String, String),
+    /// The registry name of the stack's backend.
+    backend: String,
+    /// The inputs of the stack's deployment key (`Backend::deployment_inputs`).
+    deployment_inputs: BTreeMap<String, String>,
     /// The config leaves the backend consumes (for `why` on standups).
     target_leaves: Vec<Leaf>,
     default_profile: String,
@@ -267,7 +269,7 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
     let setup = &cx.setups[head.setup].name;
     let stack = &head.name;
     // The standup key is the deployment key (`phases::standup::deployment_key`).
-    let inputs = deployment_inputs(&head.target, &head.backend.1);
+    let inputs = head.deployment_inputs.clone();
     let mut standup = GraphNode::new(format!("standup/{setup}/{stack}"), Kind::Standup, inputs, head.target_leaves.clone());
     d.decide_own(&mut standup, &|_| None, &|| head.target_leaves.clone());
     let standup_key = standup.key.clone();
@@ -368,6 +370,9 @@ fn decide_plans(
                 (Decision::Fresh, Some(rec)) => blob_json::<StackTarget>(d.store, rec, "target"),
                 _ => None,
             };
+            let backend = registry.for_config(&stack.config)?;
+            // Targets cached before plans carried manifests cannot stand a cluster stack up.
+            let cached_target = cached_target.filter(|t: &StackTarget| backend.name() == "local" || !t.manifests.is_empty());
             let (target, render) = match cached_target {
                 Some(t) => (t, None),
                 None => {
@@ -386,11 +391,14 @@ fn decide_plans(
                     opts.harness.clone().or(experiment.harness.clone()).or_else(|| scenario("name")).unwrap_or_else(|| "llmd".into());
                 harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
             }
-            let backend = registry.for_config(&stack.config)?;
+            // A cluster deployment is the plan's manifests, which any config leaf may shape.
             let target_leaves: Vec<Leaf> = stack
                 .leaves
                 .iter()
-                .filter(|l| TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p }))
+                .filter(|l| {
+                    backend.name() != "local"
+                        || TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p })
+                })
                 .cloned()
                 .collect();
             let default_profile = opts
@@ -404,8 +412,9 @@ fn decide_plans(
                 name: stack.name.clone(),
                 plan: plan_node,
                 render,
+                deployment_inputs: backend.deployment_inputs(&target),
                 target,
-                backend: (backend.name().to_string(), backend.identity()),
+                backend: backend.name().to_string(),
                 target_leaves,
                 default_profile,
             });
@@ -485,7 +494,7 @@ fn assemble(
             standup: plan + 1,
             smoketest: plan + 2,
             target: head.target,
-            backend: head.backend.0,
+            backend: head.backend,
             runs,
         });
     }

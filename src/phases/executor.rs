@@ -235,6 +235,7 @@ mod tests {
                 name: n.into(),
                 config: crate::yaml::Node::null(),
                 plan_digest: String::new(),
+                manifests: Vec::new(),
                 state: Mutex::new(Default::default()),
             })
         };

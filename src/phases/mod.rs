@@ -93,10 +93,17 @@ pub struct StackEntry {
     pub config: Node,
     /// [`plan::plan_digest`] of the stack's rendered plan (empty without a plan).
     pub plan_digest: String,
+    /// The plan's standup manifests (for cluster backends; empty without a plan).
+    pub manifests: Vec<crate::backend::Manifest>,
     pub state: Mutex<StackState>,
 }
 
 impl StackEntry {
+    /// What a backend stands up for this stack.
+    pub fn target(&self) -> anyhow::Result<crate::backend::StackTarget> {
+        Ok(crate::backend::target_from_config(&self.name, &self.config)?.with_manifests(self.manifests.clone()))
+    }
+
     pub fn state(&self) -> std::sync::MutexGuard<'_, StackState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use crate::backend::{StackTarget, target_from_config};
+use crate::backend::{StackTarget, standup_manifests, target_from_config};
 use crate::yaml::Node;
 
 /// One stack's rendered plan.
@@ -28,7 +28,7 @@ pub struct StackPlan {
 
 impl StackPlan {
     pub fn new(name: &str, files: Vec<(String, String)>, config: Node, config_yaml: String) -> Result<StackPlan> {
-        let target = target_from_config(name, &config)?;
+        let target = target_from_config(name, &config)?.with_manifests(standup_manifests(&files));
         let plan_digest = plan_digest(&files, &config_yaml);
         Ok(StackPlan { name: name.to_string(), files, config, config_yaml, plan_digest, target })
     }

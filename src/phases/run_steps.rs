@@ -150,10 +150,17 @@ impl Step for DetectEndpoint {
                         )
                     })?;
                     let backend = ctx.registry.get(&receipt.backend)?;
-                    if !ctx.settings.dry_run
-                        && let Liveness::Gone(why) = backend.check(&receipt).await
-                    {
-                        bail!("stack '{}' is stood up but not serving: {why}; run `llmd standup` again", stack.name);
+                    if !ctx.settings.dry_run {
+                        match backend.check(&receipt).await {
+                            Liveness::Live => {}
+                            Liveness::Gone(why) => {
+                                bail!("stack '{}' is stood up but not serving: {why}; run `llmd standup` again", stack.name)
+                            }
+                            Liveness::Drifted(why) => bail!(
+                                "stack '{}' was changed since its standup ({why}); results would not describe the plan: run `llmd standup` again",
+                                stack.name
+                            ),
+                        }
                     }
                     let access = Arc::new(backend.connect(&receipt).await?);
                     let how = format!("{} backend, {} replica(s)", receipt.backend, access.urls.len());

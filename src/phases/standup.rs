@@ -14,24 +14,18 @@
 //! | 04 | prepare_workspace | global | `setup/logs`, `receipts`, `results` in the workspace |
 //! | 06 | deploy_stack | per stack | start the stack, wait until it serves, write the receipt; an identical stack already running is left alone |
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
 use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
-use crate::backend::{Backend, BoxFuture, Liveness, Receipt, Registry, StackTarget, StandupRequest, target_from_config};
+use crate::backend::{Backend, BoxFuture, Liveness, Receipt, Registry, StackTarget, StandupRequest};
 
-/// The inputs of a deployment's key: what the backend starts (the target's digest) and
-/// where (the backend's identity).
-pub fn deployment_inputs(target: &StackTarget, backend_identity: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("target".to_string(), target.digest()), ("backend".to_string(), backend_identity.to_string())])
-}
-
-/// The key of a deployment; the build's standup node key is this same key.
+/// The key of a deployment (over [`Backend::deployment_inputs`]); the build's standup
+/// node key is this same key.
 pub fn deployment_key(target: &StackTarget, backend: &dyn Backend) -> String {
-    crate::util::digest::node_key("standup", &deployment_inputs(target, &backend.identity()))
+    crate::util::digest::node_key("standup", &backend.deployment_inputs(target))
 }
 
 /// What a deployment must match to be reused.
@@ -58,8 +52,10 @@ pub enum Existing {
 pub async fn inspect(registry: &Registry, workspace: &Path, stack: &str, want: Want<'_>) -> Result<Existing> {
     let Some(receipt) = Receipt::load(workspace, stack)? else { return Ok(Existing::None) };
     let backend = registry.get(&receipt.backend)?;
-    if let Liveness::Gone(why) = backend.check(&receipt).await {
-        return Ok(Existing::Gone(receipt, why));
+    match backend.check(&receipt).await {
+        Liveness::Live => {}
+        Liveness::Gone(why) => return Ok(Existing::Gone(receipt, why)),
+        Liveness::Drifted(why) => return Ok(Existing::Drifted(receipt, why)),
     }
     let (what, running, wanted) = match want {
         Want::Plan(d) => ("plan", receipt.plan_digest.clone(), d),
@@ -119,7 +115,7 @@ impl Step for EnsureInfra {
             let mut names = Vec::new();
             for stack in &ctx.stacks {
                 let backend = ctx.registry.for_config(&stack.config)?;
-                if let Err(e) = backend.preflight(&target_from_config(&stack.name, &stack.config)?) {
+                if let Err(e) = backend.preflight(&stack.target()?) {
                     missing.push(format!("{e:#}"));
                 }
                 if !names.contains(&backend.name()) {
@@ -188,7 +184,7 @@ impl Step for DeployStack {
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
-            let target = target_from_config(&stack.name, &stack.config)?;
+            let target = stack.target()?;
             let backend = ctx.registry.for_config(&stack.config)?;
             let ws = &ctx.settings.workspace;
             match inspect(&ctx.registry, ws, &stack.name, Want::Plan(&stack.plan_digest)).await? {

@@ -1,0 +1,450 @@
+//! The Kubernetes backend: a stack is the objects of its plan, applied to a cluster.
+//!
+//! * **Standup** parses the plan's manifests ([`objects::parse`]), labels each object
+//!   `app.kubernetes.io/managed-by: llmd` and `llmd.dev/stack: <stack>` and annotates
+//!   it with the plan digest, resolves every kind through API discovery, and applies
+//!   server-side (field manager `llmd`) in dependency order: namespace, service account
+//!   and RBAC, volumes, the model download Job — waiting for its volumes Bound and the
+//!   Job Complete — then the workload, its Service and the rest, waiting until the
+//!   Deployment's pods are Ready ([`wait`]). A pod in a state waiting cannot fix fails
+//!   the standup at once with its events and last log lines ([`diagnose`]).
+//! * **The receipt** lists every applied object with its UID (and generation), and the
+//!   Service clients use. Objects several stacks share (namespace, RBAC, volumes, the
+//!   model download) are marked shared.
+//! * **Check** reads each listed object: missing or recreated (another UID) → gone;
+//!   plan-digest annotation or spec generation changed since the standup → drifted;
+//!   a workload without all its replicas Ready → gone.
+//! * **Teardown** deletes the receipt's own (not shared, not pre-existing) objects by
+//!   UID — a delete precondition, foreground propagation — and waits until they are
+//!   gone. Nothing is ever deleted by name pattern; an object replaced by someone else
+//!   (same name, other UID) is left alone. `teardown --deep` ([`sweep`]) is the one
+//!   exception: it lists and deletes everything labelled managed-by llmd in the given
+//!   namespaces.
+//! * **Connect** yields the Service's cluster DNS URL, which resolves only inside the
+//!   cluster (llmd running in a pod, or a harness pod).
+
+pub mod cluster;
+pub mod diagnose;
+pub mod objects;
+pub mod sweep;
+pub mod wait;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kube::Client;
+use kube::api::{DeleteParams, PropagationPolicy};
+use kube::core::{DynamicObject, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+
+use super::{Access, Backend, BoxFuture, Liveness, Receipt, StackTarget, StandupRequest};
+use cluster::{Cluster, ClusterOptions};
+use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
+use wait::Until;
+
+/// How long the waits of a standup may take (upstream's flags and defaults).
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// `--standalone-deploy-timeout`: the workload's pods Ready.
+    pub deploy: Duration,
+    /// `--pvc-bind-timeout`: volumes Bound.
+    pub pvc_bind: Duration,
+    /// `--download-timeout`: the model download Job Complete.
+    pub download: Duration,
+    /// Objects gone after a delete.
+    pub delete: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            deploy: Duration::from_secs(900),
+            pvc_bind: Duration::from_secs(240),
+            download: Duration::from_secs(2400),
+            delete: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything the kube backend is configured with.
+#[derive(Clone, Debug, Default)]
+pub struct KubeOptions {
+    pub cluster: ClusterOptions,
+    pub timeouts: Timeouts,
+    /// Apply no cluster-scoped objects (they must exist already).
+    pub non_admin: bool,
+    pub progress: bool,
+}
+
+/// The kube backend's receipt body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeBody {
+    /// API server URL (the cluster it was applied to).
+    pub server: String,
+    /// Every applied object, in the order applied.
+    pub objects: Vec<ObjectRef>,
+    /// The Service clients use: namespace, name, port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<ServiceEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEndpoint {
+    pub namespace: String,
+    pub name: String,
+    pub port: i64,
+}
+
+impl ServiceEndpoint {
+    pub fn url(&self) -> String {
+        format!("http://{}.{}.svc.cluster.local:{}", self.name, self.namespace, self.port)
+    }
+}
+
+impl KubeBody {
+    pub fn of(receipt: &Receipt) -> Result<KubeBody> {
+        serde_json::from_value(receipt.body.clone())
+            .with_context(|| format!("the receipt of stack '{}' has no Kubernetes object list", receipt.stack))
+    }
+}
+
+pub struct KubeBackend {
+    opts: KubeOptions,
+    cluster: Cluster,
+}
+
+impl KubeBackend {
+    /// Connects to the cluster to learn its identity. Constructed by the
+    /// [`super::Registry`] only.
+    pub(super) fn new(opts: KubeOptions) -> Result<KubeBackend> {
+        let cluster = cluster::connect_blocking(&opts.cluster)?;
+        Ok(KubeBackend { opts, cluster })
+    }
+
+    /// A client on the current runtime (clients hold runtime-bound connection pools,
+    /// and one llmd process may run several runtimes one after another).
+    fn client(&self) -> Result<Client> {
+        cluster::client(&self.cluster.config)
+    }
+
+    fn say(&self, stack: &str, msg: impl AsRef<str>) {
+        if self.opts.progress {
+            eprintln!("  [{stack}] {}", msg.as_ref());
+        }
+    }
+
+    /// The plan's objects, less cluster-scoped ones under `--non-admin`.
+    async fn planned(&self, client: &Client, request: &StandupRequest<'_>) -> Result<(Vec<Planned>, Resolved)> {
+        let target = request.target;
+        if target.manifests.is_empty() {
+            bail!(
+                "stack '{}': its plan has no Kubernetes manifests to apply (the kube backend deploys the plan's objects; method standalone renders them)",
+                target.name
+            );
+        }
+        let mut planned = objects::parse(&target.manifests, &target.name, request.plan_digest)?;
+        let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
+        let resolved = Resolved::discover(client, &kinds).await?;
+        if self.opts.non_admin {
+            planned.retain(|p| {
+                let keep = resolved.namespaced(&p.gvk);
+                if !keep {
+                    self.say(&target.name, format!("--non-admin: not applying cluster-scoped {}; it must exist", p.display()));
+                }
+                keep
+            });
+        }
+        Ok((planned, resolved))
+    }
+
+    /// Applies `p` and records it.
+    async fn apply_one(&self, client: &Client, resolved: &Resolved, p: &Planned) -> Result<ObjectRef> {
+        let api = resolved.api(client, &p.gvk, p.namespace().as_deref())?;
+        let before = api.get_opt(&p.name()).await.map_err(|e| anyhow::anyhow!("{}: {}", p.display(), diagnose::api_error(&e)))?;
+        let preexisting = before.as_ref().is_some_and(|o| {
+            o.metadata.labels.as_ref().and_then(|l| l.get(objects::MANAGED_BY.0)).map(String::as_str) != Some(objects::MANAGED_BY.1)
+        });
+        let applied = objects::apply(&api, p, false).await?;
+        Ok(ObjectRef {
+            api_version: p.gvk.api_version(),
+            kind: p.gvk.kind.clone(),
+            namespace: applied.metadata.namespace.clone().filter(|_| resolved.namespaced(&p.gvk)),
+            name: p.name(),
+            uid: applied.metadata.uid.clone().unwrap_or_default(),
+            shared: p.shared(),
+            preexisting,
+            generation: applied.metadata.generation,
+        })
+    }
+
+    /// The standup proper; on error, `applied` holds what was applied so far.
+    async fn standup_into(
+        &self,
+        client: &Client,
+        request: &StandupRequest<'_>,
+        applied: &mut Vec<ObjectRef>,
+    ) -> Result<Option<ServiceEndpoint>> {
+        let stack = &request.target.name;
+        let (planned, resolved) = self.planned(client, request).await?;
+        let progress = self.opts.progress.then_some(stack.as_str());
+        let t = &self.opts.timeouts;
+        // Phase 1: what the workload needs — namespace, RBAC, volumes, the model download.
+        for p in planned.iter().filter(|p| p.before_workloads()) {
+            let r = self.apply_one(client, &resolved, p).await?;
+            self.say(stack, format!("applied {}", r.display()));
+            applied.push(r);
+        }
+        for job in planned.iter().filter(|p| p.kind() == "Job") {
+            let ns = job.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone());
+            for claim in claims(&job.object) {
+                wait::wait(client, &Until::PvcBound { namespace: ns.clone(), name: claim }, t.pvc_bind, progress).await?;
+            }
+            wait::wait(client, &Until::JobComplete { namespace: ns, name: job.name() }, t.download, progress).await?;
+        }
+        // Phase 2: the workload and what routes to it.
+        for p in planned.iter().filter(|p| !p.before_workloads()) {
+            let r = self.apply_one(client, &resolved, p).await?;
+            self.say(stack, format!("applied {}", r.display()));
+            applied.push(r);
+        }
+        for d in planned.iter().filter(|p| p.kind() == "Deployment") {
+            let ns = d.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone());
+            wait::wait(client, &Until::DeploymentReady { namespace: ns, name: d.name() }, t.deploy, progress).await?;
+        }
+        // Generations once settled: a later one means someone else changed the spec.
+        for r in applied.iter_mut().filter(|r| !r.shared) {
+            if let Some(live) = get(client, r).await? {
+                r.generation = live.metadata.generation;
+            }
+        }
+        let service = planned.iter().find(|p| p.kind() == "Service" && !p.shared());
+        Ok(service.map(|s| ServiceEndpoint {
+            namespace: s.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone()),
+            name: s.name(),
+            port: s.object.data["spec"]["ports"][0]["port"].as_i64().unwrap_or(80),
+        }))
+    }
+
+    /// Deletes `r` if it is still the object the receipt recorded; true when it was.
+    async fn delete_one(&self, client: &Client, r: &ObjectRef) -> Result<bool> {
+        let api = api_for(client, r).await?;
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            preconditions: Some(kube::api::Preconditions { uid: Some(r.uid.clone()), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(&r.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            // The precondition failed: the name now belongs to another object.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(false),
+            Err(e) => bail!("cannot delete {}: {}", r.display(), diagnose::api_error(&e)),
+        }
+        let gone = kube::runtime::wait::await_condition(api, &r.name, kube::runtime::wait::conditions::is_deleted(&r.uid));
+        match tokio::time::timeout(self.opts.timeouts.delete, gone).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => bail!("waiting for {} to go: {e}", r.display()),
+            Err(_) => bail!("{} was not gone {}s after its delete (a finalizer?)", r.display(), self.opts.timeouts.delete.as_secs()),
+        }
+    }
+}
+
+/// The claims a pod-owning object mounts.
+fn claims(o: &DynamicObject) -> Vec<String> {
+    let volumes = o.data["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str().map(String::from)).collect()
+}
+
+/// The API for a recorded object (discovery of its kind).
+async fn api_for(client: &Client, r: &ObjectRef) -> Result<kube::Api<DynamicObject>> {
+    let gvk: GroupVersionKind = r.gvk();
+    let resolved = Resolved::discover(client, &[(gvk.clone(), r.display())]).await?;
+    resolved.api(client, &gvk, r.namespace.as_deref())
+}
+
+/// The live object a reference names, `None` when there is none by that name.
+async fn get(client: &Client, r: &ObjectRef) -> Result<Option<DynamicObject>> {
+    api_for(client, r)
+        .await?
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", r.display(), diagnose::api_error(&e)))
+}
+
+/// What is wrong with a live object against its record, if anything.
+fn judge(r: &ObjectRef, live: Option<&DynamicObject>, plan_digest: &str) -> Option<Liveness> {
+    let Some(live) = live else { return Some(Liveness::Gone(format!("{} is gone", r.display()))) };
+    let uid = live.metadata.uid.clone().unwrap_or_default();
+    if uid != r.uid {
+        return Some(Liveness::Gone(format!(
+            "{} was replaced (uid {} → {})",
+            r.display(),
+            crate::util::short(&r.uid),
+            crate::util::short(&uid)
+        )));
+    }
+    if r.shared || r.preexisting {
+        return None;
+    }
+    let annotation = live.metadata.annotations.as_ref().and_then(|a| a.get(PLAN_ANNOTATION)).cloned().unwrap_or_default();
+    if annotation != plan_digest {
+        return Some(Liveness::Drifted(format!(
+            "{}: annotation {PLAN_ANNOTATION} is '{}', the receipt's plan is {}",
+            r.display(),
+            crate::util::short(&annotation),
+            crate::util::short(plan_digest)
+        )));
+    }
+    if let (Some(was), Some(now)) = (r.generation, live.metadata.generation)
+        && now > was
+    {
+        let by = changed_by(live).map(|m| format!(" by {m}")).unwrap_or_default();
+        return Some(Liveness::Drifted(format!("{}: its spec was changed{by} (generation {was} → {now})", r.display())));
+    }
+    if r.kind == "Deployment" {
+        let want = live.data["spec"]["replicas"].as_i64().unwrap_or(1);
+        let ready = live.data["status"]["readyReplicas"].as_i64().unwrap_or(0);
+        if ready < want {
+            return Some(Liveness::Gone(format!("{} has {ready}/{want} replicas ready", r.display())));
+        }
+    }
+    None
+}
+
+/// The field managers other than llmd that last updated an object (from its managed
+/// fields), for drift messages.
+fn changed_by(o: &DynamicObject) -> Option<String> {
+    let managers: Vec<String> = o
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(objects::FIELD_MANAGER) && m.subresource.as_deref().unwrap_or("").is_empty())
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    (!managers.is_empty()).then(|| managers.join(", "))
+}
+
+impl Backend for KubeBackend {
+    fn name(&self) -> &'static str {
+        "kube"
+    }
+
+    fn identity(&self) -> String {
+        self.cluster.identity.clone()
+    }
+
+    fn deployment_inputs(&self, target: &StackTarget) -> BTreeMap<String, String> {
+        // What is deployed is the manifests; model and replicas are in them, and the
+        // local.* settings of the target mean nothing on a cluster.
+        BTreeMap::from([("manifests".to_string(), target.manifests_digest()), ("backend".to_string(), self.identity())])
+    }
+
+    fn preflight(&self, target: &StackTarget) -> Result<()> {
+        if target.manifests.is_empty() {
+            bail!("stack '{}': its plan renders no Kubernetes manifests for the kube backend", target.name);
+        }
+        Ok(())
+    }
+
+    fn describe(&self, target: &StackTarget) -> String {
+        match objects::parse(&target.manifests, &target.name, "") {
+            Ok(objs) => {
+                let list: Vec<String> = objs.iter().map(Planned::display).collect();
+                format!("apply {} object(s) to {}: {}", list.len(), self.cluster.server, list.join(", "))
+            }
+            Err(e) => format!("(manifests do not parse: {e:#})"),
+        }
+    }
+
+    fn standup<'a>(&'a self, request: StandupRequest<'a>) -> BoxFuture<'a, Result<Receipt>> {
+        Box::pin(async move {
+            let client = self.client()?;
+            let stack = request.target.name.clone();
+            let mut applied = Vec::new();
+            let endpoint = match self.standup_into(&client, &request, &mut applied).await {
+                Ok(e) => e,
+                Err(e) => {
+                    // Remove what this standup created for the stack; shared state stays.
+                    for r in applied.iter().rev().filter(|r| !r.shared && !r.preexisting) {
+                        if let Err(de) = self.delete_one(&client, r).await {
+                            self.say(&stack, format!("could not remove {} after the failure: {de:#}", r.display()));
+                        }
+                    }
+                    return Err(e.context(format!("stack '{stack}': standup failed")));
+                }
+            };
+            Ok(Receipt {
+                version: Receipt::VERSION,
+                stack,
+                backend: self.name().into(),
+                plan_digest: request.plan_digest.to_string(),
+                deployment: request.deployment.to_string(),
+                model: request.target.model.clone(),
+                created_unix: crate::util::unix_now() as u64,
+                body: serde_json::to_value(KubeBody { server: self.cluster.server.clone(), objects: applied, endpoint })?,
+            })
+        })
+    }
+
+    fn check<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Liveness> {
+        Box::pin(async move {
+            let body = match KubeBody::of(receipt) {
+                Ok(b) => b,
+                Err(e) => return Liveness::Gone(format!("{e:#}")),
+            };
+            if body.server != self.cluster.server {
+                return Liveness::Gone(format!("it was deployed to {}, not to this cluster ({})", body.server, self.cluster.server));
+            }
+            let client = match self.client() {
+                Ok(c) => c,
+                Err(e) => return Liveness::Gone(format!("{e:#}")),
+            };
+            for r in &body.objects {
+                let live = match get(&client, r).await {
+                    Ok(l) => l,
+                    Err(e) => return Liveness::Gone(format!("{e:#}")),
+                };
+                if let Some(verdict) = judge(r, live.as_ref(), &receipt.plan_digest) {
+                    return verdict;
+                }
+            }
+            Liveness::Live
+        })
+    }
+
+    fn connect<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Access>> {
+        Box::pin(async move {
+            let body = KubeBody::of(receipt)?;
+            let endpoint = body.endpoint.with_context(|| format!("stack '{}' has no Service to reach it by", receipt.stack))?;
+            Ok(Access { urls: vec![endpoint.url()], guard: None })
+        })
+    }
+
+    fn teardown<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let body = KubeBody::of(receipt)?;
+            let client = self.client()?;
+            let mut errors = Vec::new();
+            for r in body.objects.iter().rev().filter(|r| !r.shared && !r.preexisting) {
+                match self.delete_one(&client, r).await {
+                    Ok(true) => self.say(&receipt.stack, format!("deleted {}", r.display())),
+                    Ok(false) => self.say(&receipt.stack, format!("{} was already gone", r.display())),
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
+            if errors.is_empty() { Ok(()) } else { bail!("stack '{}': {}", receipt.stack, errors.join("; ")) }
+        })
+    }
+
+    fn summary(&self, receipt: &Receipt) -> String {
+        match KubeBody::of(receipt) {
+            Ok(b) => {
+                let own = b.objects.iter().filter(|r| !r.shared).count();
+                format!("{} object(s) ({own} of the stack's own) on {}", b.objects.len(), b.server)
+            }
+            Err(e) => format!("{e:#}"),
+        }
+    }
+}

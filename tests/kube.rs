@@ -1,0 +1,357 @@
+//! The kube backend end to end, driving the `llmd` binary against a cluster reached
+//! over HTTP through a kubeconfig: the in-process fake API server
+//! (`support/fakekube.rs`), or a real cluster when `LLMD_TEST_KUBECONFIG` is set (the
+//! same tests; see the README's "Benchmark on a cluster").
+//!
+//! The test stack is `examples/gpu` made to run anywhere: no accelerator, a busybox
+//! `httpd` answering `/health` in place of vLLM, a tiny public model.
+
+#[path = "support/fakekube.rs"]
+mod fakekube;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fakekube::Cluster;
+use serde_json::Value;
+use support::{llmd, run};
+
+const NS: &str = "llmd-test";
+
+/// `--set` values that make `examples/gpu` a stack any cluster can run.
+fn test_stack(command: &str) -> Vec<String> {
+    let sets = [
+        "model.name=sshleifer/tiny-gpt2".to_string(),
+        "accelerator.count=0".into(),
+        "standalone.image.repository=docker.io/library/busybox".into(),
+        "standalone.image.tag=1.36".into(),
+        "vllmCommon.shell=/bin/sh".into(),
+        format!("standalone.vllm.customCommand={command}"),
+        "standalone.resources.limits.cpu=100m".into(),
+        "standalone.resources.limits.memory=64Mi".into(),
+        "standalone.resources.requests.cpu=100m".into(),
+        "standalone.resources.requests.memory=64Mi".into(),
+        "standalone.probes.startup.initialDelaySeconds=0".into(),
+        "standalone.probes.startup.periodSeconds=1".into(),
+        "standalone.probes.readiness.periodSeconds=1".into(),
+        "storage.modelPvc.size=1Gi".into(),
+        "storage.workloadPvc.size=1Gi".into(),
+    ];
+    sets.into_iter().flat_map(|s| ["--set".to_string(), s]).collect()
+}
+
+const SERVE: &str = "mkdir -p /w && echo ok > /w/health && httpd -f -p 8000 -h /w";
+
+/// `llmd <sub...>` on the test stack (subcommand first: `-p` belongs to it).
+fn kube_cmd(cluster: &Cluster, ws: &Path, command: &str, sub: &[&str]) -> Command {
+    let mut c = llmd();
+    c.args(sub);
+    c.args(["--backend", "kube", "--spec", "examples/gpu", "-p", NS, "--standalone-deploy-timeout", "120", "--pvc-bind-timeout", "60"]);
+    c.arg("--kubeconfig").arg(cluster.kubeconfig());
+    c.arg("--workspace").arg(ws);
+    c.args(test_stack(command));
+    c
+}
+
+fn receipt(ws: &Path) -> Value {
+    let text = std::fs::read_to_string(ws.join("receipts/gpu.json")).expect("a receipt");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn objects(receipt: &Value) -> Vec<Value> {
+    receipt["body"]["objects"].as_array().cloned().unwrap_or_default()
+}
+
+fn own<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    objs.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in the receipt"))
+}
+
+/// A kube client for the test cluster (someone else's edits).
+async fn client(cluster: &Cluster) -> kube::Client {
+    llmd::backend::kube::cluster::install_crypto_provider();
+    let kc = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn standup_reuse_drift_and_exact_teardown() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "standup: {}", r.stderr);
+    assert!(r.stderr.contains("Deployment llmd-test/vllm-standalone-"), "{}", r.stderr);
+    let rec = receipt(ws.path());
+    assert_eq!(rec["backend"], "kube");
+    let objs = objects(&rec);
+    let dep = own(&objs, "Deployment").clone();
+    let dep_name = dep["name"].as_str().unwrap().to_string();
+    assert!(objs.iter().all(|o| !o["uid"].as_str().unwrap_or("").is_empty()), "every object has its UID: {objs:?}");
+    assert!(own(&objs, "Namespace")["shared"].as_bool().unwrap());
+    assert!(!dep["shared"].as_bool().unwrap());
+    assert_eq!(rec["body"]["endpoint"]["name"], dep_name.as_str(), "the Service has the Deployment's name");
+    if let Some(fake) = cluster.fake() {
+        let live = fake.get("Deployment", NS, &dep_name).unwrap();
+        assert_eq!(live["metadata"]["labels"]["app.kubernetes.io/managed-by"], "llmd");
+        assert_eq!(live["metadata"]["labels"]["llmd.dev/stack"], "gpu");
+        assert_eq!(live["metadata"]["annotations"]["llmd.dev/plan-digest"], rec["plan_digest"]);
+        let applies: Vec<String> = fake.requests().into_iter().filter(|r| r.starts_with("PATCH")).collect();
+        assert!(applies.iter().all(|r| r.contains("fieldManager=llmd")), "{applies:?}");
+        assert!(fake.list("Job").iter().all(|j| j["status"]["succeeded"] == 1), "the download Job completed");
+    }
+
+    // Live and from the same plan: left as is.
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("left as is"), "{}", r.stderr);
+    assert_eq!(own(&objects(&receipt(ws.path())), "Deployment")["uid"], dep["uid"]);
+
+    // Someone scales the Deployment: drifted, and standup replaces it.
+    let rt = rt();
+    rt.block_on(async {
+        let c = client(&cluster).await;
+        let api: kube::Api<Deployment> = kube::Api::namespaced(c, NS);
+        let pp = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+        api.patch(&dep_name, &pp, &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}}))).await.unwrap();
+    });
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("spec was changed by kubectl-edit (generation 1 → 2)"), "{}", r.stderr);
+    let rec = receipt(ws.path());
+    let objs = objects(&rec);
+    let dep2 = own(&objs, "Deployment").clone();
+    assert_ne!(dep2["uid"], dep["uid"], "the drifted Deployment was replaced");
+
+    // Someone deletes the Service and makes their own under the same name, and keeps an
+    // unrelated Deployment with the same name pattern.
+    let svc = own(&objs, "Service").clone();
+    rt.block_on(async {
+        let c = client(&cluster).await;
+        let svcs: kube::Api<Service> = kube::Api::namespaced(c.clone(), NS);
+        svcs.delete(svc["name"].as_str().unwrap(), &DeleteParams::default()).await.unwrap();
+        for _ in 0..100 {
+            if svcs.get_opt(svc["name"].as_str().unwrap()).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let theirs: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": svc["name"], "labels": {"owner": "someone-else"}},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "theirs"}}
+        }))
+        .unwrap();
+        svcs.create(&PostParams::default(), &theirs).await.unwrap();
+        let deps: kube::Api<Deployment> = kube::Api::namespaced(c, NS);
+        let other: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{dep_name}-other")},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "other"}},
+                     "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        }))
+        .unwrap();
+        deps.create(&PostParams::default(), &other).await.unwrap();
+    });
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown"]));
+    assert_eq!(r.code, 0, "teardown: {}", r.stderr);
+    assert!(!ws.path().join("receipts/gpu.json").exists(), "the receipt is removed");
+    rt.block_on(async {
+        let c = client(&cluster).await;
+        let deps: kube::Api<Deployment> = kube::Api::namespaced(c.clone(), NS);
+        assert!(deps.get_opt(&dep_name).await.unwrap().is_none(), "the stack's Deployment is deleted");
+        assert!(deps.get_opt(&format!("{dep_name}-other")).await.unwrap().is_some(), "an unrelated Deployment survives");
+        let svcs: kube::Api<Service> = kube::Api::namespaced(c.clone(), NS);
+        let theirs = svcs.get(svc["name"].as_str().unwrap()).await.expect("someone else's Service under the same name survives");
+        assert_eq!(theirs.metadata.labels.unwrap()["owner"], "someone-else");
+        let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = kube::Api::namespaced(c, NS);
+        assert!(pvcs.get_opt("model-pvc").await.unwrap().is_some(), "the shared model volume stays");
+    });
+
+    // A second teardown has nothing to do.
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing to tear down") || r.stdout.contains("nothing to tear down"), "{}{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn standup_fails_fast_with_events_and_logs() {
+    let cluster = Cluster::for_test();
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "echo loading weights; echo 'RuntimeError - no GPU found' >&2; exit 3",
+            &[],
+            &["CrashLoopBackOff", "last exit code 3", "RuntimeError - no GPU found", "BackOff"],
+        ),
+        ("tail /dev/zero", &[], &["OOMKilled"]),
+        (
+            SERVE,
+            &["--set", "standalone.image.repository=docker.io/library/does-not-exist-llmd"],
+            &["ImagePull", "Failed to pull image", "not found"],
+        ),
+        (SERVE, &["--set", "accelerator.count=1000"], &["Unschedulable", "Insufficient nvidia.com/gpu", "FailedScheduling"]),
+    ];
+    for (command, extra, expect) in cases {
+        let ws = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let r = run(kube_cmd(&cluster, ws.path(), command, &["standup", "--skip-smoketest"]).args(*extra));
+        assert_ne!(r.code, 0, "{command}: standup should fail");
+        for e in *expect {
+            assert!(r.stderr.contains(e), "{command} {extra:?}: expected '{e}' in:\n{}", r.stderr);
+        }
+        assert!(started.elapsed() < Duration::from_secs(100), "failed fast, not at the 120 s timeout");
+        assert!(!ws.path().join("receipts/gpu.json").exists(), "a failed standup leaves no receipt");
+        if let Some(fake) = cluster.fake() {
+            let deps = fake.list("Deployment");
+            assert!(deps.is_empty(), "a failed standup removes the stack's Deployment: {deps:?}");
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_standup_is_reapplied_without_duplicates() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: the kill instant is timed against the fake's object list");
+        return;
+    };
+    let ws = tempfile::tempdir().unwrap();
+    // The server takes 2 s to become ready; the standup is killed while it waits.
+    let slow = format!("sleep 2; {SERVE}");
+    let mut child = kube_cmd(&cluster, ws.path(), &slow, &["standup", "--skip-smoketest"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dep = loop {
+        if let Some(d) = fake.list("Deployment").into_iter().next() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the Deployment was never applied");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!ws.path().join("receipts/gpu.json").exists(), "killed before its receipt");
+    let r = run(&mut kube_cmd(&cluster, ws.path(), &slow, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let deps = fake.list("Deployment");
+    assert_eq!(deps.len(), 1, "no duplicate Deployment");
+    assert_eq!(deps[0]["metadata"]["uid"], dep["metadata"]["uid"], "re-applied in place (server-side apply)");
+    assert_eq!(fake.list("Pod").iter().filter(|p| p["metadata"]["labels"]["job-name"].is_null()).count(), 1, "one serving pod");
+    assert_eq!(own(&objects(&receipt(ws.path())), "Deployment")["uid"], dep["metadata"]["uid"]);
+}
+
+#[test]
+fn kubectl_reads_the_fake() {
+    let Ok(out) = Command::new("kubectl").arg("version").arg("--client").output() else {
+        eprintln!("skipping: kubectl is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let fake = fakekube::FakeKube::start();
+    let ws = tempfile::tempdir().unwrap();
+    let cluster = Cluster::Real(fake.kubeconfig.clone());
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&fake.kubeconfig)
+        .args(["get", "deployments", "-n", NS, "-l", "app.kubernetes.io/managed-by=llmd", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl: {}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["status"]["readyReplicas"], 1);
+}
+
+#[test]
+fn dry_run_lists_the_objects_and_touches_nothing() {
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest", "--dry-run"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for what in [
+        "Namespace llmd-test",
+        "PersistentVolumeClaim llmd-test/model-pvc",
+        "Job llmd-test/download-model",
+        "Service llmd-test/vllm-standalone-",
+    ] {
+        assert!(r.stderr.contains(what), "dry run should list {what}:\n{}", r.stderr);
+    }
+    if let Some(fake) = cluster.fake() {
+        assert!(fake.list("Deployment").is_empty() && fake.list("Job").is_empty(), "nothing applied");
+    }
+}
+
+/// Every object the shipped specifications render deserializes into its k8s-openapi
+/// type and serializes back to the same JSON: a misspelt or misplaced field (dropped by
+/// the typed round trip) fails here, not on a cluster.
+#[test]
+fn rendered_manifests_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::{apps, batch, core, rbac};
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    let mut checked = 0;
+    for spec in ["examples/sim", "examples/gpu", "examples/multi-model", "guides/optimized-baseline"] {
+        for monitoring in [false, true] {
+            let ws = tempfile::tempdir().unwrap();
+            let mut cmd = llmd();
+            cmd.args(["plan", "--spec", spec]).arg("--workspace").arg(ws.path());
+            if monitoring {
+                cmd.arg("--monitoring");
+            }
+            let r = run(&mut cmd);
+            assert_eq!(r.code, 0, "{spec}: {}", r.stderr);
+            for file in support::files_under(&ws.path().join("plan")) {
+                let path = ws.path().join("plan").join(&file);
+                let text = std::fs::read_to_string(&path).unwrap();
+                let name = file.file_name().unwrap().to_string_lossy().to_string();
+                let manifests = llmd::backend::standup_manifests(&[(name.clone(), text.clone())]);
+                let harness = name.contains("harness_pod") && !text.trim().is_empty();
+                if manifests.is_empty() && !harness {
+                    continue;
+                }
+                for doc in llmd::yaml::load::load_all_str(&text, &name).unwrap() {
+                    if doc.is_null() {
+                        continue;
+                    }
+                    let v = doc.to_json();
+                    let kind = v["kind"].as_str().unwrap_or_default().to_string();
+                    let back = match kind.as_str() {
+                        "Namespace" => round_trip::<core::v1::Namespace>(&v),
+                        "ServiceAccount" => round_trip::<core::v1::ServiceAccount>(&v),
+                        "Secret" => round_trip::<core::v1::Secret>(&v),
+                        "ConfigMap" => round_trip::<core::v1::ConfigMap>(&v),
+                        "PersistentVolumeClaim" => round_trip::<core::v1::PersistentVolumeClaim>(&v),
+                        "Service" => round_trip::<core::v1::Service>(&v),
+                        "Pod" => round_trip::<core::v1::Pod>(&v),
+                        "Deployment" => round_trip::<apps::v1::Deployment>(&v),
+                        "Job" => round_trip::<batch::v1::Job>(&v),
+                        "Role" => round_trip::<rbac::v1::Role>(&v),
+                        "RoleBinding" => round_trip::<rbac::v1::RoleBinding>(&v),
+                        "ClusterRole" => round_trip::<rbac::v1::ClusterRole>(&v),
+                        "ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(&v),
+                        // CRDs (PodMonitor, HTTPRoute, …) have no k8s-openapi type.
+                        _ => {
+                            assert!(v["metadata"]["name"].is_string(), "{spec} {}: {kind} without metadata.name", file.display());
+                            continue;
+                        }
+                    };
+                    let back = back.unwrap_or_else(|e| panic!("{spec} {}: {kind} does not deserialize: {e}", file.display()));
+                    assert_eq!(back, v, "{spec} {}: {kind} changed in a typed round trip (an unknown or misplaced field)", file.display());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 40, "only {checked} objects checked");
+}
