@@ -355,3 +355,27 @@ fn rendered_manifests_are_valid_kubernetes_objects() {
     }
     assert!(checked >= 40, "only {checked} objects checked");
 }
+
+#[test]
+fn deep_teardown_sweeps_what_llmd_manages_in_the_namespace() {
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The receipt is lost (a deleted workspace): only --deep can find what is left.
+    std::fs::remove_dir_all(ws.path().join("receipts")).unwrap();
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep", "--dry-run"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("would delete") && r.stderr.contains("Deployment llmd-test/vllm-standalone-"), "{}", r.stderr);
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("PersistentVolumeClaim llmd-test/model-pvc"), "shared objects are swept too: {}", r.stderr);
+    if let Some(fake) = cluster.fake() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(fake.list("Deployment").is_empty() && fake.list("PersistentVolumeClaim").is_empty()) {
+            assert!(Instant::now() < deadline, "swept objects are deleted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(fake.get("Namespace", "", NS).is_some(), "the namespace itself stays");
+    }
+}

@@ -207,6 +207,12 @@ pub trait Backend: Send + Sync {
     fn connect<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Access>>;
     /// Removes what the receipt lists.
     fn teardown<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<()>>;
+    /// Everything the backend manages in `scopes` (kube: namespaces), receipts or not:
+    /// listed, and deleted unless `dry_run` (`teardown --deep`). Returns what it found.
+    fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {
+        let _ = (scopes, dry_run);
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// What the receipt holds, for messages (`pid 12 port 8000`).
     fn summary(&self, receipt: &Receipt) -> String;
 }

@@ -97,6 +97,10 @@ pub struct TeardownArgs {
     /// Stacks torn down at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
+    /// Afterwards, also delete everything labelled managed-by llmd in the namespaces
+    /// (`-p`, and those the receipts name), receipts or not (kube backend); listed first.
+    #[arg(short = 'd', long)]
+    pub deep: bool,
 }
 
 /// Renders the plan and turns its stacks into phase entries.
@@ -399,6 +403,20 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
         // Nothing anywhere: the preflight step says so.
         work.push((global.workspace_dir(), Vec::new()));
     }
+    // Namespaces for --deep, read before the receipts go.
+    let mut namespaces: Vec<String> =
+        args.common.namespace.iter().flat_map(|n| n.split(',')).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+    for (_, stacks) in &work {
+        for stack in stacks {
+            if let Some(r) = &stack.state().receipt
+                && let Ok(body) = crate::backend::kube::KubeBody::of(r)
+            {
+                namespaces.extend(body.objects.iter().filter_map(|o| o.namespace.clone()));
+            }
+        }
+    }
+    namespaces.sort();
+    namespaces.dedup();
     let mut ok = true;
     for (ws, stacks) in work {
         let mut s = settings(global, &args.common, args.parallel, None);
@@ -406,7 +424,33 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
         let ctx = Arc::new(PhaseContext { settings: s, registry: registry.clone(), stacks });
         ok &= run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps()).ok();
     }
+    if args.deep {
+        ok &= deep_teardown(&rt, &registry, &namespaces, global.dry_run);
+    }
     Ok(ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE }))
+}
+
+/// `teardown --deep`: everything the cluster backend manages in `namespaces`.
+fn deep_teardown(rt: &tokio::runtime::Runtime, registry: &Registry, namespaces: &[String], dry_run: bool) -> bool {
+    if namespaces.is_empty() {
+        eprintln!("teardown --deep: no namespace to sweep (pass -p NAMESPACE[,HARNESS_NAMESPACE])");
+        return false;
+    }
+    let result = registry.get("kube").and_then(|b| rt.block_on(b.sweep(namespaces, dry_run)));
+    match result {
+        Ok(found) => {
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            eprintln!("teardown --deep in {}: {verb} {} object(s) managed by llmd", namespaces.join(", "), found.len());
+            for f in &found {
+                eprintln!("  {f}");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("teardown --deep: {e:#}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

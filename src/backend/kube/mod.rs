@@ -438,6 +438,17 @@ impl Backend for KubeBackend {
         })
     }
 
+    fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let client = self.client()?;
+            let found = sweep::list(&client, scopes).await?;
+            if !dry_run {
+                sweep::delete(&client, &found).await?;
+            }
+            Ok(found.iter().map(sweep::Found::display).collect())
+        })
+    }
+
     fn summary(&self, receipt: &Receipt) -> String {
         match KubeBody::of(receipt) {
             Ok(b) => {

@@ -59,7 +59,7 @@ enum Progress {
 /// One thing a watch reported.
 enum Seen {
     Object(Option<serde_json::Value>),
-    Pod(Event<Pod>),
+    Pod(Box<Event<Pod>>),
     Error(String),
     /// Bookkeeping (a relist began or ended).
     Nothing,
@@ -154,13 +154,13 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
         let stream = match until {
             Until::PvcBound { .. } => watcher(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns), cfg)
                 .default_backoff()
-                .map(|e| e.map(|e| map_event(e)))
+                .map(|e| e.map(map_event))
                 .boxed(),
             Until::JobComplete { .. } => {
-                watcher(Api::<Job>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(|e| map_event(e))).boxed()
+                watcher(Api::<Job>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(map_event)).boxed()
             }
             Until::DeploymentReady { .. } => {
-                watcher(Api::<Deployment>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(|e| map_event(e))).boxed()
+                watcher(Api::<Deployment>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(map_event)).boxed()
             }
         };
         stream.map(|r| match r {
@@ -205,7 +205,7 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                         watcher(Api::<Pod>::namespaced(client.clone(), &ns), cfg)
                             .default_backoff()
                             .map(|e| match e {
-                                Ok(e) => Seen::Pod(e),
+                                Ok(e) => Seen::Pod(Box::new(e)),
                                 Err(e) => Seen::Error(e.to_string()),
                             })
                             .boxed(),
@@ -213,7 +213,7 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                 }
                 object = o;
             }
-            Some(Seen::Pod(e)) => match e {
+            Some(Seen::Pod(e)) => match *e {
                 Event::Apply(p) | Event::InitApply(p) => {
                     pods.insert(p.metadata.name.clone().unwrap_or_default(), p);
                 }
