@@ -22,8 +22,7 @@ pub struct BackendOptions {
     pub non_admin: bool,
     /// Print waiting progress to stderr.
     pub progress: bool,
-    /// The kube backend's connection and timeouts (`non_admin` and `progress` above
-    /// are copied into it).
+    /// The kube backend's connection and timeouts.
     pub kube: KubeOptions,
 }
 
@@ -74,8 +73,7 @@ impl Registry {
                 if let Some(b) = self.kube.get() {
                     return Ok(b.clone());
                 }
-                let opts = KubeOptions { non_admin: self.opts.non_admin, progress: self.opts.progress, ..self.opts.kube.clone() };
-                let b = Arc::new(KubeBackend::new(opts)?);
+                let b = Arc::new(KubeBackend::new(&self.opts.kube, self.opts.non_admin, self.opts.progress)?);
                 Ok(self.kube.get_or_init(|| b).clone())
             }
             other => {

@@ -98,7 +98,7 @@ pub struct TeardownArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// Afterwards, also delete everything labelled managed-by llmd in the namespaces
-    /// (`-p`, and those the receipts name), receipts or not (kube backend); listed first.
+    /// (`-p`, and those the receipts name), receipts or not (kube backend), naming each.
     #[arg(short = 'd', long)]
     pub deep: bool,
 }

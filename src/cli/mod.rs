@@ -189,8 +189,6 @@ impl GlobalArgs {
                 download: Duration::from_secs(self.download_timeout),
                 ..Default::default()
             },
-            non_admin: self.non_admin,
-            progress: true,
         };
         crate::backend::BackendOptions { name: self.backend.clone(), non_admin: self.non_admin, progress: true, kube }
     }

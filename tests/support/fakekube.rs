@@ -619,30 +619,14 @@ async fn handle(
                                 new[k] = v.clone();
                             }
                         }
-                        if new["spec"] != old["spec"] {
-                            new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
-                        }
-                        touch_manager(&mut new, &manager, "Apply");
-                        if dry {
-                            return respond(200, &new);
-                        }
-                        let stored = s.put(&tx, t.res, new);
-                        respond(200, &stored)
+                        update(&mut s, &tx, t.res, &old, new, &manager, "Apply", dry)
                     }
                 }
             } else {
                 let Some(old) = existing else { return not_found(name) };
                 let mut new = old.clone();
                 merge(&mut new, &patch);
-                if new["spec"] != old["spec"] {
-                    new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
-                }
-                touch_manager(&mut new, &manager, "Update");
-                if dry {
-                    return respond(200, &new);
-                }
-                let stored = s.put(&tx, t.res, new);
-                respond(200, &stored)
+                update(&mut s, &tx, t.res, &old, new, &manager, "Update", dry)
             }
         }
         ("POST", None, _) => {
@@ -689,6 +673,30 @@ async fn handle(
         }
         _ => respond(405, &status(405, "MethodNotAllowed", format!("{method} {path} is not supported by the fake"))),
     }
+}
+
+/// Stores a changed object (unless `dry`): the generation moves when the spec did, and
+/// `manager` is recorded as having last written it.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    s: &mut Store,
+    tx: &tokio::sync::broadcast::Sender<WatchEvent>,
+    res: &Res,
+    old: &Value,
+    mut new: Value,
+    manager: &str,
+    op: &str,
+    dry: bool,
+) -> Response<Body> {
+    if new["spec"] != old["spec"] {
+        new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+    }
+    touch_manager(&mut new, manager, op);
+    if dry {
+        return respond(200, &new);
+    }
+    let stored = s.put(tx, res, new);
+    respond(200, &stored)
 }
 
 /// What the API server's validation would reject (a few rules the tests exercise).

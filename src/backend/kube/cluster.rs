@@ -51,7 +51,7 @@ pub fn install_crypto_provider() {
 pub async fn load_config(opts: &ClusterOptions) -> Result<Config> {
     install_crypto_provider();
     let kc_opts = KubeConfigOptions { context: opts.context.clone(), ..Default::default() };
-    let config = if let Some(path) = &opts.kubeconfig {
+    let mut config = if let Some(path) = &opts.kubeconfig {
         let kc = Kubeconfig::read_from(path).map_err(|e| {
             InputError::new(format!("--kubeconfig {}: {e}", path.display()))
                 .help("pass a readable kubeconfig file (kubectl config view --raw > FILE)")
@@ -65,7 +65,6 @@ pub async fn load_config(opts: &ClusterOptions) -> Result<Config> {
                 .help("pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, or run inside a cluster")
         })?
     };
-    let mut config = config;
     config.connect_timeout = Some(Duration::from_secs(10));
     Ok(config)
 }

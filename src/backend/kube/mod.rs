@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::{Access, Backend, BoxFuture, Liveness, Receipt, StackTarget, StandupRequest};
 use cluster::{Cluster, ClusterOptions};
 use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
-use wait::Until;
+use wait::{Goal, Until};
 
 /// How long the waits of a standup may take (upstream's flags and defaults).
 #[derive(Clone, Debug)]
@@ -67,14 +67,12 @@ impl Default for Timeouts {
     }
 }
 
-/// Everything the kube backend is configured with.
+/// What only the kube backend is configured with (`--non-admin` and progress come from
+/// the registry's common options).
 #[derive(Clone, Debug, Default)]
 pub struct KubeOptions {
     pub cluster: ClusterOptions,
     pub timeouts: Timeouts,
-    /// Apply no cluster-scoped objects (they must exist already).
-    pub non_admin: bool,
-    pub progress: bool,
 }
 
 /// The kube backend's receipt body.
@@ -110,16 +108,19 @@ impl KubeBody {
 }
 
 pub struct KubeBackend {
-    opts: KubeOptions,
+    timeouts: Timeouts,
     cluster: Cluster,
+    /// Apply no cluster-scoped objects (they must exist already).
+    non_admin: bool,
+    progress: bool,
 }
 
 impl KubeBackend {
     /// Connects to the cluster to learn its identity. Constructed by the
     /// [`super::Registry`] only.
-    pub(super) fn new(opts: KubeOptions) -> Result<KubeBackend> {
+    pub(super) fn new(opts: &KubeOptions, non_admin: bool, progress: bool) -> Result<KubeBackend> {
         let cluster = cluster::connect_blocking(&opts.cluster)?;
-        Ok(KubeBackend { opts, cluster })
+        Ok(KubeBackend { timeouts: opts.timeouts.clone(), cluster, non_admin, progress })
     }
 
     /// A client on the current runtime (clients hold runtime-bound connection pools,
@@ -129,7 +130,7 @@ impl KubeBackend {
     }
 
     fn say(&self, stack: &str, msg: impl AsRef<str>) {
-        if self.opts.progress {
+        if self.progress {
             eprintln!("  [{stack}] {}", msg.as_ref());
         }
     }
@@ -146,7 +147,7 @@ impl KubeBackend {
         let mut planned = objects::parse(&target.manifests, &target.name, request.plan_digest)?;
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
         let resolved = Resolved::discover(client, &kinds).await?;
-        if self.opts.non_admin {
+        if self.non_admin {
             planned.retain(|p| {
                 let keep = resolved.namespaced(&p.gvk);
                 if !keep {
@@ -178,57 +179,55 @@ impl KubeBackend {
         })
     }
 
+    /// A planned object's namespace (the kubeconfig's default when it names none).
+    fn namespace_of(&self, p: &Planned) -> String {
+        p.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone())
+    }
+
     /// The standup proper; on error, `applied` holds what was applied so far.
     async fn standup_into(
         &self,
         client: &Client,
-        request: &StandupRequest<'_>,
+        stack: &str,
+        planned: &[Planned],
+        resolved: &Resolved,
         applied: &mut Vec<ObjectRef>,
     ) -> Result<Option<ServiceEndpoint>> {
-        let stack = &request.target.name;
-        let (planned, resolved) = self.planned(client, request).await?;
-        let progress = self.opts.progress.then_some(stack.as_str());
-        let t = &self.opts.timeouts;
+        let progress = self.progress.then_some(stack);
+        let t = &self.timeouts;
         // Phase 1: what the workload needs — namespace, RBAC, volumes, the model download.
         for p in planned.iter().filter(|p| p.before_workloads()) {
-            let r = self.apply_one(client, &resolved, p).await?;
+            let r = self.apply_one(client, resolved, p).await?;
             self.say(stack, format!("applied {}", r.display()));
             applied.push(r);
         }
         for job in planned.iter().filter(|p| p.kind() == "Job") {
-            let ns = job.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone());
+            let ns = self.namespace_of(job);
             for claim in claims(&job.object) {
-                wait::wait(client, &Until::PvcBound { namespace: ns.clone(), name: claim }, t.pvc_bind, progress).await?;
+                wait::wait(client, &Until::new(Goal::PvcBound, &ns, &claim), t.pvc_bind, progress).await?;
             }
-            wait::wait(client, &Until::JobComplete { namespace: ns, name: job.name() }, t.download, progress).await?;
+            wait::wait(client, &Until::new(Goal::JobComplete, &ns, &job.name()), t.download, progress).await?;
         }
         // Phase 2: the workload and what routes to it.
         for p in planned.iter().filter(|p| !p.before_workloads()) {
-            let r = self.apply_one(client, &resolved, p).await?;
+            let r = self.apply_one(client, resolved, p).await?;
             self.say(stack, format!("applied {}", r.display()));
             applied.push(r);
         }
         for d in planned.iter().filter(|p| p.kind() == "Deployment") {
-            let ns = d.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone());
-            wait::wait(client, &Until::DeploymentReady { namespace: ns, name: d.name() }, t.deploy, progress).await?;
-        }
-        // Generations once settled: a later one means someone else changed the spec.
-        for r in applied.iter_mut().filter(|r| !r.shared) {
-            if let Some(live) = get(client, r).await? {
-                r.generation = live.metadata.generation;
-            }
+            wait::wait(client, &Until::new(Goal::DeploymentReady, &self.namespace_of(d), &d.name()), t.deploy, progress).await?;
         }
         let service = planned.iter().find(|p| p.kind() == "Service" && !p.shared());
         Ok(service.map(|s| ServiceEndpoint {
-            namespace: s.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone()),
+            namespace: self.namespace_of(s),
             name: s.name(),
             port: s.object.data["spec"]["ports"][0]["port"].as_i64().unwrap_or(80),
         }))
     }
 
     /// Deletes `r` if it is still the object the receipt recorded; true when it was.
-    async fn delete_one(&self, client: &Client, r: &ObjectRef) -> Result<bool> {
-        let api = api_for(client, r).await?;
+    async fn delete_one(&self, client: &Client, resolved: &Resolved, r: &ObjectRef) -> Result<bool> {
+        let api = resolved.api(client, &r.gvk(), r.namespace.as_deref())?;
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             preconditions: Some(kube::api::Preconditions { uid: Some(r.uid.clone()), resource_version: None }),
@@ -242,10 +241,10 @@ impl KubeBackend {
             Err(e) => bail!("cannot delete {}: {}", r.display(), diagnose::api_error(&e)),
         }
         let gone = kube::runtime::wait::await_condition(api, &r.name, kube::runtime::wait::conditions::is_deleted(&r.uid));
-        match tokio::time::timeout(self.opts.timeouts.delete, gone).await {
+        match tokio::time::timeout(self.timeouts.delete, gone).await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => bail!("waiting for {} to go: {e}", r.display()),
-            Err(_) => bail!("{} was not gone {}s after its delete (a finalizer?)", r.display(), self.opts.timeouts.delete.as_secs()),
+            Err(_) => bail!("{} was not gone {}s after its delete (a finalizer?)", r.display(), self.timeouts.delete.as_secs()),
         }
     }
 }
@@ -256,17 +255,16 @@ fn claims(o: &DynamicObject) -> Vec<String> {
     volumes.iter().filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str().map(String::from)).collect()
 }
 
-/// The API for a recorded object (discovery of its kind).
-async fn api_for(client: &Client, r: &ObjectRef) -> Result<kube::Api<DynamicObject>> {
-    let gvk: GroupVersionKind = r.gvk();
-    let resolved = Resolved::discover(client, &[(gvk.clone(), r.display())]).await?;
-    resolved.api(client, &gvk, r.namespace.as_deref())
+/// The kinds of recorded objects, discovered once for all of them.
+async fn resolve_refs(client: &Client, refs: &[ObjectRef]) -> Result<Resolved> {
+    let kinds: Vec<(GroupVersionKind, String)> = refs.iter().map(|r| (r.gvk(), r.display())).collect();
+    Resolved::discover(client, &kinds).await
 }
 
 /// The live object a reference names, `None` when there is none by that name.
-async fn get(client: &Client, r: &ObjectRef) -> Result<Option<DynamicObject>> {
-    api_for(client, r)
-        .await?
+async fn get(client: &Client, resolved: &Resolved, r: &ObjectRef) -> Result<Option<DynamicObject>> {
+    resolved
+        .api(client, &r.gvk(), r.namespace.as_deref())?
         .get_opt(&r.name)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {}: {}", r.display(), diagnose::api_error(&e)))
@@ -362,13 +360,14 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let client = self.client()?;
             let stack = request.target.name.clone();
+            let (planned, resolved) = self.planned(&client, &request).await?;
             let mut applied = Vec::new();
-            let endpoint = match self.standup_into(&client, &request, &mut applied).await {
+            let endpoint = match self.standup_into(&client, &stack, &planned, &resolved, &mut applied).await {
                 Ok(e) => e,
                 Err(e) => {
                     // Remove what this standup created for the stack; shared state stays.
                     for r in applied.iter().rev().filter(|r| !r.shared && !r.preexisting) {
-                        if let Err(de) = self.delete_one(&client, r).await {
+                        if let Err(de) = self.delete_one(&client, &resolved, r).await {
                             self.say(&stack, format!("could not remove {} after the failure: {de:#}", r.display()));
                         }
                     }
@@ -401,8 +400,12 @@ impl Backend for KubeBackend {
                 Ok(c) => c,
                 Err(e) => return Liveness::Gone(format!("{e:#}")),
             };
+            let resolved = match resolve_refs(&client, &body.objects).await {
+                Ok(r) => r,
+                Err(e) => return Liveness::Gone(format!("{e:#}")),
+            };
             for r in &body.objects {
-                let live = match get(&client, r).await {
+                let live = match get(&client, &resolved, r).await {
                     Ok(l) => l,
                     Err(e) => return Liveness::Gone(format!("{e:#}")),
                 };
@@ -426,9 +429,11 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let body = KubeBody::of(receipt)?;
             let client = self.client()?;
+            let own: Vec<ObjectRef> = body.objects.iter().rev().filter(|r| !r.shared && !r.preexisting).cloned().collect();
+            let resolved = resolve_refs(&client, &own).await?;
             let mut errors = Vec::new();
-            for r in body.objects.iter().rev().filter(|r| !r.shared && !r.preexisting) {
-                match self.delete_one(&client, r).await {
+            for r in &own {
+                match self.delete_one(&client, &resolved, r).await {
                     Ok(true) => self.say(&receipt.stack, format!("deleted {}", r.display())),
                     Ok(false) => self.say(&receipt.stack, format!("{} was already gone", r.display())),
                     Err(e) => errors.push(format!("{e:#}")),
@@ -439,14 +444,7 @@ impl Backend for KubeBackend {
     }
 
     fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move {
-            let client = self.client()?;
-            let found = sweep::list(&client, scopes).await?;
-            if !dry_run {
-                sweep::delete(&client, &found).await?;
-            }
-            Ok(found.iter().map(sweep::Found::display).collect())
-        })
+        Box::pin(async move { sweep::sweep(&self.client()?, scopes, dry_run).await })
     }
 
     fn summary(&self, receipt: &Receipt) -> String {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use kube::api::{Patch, PatchParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::{ApiResource, DynamicObject, GroupVersion, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
@@ -66,12 +66,16 @@ impl Planned {
     pub fn before_workloads(&self) -> bool {
         rank(self.kind()) <= 3
     }
-    /// `Deployment llmdbench/vllm-x`.
     pub fn display(&self) -> String {
-        match self.namespace() {
-            Some(ns) => format!("{} {ns}/{}", self.kind(), self.name()),
-            None => format!("{} {}", self.kind(), self.name()),
-        }
+        describe(self.kind(), self.namespace().as_deref(), &self.name())
+    }
+}
+
+/// `Deployment llmdbench/vllm-x`, `Namespace llmdbench`: how messages name an object.
+pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
     }
 }
 
@@ -88,11 +92,11 @@ pub struct ObjectRef {
     #[serde(default)]
     pub shared: bool,
     /// It existed before this standup applied it without llmd's label (someone else
-    /// made it): never deleted, not even by `--deep`.
+    /// made it): a plain teardown never deletes it (`--deep` goes by label and may).
     #[serde(default)]
     pub preexisting: bool,
-    /// `metadata.generation` once the standup finished: a later one means someone
-    /// changed the spec.
+    /// `metadata.generation` as applied (status updates leave it alone): a later one
+    /// means someone changed the spec.
     #[serde(default)]
     pub generation: Option<i64>,
 }
@@ -103,10 +107,7 @@ impl ObjectRef {
         GroupVersionKind::gvk(group, version, &self.kind)
     }
     pub fn display(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
-            None => format!("{} {}", self.kind, self.name),
-        }
+        describe(&self.kind, self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -123,13 +124,12 @@ pub fn parse(manifests: &[Manifest], stack: &str, plan_digest: &str) -> Result<V
             let line = doc.origin.line as usize;
             let json = doc.to_json();
             let at = format!("{}:{line}", m.file);
-            let api_version = json["apiVersion"].as_str().unwrap_or_default();
-            let kind = json["kind"].as_str().unwrap_or_default();
-            if api_version.is_empty() || kind.is_empty() {
+            let kind = json["kind"].as_str().unwrap_or_default().to_string();
+            if json["apiVersion"].as_str().unwrap_or_default().is_empty() || kind.is_empty() {
                 return Err(InputError::new(format!("{at}: a manifest document needs apiVersion and kind")).into());
             }
             let mut object: DynamicObject =
-                serde_json::from_value(json.clone()).with_context(|| format!("{at}: {kind} is not a Kubernetes object"))?;
+                serde_json::from_value(json).with_context(|| format!("{at}: {kind} is not a Kubernetes object"))?;
             if object.metadata.name.as_deref().unwrap_or_default().is_empty() {
                 return Err(InputError::new(format!("{at}: {kind} has no metadata.name")).into());
             }
@@ -154,31 +154,60 @@ pub fn label_value(s: &str) -> String {
     v
 }
 
-/// The API resources of the kinds `objects` use, from the cluster's discovery.
+/// The API resources of some kinds, from the cluster's discovery.
 pub struct Resolved {
     map: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>,
 }
 
 impl Resolved {
-    /// `kinds`: each kind with where it is used (for the error when it is not served).
+    /// Discovers `kinds` (each with where it is used, for the error when the cluster
+    /// does not serve it), one request per group-version.
     pub async fn discover(client: &Client, kinds: &[(GroupVersionKind, String)]) -> Result<Resolved> {
-        let mut map = HashMap::new();
-        for (gvk, at) in kinds {
-            if map.contains_key(gvk) {
-                continue;
-            }
-            let found = kube::discovery::pinned_kind(client, gvk).await.map_err(|e| {
-                let what = format!("{} {}", gvk.api_version(), gvk.kind);
+        let (resolved, missing) = Self::discover_served(client, kinds.iter().map(|(g, _)| g.clone()).collect()).await?;
+        match missing.into_iter().next() {
+            None => Ok(resolved),
+            Some((gvk, e)) => {
+                let at = kinds.iter().find(|(g, _)| *g == gvk).map_or("", |(_, at)| at.as_str());
                 let hint = match gvk.group.as_str() {
                     "monitoring.coreos.com" => " (install the Prometheus operator's CRDs, or plan without --monitoring)",
                     "gateway.networking.k8s.io" => " (install the Gateway API CRDs)",
                     _ => "",
                 };
-                anyhow::anyhow!("{at}: the cluster does not serve {what}{hint}: {e}")
-            })?;
-            map.insert(gvk.clone(), found);
+                anyhow::bail!("{at}: the cluster does not serve {} {}{hint}: {e}", gvk.api_version(), gvk.kind)
+            }
         }
-        Ok(Resolved { map })
+    }
+
+    /// Discovers what the cluster serves of `kinds`; the rest come back with the reason.
+    pub async fn discover_served(client: &Client, kinds: Vec<GroupVersionKind>) -> Result<(Resolved, Vec<(GroupVersionKind, String)>)> {
+        let mut map = HashMap::new();
+        let mut missing = Vec::new();
+        // A group-version's resources, or why they could not be read.
+        type Served = Result<Vec<(ApiResource, ApiCapabilities)>, String>;
+        let mut groups: HashMap<(String, String), Served> = HashMap::new();
+        for gvk in kinds {
+            if map.contains_key(&gvk) {
+                continue;
+            }
+            let gv = (gvk.group.clone(), gvk.version.clone());
+            if !groups.contains_key(&gv) {
+                let found = kube::discovery::pinned_group(client, &GroupVersion::gv(&gv.0, &gv.1))
+                    .await
+                    .map(|g| g.versioned_resources(&gv.1))
+                    .map_err(|e| super::diagnose::api_error(&e));
+                groups.insert(gv.clone(), found);
+            }
+            match &groups[&gv] {
+                Ok(resources) => match resources.iter().find(|(ar, _)| ar.kind == gvk.kind) {
+                    Some(found) => {
+                        map.insert(gvk, found.clone());
+                    }
+                    None => missing.push((gvk, "no such kind in its group".to_string())),
+                },
+                Err(e) => missing.push((gvk, e.clone())),
+            }
+        }
+        Ok((Resolved { map }, missing))
     }
 
     pub fn api(&self, client: &Client, gvk: &GroupVersionKind, namespace: Option<&str>) -> Result<Api<DynamicObject>> {
@@ -189,6 +218,10 @@ impl Resolved {
             (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), ar),
             (Scope::Cluster, _) => Api::all_with(client.clone(), ar),
         })
+    }
+
+    pub fn served(&self, gvk: &GroupVersionKind) -> bool {
+        self.map.contains_key(gvk)
     }
 
     pub fn namespaced(&self, gvk: &GroupVersionKind) -> bool {

@@ -1,5 +1,5 @@
-//! `teardown --deep`: everything labelled managed-by llmd in some namespaces, listed
-//! and then deleted — what receipts may have lost track of (a standup killed before
+//! `teardown --deep`: everything labelled managed-by llmd in some namespaces, found
+//! and deleted — what receipts may have lost track of (a standup killed before
 //! it wrote its receipt, a deleted workspace).
 
 use anyhow::Result;
@@ -7,7 +7,8 @@ use kube::Client;
 use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 use kube::core::GroupVersionKind;
 
-use super::objects::{MANAGED_BY, Resolved};
+use super::diagnose::api_error;
+use super::objects::{MANAGED_BY, Resolved, describe};
 
 /// The kinds llmd creates in a namespace, in deletion order (workloads first).
 const KINDS: &[(&str, &str, &str)] = &[
@@ -25,64 +26,40 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("", "v1", "PersistentVolumeClaim"),
 ];
 
-/// One object found by a sweep: `Kind namespace/name` and its UID.
-#[derive(Clone, Debug)]
-pub struct Found {
-    pub gvk: GroupVersionKind,
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl Found {
-    pub fn display(&self) -> String {
-        format!("{} {}/{}", self.gvk.kind, self.namespace, self.name)
-    }
-}
-
-/// Lists the objects labelled managed-by llmd in `namespaces`; kinds the cluster does
-/// not serve are skipped.
-pub async fn list(client: &Client, namespaces: &[String]) -> Result<Vec<Found>> {
+/// Lists the objects labelled managed-by llmd in `namespaces` (kinds the cluster does
+/// not serve are skipped) and, unless `dry_run`, deletes each by UID — so an object
+/// re-created since the listing is spared. Returns what it found, as messages name it.
+pub async fn sweep(client: &Client, namespaces: &[String], dry_run: bool) -> Result<Vec<String>> {
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let mut out = Vec::new();
-    for (g, v, k) in KINDS {
-        let gvk = GroupVersionKind::gvk(g, v, k);
-        let Ok(resolved) = Resolved::discover(client, &[(gvk.clone(), k.to_string())]).await else { continue };
+    let kinds: Vec<GroupVersionKind> = KINDS.iter().map(|(g, v, k)| GroupVersionKind::gvk(g, v, k)).collect();
+    let (resolved, _unserved) = Resolved::discover_served(client, kinds.clone()).await?;
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for gvk in kinds.iter().filter(|g| resolved.served(g)) {
         for ns in namespaces {
-            let api = resolved.api(client, &gvk, Some(ns))?;
+            let api = resolved.api(client, gvk, Some(ns))?;
             let items = api
                 .list(&ListParams::default().labels(&selector))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot list {k} in {ns}: {}", super::diagnose::api_error(&e)))?;
+                .map_err(|e| anyhow::anyhow!("cannot list {} in {ns}: {}", gvk.kind, api_error(&e)))?;
             for o in items {
-                out.push(Found {
-                    gvk: gvk.clone(),
-                    namespace: ns.clone(),
-                    name: o.metadata.name.clone().unwrap_or_default(),
-                    uid: o.metadata.uid.clone().unwrap_or_default(),
-                });
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let what = describe(&gvk.kind, Some(ns), &name);
+                if !dry_run {
+                    let params = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        preconditions: Some(kube::api::Preconditions { uid: o.metadata.uid.clone(), resource_version: None }),
+                        ..Default::default()
+                    };
+                    match api.delete(&name, &params).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                        Err(e) => errors.push(format!("{what}: {}", api_error(&e))),
+                    }
+                }
+                found.push(what);
             }
         }
     }
-    Ok(out)
-}
-
-/// Deletes what [`list`] found (each by UID, so an object recreated since is spared).
-pub async fn delete(client: &Client, found: &[Found]) -> Result<()> {
-    let mut errors = Vec::new();
-    for f in found {
-        let resolved = Resolved::discover(client, &[(f.gvk.clone(), f.display())]).await?;
-        let api = resolved.api(client, &f.gvk, Some(&f.namespace))?;
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(kube::api::Preconditions { uid: Some(f.uid.clone()), resource_version: None }),
-            ..Default::default()
-        };
-        match api.delete(&f.name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => errors.push(format!("{}: {}", f.display(), super::diagnose::api_error(&e))),
-        }
-    }
-    if errors.is_empty() { Ok(()) } else { anyhow::bail!("{}", errors.join("; ")) }
+    if errors.is_empty() { Ok(found) } else { anyhow::bail!("{}", errors.join("; ")) }
 }

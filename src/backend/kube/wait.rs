@@ -13,40 +13,60 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 
 use super::diagnose::{explain, recent_events, terminal};
+use super::objects::describe;
 
-/// What to wait for.
+/// What a wait is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    PvcBound,
+    JobComplete,
+    DeploymentReady,
+}
+
+impl Goal {
+    fn kind(self) -> &'static str {
+        match self {
+            Goal::PvcBound => "PersistentVolumeClaim",
+            Goal::JobComplete => "Job",
+            Goal::DeploymentReady => "Deployment",
+        }
+    }
+    fn word(self) -> &'static str {
+        match self {
+            Goal::PvcBound => "Bound",
+            Goal::JobComplete => "Complete",
+            Goal::DeploymentReady => "Ready",
+        }
+    }
+    fn resource(self) -> ApiResource {
+        match self {
+            Goal::PvcBound => ApiResource::erase::<PersistentVolumeClaim>(&()),
+            Goal::JobComplete => ApiResource::erase::<Job>(&()),
+            Goal::DeploymentReady => ApiResource::erase::<Deployment>(&()),
+        }
+    }
+}
+
+/// A goal for one object.
 #[derive(Clone, Debug)]
-pub enum Until {
-    PvcBound { namespace: String, name: String },
-    JobComplete { namespace: String, name: String },
-    DeploymentReady { namespace: String, name: String },
+pub struct Until {
+    pub goal: Goal,
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Until {
-    fn namespace(&self) -> &str {
-        match self {
-            Until::PvcBound { namespace, .. } | Until::JobComplete { namespace, .. } | Until::DeploymentReady { namespace, .. } => {
-                namespace
-            }
-        }
-    }
-    fn name(&self) -> &str {
-        match self {
-            Until::PvcBound { name, .. } | Until::JobComplete { name, .. } | Until::DeploymentReady { name, .. } => name,
-        }
+    pub fn new(goal: Goal, namespace: &str, name: &str) -> Until {
+        Until { goal, namespace: namespace.to_string(), name: name.to_string() }
     }
     fn display(&self) -> String {
-        let kind = match self {
-            Until::PvcBound { .. } => "PersistentVolumeClaim",
-            Until::JobComplete { .. } => "Job",
-            Until::DeploymentReady { .. } => "Deployment",
-        };
-        format!("{kind} {}/{}", self.namespace(), self.name())
+        describe(self.goal.kind(), Some(&self.namespace), &self.name)
     }
 }
 
@@ -58,7 +78,8 @@ enum Progress {
 
 /// One thing a watch reported.
 enum Seen {
-    Object(Option<serde_json::Value>),
+    /// The watched object, `None` once deleted.
+    Object(Option<Box<DynamicObject>>),
     Pod(Box<Event<Pod>>),
     Error(String),
     /// Bookkeeping (a relist began or ended).
@@ -85,20 +106,20 @@ fn ready(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Judges the watched object (as JSON) and its pods.
-fn judge(until: &Until, object: Option<&serde_json::Value>, pods: &BTreeMap<String, Pod>) -> Result<Progress> {
+/// Judges the watched object and its pods.
+fn judge(until: &Until, object: Option<&DynamicObject>, pods: &BTreeMap<String, Pod>) -> Result<Progress> {
     let Some(o) = object else { return Ok(Progress::Waiting("not created yet".into())) };
-    Ok(match until {
-        Until::PvcBound { .. } => {
-            let pvc: PersistentVolumeClaim = serde_json::from_value(o.clone())?;
+    Ok(match until.goal {
+        Goal::PvcBound => {
+            let pvc: PersistentVolumeClaim = o.clone().try_parse()?;
             match pvc.status.and_then(|s| s.phase).as_deref() {
                 Some("Bound") => Progress::Done,
                 Some("Lost") => bail!("{} is Lost (its volume is gone)", until.display()),
                 phase => Progress::Waiting(format!("phase {}", phase.unwrap_or("Pending"))),
             }
         }
-        Until::JobComplete { .. } => {
-            let job: Job = serde_json::from_value(o.clone())?;
+        Goal::JobComplete => {
+            let job: Job = o.clone().try_parse()?;
             let status = job.status.unwrap_or_default();
             for c in status.conditions.iter().flatten() {
                 if c.status == "True" && c.type_ == "Complete" {
@@ -116,8 +137,8 @@ fn judge(until: &Until, object: Option<&serde_json::Value>, pods: &BTreeMap<Stri
                 pod_line(pods)
             ))
         }
-        Until::DeploymentReady { .. } => {
-            let d: Deployment = serde_json::from_value(o.clone())?;
+        Goal::DeploymentReady => {
+            let d: Deployment = o.clone().try_parse()?;
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let status = d.status.unwrap_or_default();
             let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
@@ -132,12 +153,12 @@ fn judge(until: &Until, object: Option<&serde_json::Value>, pods: &BTreeMap<Stri
 }
 
 /// The label selector of the pods `until` owns, once the object is known.
-fn pod_selector(until: &Until, object: &serde_json::Value) -> Option<String> {
-    match until {
-        Until::PvcBound { .. } => None,
-        Until::JobComplete { name, .. } => Some(format!("job-name={name}")),
-        Until::DeploymentReady { .. } => {
-            let labels = object["spec"]["selector"]["matchLabels"].as_object()?;
+fn pod_selector(until: &Until, object: &DynamicObject) -> Option<String> {
+    match until.goal {
+        Goal::PvcBound => None,
+        Goal::JobComplete => Some(format!("job-name={}", until.name)),
+        Goal::DeploymentReady => {
+            let labels = object.data["spec"]["selector"]["matchLabels"].as_object()?;
             Some(labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
         }
     }
@@ -146,32 +167,19 @@ fn pod_selector(until: &Until, object: &serde_json::Value) -> Option<String> {
 /// Waits until `until` holds, at most `timeout`; `progress` names the stack in progress
 /// lines (none printed when `None`).
 pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: Option<&str>) -> Result<()> {
-    let ns = until.namespace().to_string();
-    let name = until.name().to_string();
+    let ns = until.namespace.clone();
+    let name = until.name.clone();
     let fields = format!("metadata.name={name}");
-    let object_events = {
-        let cfg = watcher::Config::default().fields(&fields);
-        let stream = match until {
-            Until::PvcBound { .. } => watcher(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns), cfg)
-                .default_backoff()
-                .map(|e| e.map(map_event))
-                .boxed(),
-            Until::JobComplete { .. } => {
-                watcher(Api::<Job>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(map_event)).boxed()
-            }
-            Until::DeploymentReady { .. } => {
-                watcher(Api::<Deployment>::namespaced(client.clone(), &ns), cfg).default_backoff().map(|e| e.map(map_event)).boxed()
-            }
-        };
-        stream.map(|r| match r {
-            Ok(Some(seen)) => seen,
-            Ok(None) => Seen::Nothing,
-            Err(e) => Seen::Error(e.to_string()),
-        })
-    };
+    let object_api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &until.goal.resource());
+    let object_events = watcher(object_api, watcher::Config::default().fields(&fields)).default_backoff().map(|e| match e {
+        Ok(Event::Apply(o) | Event::InitApply(o)) => Seen::Object(Some(Box::new(o))),
+        Ok(Event::Delete(_)) => Seen::Object(None),
+        Ok(Event::Init | Event::InitDone) => Seen::Nothing,
+        Err(e) => Seen::Error(e.to_string()),
+    });
     let mut object_events = object_events.boxed();
     let mut pod_events: Option<futures::stream::BoxStream<'static, Seen>> = None;
-    let mut object: Option<serde_json::Value> = None;
+    let mut object: Option<Box<DynamicObject>> = None;
     let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -185,14 +193,14 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
             s = async { match pod_events.as_mut() { Some(p) => p.next().await, None => std::future::pending().await } } => s,
             _ = tick.tick() => None,
             _ = tokio::time::sleep_until(deadline) => {
-                let state = match judge(until, object.as_ref(), &pods) {
+                let state = match judge(until, object.as_deref(), &pods) {
                     Ok(Progress::Waiting(s)) => s,
                     _ => last_line.clone(),
                 };
                 let events = recent_events(client, &ns, &name).await;
                 let events = if events.is_empty() { String::new() } else { format!("\n  recent events:\n    {}", events.join("\n    ")) };
                 let err = if last_error.is_empty() { String::new() } else { format!("\n  last watch error: {last_error}") };
-                bail!("{} did not become {} within {}s ({state}){events}{err}", until.display(), goal(until), timeout.as_secs());
+                bail!("{} did not become {} within {}s ({state}){events}{err}", until.display(), until.goal.word(), timeout.as_secs());
             }
         };
         match seen {
@@ -231,10 +239,10 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                 bail!("{}", explain(client, &ns, &until.display(), &t).await);
             }
         }
-        match judge(until, object.as_ref(), &pods)? {
+        match judge(until, object.as_deref(), &pods)? {
             Progress::Done => {
                 if let Some(stack) = progress {
-                    eprintln!("  [{stack}] {} {} ({}s)", until.display(), goal(until), started.elapsed().as_secs());
+                    eprintln!("  [{stack}] {} {} ({}s)", until.display(), until.goal.word(), started.elapsed().as_secs());
                 }
                 return Ok(());
             }
@@ -248,23 +256,5 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                 last_line = line;
             }
         }
-    }
-}
-
-fn goal(until: &Until) -> &'static str {
-    match until {
-        Until::PvcBound { .. } => "Bound",
-        Until::JobComplete { .. } => "Complete",
-        Until::DeploymentReady { .. } => "Ready",
-    }
-}
-
-/// A watch event of the watched object as what the wait needs: its JSON, or `None`
-/// when it was deleted; `None` overall for bookkeeping events.
-fn map_event<K: serde::Serialize>(e: Event<K>) -> Option<Seen> {
-    match e {
-        Event::Apply(o) | Event::InitApply(o) => Some(Seen::Object(serde_json::to_value(o).ok())),
-        Event::Delete(_) => Some(Seen::Object(None)),
-        Event::Init | Event::InitDone => None,
     }
 }
