@@ -190,7 +190,7 @@ pub async fn execute(ctx: Arc<PhaseContext>, mut steps: Vec<Arc<dyn Step>>) -> E
 mod tests {
     use super::*;
     use crate::backend::BoxFuture;
-    use crate::phases::{Phase, Settings, StackEntry, StepOutcome};
+    use crate::phases::{Settings, StackEntry, StepInfo, StepOutcome};
     use std::sync::Mutex;
 
     struct TestStep {
@@ -201,20 +201,8 @@ mod tests {
     }
 
     impl Step for TestStep {
-        fn number(&self) -> u32 {
-            self.number
-        }
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        fn description(&self) -> &'static str {
-            "a test step"
-        }
-        fn phase(&self) -> Phase {
-            Phase::Standup
-        }
-        fn per_stack(&self) -> bool {
-            self.per_stack
+        fn info(&self) -> StepInfo {
+            StepInfo { number: self.number, name: "test", per_stack: self.per_stack }
         }
         fn execute<'a>(&'a self, _ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, anyhow::Result<StepOutcome>> {
             Box::pin(async move {

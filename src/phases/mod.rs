@@ -15,8 +15,8 @@
 //!
 //! The phase commands keep llm-d-benchmark's extension point, numbered steps:
 //!
-//! * A [`Step`] has a number, a name, a description, a phase, and is either global or
-//!   per-stack; it can skip itself ([`Step::should_skip`]) and [`Step::execute`]s.
+//! * A [`Step`] has a number and a name ([`StepInfo`]) and is either global or
+//!   per-stack; its phase is the list it is in (`<phase>::steps()`); it can skip itself ([`Step::should_skip`]) and [`Step::execute`]s.
 //! * The [`executor`] sorts steps by number and partitions them: global steps numbered at
 //!   or below the first per-stack step run first, sequentially, and a failure aborts the
 //!   phase; per-stack steps run sequentially within a stack and in parallel across
@@ -168,13 +168,27 @@ impl StepOutcome {
     }
 }
 
+/// Which step a [`Step`] is: its number and name (as upstream's), and whether it runs
+/// once per stack or once for the phase.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub number: u32,
+    pub name: &'static str,
+    pub per_stack: bool,
+}
+
 /// One numbered step of a phase.
 pub trait Step: Send + Sync {
-    fn number(&self) -> u32;
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
-    fn phase(&self) -> Phase;
-    fn per_stack(&self) -> bool;
+    fn info(&self) -> StepInfo;
+    fn number(&self) -> u32 {
+        self.info().number
+    }
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
+    fn per_stack(&self) -> bool {
+        self.info().per_stack
+    }
     /// `Some(reason)` to skip.
     fn should_skip(&self, _ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         None

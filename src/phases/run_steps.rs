@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::run::{FinishedRun, ProfileJob, RunEvent, RunRequest, experiment_id, one_line, profile_values, run_treatment};
-use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
+use super::{PhaseContext, StackEntry, Step, StepInfo, StepOutcome};
 use crate::backend::{BoxFuture, Liveness, Receipt};
 use crate::error::Warnings;
 use crate::experiment::RunTreatment;
@@ -71,23 +71,12 @@ fn profile_names(rs: &RunSettings) -> Vec<String> {
     rs.treatments.iter().map(|t| t.profile.clone().unwrap_or_else(|| rs.workload.clone())).collect()
 }
 
+/// Step: the harness and its profiles are available; results can be written.
 struct Preflight;
 
 impl Step for Preflight {
-    fn number(&self) -> u32 {
-        0
-    }
-    fn name(&self) -> &'static str {
-        "run_preflight"
-    }
-    fn description(&self) -> &'static str {
-        "the harness and its profiles are available; results can be written"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        false
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 0, name: "run_preflight", per_stack: false }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -116,23 +105,12 @@ impl Step for Preflight {
     }
 }
 
+/// Step: find the URL that serves the stack.
 struct DetectEndpoint;
 
 impl Step for DetectEndpoint {
-    fn number(&self) -> u32 {
-        3
-    }
-    fn name(&self) -> &'static str {
-        "detect_endpoint"
-    }
-    fn description(&self) -> &'static str {
-        "find the URL that serves the stack"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 3, name: "detect_endpoint", per_stack: true }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -179,23 +157,12 @@ impl Step for DetectEndpoint {
     }
 }
 
+/// Step: the endpoint serves the stack's model.
 struct VerifyModel;
 
 impl Step for VerifyModel {
-    fn number(&self) -> u32 {
-        4
-    }
-    fn name(&self) -> &'static str {
-        "verify_model"
-    }
-    fn description(&self) -> &'static str {
-        "the endpoint serves the stack's model"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 4, name: "verify_model", per_stack: true }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         ctx.skip_in_dry_run()
@@ -229,23 +196,12 @@ impl Step for VerifyModel {
     }
 }
 
+/// Step: fill the workload profiles and apply the run treatments.
 struct RenderProfiles;
 
 impl Step for RenderProfiles {
-    fn number(&self) -> u32 {
-        5
-    }
-    fn name(&self) -> &'static str {
-        "render_profiles"
-    }
-    fn description(&self) -> &'static str {
-        "fill the workload profiles and apply the run treatments"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 5, name: "render_profiles", per_stack: true }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -290,23 +246,12 @@ impl Step for RenderProfiles {
     }
 }
 
+/// Step: run the harness once per treatment (x parallelism) and wait for it.
 struct DeployHarness;
 
 impl Step for DeployHarness {
-    fn number(&self) -> u32 {
-        7
-    }
-    fn name(&self) -> &'static str {
-        "deploy_harness"
-    }
-    fn description(&self) -> &'static str {
-        "run the harness once per treatment (x parallelism) and wait for it"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 7, name: "deploy_harness", per_stack: true }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -388,23 +333,12 @@ impl Step for DeployHarness {
     }
 }
 
+/// Step: check every result directory holds the harness's result files.
 struct CollectResults;
 
 impl Step for CollectResults {
-    fn number(&self) -> u32 {
-        9
-    }
-    fn name(&self) -> &'static str {
-        "collect_results"
-    }
-    fn description(&self) -> &'static str {
-        "check every result directory holds the harness's result files"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 9, name: "collect_results", per_stack: true }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         ctx.skip_in_dry_run()
@@ -427,23 +361,12 @@ impl Step for CollectResults {
     }
 }
 
+/// Step: summarise every result (with --analyze).
 struct AnalyzeResults;
 
 impl Step for AnalyzeResults {
-    fn number(&self) -> u32 {
-        12
-    }
-    fn name(&self) -> &'static str {
-        "analyze_results"
-    }
-    fn description(&self) -> &'static str {
-        "summarise every result (with --analyze)"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Run
-    }
-    fn per_stack(&self) -> bool {
-        false
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 12, name: "analyze_results", per_stack: false }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         match settings(ctx) {

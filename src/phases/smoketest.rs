@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
+use super::{PhaseContext, StackEntry, Step, StepInfo, StepOutcome};
 use crate::backend::{Access, BoxFuture, Receipt};
 use crate::http::{Endpoint, http_json};
 use crate::yaml::Node;
@@ -122,23 +122,12 @@ pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(HealthCheck), Arc::new(InferenceTest), Arc::new(ValidateConfig)]
 }
 
+/// Step: every replica answers /health.
 struct HealthCheck;
 
 impl Step for HealthCheck {
-    fn number(&self) -> u32 {
-        0
-    }
-    fn name(&self) -> &'static str {
-        "health_check"
-    }
-    fn description(&self) -> &'static str {
-        "every replica answers /health"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Smoketest
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 0, name: "health_check", per_stack: true }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         ctx.skip_in_dry_run()
@@ -152,23 +141,12 @@ impl Step for HealthCheck {
     }
 }
 
+/// Step: the model is listed and answers a completion.
 struct InferenceTest;
 
 impl Step for InferenceTest {
-    fn number(&self) -> u32 {
-        1
-    }
-    fn name(&self) -> &'static str {
-        "inference_test"
-    }
-    fn description(&self) -> &'static str {
-        "the model is listed and answers a completion"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Smoketest
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 1, name: "inference_test", per_stack: true }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         ctx.skip_in_dry_run()
@@ -182,23 +160,12 @@ impl Step for InferenceTest {
     }
 }
 
+/// Step: the live server matches the rendered config.
 struct ValidateConfig;
 
 impl Step for ValidateConfig {
-    fn number(&self) -> u32 {
-        2
-    }
-    fn name(&self) -> &'static str {
-        "validate_config"
-    }
-    fn description(&self) -> &'static str {
-        "the live server matches the rendered config"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Smoketest
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 2, name: "validate_config", per_stack: true }
     }
     fn should_skip(&self, ctx: &PhaseContext, _stack: Option<&StackEntry>) -> Option<String> {
         ctx.skip_in_dry_run()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
+use super::{PhaseContext, StackEntry, Step, StepInfo, StepOutcome};
 use crate::backend::{Backend, BoxFuture, Liveness, Receipt, Registry, StackTarget, StandupRequest};
 
 /// The key of a deployment (over [`Backend::deployment_inputs`]); the build's standup
@@ -91,23 +91,12 @@ pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(EnsureInfra), Arc::new(PrepareWorkspace), Arc::new(DeployStack)]
 }
 
+/// Step: check the backend's tools are available.
 struct EnsureInfra;
 
 impl Step for EnsureInfra {
-    fn number(&self) -> u32 {
-        0
-    }
-    fn name(&self) -> &'static str {
-        "ensure_infra"
-    }
-    fn description(&self) -> &'static str {
-        "check the backend's tools are available"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Standup
-    }
-    fn per_stack(&self) -> bool {
-        false
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 0, name: "ensure_infra", per_stack: false }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -130,23 +119,12 @@ impl Step for EnsureInfra {
     }
 }
 
+/// Step: create the workspace's log, receipt and result directories.
 struct PrepareWorkspace;
 
 impl Step for PrepareWorkspace {
-    fn number(&self) -> u32 {
-        4
-    }
-    fn name(&self) -> &'static str {
-        "prepare_workspace"
-    }
-    fn description(&self) -> &'static str {
-        "create the workspace's log, receipt and result directories"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Standup
-    }
-    fn per_stack(&self) -> bool {
-        false
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 4, name: "prepare_workspace", per_stack: false }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -163,23 +141,12 @@ impl Step for PrepareWorkspace {
     }
 }
 
+/// Step: start the stack's model servers and wait until they serve.
 struct DeployStack;
 
 impl Step for DeployStack {
-    fn number(&self) -> u32 {
-        6
-    }
-    fn name(&self) -> &'static str {
-        "deploy_stack"
-    }
-    fn description(&self) -> &'static str {
-        "start the stack's model servers and wait until they serve"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Standup
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 6, name: "deploy_stack", per_stack: true }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{Phase, PhaseContext, StackEntry, Step, StepOutcome};
+use super::{PhaseContext, StackEntry, Step, StepInfo, StepOutcome};
 use crate::backend::{BoxFuture, Receipt, Registry};
 
 /// Removes what `receipt` lists with the backend that created it, then the receipt.
@@ -33,23 +33,12 @@ pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(Preflight), Arc::new(TeardownStack)]
 }
 
+/// Step: list what will be removed.
 struct Preflight;
 
 impl Step for Preflight {
-    fn number(&self) -> u32 {
-        0
-    }
-    fn name(&self) -> &'static str {
-        "teardown_preflight"
-    }
-    fn description(&self) -> &'static str {
-        "list what will be removed"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Teardown
-    }
-    fn per_stack(&self) -> bool {
-        false
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 0, name: "teardown_preflight", per_stack: false }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, _stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
@@ -65,23 +54,12 @@ impl Step for Preflight {
     }
 }
 
+/// Step: remove what the stack's receipt lists and delete the receipt.
 struct TeardownStack;
 
 impl Step for TeardownStack {
-    fn number(&self) -> u32 {
-        6
-    }
-    fn name(&self) -> &'static str {
-        "teardown_stack"
-    }
-    fn description(&self) -> &'static str {
-        "remove what the stack's receipt lists and delete the receipt"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Teardown
-    }
-    fn per_stack(&self) -> bool {
-        true
+    fn info(&self) -> StepInfo {
+        StepInfo { number: 6, name: "teardown_stack", per_stack: true }
     }
     fn execute<'a>(&'a self, ctx: &'a PhaseContext, stack: Option<&'a StackEntry>) -> BoxFuture<'a, Result<StepOutcome>> {
         Box::pin(async move {
