@@ -379,3 +379,41 @@ fn deep_teardown_sweeps_what_llmd_manages_in_the_namespace() {
         assert!(fake.get("Namespace", "", NS).is_some(), "the namespace itself stays");
     }
 }
+
+#[test]
+fn careless_cluster_input_is_named_with_a_suggestion() {
+    let fake = fakekube::FakeKube::start();
+    let ws = tempfile::tempdir().unwrap();
+    let standup = |extra: &[&str]| {
+        let mut c = llmd();
+        c.args(["standup", "--skip-smoketest", "--backend", "kube", "--spec", "examples/gpu"]).arg("--workspace").arg(ws.path());
+        c.args(extra);
+        run(&mut c)
+    };
+    let kc = fake.kubeconfig.to_str().unwrap();
+    let r = standup(&["--kubeconfig", kc, "--context", "fak"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--context fak") && r.stderr.contains("did you mean 'fake'?"), "{}", r.stderr);
+
+    let missing = ws.path().join("no-such-kubeconfig");
+    let r = standup(&["--kubeconfig", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no-such-kubeconfig"), "{}", r.stderr);
+
+    // A kubeconfig whose server is down: an environment error, with the cause.
+    let dead = ws.path().join("dead-kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(&dead, std::fs::read_to_string(&fake.kubeconfig).unwrap().replace(&fake.addr.to_string(), &format!("127.0.0.1:{port}")))
+        .unwrap();
+    let r = standup(&["--kubeconfig", dead.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("cannot reach the Kubernetes API server at http://127.0.0.1:{port}")), "{}", r.stderr);
+    assert!(r.stderr.to_lowercase().contains("connection refused"), "the cause is named: {}", r.stderr);
+
+    // --deep with nothing to say where.
+    let mut c = llmd();
+    c.args(["teardown", "--deep", "--kubeconfig", kc]).arg("--workspace").arg(ws.path());
+    let r = run(&mut c);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("pass -p NAMESPACE"), "{}", r.stderr);
+}

@@ -417,6 +417,11 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
     }
     namespaces.sort();
     namespaces.dedup();
+    if args.deep && namespaces.is_empty() {
+        return Err(InputError::new("teardown --deep: no namespace to sweep (no receipt names one)")
+            .help("pass -p NAMESPACE[,HARNESS_NAMESPACE]")
+            .into());
+    }
     let mut ok = true;
     for (ws, stacks) in work {
         let mut s = settings(global, &args.common, args.parallel, None);
@@ -432,10 +437,6 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
 
 /// `teardown --deep`: everything the cluster backend manages in `namespaces`.
 fn deep_teardown(rt: &tokio::runtime::Runtime, registry: &Registry, namespaces: &[String], dry_run: bool) -> bool {
-    if namespaces.is_empty() {
-        eprintln!("teardown --deep: no namespace to sweep (pass -p NAMESPACE[,HARNESS_NAMESPACE])");
-        return false;
-    }
     let result = registry.get("kube").and_then(|b| rt.block_on(b.sweep(namespaces, dry_run)));
     match result {
         Ok(found) => {

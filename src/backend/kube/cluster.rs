@@ -56,9 +56,12 @@ pub async fn load_config(opts: &ClusterOptions) -> Result<Config> {
             InputError::new(format!("--kubeconfig {}: {e}", path.display()))
                 .help("pass a readable kubeconfig file (kubectl config view --raw > FILE)")
         })?;
+        check_context(&kc, opts.context.as_deref(), &path.display().to_string())?;
         Config::from_custom_kubeconfig(kc, &kc_opts).await.map_err(|e| InputError::new(format!("{}: {e}", path.display())))?
     } else if opts.context.is_some() {
-        Config::from_kubeconfig(&kc_opts).await.map_err(|e| InputError::new(format!("--context: {e}")))?
+        let kc = Kubeconfig::read().map_err(|e| InputError::new(format!("--context: {e}")))?;
+        check_context(&kc, opts.context.as_deref(), "the kubeconfig")?;
+        Config::from_custom_kubeconfig(kc, &kc_opts).await.map_err(|e| InputError::new(format!("--context: {e}")))?
     } else {
         Config::infer().await.map_err(|e| {
             InputError::new(format!("no Kubernetes cluster configured ({e})"))
@@ -67,6 +70,35 @@ pub async fn load_config(opts: &ClusterOptions) -> Result<Config> {
     };
     config.connect_timeout = Some(Duration::from_secs(10));
     Ok(config)
+}
+
+/// An input error when `--context` names no context of `kc`, listing those it has.
+fn check_context(kc: &Kubeconfig, context: Option<&str>, file: &str) -> Result<(), InputError> {
+    let Some(wanted) = context else { return Ok(()) };
+    let names: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+    if names.contains(&wanted) {
+        return Ok(());
+    }
+    let mut e = InputError::new(format!("--context {wanted}: {file} has no such context (it has: {})", names.join(", ")));
+    if let Some(s) = crate::error::did_you_mean(wanted, names.iter().copied()) {
+        e = e.help(format!("did you mean '{s}'?"));
+    }
+    Err(e)
+}
+
+/// A kube error with its causes (`client error (Connect): … Connection refused`).
+fn with_causes(e: &kube::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A client for `config`; must be called inside a Tokio runtime, whose lifetime the
@@ -85,7 +117,12 @@ pub async fn connect(opts: &ClusterOptions) -> Result<Cluster> {
         Ok(ns) => ns.metadata.uid.unwrap_or_default(),
         // A user without cluster-wide read still has a cluster; its URL is the identity.
         Err(kube::Error::Api(s)) if s.code == 403 => "forbidden".to_string(),
-        Err(e) => return Err(anyhow::anyhow!("cannot reach the Kubernetes API server at {server}: {e}")),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "cannot reach the Kubernetes API server at {server}: {} (is the cluster up, and is this its kubeconfig?)",
+                with_causes(&e)
+            ));
+        }
     };
     Ok(Cluster { identity: format!("kube:{server}#{uid}"), server, config })
 }
