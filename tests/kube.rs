@@ -417,3 +417,31 @@ fn careless_cluster_input_is_named_with_a_suggestion() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("pass -p NAMESPACE"), "{}", r.stderr);
 }
+
+#[test]
+fn non_admin_applies_no_cluster_scoped_objects() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::PostParams;
+
+    let cluster = Cluster::for_test();
+    // An admin made the namespace; a non-admin user stands up in it.
+    rt().block_on(async {
+        let api: kube::Api<Namespace> = kube::Api::all(client(&cluster).await);
+        if api.get_opt(NS).await.unwrap().is_none() {
+            let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap();
+            api.create(&PostParams::default(), &ns).await.unwrap();
+        }
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest", "--non-admin"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("--non-admin: not applying cluster-scoped Namespace llmd-test"), "{}", r.stderr);
+    let objs = objects(&receipt(ws.path()));
+    assert!(objs.iter().all(|o| o["kind"] != "Namespace"), "{objs:?}");
+    if let Some(fake) = cluster.fake() {
+        let ns = fake.get("Namespace", "", NS).unwrap();
+        assert!(ns["metadata"]["labels"]["app.kubernetes.io/managed-by"].is_null(), "the admin's namespace is not taken over");
+    }
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
