@@ -445,3 +445,285 @@ fn non_admin_applies_no_cluster_scoped_objects() {
     let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// The model server and harness image for run tests: on the fake, any name (pods do
+/// not run; a local `llmd sim` answers port-forwards and the hook below plays harness
+/// pods); on a real cluster, an llmd image (`LLMD_TEST_LLMD_IMAGE`), whose `llmd sim`
+/// is the model server and whose `llmd load` is the harness.
+fn llmd_image(cluster: &Cluster) -> Option<String> {
+    match (cluster.fake(), std::env::var("LLMD_TEST_LLMD_IMAGE")) {
+        (_, Ok(image)) => Some(image),
+        (Some(_), Err(_)) => Some("registry.example/llmd:test".to_string()),
+        (None, Err(_)) => {
+            eprintln!("skipped on a real cluster: set LLMD_TEST_LLMD_IMAGE to an llmd image the cluster can pull");
+            None
+        }
+    }
+}
+
+/// `--set`s that serve the test model with `llmd sim` from `image`.
+fn sim_stack(image: &str) -> Vec<String> {
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let mut sets = test_stack("llmd sim --host 0.0.0.0 --port 8000 --model sshleifer/tiny-gpt2");
+    // The simulator's default context length.
+    sets.extend(["--set".to_string(), "model.maxModelLen=1024".to_string()]);
+    for (i, s) in sets.clone().iter().enumerate() {
+        if s.starts_with("standalone.image.repository=") {
+            sets[i] = format!("standalone.image.repository={repo}");
+        } else if s.starts_with("standalone.image.tag=") {
+            sets[i] = format!("standalone.image.tag={tag}");
+        }
+    }
+    sets
+}
+
+/// Plays an `llmd load` harness pod for real on this machine: the profile from the
+/// pod's ConfigMap, the endpoint mapped to `sim_url`, the outputs back as the pod's
+/// files under its `--output` directory.
+fn play_llmd_load(sim_url: String) -> impl Fn(&fakekube::PodRun) -> fakekube::PodExit + Send + Sync + 'static {
+    move |pod| {
+        let mut exit = fakekube::PodExit { code: 1, ..Default::default() };
+        if pod.argv.first().map(String::as_str) != Some("llmd") {
+            exit.log = format!("the fake plays llmd harness pods only, not {:?}", pod.argv);
+            return exit;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv = pod.argv[1..].to_vec();
+        let mut output_in_pod = String::new();
+        for i in 0..argv.len().saturating_sub(1) {
+            match argv[i].as_str() {
+                "--profile" => match pod.files.get(&argv[i + 1]) {
+                    Some(text) => {
+                        std::fs::write(dir.path().join("profile.yaml"), text).unwrap();
+                        argv[i + 1] = dir.path().join("profile.yaml").display().to_string();
+                    }
+                    None => {
+                        exit.log = format!("{} is not mounted in the pod (mounted: {:?})", argv[i + 1], pod.files.keys());
+                        return exit;
+                    }
+                },
+                "--endpoint" => argv[i + 1] = sim_url.clone(),
+                "--output" => {
+                    output_in_pod = argv[i + 1].clone();
+                    argv[i + 1] = dir.path().join("out").display().to_string();
+                }
+                _ => {}
+            }
+        }
+        let out = llmd().args(&argv).output().unwrap();
+        exit.code = out.status.code().unwrap_or(1);
+        exit.log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out_dir = dir.path().join("out");
+        for rel in if out_dir.is_dir() { support::files_under(&out_dir) } else { Vec::new() } {
+            exit.files.insert(format!("{output_in_pod}/{}", rel.display()), std::fs::read(out_dir.join(&rel)).unwrap());
+        }
+        exit
+    }
+}
+
+/// A simulator serving the test model, with the fake wired to it.
+fn serve_with_sim(cluster: &Cluster) -> Option<support::Sim> {
+    let fake = cluster.fake()?;
+    let sim = support::Sim::start(&["--model", "sshleifer/tiny-gpt2"]);
+    fake.forward_to(std::net::SocketAddr::from(([127, 0, 0, 1], sim.port)));
+    fake.on_pod_run(play_llmd_load(format!("http://127.0.0.1:{}", sim.port)));
+    Some(sim)
+}
+
+#[test]
+fn runs_are_harness_pods_whose_results_come_back() {
+    let cluster = Cluster::for_test();
+    let Some(image) = llmd_image(&cluster) else { return };
+    let _sim = serve_with_sim(&cluster);
+    let ws = tempfile::tempdir().unwrap();
+    let with = |sub: &[&str]| {
+        let mut c = llmd();
+        c.args(sub);
+        c.args(["--backend", "kube", "--spec", "examples/gpu", "-p", NS, "--standalone-deploy-timeout", "120", "--llmd-image", &image]);
+        c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(ws.path());
+        c.args(sim_stack(&image));
+        c
+    };
+    // The smoketest reaches the Service from here through a port-forward.
+    let up = run(&mut with(&["standup"]));
+    assert_eq!(up.code, 0, "standup: {}", up.stderr);
+    assert!(up.stderr.contains("sshleifer/tiny-gpt2"), "the smoketest's inference answered: {}", up.stderr);
+    let r = run(&mut with(&[
+        "run",
+        "-l",
+        "llmd",
+        "-w",
+        "sanity_random.yaml",
+        "-o",
+        "load.stages.0.duration=1,load.stages.0.rate=8",
+        "-j",
+        "2",
+    ]));
+    assert_eq!(r.code, 0, "run: {}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("against http://vllm-standalone-"), "the harness targets the Service's cluster DNS name: {}", r.stderr);
+    let results: Vec<std::path::PathBuf> =
+        std::fs::read_dir(ws.path().join("results")).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(results.len(), 2, "one result directory per instance (-j 2): {results:?}");
+    for dir in &results {
+        for f in ["records.jsonl", "report.json", "harness.log", "run_metadata.yaml"] {
+            assert!(dir.join(f).is_file(), "{} lacks {f}", dir.display());
+        }
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        assert!(report["requests"]["completed"].as_u64().unwrap() > 0, "{report}");
+        let meta = std::fs::read_to_string(dir.join("run_metadata.yaml")).unwrap();
+        assert!(meta.contains("svc.cluster.local"), "{meta}");
+    }
+    if let Some(fake) = cluster.fake() {
+        let left: Vec<Value> = fake.list("Pod").into_iter().filter(|p| p["metadata"]["labels"]["llmd.dev/role"] == "harness").collect();
+        assert!(left.is_empty(), "harness pods are deleted after collection: {left:?}");
+        let cms: Vec<Value> =
+            fake.list("ConfigMap").into_iter().filter(|p| p["metadata"]["labels"]["llmd.dev/role"] == "harness").collect();
+        assert!(cms.is_empty(), "profile ConfigMaps are deleted: {cms:?}");
+        let reqs = fake.requests();
+        assert!(reqs.iter().any(|r| r.contains("/exec?") && r.contains("command=tar")), "results came out by exec + tar");
+        assert!(reqs.iter().any(|r| r.contains("/portforward?")), "the smoketest went through a port-forward");
+    }
+    // Analysis reads the collected results as it reads local ones.
+    let a = run(llmd().args(["analyze"]).arg("--workspace").arg(ws.path()).args(&results));
+    assert_eq!(a.code, 0, "analyze: {}", a.stderr);
+    for dir in &results {
+        assert!(
+            support::files_under(dir).iter().any(|f| f.to_string_lossy().contains("benchmark_report")),
+            "a benchmark report in {}",
+            dir.display()
+        );
+    }
+    let down = run(&mut with(&["teardown"]));
+    assert_eq!(down.code, 0, "{}", down.stderr);
+}
+
+#[test]
+fn a_failing_harness_pod_names_its_exit_code_and_log() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else { return };
+    let sim = support::Sim::start(&["--model", "sshleifer/tiny-gpt2"]);
+    fake.forward_to(std::net::SocketAddr::from(([127, 0, 0, 1], sim.port)));
+    fake.on_pod_run(|_| fakekube::PodExit {
+        code: 3,
+        files: Default::default(),
+        log: "loading profile\nerror: the endpoint refused\n".into(),
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let image = "registry.example/llmd:test";
+    let with = |sub: &[&str]| {
+        let mut c = llmd();
+        c.args(sub);
+        c.args(["--backend", "kube", "--spec", "examples/gpu", "-p", NS, "--llmd-image", image]);
+        c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(ws.path());
+        c.args(sim_stack(image));
+        c
+    };
+    assert_eq!(run(&mut with(&["standup", "--skip-smoketest"])).code, 0);
+    let r = run(&mut with(&["run", "-l", "llmd", "-w", "sanity_random.yaml"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("exited with code 3") && r.stderr.contains("error: the endpoint refused"), "{}", r.stderr);
+    assert!(fake.list("Pod").iter().all(|p| p["metadata"]["labels"]["llmd.dev/role"] != "harness"), "deleted after a failure too");
+    assert_eq!(run(&mut with(&["teardown"])).code, 0);
+}
+
+/// Two setups, each in its own namespace, one run treatment.
+const KUBE_EXPERIMENT: &str = "\
+experiment:
+  name: kube-two
+  spec: examples/gpu
+  harness: llmd
+  profile: sanity_random.yaml
+setup:
+  treatments:
+    - name: a
+      namespace.name: llmd-test-a
+    - name: b
+      namespace.name: llmd-test-b
+constants:
+  load.stages.0.duration: 1
+treatments:
+  - name: r
+    load.stages.0.rate: 4
+";
+
+#[test]
+fn build_reuses_live_deployments_for_a_run_treatment_edit() {
+    let cluster = Cluster::for_test();
+    let Some(image) = llmd_image(&cluster) else { return };
+    let _sim = serve_with_sim(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp.yaml");
+    std::fs::write(&exp, KUBE_EXPERIMENT).unwrap();
+    let build = |extra: &[&str]| {
+        let mut c = llmd();
+        c.arg("build").arg(&exp).args(["--json", "--keep-stacks", "--harness-timeout", "120"]).args(extra);
+        c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", &image]);
+        c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.path().join("ws"));
+        c.env("LLMD_CACHE_DIR", dir.path().join("cache"));
+        c.args(sim_stack(&image));
+        let r = run(&mut c);
+        let report: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", r.stdout, r.stderr));
+        (r.code, report, r.stderr)
+    };
+    let ran = |report: &Value| -> Vec<String> {
+        let nodes = report["nodes"].as_array().unwrap();
+        let mut v: Vec<String> = nodes.iter().filter(|n| n["status"] == "ran").map(|n| n["id"].as_str().unwrap().to_string()).collect();
+        v.sort();
+        v
+    };
+    let (code, first, err) = build(&[]);
+    assert_eq!(code, 0, "first build: {err}\n{first}");
+    let first_ran = ran(&first);
+    assert_eq!(first_ran.iter().filter(|id| id.starts_with("standup/")).count(), 2, "{first_ran:?}");
+    assert_eq!(first_ran.iter().filter(|id| id.starts_with("run/")).count(), 2, "{first_ran:?}");
+    let uids = |setup: &str| -> Vec<String> {
+        let rec: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("ws/setup-treatment-{setup}/receipts/gpu.json")))
+                .expect("a kept stack's receipt"),
+        )
+        .unwrap();
+        objects(&rec).iter().map(|o| o["uid"].as_str().unwrap().to_string()).collect()
+    };
+    let (uids_a, uids_b) = (uids("a"), uids("b"));
+    for setup in ["a", "b"] {
+        let results = dir.path().join(format!("ws/setup-treatment-{setup}/results"));
+        let reports: Vec<_> = support::files_under(&results).into_iter().filter(|p| p.ends_with("report.json")).collect();
+        assert_eq!(reports.len(), 1, "setup {setup}: {reports:?}");
+    }
+
+    // A run-treatment edit: the runs re-execute against the same live deployments.
+    std::fs::write(&exp, KUBE_EXPERIMENT.replace("rate: 4", "rate: 6")).unwrap();
+    let (code, second, err) = build(&[]);
+    assert_eq!(code, 0, "second build: {err}");
+    let second_ran = ran(&second);
+    assert!(second_ran.iter().all(|id| !id.starts_with("standup/") && !id.starts_with("plan/")), "nothing redeployed: {second_ran:?}");
+    assert_eq!(second_ran.iter().filter(|id| id.starts_with("run/")).count(), 2, "{second_ran:?}");
+    assert_eq!((uids("a"), uids("b")), (uids_a, uids_b), "the same objects serve");
+
+    // Someone scales a deployment: the next build says so and stands it up again.
+    if let Some(fake) = cluster.fake() {
+        let dep = fake.list("Deployment").into_iter().find(|d| d["metadata"]["namespace"] == "llmd-test-a").unwrap();
+        let name = dep["metadata"]["name"].as_str().unwrap().to_string();
+        let rt = rt();
+        rt.block_on(async {
+            use k8s_openapi::api::apps::v1::Deployment;
+            use kube::api::{Patch, PatchParams};
+            let api: kube::Api<Deployment> = kube::Api::namespaced(client(&cluster).await, "llmd-test-a");
+            let patch = serde_json::json!({"spec": {"replicas": 2}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        });
+        std::fs::write(&exp, KUBE_EXPERIMENT.replace("rate: 4", "rate: 7")).unwrap();
+        let (code, third, err) = build(&[]);
+        assert_eq!(code, 0, "third build: {err}");
+        let node = third["nodes"].as_array().unwrap().iter().find(|n| n["id"].as_str().unwrap().starts_with("standup/a/")).unwrap().clone();
+        assert_eq!(node["status"], "ran", "{node}");
+        let why = node["reason"].to_string();
+        assert!(why.contains("drifted") && why.contains("generation"), "{why}");
+    }
+    for setup in ["a", "b"] {
+        let mut down = llmd();
+        down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
+        let r = run(down.arg("--workspace").arg(dir.path().join(format!("ws/setup-treatment-{setup}"))));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+}

@@ -327,7 +327,7 @@ impl Backend for LocalBackend {
         Box::pin(async move {
             let body = LocalBody::of(receipt)?;
             anyhow::ensure!(!body.replicas.is_empty(), "the receipt of stack '{}' lists no replica", receipt.stack);
-            Ok(Access { urls: body.replicas.iter().map(ReplicaReceipt::url).collect(), guard: None })
+            Ok(Access { urls: body.replicas.iter().map(ReplicaReceipt::url).collect(), guard: None, launcher: None })
         })
     }
 

@@ -43,10 +43,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::harness::external::HarnessKind;
 pub use registry::{BackendOptions, Registry};
 pub use target::{Manifest, ServerSpec, StackTarget, TARGET_PATHS, standup_manifests, target_from_config};
 
@@ -159,12 +162,41 @@ pub enum Liveness {
 
 /// How clients reach a deployment.
 pub struct Access {
-    /// Base URLs (`http://host:port`), one per serving replica; the first is the one
-    /// harnesses use.
+    /// Base URLs (`http://host:port`) reachable from this machine, one per serving
+    /// replica; the first is the one smoketests (and local harnesses) use.
     pub urls: Vec<String>,
     /// Kept alive while the access is used (a port-forward, say); `None` when nothing
     /// needs holding open.
     pub guard: Option<Box<dyn Any + Send + Sync>>,
+    /// Where harnesses run when not on this machine (kube: a pod beside the
+    /// deployment); `None` runs them here against [`Access::primary`].
+    pub launcher: Option<Arc<dyn Launcher>>,
+}
+
+/// One harness instance to run where the deployment is.
+pub struct LaunchJob<'a> {
+    pub harness: HarnessKind,
+    /// The attempt's experiment id and the instance's suffix (`<eid>_<instance>`).
+    pub eid: &'a str,
+    pub instance: usize,
+    /// The rendered profile: its file name and text.
+    pub profile_name: &'a str,
+    pub profile_text: &'a str,
+    pub model: &'a str,
+    /// Where the instance's outputs land on this machine.
+    pub dir: &'a Path,
+    pub timeout: Duration,
+    /// Names the stack in progress lines; `None` prints none.
+    pub progress: Option<&'a str>,
+}
+
+/// Runs harness instances away from this machine (see [`Access::launcher`]).
+pub trait Launcher: Send + Sync {
+    /// The endpoint URL as harnesses see it from where they run.
+    fn endpoint(&self) -> &str;
+    /// Runs one instance to completion and brings its output files into `job.dir`; an
+    /// error says why the harness failed (its exit code and last log lines).
+    fn launch<'a>(&'a self, job: LaunchJob<'a>) -> BoxFuture<'a, Result<()>>;
 }
 
 impl Access {
@@ -172,11 +204,20 @@ impl Access {
     pub fn primary(&self) -> &str {
         self.urls.first().map_or("", String::as_str)
     }
+
+    /// The URL harnesses target from where they run (and rendered profiles name).
+    pub fn harness_endpoint(&self) -> &str {
+        self.launcher.as_ref().map_or_else(|| self.primary(), |l| l.endpoint())
+    }
 }
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Access").field("urls", &self.urls).field("guard", &self.guard.is_some()).finish()
+        f.debug_struct("Access")
+            .field("urls", &self.urls)
+            .field("guard", &self.guard.is_some())
+            .field("launcher", &self.launcher.as_ref().map(|l| l.endpoint().to_string()))
+            .finish()
     }
 }
 

@@ -25,8 +25,9 @@ pub struct StackTarget {
     pub server: ServerSpec,
     pub host: String,
     pub ready_timeout_s: u64,
-    /// The plan's Kubernetes manifests a cluster backend applies at standup (see
-    /// [`standup_manifests`]); empty when the target was read from a config alone.
+    /// The plan's Kubernetes manifests (see [`standup_manifests`]): what a cluster
+    /// backend applies at standup, and the harness pod it creates per run; empty when
+    /// the target was read from a config alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<Manifest>,
 }
@@ -51,10 +52,11 @@ impl StackTarget {
         crate::util::digest::digest(json.as_bytes())
     }
 
-    /// blake3 over the manifests (file names and texts, length-prefixed, in plan order).
+    /// blake3 over the manifests a standup applies (file names and texts,
+    /// length-prefixed, in plan order) — not the harness pod, which runs create.
     pub fn manifests_digest(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for m in &self.manifests {
+        for m in self.deployed() {
             for part in [m.file.as_bytes(), m.text.as_bytes()] {
                 h.update(&(part.len() as u64).to_le_bytes());
                 h.update(part);
@@ -63,20 +65,38 @@ impl StackTarget {
         h.finalize().to_hex().to_string()
     }
 
+    /// The manifests a standup applies: all but the harness pod.
+    pub fn deployed(&self) -> impl Iterator<Item = &Manifest> {
+        self.manifests.iter().filter(|m| !m.is_harness_pod())
+    }
+
+    /// The harness pod's manifest, if the plan renders one.
+    pub fn harness_pod(&self) -> Option<&Manifest> {
+        self.manifests.iter().find(|m| m.is_harness_pod())
+    }
+
     pub fn with_manifests(mut self, manifests: Vec<Manifest>) -> StackTarget {
         self.manifests = manifests;
         self
     }
 }
 
-/// The files of a rendered plan that a cluster backend applies at standup, sorted by
-/// name: every file whose documents are all Kubernetes objects (`apiVersion` and `kind`
-/// at the top), except the harness pod, which the run phase creates per treatment. Helm
-/// values and helmfiles are not objects and are left to the chart methods.
+impl Manifest {
+    /// The harness pod (`20_harness_pod.yaml`) is created per run, not at standup.
+    pub fn is_harness_pod(&self) -> bool {
+        self.file.contains("harness_pod")
+    }
+}
+
+/// The files of a rendered plan a cluster backend works from, sorted by name: every
+/// file whose documents are all Kubernetes objects (`apiVersion` and `kind` at the
+/// top) — what a standup applies, plus the harness pod, which runs create per
+/// treatment ([`StackTarget::deployed`] and [`StackTarget::harness_pod`] tell them
+/// apart). Helm values and helmfiles are not objects and are left to the chart methods.
 pub fn standup_manifests(files: &[(String, String)]) -> Vec<Manifest> {
     let mut out: Vec<Manifest> = files
         .iter()
-        .filter(|(name, text)| !name.contains("harness_pod") && is_object_file(text))
+        .filter(|(_, text)| is_object_file(text))
         .map(|(file, text)| Manifest { file: file.clone(), text: text.clone() })
         .collect();
     out.sort_by(|a, b| a.file.cmp(&b.file));
@@ -230,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn standup_manifests_are_the_object_files_but_the_harness_pod() {
+    fn plan_manifests_are_the_object_files_and_the_harness_pod_is_set_apart() {
         let f = |n: &str, t: &str| (n.to_string(), t.to_string());
         let files = vec![
             f("15_svc.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n"),
@@ -240,7 +260,17 @@ mod tests {
             f("20_harness_pod.yaml", "apiVersion: v1\nkind: Pod\n"),
             f("10_helmfile.yaml", "releases:\n- name: x\n---\napiVersion: v1\nkind: ConfigMap\n"),
         ];
-        let names: Vec<String> = standup_manifests(&files).into_iter().map(|m| m.file).collect();
-        assert_eq!(names, ["05_ns.yaml", "15_svc.yaml"]);
+        let manifests = standup_manifests(&files);
+        let names: Vec<&str> = manifests.iter().map(|m| m.file.as_str()).collect();
+        assert_eq!(names, ["05_ns.yaml", "15_svc.yaml", "20_harness_pod.yaml"]);
+        let c = load_str("model: {name: m}\n", "c").unwrap();
+        let t = target_from_config("s", &c).unwrap().with_manifests(manifests);
+        let deployed: Vec<&str> = t.deployed().map(|m| m.file.as_str()).collect();
+        assert_eq!(deployed, ["05_ns.yaml", "15_svc.yaml"]);
+        assert_eq!(t.harness_pod().map(|m| m.file.as_str()), Some("20_harness_pod.yaml"));
+        // Editing the harness pod changes no deployment.
+        let mut edited = t.clone();
+        edited.manifests[2].text.push_str("metadata: {name: other}\n");
+        assert_eq!(edited.manifests_digest(), t.manifests_digest());
     }
 }

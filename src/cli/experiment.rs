@@ -313,7 +313,7 @@ impl Driver<'_> {
         let (harness, access) = (cx.harness, &d.access);
         let stack = &d.stack.name;
         let max_len = d.stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
-        let values = profile_values(stack, &d.receipt.model, max_len, access.primary());
+        let values = profile_values(stack, &d.receipt.model, max_len, access.harness_endpoint());
         let source = find_profile(&self.global.base_dir, harness.name(), t.profile.as_deref().unwrap_or(cx.workload))?;
         let text = std::fs::read_to_string(&source).with_context(|| format!("cannot read profile {}", source.display()))?;
         let out_dir = cx.ws.join("workload/profiles").join(harness.name()).join(stack);
@@ -343,11 +343,17 @@ impl Driver<'_> {
             timeout: Duration::from_secs(self.args.harness_timeout.max(1)),
             quiet: !self.global.verbose,
             max_attempts: self.args.max_attempts.map_or(self.experiment.max_attempts, |n| n as usize),
+            launcher: access.launcher.as_deref(),
         };
         let done = self.rt.block_on(run_treatment(&request, &mut |event| match event {
             RunEvent::Attempt { attempt, attempts, eid } => {
                 let of = if attempts > 1 { format!(", attempt {attempt}/{attempts}") } else { String::new() };
-                eprintln!("  [{stack}] treatment {}: {} against {} (experiment {eid}{of})", t.name, harness.name(), access.primary());
+                eprintln!(
+                    "  [{stack}] treatment {}: {} against {} (experiment {eid}{of})",
+                    t.name,
+                    harness.name(),
+                    access.harness_endpoint()
+                );
             }
             RunEvent::Retry { attempt, attempts, error } => {
                 eprintln!("  [{stack}] treatment {} failed (attempt {attempt}/{attempts}): {error}; retrying", t.name)

@@ -75,6 +75,9 @@ pub struct GlobalArgs {
     /// Seconds the model download Job may take (kube backend).
     #[arg(long, global = true, default_value_t = 2400, value_name = "S")]
     pub download_timeout: u64,
+    /// Image the native harness runs in on a cluster (kube backend; built from the Containerfile).
+    #[arg(long, global = true, env = "LLMD_IMAGE", value_name = "IMAGE")]
+    pub llmd_image: Option<String>,
     /// Scenario override `[stack-glob:]dotted.key=value` (repeatable, comma-separated).
     #[arg(long = "set", global = true, env = "LLMDBENCH_SET", value_name = "[STACK:]KEY=VALUE")]
     pub set: Vec<String>,
@@ -189,6 +192,7 @@ impl GlobalArgs {
                 download: Duration::from_secs(self.download_timeout),
                 ..Default::default()
             },
+            llmd_image: self.llmd_image.clone(),
         };
         crate::backend::BackendOptions { name: self.backend.clone(), non_admin: self.non_admin, progress: true, kube }
     }

@@ -303,7 +303,8 @@ impl Executor<'_> {
         let harness = self.graph.harness;
         let access = self.rt.block_on(self.registry.get(&receipt.backend)?.connect(&receipt))?;
         let endpoint = access.primary().to_string();
-        let values = profile_values(&stack.name, &stack.target.model, stack.target.max_model_len.map(|l| l.to_string()), &endpoint);
+        let values =
+            profile_values(&stack.name, &stack.target.model, stack.target.max_model_len.map(|l| l.to_string()), access.harness_endpoint());
         let out_dir = setup.workspace.join("workload/profiles").join(harness.name()).join(&stack.name);
         let job = ProfileJob {
             harness,
@@ -329,6 +330,7 @@ impl Executor<'_> {
             timeout: self.opts.harness_timeout,
             quiet: !self.opts.verbose,
             max_attempts: self.graph.experiment.max_attempts,
+            launcher: access.launcher.as_deref(),
         };
         let (human, journal, id) = (self.opts.human, self.journal, &self.graph.nodes[slot.run].id);
         let done = self.rt.block_on(run_treatment(&request, &mut |event| {

@@ -32,6 +32,8 @@ pub struct PreparedRun {
     pub treatment: Option<String>,
     pub profile_path: PathBuf,
     pub doc: Node,
+    /// The rendered profile as written (what a harness pod mounts).
+    pub text: String,
 }
 
 /// One finished harness instance.
@@ -107,6 +109,8 @@ struct Instance<'a> {
     req: &'a RunRequest<'a>,
     /// The attempt's experiment id.
     eid: &'a str,
+    /// The instance's suffix: `<eid>_<index>`.
+    index: usize,
     /// The result directory (created).
     dir: PathBuf,
 }
@@ -138,8 +142,36 @@ impl Instance<'_> {
                 }
             }
         };
+        // Where the harness sends requests: the launcher's endpoint when it runs away
+        // from this machine (the scrape above still goes through `req.endpoint`).
+        let harness_endpoint = req.launcher.map_or(req.endpoint, |l| l.endpoint());
         let harness = async {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            if let Some(launcher) = req.launcher {
+                let profile_name = profile_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+                let job = crate::backend::LaunchJob {
+                    harness: req.harness,
+                    eid: self.eid,
+                    instance: self.index,
+                    profile_name: &profile_name,
+                    profile_text: &req.run.text,
+                    model: req.model,
+                    dir: &dir,
+                    timeout: req.timeout,
+                    progress: (!req.quiet).then_some(req.stack),
+                };
+                launcher.launch(job).await?;
+                let c = external::collect(req.harness, &dir)?;
+                let report = match req.harness {
+                    HarnessKind::Llmd => Some(crate::harness::RunReport::from_records(&read_records(&dir.join("records.jsonl"))?)),
+                    _ => None,
+                };
+                let tally = match &report {
+                    Some(r) => Tally::of_report(r),
+                    None => Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() },
+                };
+                return Ok((report, tally));
+            }
             match req.harness {
                 HarnessKind::Llmd => {
                     let profile = crate::harness::profile::parse_native_profile(doc, &profile_path.display().to_string())?;
@@ -179,7 +211,7 @@ impl Instance<'_> {
             ("stack", Node::str(req.stack)),
             ("plan_hash", Node::str(req.deployment)),
             ("model", Node::str(req.model)),
-            ("endpoint", Node::str(req.endpoint)),
+            ("endpoint", Node::str(harness_endpoint)),
             ("profile", Node::str(profile_path.display().to_string())),
             ("start", Node::bare(Value::Float(start))),
             ("stop", Node::bare(Value::Float(stop))),
@@ -196,6 +228,16 @@ impl Instance<'_> {
         };
         InstanceOutcome { dir, report, tally, error }
     }
+}
+
+/// The native harness's per-request records (`records.jsonl`).
+fn read_records(path: &Path) -> Result<Vec<crate::harness::record::RequestRecord>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a request record", path.display(), i + 1)))
+        .collect()
 }
 
 /// Judges a finished instance: `Err` fails the treatment, `Ok(Some)` is a warning.
@@ -244,7 +286,7 @@ impl ProfileJob<'_> {
             std::fs::create_dir_all(self.out_dir).with_context(|| format!("cannot create {}", self.out_dir.display()))?;
             crate::util::fs::write_atomic(&file, yaml.as_bytes())?;
         }
-        Ok(PreparedRun { treatment: self.treatment.map(str::to_string), profile_path: file, doc })
+        Ok(PreparedRun { treatment: self.treatment.map(str::to_string), profile_path: file, doc, text: yaml })
     }
 }
 
@@ -266,6 +308,9 @@ pub struct RunRequest<'a> {
     pub timeout: Duration,
     pub quiet: bool,
     pub max_attempts: usize,
+    /// Runs the harness away from this machine ([`crate::backend::Access::launcher`]);
+    /// `None` runs it here against `endpoint`.
+    pub launcher: Option<&'a dyn crate::backend::Launcher>,
 }
 
 /// What a run treatment reports while it runs.
@@ -294,7 +339,7 @@ pub async fn run_treatment(req: &RunRequest<'_>, on_event: &mut (dyn FnMut(RunEv
     loop {
         let eid = experiment_id(req.harness, req.run.treatment.as_deref());
         on_event(RunEvent::Attempt { attempt, attempts, eid: &eid });
-        let jobs = req.instances.clone().map(|i| Instance { req, eid: &eid, dir: req.results.join(format!("{eid}_{i}")) }.run());
+        let jobs = req.instances.clone().map(|i| Instance { req, eid: &eid, index: i, dir: req.results.join(format!("{eid}_{i}")) }.run());
         let outcomes = crate::util::join::join_all(jobs).await;
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         for o in &outcomes {

@@ -207,9 +207,14 @@ impl Step for RenderProfiles {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
+            // Profiles name the endpoint as the harness sees it (a harness pod: cluster DNS).
             let (endpoint, model) = {
                 let st = stack.state();
-                (st.endpoint.clone().unwrap_or_default(), st.model.clone().unwrap_or_default())
+                let endpoint = match (&rs.endpoint_url, &st.access) {
+                    (None, Some(access)) => access.harness_endpoint().to_string(),
+                    _ => st.endpoint.clone().unwrap_or_default(),
+                };
+                (endpoint, st.model.clone().unwrap_or_default())
             };
             let max_len = stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
             let values = profile_values(&stack.name, &model, max_len, &endpoint);
@@ -257,10 +262,12 @@ impl Step for DeployHarness {
         Box::pin(async move {
             let stack = stack.expect("per-stack step");
             let rs = settings(ctx)?;
-            let (runs, endpoint, model) = {
+            let (runs, endpoint, model, access) = {
                 let st = stack.state();
-                (st.runs.clone(), st.endpoint.clone().context("no endpoint detected")?, st.model.clone().context("no model known")?)
+                let access = st.access.clone().filter(|_| rs.endpoint_url.is_none());
+                (st.runs.clone(), st.endpoint.clone().context("no endpoint detected")?, st.model.clone().context("no model known")?, access)
             };
+            let launcher = access.as_ref().and_then(|a| a.launcher.as_deref());
             let attempts = rs.max_attempts.max(1);
             if ctx.settings.dry_run {
                 for run in &runs {
@@ -294,14 +301,16 @@ impl Step for DeployHarness {
                     timeout: rs.timeout,
                     quiet: !ctx.settings.verbose,
                     max_attempts: attempts,
+                    launcher,
                 };
                 let done = run_treatment(&request, &mut |event| match event {
                     RunEvent::Attempt { attempt, attempts, eid } => {
                         let of = if attempts > 1 { format!(", attempt {attempt}/{attempts}") } else { String::new() };
                         let line = format!(
-                            "treatment {label}: {} x{} against {endpoint} (experiment {eid}{of})",
+                            "treatment {label}: {} x{} against {} (experiment {eid}{of})",
                             rs.harness.name(),
-                            rs.parallelism
+                            rs.parallelism,
+                            launcher.map_or(endpoint.as_str(), |l| l.endpoint())
                         );
                         ctx.say(Some(&stack.name), line);
                     }

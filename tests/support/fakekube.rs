@@ -15,6 +15,15 @@
 //! * a command that reads `/dev/zero` → `OOMKilled`, then `CrashLoopBackOff`;
 //! * a command with `exit N` (N ≠ 0) → `CrashLoopBackOff`, its `echo` output as logs.
 //!
+//! Pods have a small in-memory file system. A pod with an `exec` readiness probe that
+//! `cat`s a file (llmd's harness pods) is Running but not Ready until that file exists:
+//! when it starts, the test's [`FakeKube::on_pod_run`] hook plays its command (argv
+//! unwrapped from llmd's `sh -c` wrapper, env, mounted ConfigMaps) and returns its
+//! exit code, files and log; the fake then writes the files and the exit-code file the
+//! wrapper would. `exec` (WebSocket, `v4.channel.k8s.io`) runs `cat FILE` and
+//! `tar cf - -C DIR .` against that file system; `portforward` (WebSocket) bridges
+//! every pod port to [`FakeKube::forward_to`]'s address.
+//!
 //! Not covered: admission webhooks, field ownership conflicts (apply always forces),
 //! strategic merge of lists (patches merge maps, replace lists), real scheduling,
 //! ReplicaSets (pods are owned by the Deployment directly), resourceVersion
@@ -36,6 +45,8 @@ use serde_json::{Value, json};
 
 /// GPUs per fake node.
 const NODE_GPUS: i64 = 8;
+/// The file llmd's harness-pod wrapper writes the exit code to.
+const EXIT_FILE: &str = "/tmp/llmd-exit-code";
 
 struct Res {
     group: &'static str,
@@ -97,7 +108,36 @@ struct Store {
     logs: HashMap<(String, String), String>,
     /// Requests served, by method and path (for tests that check what was sent).
     requests: Vec<String>,
+    /// Pod file systems by (namespace, pod): absolute path → bytes.
+    files: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// Pods whose commands are to be played by the hook.
+    pending: Vec<PodRun>,
+    hook: Option<Hook>,
+    forward_to: Option<SocketAddr>,
 }
+
+/// A pod's command as the hook sees it.
+#[derive(Clone, Debug)]
+pub struct PodRun {
+    pub namespace: String,
+    pub name: String,
+    /// The command (llmd's `sh -c` wrapper removed).
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Mounted ConfigMap files: absolute path → content.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// How a played command ended.
+#[derive(Clone, Debug, Default)]
+pub struct PodExit {
+    pub code: i32,
+    /// Files it left: absolute path → content.
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub log: String,
+}
+
+pub type Hook = Arc<dyn Fn(&PodRun) -> PodExit + Send + Sync>;
 
 pub struct FakeKube {
     pub addr: SocketAddr,
@@ -251,6 +291,9 @@ impl Store {
 
     fn remove(&mut self, tx: &tokio::sync::broadcast::Sender<WatchEvent>, res_key: &str, ns: &str, name: &str) -> Option<Value> {
         let mut obj = self.objects.remove(&(res_key.to_string(), ns.to_string(), name.to_string()))?;
+        if res_key == "/pods" {
+            self.files.remove(&(ns.to_string(), name.to_string()));
+        }
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.record(tx, res_key, "DELETED", obj.clone());
@@ -364,7 +407,10 @@ impl FakeKube {
                         let (st, tx) = (st.clone(), tx.clone());
                         async move { Ok::<_, Infallible>(handle(req, st, tx).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
                 });
             }
         });
@@ -373,7 +419,24 @@ impl FakeKube {
             let mut tick = tokio::time::interval(Duration::from_millis(40));
             loop {
                 tick.tick().await;
-                controller_tick(&mut st.lock().unwrap(), &tx3);
+                let pending = {
+                    let mut s = st.lock().unwrap();
+                    controller_tick(&mut s, &tx3);
+                    std::mem::take(&mut s.pending).into_iter().map(|r| (r, s.hook.clone())).collect::<Vec<_>>()
+                };
+                for (run, hook) in pending {
+                    let st = st.clone();
+                    std::thread::spawn(move || {
+                        // A panicking hook is a crashed command, not a pod that never finishes.
+                        let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.map(|h| h(&run)).unwrap_or_default()))
+                            .unwrap_or_else(|_| PodExit { code: 134, log: "the test's hook panicked".into(), ..Default::default() });
+                        let mut s = st.lock().unwrap();
+                        let fs = s.files.entry((run.namespace.clone(), run.name.clone())).or_default();
+                        fs.extend(exit.files);
+                        fs.insert(EXIT_FILE.to_string(), format!("{}\n", exit.code).into_bytes());
+                        s.logs.insert((run.namespace, run.name), exit.log);
+                    });
+                }
             }
         });
         FakeKube { addr, kubeconfig, store, events: tx, _rt: rt, _dir: dir }
@@ -390,6 +453,16 @@ impl FakeKube {
     pub fn list(&self, kind: &str) -> Vec<Value> {
         let key = res_by_kind(kind).key();
         self.store.lock().unwrap().objects.iter().filter(|(k, _)| k.0 == key).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Plays the commands of pods that wait on a readiness-probe file (harness pods).
+    pub fn on_pod_run(&self, hook: impl Fn(&PodRun) -> PodExit + Send + Sync + 'static) {
+        self.store.lock().unwrap().hook = Some(Arc::new(hook));
+    }
+
+    /// Where port-forwards to any pod go.
+    pub fn forward_to(&self, addr: SocketAddr) {
+        self.store.lock().unwrap().forward_to = Some(addr);
     }
 
     /// Requests served so far (`METHOD path?query`).
@@ -466,6 +539,9 @@ async fn handle(
     let q = query(&req);
     let ctype = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     st.lock().unwrap().requests.push(format!("{method} {}", req.uri()));
+    if path.ends_with("/exec") || path.ends_with("/portforward") {
+        return upgrade(req, st).await;
+    }
     if method == hyper::Method::GET
         && let Some(d) = discovery(&path, "127.0.0.1")
     {
@@ -742,6 +818,201 @@ fn command_text(c: &Value) -> String {
     parts.join(" ")
 }
 
+/// The file an `exec: cat FILE` readiness probe reads.
+fn probe_file(c: &Value) -> Option<String> {
+    let cmd = c["readinessProbe"]["exec"]["command"].as_array()?;
+    match cmd.as_slice() {
+        [cat, file] if cat == "cat" => file.as_str().map(String::from),
+        _ => None,
+    }
+}
+
+/// A pod's command, environment and mounted ConfigMaps.
+fn pod_run(s: &Store, p: &Value) -> PodRun {
+    let ns = p["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+    let c = &p["spec"]["containers"][0];
+    let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect() };
+    let mut argv = strings(&c["command"]);
+    argv.extend(strings(&c["args"]));
+    if argv.len() >= 4 && argv[0] == "/bin/sh" && argv[1] == "-c" && argv[2].contains(EXIT_FILE) {
+        argv.drain(..4);
+    }
+    let env = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["name"].as_str().unwrap_or("").to_string(), e["value"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let mut files = BTreeMap::new();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let vol = p["spec"]["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == m["name"]);
+        let Some(cm) = vol.and_then(|v| v["configMap"]["name"].as_str()) else { continue };
+        let Some(obj) = s.objects.get(&(res_by_kind("ConfigMap").key(), ns.clone(), cm.to_string())) else { continue };
+        for (k, v) in obj["data"].as_object().into_iter().flatten() {
+            let path = format!("{}/{k}", m["mountPath"].as_str().unwrap_or("").trim_end_matches('/'));
+            files.insert(path, v.as_str().unwrap_or("").as_bytes().to_vec());
+        }
+    }
+    PodRun { namespace: ns, name: p["metadata"]["name"].as_str().unwrap_or("").to_string(), argv, env, files }
+}
+
+/// `exec`: `cat FILE` and `tar cf - -C DIR .` over a pod's files → (exit code, stdout, stderr).
+fn exec_in(files: &BTreeMap<String, Vec<u8>>, argv: &[String]) -> (i32, Vec<u8>, String) {
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["cat", file] => match files.get(*file) {
+            Some(b) => (0, b.clone(), String::new()),
+            None => (1, Vec::new(), format!("cat: {file}: No such file or directory\n")),
+        },
+        ["tar", "cf", "-", "-C", dir, "."] => {
+            let prefix = format!("{}/", dir.trim_end_matches('/'));
+            if !files.keys().any(|k| k.starts_with(&prefix)) {
+                return (2, Vec::new(), format!("tar: {dir}: Cannot open: No such file or directory\n"));
+            }
+            let mut b = tar::Builder::new(Vec::new());
+            for (path, bytes) in files.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(bytes.len() as u64);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut h, format!("./{}", &path[prefix.len()..]), bytes.as_slice()).unwrap();
+            }
+            (0, b.into_inner().unwrap(), String::new())
+        }
+        _ => (127, Vec::new(), format!("{}: not found in the fake\n", args.first().unwrap_or(&""))),
+    }
+}
+
+/// `exec` and `portforward`: a WebSocket with Kubernetes' channel protocol (v4).
+async fn upgrade(req: Request<hyper::body::Incoming>, st: Arc<Mutex<Store>>) -> Response<Body> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let params: Vec<(String, String)> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (ns, name) = match segs.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", name, _] => (ns.to_string(), name.to_string()),
+        _ => return respond(404, &status(404, "NotFound", format!("no such pod path {path}"))),
+    };
+    if !st.lock().unwrap().objects.contains_key(&(res_by_kind("Pod").key(), ns.clone(), name.clone())) {
+        return respond(404, &status(404, "NotFound", format!("pods \"{name}\" not found")));
+    }
+    let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
+        return respond(400, &status(400, "BadRequest", "not a WebSocket upgrade".into()));
+    };
+    let offered = req.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if !offered.split(',').any(|p| p.trim() == "v4.channel.k8s.io") {
+        return respond(400, &status(400, "BadRequest", format!("the fake speaks v4.channel.k8s.io only (offered: {offered})")));
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let on_upgrade = hyper::upgrade::on(req);
+    let exec = path.ends_with("/exec");
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, None).await;
+        if exec {
+            let argv: Vec<String> = params.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+            let (code, out, err) = {
+                let s = st.lock().unwrap();
+                let empty = BTreeMap::new();
+                exec_in(s.files.get(&(ns.clone(), name.clone())).unwrap_or(&empty), &argv)
+            };
+            for chunk in out.chunks(32 * 1024) {
+                let mut frame = vec![1u8];
+                frame.extend_from_slice(chunk);
+                if ws.send(Message::binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if !err.is_empty() {
+                let mut frame = vec![2u8];
+                frame.extend_from_slice(err.as_bytes());
+                let _ = ws.send(Message::binary(frame)).await;
+            }
+            let status = if code == 0 {
+                json!({"metadata": {}, "status": "Success"})
+            } else {
+                json!({"metadata": {}, "status": "Failure", "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", argv.join(" ")),
+                    "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+            };
+            let mut frame = vec![3u8];
+            frame.extend_from_slice(status.to_string().as_bytes());
+            let _ = ws.send(Message::binary(frame)).await;
+            let _ = ws.close(None).await;
+        } else {
+            let port: u16 = params.iter().find(|(k, _)| k == "ports").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+            let target = st.lock().unwrap().forward_to;
+            let [lo, hi] = port.to_le_bytes();
+            for ch in [0u8, 1u8] {
+                if ws.send(Message::binary(vec![ch, lo, hi])).await.is_err() {
+                    return;
+                }
+            }
+            let Some(target) = target else {
+                let _ = ws.send(Message::binary([&[1u8][..], b"the fake forwards nowhere (forward_to not set)"].concat())).await;
+                return;
+            };
+            let Ok(tcp) = tokio::net::TcpStream::connect(target).await else {
+                let _ = ws.send(Message::binary([&[1u8][..], b"connection refused"].concat())).await;
+                return;
+            };
+            let (mut rd, mut wr) = tcp.into_split();
+            let (mut sink, mut stream) = ws.split();
+            let up = async move {
+                use tokio::io::AsyncWriteExt;
+                while let Some(Ok(m)) = stream.next().await {
+                    match m {
+                        Message::Binary(b) if b.first() == Some(&0) && b.len() > 1 => {
+                            if wr.write_all(&b[1..]).await.is_err() {
+                                break;
+                            }
+                        }
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+                let _ = wr.shutdown().await;
+            };
+            let down = async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut frame = vec![0u8];
+                            frame.extend_from_slice(&buf[..n]);
+                            if sink.send(Message::binary(frame)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = sink.close().await;
+            };
+            tokio::join!(up, down);
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
 /// `echo` output of a shell command line, as a crashing container would print it.
 fn echoes(cmd: &str) -> String {
     let mut out = String::new();
@@ -771,6 +1042,19 @@ fn step_pod(s: &mut Store, tx: &tokio::sync::broadcast::Sender<WatchEvent>, pod:
         return;
     }
     let note = |p: &Value, k: &str| p["metadata"]["annotations"][k].as_str().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    // A pod waiting on its readiness-probe file: Ready once the file exists.
+    if note(&p, "fake.llmd.dev/probing") == 1 {
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let file = probe_file(&p["spec"]["containers"][0]).unwrap_or_default();
+        if s.files.get(&(ns, name)).is_some_and(|f| f.contains_key(&file)) {
+            p["metadata"]["annotations"]["fake.llmd.dev/probing"] = json!("2");
+            p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]);
+            p["status"]["containerStatuses"][0]["ready"] = json!(true);
+            s.put(tx, res_by_kind("Pod"), p);
+        }
+        return;
+    }
     let age = note(&p, "fake.llmd.dev/ticks") + 1;
     p["metadata"]["annotations"]["fake.llmd.dev/ticks"] = json!(age.to_string());
     let c = p["spec"]["containers"][0].clone();
@@ -812,6 +1096,14 @@ fn step_pod(s: &mut Store, tx: &tokio::sync::broadcast::Sender<WatchEvent>, pod:
                 let last = json!({"terminated": {"exitCode": code, "reason": "Error", "startedAt": now(), "finishedAt": now()}});
                 p["status"] = json!({"phase": "Running", "conditions": sched, "containerStatuses": cs(json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off 10s restarting failed container={cname}")}}), last, false, 1)});
                 s.event(tx, &p, "Warning", "BackOff", "Back-off restarting failed container");
+            } else if let Some(file) = probe_file(&c).filter(|_| !job_pod) {
+                // Running; Ready when the probe's file appears (the hook plays the command).
+                let _ = file;
+                p["metadata"]["annotations"]["fake.llmd.dev/probing"] = json!("1");
+                p["status"] = json!({"phase": "Running", "podIP": "10.0.0.3", "conditions": sched, "containerStatuses": cs(json!({"running": {"startedAt": now()}}), json!({}), false, 0)});
+                s.event(tx, &p, "Normal", "Started", &format!("Started container {cname}"));
+                let run = pod_run(s, &p);
+                s.pending.push(run);
             } else if job_pod {
                 s.logs.insert((ns.clone(), name.clone()), echoes(&cmd));
                 p["status"] = json!({"phase": "Succeeded", "conditions": sched, "containerStatuses": cs(json!({"terminated": {"exitCode": 0, "reason": "Completed"}}), json!({}), false, 0)});

@@ -20,11 +20,15 @@
 //!   (same name, other UID) is left alone. `teardown --deep` ([`sweep`]) is the one
 //!   exception: it lists and deletes everything labelled managed-by llmd in the given
 //!   namespaces.
-//! * **Connect** yields the Service's cluster DNS URL, which resolves only inside the
-//!   cluster (llmd running in a pod, or a harness pod).
+//! * **Connect** forwards a loopback port to the Service ([`forward`]) for what runs
+//!   on this machine (smoketests, the metrics scrape), and hands runs a [`harness`]
+//!   launcher: each harness instance is a pod beside the deployment that reaches it by
+//!   the Service's cluster DNS name, as upstream's harness pods do.
 
 pub mod cluster;
 pub mod diagnose;
+pub mod forward;
+pub mod harness;
 pub mod objects;
 pub mod sweep;
 pub mod wait;
@@ -38,7 +42,7 @@ use kube::api::{DeleteParams, PropagationPolicy};
 use kube::core::{DynamicObject, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Backend, BoxFuture, Liveness, Receipt, StackTarget, StandupRequest};
+use super::{Access, Backend, BoxFuture, Liveness, Manifest, Receipt, StackTarget, StandupRequest};
 use cluster::{Cluster, ClusterOptions};
 use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
 use wait::{Goal, Until};
@@ -73,6 +77,8 @@ impl Default for Timeouts {
 pub struct KubeOptions {
     pub cluster: ClusterOptions,
     pub timeouts: Timeouts,
+    /// The image the native harness runs in on the cluster (`--llmd-image`).
+    pub llmd_image: Option<String>,
 }
 
 /// The kube backend's receipt body.
@@ -85,6 +91,9 @@ pub struct KubeBody {
     /// The Service clients use: namespace, name, port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<ServiceEndpoint>,
+    /// The plan's harness pod, which runs create per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_pod: Option<Manifest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +118,7 @@ impl KubeBody {
 
 pub struct KubeBackend {
     timeouts: Timeouts,
+    llmd_image: Option<String>,
     cluster: Cluster,
     /// Apply no cluster-scoped objects (they must exist already).
     non_admin: bool,
@@ -120,7 +130,7 @@ impl KubeBackend {
     /// [`super::Registry`] only.
     pub(super) fn new(opts: &KubeOptions, non_admin: bool, progress: bool) -> Result<KubeBackend> {
         let cluster = cluster::connect_blocking(&opts.cluster)?;
-        Ok(KubeBackend { timeouts: opts.timeouts.clone(), cluster, non_admin, progress })
+        Ok(KubeBackend { timeouts: opts.timeouts.clone(), llmd_image: opts.llmd_image.clone(), cluster, non_admin, progress })
     }
 
     /// A client on the current runtime (clients hold runtime-bound connection pools,
@@ -138,13 +148,14 @@ impl KubeBackend {
     /// The plan's objects, less cluster-scoped ones under `--non-admin`.
     async fn planned(&self, client: &Client, request: &StandupRequest<'_>) -> Result<(Vec<Planned>, Resolved)> {
         let target = request.target;
-        if target.manifests.is_empty() {
+        if target.deployed().next().is_none() {
             bail!(
                 "stack '{}': its plan has no Kubernetes manifests to apply (the kube backend deploys the plan's objects; method standalone renders them)",
                 target.name
             );
         }
-        let mut planned = objects::parse(&target.manifests, &target.name, request.plan_digest)?;
+        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
+        let mut planned = objects::parse(&deployed, &target.name, request.plan_digest)?;
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
         let resolved = Resolved::discover(client, &kinds).await?;
         if self.non_admin {
@@ -340,14 +351,15 @@ impl Backend for KubeBackend {
     }
 
     fn preflight(&self, target: &StackTarget) -> Result<()> {
-        if target.manifests.is_empty() {
+        if target.deployed().next().is_none() {
             bail!("stack '{}': its plan renders no Kubernetes manifests for the kube backend", target.name);
         }
         Ok(())
     }
 
     fn describe(&self, target: &StackTarget) -> String {
-        match objects::parse(&target.manifests, &target.name, "") {
+        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
+        match objects::parse(&deployed, &target.name, "") {
             Ok(objs) => {
                 let list: Vec<String> = objs.iter().map(Planned::display).collect();
                 format!("apply {} object(s) to {}: {}", list.len(), self.cluster.server, list.join(", "))
@@ -382,7 +394,12 @@ impl Backend for KubeBackend {
                 deployment: request.deployment.to_string(),
                 model: request.target.model.clone(),
                 created_unix: crate::util::unix_now() as u64,
-                body: serde_json::to_value(KubeBody { server: self.cluster.server.clone(), objects: applied, endpoint })?,
+                body: serde_json::to_value(KubeBody {
+                    server: self.cluster.server.clone(),
+                    objects: applied,
+                    endpoint,
+                    harness_pod: request.target.harness_pod().cloned(),
+                })?,
             })
         })
     }
@@ -421,7 +438,22 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let body = KubeBody::of(receipt)?;
             let endpoint = body.endpoint.with_context(|| format!("stack '{}' has no Service to reach it by", receipt.stack))?;
-            Ok(Access { urls: vec![endpoint.url()], guard: None })
+            let client = self.client()?;
+            let (url, guard) = forward::forward(&client, &endpoint.namespace, &endpoint.name, endpoint.port)
+                .await
+                .with_context(|| format!("stack '{}': cannot reach it from this machine", receipt.stack))?;
+            let launcher = match &body.harness_pod {
+                Some(m) => Some(std::sync::Arc::new(harness::PodLauncher::new(
+                    self.cluster.config.clone(),
+                    &receipt.stack,
+                    &receipt.plan_digest,
+                    m,
+                    endpoint.url(),
+                    self.llmd_image.clone(),
+                )?) as std::sync::Arc<dyn super::Launcher>),
+                None => None,
+            };
+            Ok(Access { urls: vec![url], guard: Some(Box::new(guard)), launcher })
         })
     }
 

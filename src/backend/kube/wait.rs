@@ -1,4 +1,5 @@
-//! Watch-based waits: a volume Bound, a Job Complete, a Deployment's pods Ready.
+//! Watch-based waits: a volume Bound, a Job Complete, a Deployment's pods Ready, a
+//! pod Ready or finished.
 //!
 //! Each wait watches the object and the pods it owns (never polls), prints a progress
 //! line when something changes (ready n/m, pod phase, the latest event) and at least
@@ -27,6 +28,9 @@ pub enum Goal {
     PvcBound,
     JobComplete,
     DeploymentReady,
+    /// A pod Ready, or finished (Succeeded; Failed is terminal): a harness pod turns
+    /// Ready when its harness has exited ([`super::harness`]).
+    PodDone,
 }
 
 impl Goal {
@@ -35,6 +39,7 @@ impl Goal {
             Goal::PvcBound => "PersistentVolumeClaim",
             Goal::JobComplete => "Job",
             Goal::DeploymentReady => "Deployment",
+            Goal::PodDone => "Pod",
         }
     }
     fn word(self) -> &'static str {
@@ -42,6 +47,7 @@ impl Goal {
             Goal::PvcBound => "Bound",
             Goal::JobComplete => "Complete",
             Goal::DeploymentReady => "Ready",
+            Goal::PodDone => "done",
         }
     }
     fn resource(self) -> ApiResource {
@@ -49,6 +55,7 @@ impl Goal {
             Goal::PvcBound => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Goal::JobComplete => ApiResource::erase::<Job>(&()),
             Goal::DeploymentReady => ApiResource::erase::<Deployment>(&()),
+            Goal::PodDone => ApiResource::erase::<Pod>(&()),
         }
     }
 }
@@ -149,13 +156,22 @@ fn judge(until: &Until, object: Option<&DynamicObject>, pods: &BTreeMap<String, 
                 Progress::Waiting(format!("ready {}/{want}; pods: {}", status.ready_replicas.unwrap_or(0), pod_line(pods)))
             }
         }
+        Goal::PodDone => {
+            let p: Pod = o.clone().try_parse()?;
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+            if ready(&p) || phase == "Succeeded" {
+                Progress::Done
+            } else {
+                Progress::Waiting(pod_line(&BTreeMap::from([(until.name.clone(), p)])))
+            }
+        }
     })
 }
 
 /// The label selector of the pods `until` owns, once the object is known.
 fn pod_selector(until: &Until, object: &DynamicObject) -> Option<String> {
     match until.goal {
-        Goal::PvcBound => None,
+        Goal::PvcBound | Goal::PodDone => None,
         Goal::JobComplete => Some(format!("job-name={}", until.name)),
         Goal::DeploymentReady => {
             let labels = object.data["spec"]["selector"]["matchLabels"].as_object()?;
@@ -218,6 +234,12 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                             })
                             .boxed(),
                     );
+                }
+                // A pod is its own pod: terminal states are judged on it.
+                if let (Goal::PodDone, Some(o)) = (until.goal, &o)
+                    && let Ok(p) = o.as_ref().clone().try_parse::<Pod>()
+                {
+                    pods.insert(until.name.clone(), p);
                 }
                 object = o;
             }
