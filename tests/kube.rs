@@ -290,6 +290,38 @@ fn dry_run_lists_the_objects_and_touches_nothing() {
     }
 }
 
+#[test]
+fn server_dry_run_reports_admission_errors_and_changes_nothing() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, PostParams};
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let dry = |extra: &[&str]| run(kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--server-dry-run"]).args(extra));
+    // Before its namespace exists, what lives in it cannot be judged: said, not failed.
+    let r = dry(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("server dry run: Namespace llmd-test accepted"), "{}", r.stderr);
+    assert!(r.stderr.contains("not checked (namespace llmd-test does not exist yet)"), "{}", r.stderr);
+    let rt = rt();
+    let namespaces: kube::Api<Namespace> = rt.block_on(async { kube::Api::all(client(&cluster).await) });
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap();
+    rt.block_on(namespaces.create(&PostParams::default(), &ns)).unwrap();
+    let r = dry(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("server dry run: Deployment llmd-test/vllm-standalone-") && r.stderr.contains("accepted"), "{}", r.stderr);
+    // An object the API server refuses fails the dry run with the server's reason.
+    let r = dry(&["--set", "standalone.resources.requests.cpu=200m"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("must be less than or equal to cpu limit"), "{}", r.stderr);
+    assert!(r.stderr.contains("14_standalone-deployment.yaml:"), "names the plan file: {}", r.stderr);
+    if let Some(fake) = cluster.fake() {
+        assert!(fake.list("Deployment").is_empty() && fake.list("PersistentVolumeClaim").is_empty(), "nothing applied");
+        assert!(fake.requests().iter().any(|r| r.starts_with("PATCH") && r.contains("dryRun=All")), "dry-run requests were sent");
+    }
+    assert!(!ws.path().join("receipts/gpu.json").exists());
+    rt.block_on(namespaces.delete(NS, &DeleteParams::default())).unwrap();
+}
+
 /// Every object the shipped specifications render deserializes into its k8s-openapi
 /// type and serializes back to the same JSON: a misspelt or misplaced field (dropped by
 /// the typed round trip) fails here, not on a cluster.
@@ -463,8 +495,13 @@ fn llmd_image(cluster: &Cluster) -> Option<String> {
 
 /// `--set`s that serve the test model with `llmd sim` from `image`.
 fn sim_stack(image: &str) -> Vec<String> {
+    sim_stack_after(image, "")
+}
+
+/// [`sim_stack`] whose server runs `before` first (`sleep 2; ` delays its readiness).
+fn sim_stack_after(image: &str, before: &str) -> Vec<String> {
     let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
-    let mut sets = test_stack("llmd sim --host 0.0.0.0 --port 8000 --model sshleifer/tiny-gpt2");
+    let mut sets = test_stack(&format!("{before}llmd sim --host 0.0.0.0 --port 8000 --model sshleifer/tiny-gpt2"));
     // The simulator's default context length.
     sets.extend(["--set".to_string(), "model.maxModelLen=1024".to_string()]);
     for (i, s) in sets.clone().iter().enumerate() {
@@ -646,6 +683,57 @@ treatments:
     load.stages.0.rate: 4
 ";
 
+/// `llmd build <dir>/exp.yaml --json --keep-stacks` on kube, workspace and cache in `dir`.
+fn kube_build(cluster: &Cluster, dir: &Path, image: &str, before: &str) -> Command {
+    let mut c = llmd();
+    c.arg("build").arg(dir.join("exp.yaml")).args(["--json", "--keep-stacks", "--harness-timeout", "120"]);
+    c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", image]);
+    c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.join("ws"));
+    c.env("LLMD_CACHE_DIR", dir.join("cache"));
+    c.args(sim_stack_after(image, before));
+    c
+}
+
+#[test]
+fn a_build_killed_during_standup_reapplies_without_duplicates() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: the kill instant is timed against the fake's object list");
+        return;
+    };
+    let Some(image) = llmd_image(&cluster) else { return };
+    let _sim = serve_with_sim(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let one_setup = KUBE_EXPERIMENT.replace("    - name: b\n      namespace.name: llmd-test-b\n", "");
+    std::fs::write(dir.path().join("exp.yaml"), one_setup).unwrap();
+    // The server takes 2 s to become ready; the build is killed while it waits.
+    let mut child = kube_build(&cluster, dir.path(), &image, "sleep 2; ").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dep = loop {
+        if let Some(d) = fake.list("Deployment").into_iter().next() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the Deployment was never applied");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = run(&mut kube_build(&cluster, dir.path(), &image, "sleep 2; "));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let standup = report["nodes"].as_array().unwrap().iter().find(|n| n["id"].as_str().unwrap().starts_with("standup/")).unwrap().clone();
+    assert_eq!(standup["status"], "ran");
+    assert!(standup["reason"].to_string().contains("interrupted"), "{standup}");
+    let deps = fake.list("Deployment");
+    assert_eq!(deps.len(), 1, "no duplicate Deployment");
+    assert_eq!(deps[0]["metadata"]["uid"], dep["metadata"]["uid"], "re-applied in place (server-side apply)");
+    let serving = fake.list("Pod").into_iter().filter(|p| p["metadata"]["labels"]["job-name"].is_null()).count();
+    assert_eq!(serving, 1, "one serving pod, no harness pod left");
+    let mut down = llmd();
+    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
+    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+}
+
 #[test]
 fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     let cluster = Cluster::for_test();
@@ -655,13 +743,7 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     let exp = dir.path().join("exp.yaml");
     std::fs::write(&exp, KUBE_EXPERIMENT).unwrap();
     let build = |extra: &[&str]| {
-        let mut c = llmd();
-        c.arg("build").arg(&exp).args(["--json", "--keep-stacks", "--harness-timeout", "120"]).args(extra);
-        c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", &image]);
-        c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.path().join("ws"));
-        c.env("LLMD_CACHE_DIR", dir.path().join("cache"));
-        c.args(sim_stack(&image));
-        let r = run(&mut c);
+        let r = run(kube_build(&cluster, dir.path(), &image, "").args(extra));
         let report: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", r.stdout, r.stderr));
         (r.code, report, r.stderr)
     };
@@ -725,5 +807,19 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
         down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
         let r = run(down.arg("--workspace").arg(dir.path().join(format!("ws/setup-treatment-{setup}"))));
         assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_modelservice_plan_is_refused_until_charts_are_supported() {
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let mut c = llmd();
+    c.args(["standup", "--spec", "guides/optimized-baseline", "--skip-smoketest"]).arg("--kubeconfig").arg(cluster.kubeconfig());
+    let r = run(c.arg("--workspace").arg(ws.path()));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("method modelservice (helm charts) is not supported"), "{}", r.stderr);
+    if let Some(fake) = cluster.fake() {
+        assert!(fake.requests().iter().all(|r| !r.starts_with("PATCH")), "nothing applied");
     }
 }

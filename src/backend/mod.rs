@@ -49,7 +49,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::external::HarnessKind;
 pub use registry::{BackendOptions, Registry};
 pub use target::{Manifest, ServerSpec, StackTarget, TARGET_PATHS, standup_manifests, target_from_config};
 
@@ -175,7 +174,8 @@ pub struct Access {
 
 /// One harness instance to run where the deployment is.
 pub struct LaunchJob<'a> {
-    pub harness: HarnessKind,
+    /// The harness's name (`llmd`, `inference-perf`, …).
+    pub harness: &'a str,
     /// The attempt's experiment id and the instance's suffix (`<eid>_<instance>`).
     pub eid: &'a str,
     pub instance: usize,
@@ -240,6 +240,14 @@ pub trait Backend: Send + Sync {
     fn preflight(&self, target: &StackTarget) -> Result<()>;
     /// One line saying what a standup of `target` would start (for dry runs).
     fn describe(&self, target: &StackTarget) -> String;
+    /// Asks the target to validate what a standup of `target` would deploy, changing
+    /// nothing (kube: every object applied with `dryRun=All`, so admission webhooks,
+    /// quotas and schemas judge it). One line per accepted object; an error lists every
+    /// refusal.
+    fn server_dry_run<'a>(&'a self, target: &'a StackTarget, plan_digest: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        let _ = (target, plan_digest);
+        Box::pin(async move { anyhow::bail!("the {} backend has no server-side dry run (it is for cluster backends)", self.name()) })
+    }
     /// Starts the stack and waits until it serves.
     fn standup<'a>(&'a self, request: StandupRequest<'a>) -> BoxFuture<'a, Result<Receipt>>;
     /// Observes whether what the receipt lists is still there and serving.

@@ -35,6 +35,10 @@ pub struct StandupArgs {
     /// Do not run the smoketest after standup.
     #[arg(long)]
     pub skip_smoketest: bool,
+    /// Dry run that sends every object to the cluster as a server-side dry run
+    /// (`dryRun=All`), reporting admission errors; changes nothing (implies -n).
+    #[arg(long)]
+    pub server_dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +150,7 @@ pub(crate) fn settings(global: &GlobalArgs, common: &CommonArgs, parallel: usize
         workspace: global.workspace_dir(),
         base_dir: global.base_dir.clone(),
         dry_run: global.dry_run,
+        server_dry_run: false,
         verbose: global.verbose,
         parallel: parallel.max(1),
         steps: common.step.clone().unwrap_or_default(),
@@ -208,13 +213,14 @@ pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
     let registry = global.registry();
     check_backends(&registry, &stacks)?;
     let rt = runtime()?;
-    let ctx = Arc::new(PhaseContext {
-        settings: settings(global, &args.common, args.parallel, None),
-        registry: registry.clone(),
-        stacks: stacks.clone(),
-    });
+    let mut standup_settings = settings(global, &args.common, args.parallel, None);
+    if args.server_dry_run {
+        standup_settings.dry_run = true;
+        standup_settings.server_dry_run = true;
+    }
+    let ctx = Arc::new(PhaseContext { settings: standup_settings, registry: registry.clone(), stacks: stacks.clone() });
     let report = run_phase(&rt, Phase::Standup, ctx, crate::phases::standup::steps());
-    if !report.ok() || args.skip_smoketest || global.dry_run {
+    if !report.ok() || args.skip_smoketest || global.dry_run || args.server_dry_run {
         return Ok(verdict(&report));
     }
     // The smoketest sees the same stacks (with their receipts) and all its steps.

@@ -232,6 +232,7 @@ mod tests {
                 workspace: "/tmp".into(),
                 base_dir: ".".into(),
                 dry_run: false,
+                server_dry_run: false,
                 verbose: false,
                 parallel: 2,
                 steps: steps_filter,

@@ -78,6 +78,9 @@ pub struct Settings {
     pub workspace: PathBuf,
     pub base_dir: PathBuf,
     pub dry_run: bool,
+    /// With `dry_run`: ask the backend to validate what it would deploy
+    /// (`--server-dry-run`: kube's `dryRun=All` applies).
+    pub server_dry_run: bool,
     pub verbose: bool,
     pub parallel: usize,
     pub steps: StepSelection,

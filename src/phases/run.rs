@@ -150,7 +150,7 @@ impl Instance<'_> {
             if let Some(launcher) = req.launcher {
                 let profile_name = profile_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
                 let job = crate::backend::LaunchJob {
-                    harness: req.harness,
+                    harness: req.harness.name(),
                     eid: self.eid,
                     instance: self.index,
                     profile_name: &profile_name,

@@ -169,6 +169,13 @@ impl Step for DeployStack {
             }
             if ctx.settings.dry_run {
                 ctx.say(Some(&stack.name), format!("would start {}", backend.describe(&target)));
+                if ctx.settings.server_dry_run {
+                    let accepted = backend.server_dry_run(&target, &stack.plan_digest).await?;
+                    for line in &accepted {
+                        ctx.say(Some(&stack.name), line);
+                    }
+                    return Ok(StepOutcome::msg(format!("the server accepts all {} object(s) (dry run)", accepted.len())));
+                }
                 return Ok(StepOutcome::default());
             }
             ctx.say(Some(&stack.name), format!("starting {} replica(s) of {}", target.replicas, target.model));

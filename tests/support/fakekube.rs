@@ -785,6 +785,21 @@ fn validate(res: &Res, obj: &Value) -> Option<String> {
         {
             return Some("spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`".into());
         }
+        let milli = |q: &Value| {
+            q.as_str().map(|s| s.strip_suffix('m').map_or_else(|| s.parse::<f64>().unwrap_or(0.0) * 1000.0, |m| m.parse().unwrap_or(0.0)))
+        };
+        for (i, c) in obj["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten().enumerate() {
+            let r = &c["resources"];
+            if let (Some(req), Some(lim)) = (milli(&r["requests"]["cpu"]), milli(&r["limits"]["cpu"]))
+                && req > lim
+            {
+                return Some(format!(
+                    "spec.template.spec.containers[{i}].resources.requests: Invalid value: \"{}\": must be less than or equal to cpu limit of {}",
+                    r["requests"]["cpu"].as_str().unwrap_or(""),
+                    r["limits"]["cpu"].as_str().unwrap_or("")
+                ));
+            }
+        }
     }
     None
 }
@@ -972,11 +987,7 @@ async fn upgrade(req: Request<hyper::body::Incoming>, st: Arc<Mutex<Store>>) -> 
                 use tokio::io::AsyncWriteExt;
                 while let Some(Ok(m)) = stream.next().await {
                     match m {
-                        Message::Binary(b) if b.first() == Some(&0) && b.len() > 1 => {
-                            if wr.write_all(&b[1..]).await.is_err() {
-                                break;
-                            }
-                        }
+                        Message::Binary(b) if b.first() == Some(&0) && b.len() > 1 && wr.write_all(&b[1..]).await.is_err() => break,
                         Message::Close(_) => break,
                         _ => {}
                     }

@@ -29,7 +29,6 @@ use super::objects::{self, FIELD_MANAGER};
 use super::wait::{self, Goal, Until};
 use super::{cluster, diagnose};
 use crate::backend::{BoxFuture, LaunchJob, Launcher, Manifest};
-use crate::harness::external::HarnessKind;
 
 /// How long a harness pod waits to be collected after its harness exits.
 pub const HOLD: Duration = Duration::from_secs(3600);
@@ -42,7 +41,8 @@ const COLLECT_ATTEMPTS: u32 = 3;
 
 /// What one harness pod is made of, besides the template.
 pub struct PodInputs<'a> {
-    pub harness: HarnessKind,
+    /// The harness's name; `llmd` is the native one.
+    pub harness: &'a str,
     pub eid: &'a str,
     pub instance: usize,
     pub profile_name: &'a str,
@@ -91,7 +91,7 @@ fn set_env(env: &mut Vec<Value>, name: &str, value: &str) {
 /// and labelled by [`objects::parse`]).
 pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPod> {
     let mut pod = template.clone();
-    let kind = inputs.harness.name();
+    let kind = inputs.harness;
     // The attempt's random tail names the pods of one attempt apart from any other.
     let tag = inputs.eid.rsplit('-').next().unwrap_or("run").to_ascii_lowercase();
     let base = pod["metadata"]["name"].as_str().unwrap_or("llmd-harness").to_string();
@@ -130,7 +130,7 @@ pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPo
     }
     c["env"] = Value::Array(env);
     let argv: Vec<String> = match inputs.harness {
-        HarnessKind::Llmd => {
+        "llmd" => {
             let image = inputs.llmd_image.context(
                 "the native harness (llmd) runs in a pod on the cluster and needs an llmd image: build one from the repository's \
                  Containerfile, push it where the cluster can pull it and pass --llmd-image (or LLMD_IMAGE); or use harness \
@@ -217,7 +217,7 @@ impl PodLauncher {
         let (ns, name) = (hp.namespace(), hp.name());
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if let Some(stack) = job.progress {
-            eprintln!("  [{stack}] harness pod {ns}/{name}: {} with {}", job.harness.name(), job.profile_name);
+            eprintln!("  [{stack}] harness pod {ns}/{name}: {} with {}", job.harness, job.profile_name);
         }
         wait::wait(client, &Until::new(Goal::PodDone, &ns, &name), job.timeout, job.progress).await?;
         let rc = exec(&pods, &name, &["cat", EXIT_FILE]).await.context("reading the harness's exit code")?;
@@ -228,7 +228,7 @@ impl PodLauncher {
             .with_context(|| format!("cannot write {}", job.dir.join("harness.log").display()))?;
         if rc != "0" {
             let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-            bail!("{} exited with code {rc} in pod {ns}/{name}; its last log lines:\n    {}", job.harness.name(), tail.join("\n    "));
+            bail!("{} exited with code {rc} in pod {ns}/{name}; its last log lines:\n    {}", job.harness, tail.join("\n    "));
         }
         let mut attempt = 1;
         loop {
@@ -379,7 +379,7 @@ mod tests {
         })
     }
 
-    fn inputs(harness: HarnessKind, image: Option<&'static str>) -> PodInputs<'static> {
+    fn inputs(harness: &'static str, image: Option<&'static str>) -> PodInputs<'static> {
         PodInputs {
             harness,
             eid: "inference-perf-rate-8-1764500000-ab12cd",
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn external_harnesses_run_the_plans_image_wrapped_to_hold_for_collection() {
-        let hp = harness_pod(&template(), &inputs(HarnessKind::InferencePerf, None)).unwrap();
+        let hp = harness_pod(&template(), &inputs("inference-perf", None)).unwrap();
         assert_eq!(hp.name(), "llmdbench-harness-launcher-ab12cd-2");
         assert_eq!(hp.results, "/requests/inference-perf-rate-8-1764500000-ab12cd_2");
         let c = &hp.pod.spec.as_ref().unwrap().containers[0];
@@ -420,9 +420,9 @@ mod tests {
 
     #[test]
     fn the_native_harness_needs_an_llmd_image_and_runs_llmd_load() {
-        let e = harness_pod(&template(), &inputs(HarnessKind::Llmd, None)).unwrap_err();
+        let e = harness_pod(&template(), &inputs("llmd", None)).unwrap_err();
         assert!(format!("{e:#}").contains("--llmd-image"), "{e:#}");
-        let hp = harness_pod(&template(), &inputs(HarnessKind::Llmd, Some("registry.example/llmd:0.1"))).unwrap();
+        let hp = harness_pod(&template(), &inputs("llmd", Some("registry.example/llmd:0.1"))).unwrap();
         let c = &hp.pod.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/llmd:0.1"));
         let cmd = c.command.clone().unwrap();

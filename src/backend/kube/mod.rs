@@ -37,15 +37,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kube::Client;
 use kube::api::{DeleteParams, PropagationPolicy};
 use kube::core::{DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
 use super::{Access, Backend, BoxFuture, Liveness, Manifest, Receipt, StackTarget, StandupRequest};
 use cluster::{Cluster, ClusterOptions};
 use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
 use wait::{Goal, Until};
+
+/// Kinds that run a model server.
+const WORKLOADS: &[&str] = &["Deployment", "StatefulSet", "LeaderWorkerSet"];
 
 /// How long the waits of a standup may take (upstream's flags and defaults).
 #[derive(Clone, Debug)]
@@ -354,6 +357,17 @@ impl Backend for KubeBackend {
         if target.deployed().next().is_none() {
             bail!("stack '{}': its plan renders no Kubernetes manifests for the kube backend", target.name);
         }
+        // Method standalone renders the model server as a Deployment; modelservice puts
+        // it in helm values, which this backend does not install yet.
+        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
+        let objects = objects::parse(&deployed, &target.name, "")?;
+        if !objects.iter().any(|p| WORKLOADS.contains(&p.kind())) {
+            bail!(
+                "stack '{}': its plan deploys no model server object (a Deployment): method modelservice (helm charts) is not \
+                 supported by the kube backend yet; stand it up with method standalone (-t standalone, or standalone.enabled: true)",
+                target.name
+            );
+        }
         Ok(())
     }
 
@@ -401,6 +415,45 @@ impl Backend for KubeBackend {
                     harness_pod: request.target.harness_pod().cloned(),
                 })?,
             })
+        })
+    }
+
+    fn server_dry_run<'a>(&'a self, target: &'a StackTarget, plan_digest: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let client = self.client()?;
+            let request = StandupRequest { target, plan_digest, deployment: "", log_dir: std::path::Path::new("") };
+            let (planned, resolved) = self.planned(&client, &request).await?;
+            // A dry run creates nothing, so objects in a namespace this plan would create
+            // cannot be judged yet (the server answers NotFound); say so instead.
+            let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+            let mut absent = Vec::new();
+            for p in planned.iter().filter(|p| p.kind() == "Namespace") {
+                if namespaces.get_opt(&p.name()).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?.is_none() {
+                    absent.push(p.name());
+                }
+            }
+            let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+            for p in &planned {
+                if let Some(ns) = p.namespace().filter(|ns| absent.contains(ns)) {
+                    accepted.push(format!("server dry run: {} not checked (namespace {ns} does not exist yet)", p.display()));
+                    continue;
+                }
+                let api = resolved.api(&client, &p.gvk, p.namespace().as_deref())?;
+                match objects::apply(&api, p, true).await {
+                    Ok(_) => accepted.push(format!("server dry run: {} accepted", p.display())),
+                    Err(e) => refused.push(format!("{e:#}")),
+                }
+            }
+            if !refused.is_empty() {
+                bail!(
+                    "stack '{}': the server refuses {} of {} object(s):\n  {}",
+                    target.name,
+                    refused.len(),
+                    planned.len(),
+                    refused.join("\n  ")
+                );
+            }
+            Ok(accepted)
         })
     }
 
