@@ -24,10 +24,17 @@
 //! `tar cf - -C DIR .` against that file system; `portforward` (WebSocket) bridges
 //! every pod port to [`FakeKube::forward_to`]'s address.
 //!
-//! Not covered: admission webhooks, field ownership conflicts (apply always forces),
-//! strategic merge of lists (patches merge maps, replace lists), real scheduling,
-//! ReplicaSets (pods are owned by the Deployment directly), resourceVersion
-//! conflicts, authentication.
+//! Validation covers two real rules: a Deployment's selector must match its template's
+//! labels, and a container's cpu request may not exceed its limit (so server-side dry
+//! runs have something to refuse).
+//!
+//! Not covered: containers do not run (pods follow the script above; harness pods are
+//! played by the test's hook on this machine, port-forwards reach a local server), exec
+//! knows `cat` and `tar` only and speaks `v4.channel.k8s.io` only, admission webhooks and
+//! quotas, field ownership conflicts (apply always forces), strategic merge of lists
+//! (patches merge maps, replace lists), real scheduling, ReplicaSets (pods are owned by
+//! the Deployment directly), resourceVersion conflicts, authentication, API priority
+//! and fairness, watch bookmarks and expiry (410 Gone).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
