@@ -76,6 +76,22 @@ async fn client(cluster: &Cluster) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// Kills `child` as soon as the fake holds a Deployment (the standup is then waiting
+/// for it); returns that Deployment.
+fn kill_once_applied(fake: &fakekube::FakeKube, child: &mut std::process::Child) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dep = loop {
+        if let Some(d) = fake.list("Deployment").into_iter().next() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the Deployment was never applied");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    dep
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -226,16 +242,7 @@ fn an_interrupted_standup_is_reapplied_without_duplicates() {
     // The server takes 2 s to become ready; the standup is killed while it waits.
     let slow = format!("sleep 2; {SERVE}");
     let mut child = kube_cmd(&cluster, ws.path(), &slow, &["standup", "--skip-smoketest"]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dep = loop {
-        if let Some(d) = fake.list("Deployment").into_iter().next() {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "the Deployment was never applied");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let dep = kill_once_applied(fake, &mut child);
     assert!(!ws.path().join("receipts/gpu.json").exists(), "killed before its receipt");
     let r = run(&mut kube_cmd(&cluster, ws.path(), &slow, &["standup", "--skip-smoketest"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -708,16 +715,7 @@ fn a_build_killed_during_standup_reapplies_without_duplicates() {
     std::fs::write(dir.path().join("exp.yaml"), one_setup).unwrap();
     // The server takes 2 s to become ready; the build is killed while it waits.
     let mut child = kube_build(&cluster, dir.path(), &image, "sleep 2; ").stdout(std::process::Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dep = loop {
-        if let Some(d) = fake.list("Deployment").into_iter().next() {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "the Deployment was never applied");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let dep = kill_once_applied(fake, &mut child);
     let r = run(&mut kube_build(&cluster, dir.path(), &image, "sleep 2; "));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let report: Value = serde_json::from_str(&r.stdout).unwrap();

@@ -39,20 +39,12 @@ const PROFILES: &str = "/workspace/profiles";
 const CONTAINER: &str = "harness";
 const COLLECT_ATTEMPTS: u32 = 3;
 
-/// What one harness pod is made of, besides the template.
+/// Where a harness pod points and what it runs in, besides the job and the template.
 pub struct PodInputs<'a> {
-    /// The harness's name; `llmd` is the native one.
-    pub harness: &'a str,
-    pub eid: &'a str,
-    pub instance: usize,
-    pub profile_name: &'a str,
-    pub profile_text: &'a str,
-    pub model: &'a str,
     /// The endpoint as the pod reaches it (cluster DNS).
     pub endpoint: &'a str,
     /// The llmd image the native harness runs in.
     pub llmd_image: Option<&'a str>,
-    pub timeout: Duration,
 }
 
 /// A harness pod and its profile ConfigMap, and where in the pod its results land.
@@ -89,14 +81,14 @@ fn set_env(env: &mut Vec<Value>, name: &str, value: &str) {
 
 /// Builds the pod and ConfigMap of one instance from the plan's harness pod (parsed
 /// and labelled by [`objects::parse`]).
-pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPod> {
+pub fn harness_pod(template: &Value, job: &LaunchJob<'_>, inputs: &PodInputs<'_>) -> Result<HarnessPod> {
     let mut pod = template.clone();
-    let kind = inputs.harness;
+    let kind = job.harness;
     // The attempt's random tail names the pods of one attempt apart from any other.
-    let tag = inputs.eid.rsplit('-').next().unwrap_or("run").to_ascii_lowercase();
+    let tag = job.eid.rsplit('-').next().unwrap_or("run").to_ascii_lowercase();
     let base = pod["metadata"]["name"].as_str().unwrap_or("llmd-harness").to_string();
-    let name = pod_name(&base, &format!("{tag}-{}", inputs.instance));
-    let cm_name = pod_name(&base, &format!("{tag}-{}-profile", inputs.instance));
+    let name = pod_name(&base, &format!("{tag}-{}", job.instance));
+    let cm_name = pod_name(&base, &format!("{tag}-{}-profile", job.instance));
     pod["metadata"]["name"] = json!(name);
     let labels = &mut pod["metadata"]["labels"];
     labels["llmd.dev/role"] = json!("harness");
@@ -113,23 +105,23 @@ pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPo
         .unwrap_or("/requests")
         .trim_end_matches('/')
         .to_string();
-    let results = format!("{mount}/{}_{}", inputs.eid, inputs.instance);
-    let profile = format!("{PROFILES}/{kind}/{}", inputs.profile_name);
+    let results = format!("{mount}/{}_{}", job.eid, job.instance);
+    let profile = format!("{PROFILES}/{kind}/{}", job.profile_name);
     let mut env = c["env"].as_array().cloned().unwrap_or_default();
     for (k, v) in [
         ("LLMDBENCH_HARNESS_NAME", kind),
         ("LLMDBENCH_RUN_EXPERIMENT_HARNESS", kind),
-        ("LLMDBENCH_HARNESS_WORKLOAD", inputs.profile_name),
-        ("LLMDBENCH_RUN_EXPERIMENT_HARNESS_WORKLOAD_NAME", inputs.profile_name),
+        ("LLMDBENCH_HARNESS_WORKLOAD", job.profile_name),
+        ("LLMDBENCH_RUN_EXPERIMENT_HARNESS_WORKLOAD_NAME", job.profile_name),
         ("LLMDBENCH_HARNESS_STACK_ENDPOINT_URL", inputs.endpoint),
-        ("LLMDBENCH_DEPLOY_CURRENT_MODEL", inputs.model),
-        ("LLMDBENCH_RUN_EXPERIMENT_ID", inputs.eid),
+        ("LLMDBENCH_DEPLOY_CURRENT_MODEL", job.model),
+        ("LLMDBENCH_RUN_EXPERIMENT_ID", job.eid),
         ("LLMDBENCH_RUN_EXPERIMENT_RESULTS_DIR", &results),
     ] {
         set_env(&mut env, k, v);
     }
     c["env"] = Value::Array(env);
-    let argv: Vec<String> = match inputs.harness {
+    let argv: Vec<String> = match job.harness {
         "llmd" => {
             let image = inputs.llmd_image.context(
                 "the native harness (llmd) runs in a pod on the cluster and needs an llmd image: build one from the repository's \
@@ -138,7 +130,7 @@ pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPo
             )?;
             c["image"] = json!(image);
             let mut argv: Vec<String> =
-                ["llmd", "load", "--profile", &profile, "--endpoint", inputs.endpoint, "--model", inputs.model].map(String::from).to_vec();
+                ["llmd", "load", "--profile", &profile, "--endpoint", inputs.endpoint, "--model", job.model].map(String::from).to_vec();
             argv.extend(["--output".to_string(), results.clone(), "--quiet".to_string()]);
             argv
         }
@@ -170,12 +162,12 @@ pub fn harness_pod(template: &Value, inputs: &PodInputs<'_>) -> Result<HarnessPo
     volumes.push(json!({"name": "profiles", "configMap": {"name": cm_name}}));
     pod["spec"]["volumes"] = Value::Array(volumes);
     pod["spec"]["restartPolicy"] = json!("Never");
-    pod["spec"]["activeDeadlineSeconds"] = json!(inputs.timeout.as_secs() + HOLD.as_secs());
+    pod["spec"]["activeDeadlineSeconds"] = json!(job.timeout.as_secs() + HOLD.as_secs());
     let config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": cm_name, "namespace": pod["metadata"]["namespace"], "labels": pod["metadata"]["labels"]},
-        "data": {inputs.profile_name: inputs.profile_text},
+        "data": {job.profile_name: job.profile_text},
     });
     Ok(HarnessPod {
         pod: serde_json::from_value(pod).context("the harness pod template is not a valid Pod")?,
@@ -259,18 +251,8 @@ impl Launcher for PodLauncher {
 
     fn launch<'a>(&'a self, job: LaunchJob<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let inputs = PodInputs {
-                harness: job.harness,
-                eid: job.eid,
-                instance: job.instance,
-                profile_name: job.profile_name,
-                profile_text: job.profile_text,
-                model: job.model,
-                endpoint: &self.endpoint,
-                llmd_image: self.llmd_image.as_deref(),
-                timeout: job.timeout,
-            };
-            let hp = harness_pod(&self.template, &inputs)?;
+            let inputs = PodInputs { endpoint: &self.endpoint, llmd_image: self.llmd_image.as_deref() };
+            let hp = harness_pod(&self.template, &job, &inputs)?;
             let client = cluster::client(&self.config)?;
             let ns = hp.namespace();
             let (pods, cms): (Api<Pod>, Api<ConfigMap>) = (Api::namespaced(client.clone(), &ns), Api::namespaced(client.clone(), &ns));
@@ -379,23 +361,27 @@ mod tests {
         })
     }
 
-    fn inputs(harness: &'static str, image: Option<&'static str>) -> PodInputs<'static> {
-        PodInputs {
+    fn job(harness: &'static str) -> LaunchJob<'static> {
+        LaunchJob {
             harness,
             eid: "inference-perf-rate-8-1764500000-ab12cd",
             instance: 2,
             profile_name: "sanity_random-rate-8.yaml",
             profile_text: "load: {}\n",
             model: "facebook/opt-125m",
-            endpoint: "http://vllm.bench.svc.cluster.local:8000",
-            llmd_image: image,
+            dir: Path::new("/nonexistent"),
             timeout: Duration::from_secs(600),
+            progress: None,
         }
+    }
+
+    fn pod(harness: &'static str, image: Option<&'static str>) -> Result<HarnessPod> {
+        harness_pod(&template(), &job(harness), &PodInputs { endpoint: "http://vllm.bench.svc.cluster.local:8000", llmd_image: image })
     }
 
     #[test]
     fn external_harnesses_run_the_plans_image_wrapped_to_hold_for_collection() {
-        let hp = harness_pod(&template(), &inputs("inference-perf", None)).unwrap();
+        let hp = pod("inference-perf", None).unwrap();
         assert_eq!(hp.name(), "llmdbench-harness-launcher-ab12cd-2");
         assert_eq!(hp.results, "/requests/inference-perf-rate-8-1764500000-ab12cd_2");
         let c = &hp.pod.spec.as_ref().unwrap().containers[0];
@@ -420,9 +406,9 @@ mod tests {
 
     #[test]
     fn the_native_harness_needs_an_llmd_image_and_runs_llmd_load() {
-        let e = harness_pod(&template(), &inputs("llmd", None)).unwrap_err();
+        let e = pod("llmd", None).unwrap_err();
         assert!(format!("{e:#}").contains("--llmd-image"), "{e:#}");
-        let hp = harness_pod(&template(), &inputs("llmd", Some("registry.example/llmd:0.1"))).unwrap();
+        let hp = pod("llmd", Some("registry.example/llmd:0.1")).unwrap();
         let c = &hp.pod.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/llmd:0.1"));
         let cmd = c.command.clone().unwrap();
