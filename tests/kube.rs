@@ -692,9 +692,14 @@ treatments:
 
 /// `llmd build <dir>/exp.yaml --json --keep-stacks` on kube, workspace and cache in `dir`.
 fn kube_build(cluster: &Cluster, dir: &Path, image: &str, before: &str) -> Command {
+    kube_build_harness_in(cluster, dir, image, before, image)
+}
+
+/// [`kube_build`] whose native harness runs in `harness_image`.
+fn kube_build_harness_in(cluster: &Cluster, dir: &Path, image: &str, before: &str, harness_image: &str) -> Command {
     let mut c = llmd();
     c.arg("build").arg(dir.join("exp.yaml")).args(["--json", "--keep-stacks", "--harness-timeout", "120"]);
-    c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", image]);
+    c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", harness_image]);
     c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.join("ws"));
     c.env("LLMD_CACHE_DIR", dir.join("cache"));
     c.args(sim_stack_after(image, before));
@@ -800,6 +805,16 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
         let why = node["reason"].to_string();
         assert!(why.contains("drifted") && why.contains("generation"), "{why}");
     }
+
+    // Another harness image re-runs the runs, on the same deployments.
+    let r = run(kube_build_harness_in(&cluster, dir.path(), &image, "", &format!("{image}-next")).args(["--dry-run"]));
+    let report: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+    let nodes = report["nodes"].as_array().unwrap();
+    let would: Vec<&str> = nodes.iter().filter(|n| n["status"] == "would_run").map(|n| n["id"].as_str().unwrap()).collect();
+    assert!(would.iter().all(|id| !id.starts_with("standup/")), "{would:?}");
+    assert_eq!(would.iter().filter(|id| id.starts_with("run/")).count(), 2, "{would:?}");
+    let run_a = nodes.iter().find(|n| n["id"].as_str().unwrap().starts_with("run/a/")).unwrap();
+    assert!(run_a["reason"].to_string().contains("runner"), "the reason names the runner: {}", run_a["reason"]);
     for setup in ["a", "b"] {
         let mut down = llmd();
         down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());

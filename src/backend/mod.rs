@@ -235,6 +235,13 @@ pub trait Backend: Send + Sync {
     fn deployment_inputs(&self, target: &StackTarget) -> BTreeMap<String, String> {
         BTreeMap::from([("target".to_string(), target.digest()), ("backend".to_string(), self.identity())])
     }
+    /// Inputs of every run key beyond the deployment's: what runs `harness` when the
+    /// backend runs it away from this machine (kube: the harness pod's manifest and, for
+    /// the native harness, the llmd image). Empty when runs happen here.
+    fn run_inputs(&self, target: &StackTarget, harness: &str) -> BTreeMap<String, String> {
+        let _ = (target, harness);
+        BTreeMap::new()
+    }
     /// What the backend needs before anything starts (a configured server command is
     /// installed); an error names the stack and the missing piece.
     fn preflight(&self, target: &StackTarget) -> Result<()>;

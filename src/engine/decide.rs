@@ -242,6 +242,8 @@ struct StackHead {
     backend: String,
     /// The inputs of the stack's deployment key (`Backend::deployment_inputs`).
     deployment_inputs: BTreeMap<String, String>,
+    /// What every run key adds for the backend's runner (`Backend::run_inputs`).
+    run_inputs: BTreeMap<String, String>,
     /// The config leaves the backend consumes (for `why` on standups).
     target_leaves: Vec<Leaf>,
     default_profile: String,
@@ -289,13 +291,14 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
         let treatment_leaves = override_leaves(&t.values);
         let treatment_digest = leaves_digest(&treatment_leaves);
         for rep in 1..=cx.experiment.repeat.max(1) {
-            let inputs = BTreeMap::from([
+            let mut inputs = BTreeMap::from([
                 ("deployment".to_string(), standup_key.clone()),
                 (format!("profile:{profile_name}"), profile_digest.clone()),
                 ("treatment".to_string(), treatment_digest.clone()),
                 ("tool:harness".to_string(), cx.tool.clone()),
                 ("rep".to_string(), rep.to_string()),
             ]);
+            inputs.extend(head.run_inputs.clone());
             let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
             let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
             d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &|| treatment_leaves.clone());
@@ -413,6 +416,7 @@ fn decide_plans(
                 plan: plan_node,
                 render,
                 deployment_inputs: backend.deployment_inputs(&target),
+                run_inputs: backend.run_inputs(&target, harness.unwrap_or(HarnessKind::Llmd).name()),
                 target,
                 backend: backend.name().to_string(),
                 target_leaves,

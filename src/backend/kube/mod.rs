@@ -353,6 +353,20 @@ impl Backend for KubeBackend {
         BTreeMap::from([("manifests".to_string(), target.manifests_digest()), ("backend".to_string(), self.identity())])
     }
 
+    fn run_inputs(&self, target: &StackTarget, harness: &str) -> BTreeMap<String, String> {
+        // A run is the harness pod as much as the profile: its image, command and
+        // resources shape the measurement, so editing it re-runs (without redeploying).
+        let mut h = blake3::Hasher::new();
+        if let Some(pod) = target.harness_pod() {
+            h.update(pod.text.as_bytes());
+        }
+        if harness == "llmd" {
+            h.update(b"\0llmd-image\0");
+            h.update(self.llmd_image.as_deref().unwrap_or("").as_bytes());
+        }
+        BTreeMap::from([("runner".to_string(), h.finalize().to_hex().to_string())])
+    }
+
     fn preflight(&self, target: &StackTarget) -> Result<()> {
         if target.deployed().next().is_none() {
             bail!("stack '{}': its plan renders no Kubernetes manifests for the kube backend", target.name);
