@@ -814,7 +814,7 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     assert!(would.iter().all(|id| !id.starts_with("standup/")), "{would:?}");
     assert_eq!(would.iter().filter(|id| id.starts_with("run/")).count(), 2, "{would:?}");
     let run_a = nodes.iter().find(|n| n["id"].as_str().unwrap().starts_with("run/a/")).unwrap();
-    assert!(run_a["reason"].to_string().contains("runner"), "the reason names the runner: {}", run_a["reason"]);
+    assert!(run_a["reason"].to_string().contains("kube:harness-pod"), "the reason names the harness pod: {}", run_a["reason"]);
     for setup in ["a", "b"] {
         let mut down = llmd();
         down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());

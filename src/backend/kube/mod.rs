@@ -364,7 +364,7 @@ impl Backend for KubeBackend {
             h.update(b"\0llmd-image\0");
             h.update(self.llmd_image.as_deref().unwrap_or("").as_bytes());
         }
-        BTreeMap::from([("runner".to_string(), h.finalize().to_hex().to_string())])
+        BTreeMap::from([("kube:harness-pod".to_string(), h.finalize().to_hex().to_string())])
     }
 
     fn preflight(&self, target: &StackTarget) -> Result<()> {
