@@ -21,12 +21,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::record::{RequestRecord, Status};
 use crate::stats::Summary;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub total: usize,
     pub completed: usize,
@@ -37,7 +37,7 @@ pub struct Counts {
     pub errors: BTreeMap<String, usize>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunReport {
     pub requests: Counts,
     pub duration_s: f64,

@@ -94,6 +94,11 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts an external harness's result files report (no error classes).
+    fn of_collected(c: &external::Collected) -> Tally {
+        Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }
+    }
+
     fn of_report(r: &RunReport) -> Tally {
         let c = &r.requests;
         Tally {
@@ -162,15 +167,15 @@ impl Instance<'_> {
                 };
                 launcher.launch(job).await?;
                 let c = external::collect(req.harness, &dir)?;
-                let report = match req.harness {
-                    HarnessKind::Llmd => Some(crate::harness::RunReport::from_records(&read_records(&dir.join("records.jsonl"))?)),
-                    _ => None,
-                };
-                let tally = match &report {
-                    Some(r) => Tally::of_report(r),
-                    None => Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() },
-                };
-                return Ok((report, tally));
+                // The native harness's own report, as `llmd load` wrote it in the pod.
+                return Ok(match req.harness {
+                    HarnessKind::Llmd => {
+                        let report = read_report(&dir.join("report.json"))?;
+                        let tally = Tally::of_report(&report);
+                        (Some(report), tally)
+                    }
+                    _ => (None, Tally::of_collected(&c)),
+                });
             }
             match req.harness {
                 HarnessKind::Llmd => {
@@ -187,8 +192,7 @@ impl Instance<'_> {
                     let ext = external::prepare(kind, doc.clone(), program, req.endpoint, req.model, &dir, req.tokenizer)?;
                     let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
                     external::run(&ext, &dir.join("harness.log"), req.timeout, &env).await?;
-                    let c = external::collect(kind, &dir)?;
-                    Ok((None, Tally { total: c.completed + c.failed, failed: c.failed, errors: String::new() }))
+                    Ok((None, Tally::of_collected(&external::collect(kind, &dir)?)))
                 }
             }
         };
@@ -230,14 +234,10 @@ impl Instance<'_> {
     }
 }
 
-/// The native harness's per-request records (`records.jsonl`).
-fn read_records(path: &Path) -> Result<Vec<crate::harness::record::RequestRecord>> {
+/// The native harness's `report.json`.
+fn read_report(path: &Path) -> Result<RunReport> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a request record", path.display(), i + 1)))
-        .collect()
+    serde_json::from_str(&text).with_context(|| format!("{} is not a native harness report", path.display()))
 }
 
 /// Judges a finished instance: `Err` fails the treatment, `Ok(Some)` is a warning.

@@ -24,9 +24,9 @@ impl Drop for Forward {
     }
 }
 
-fn ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// A pod that serves and is not on its way out.
+fn serving(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none() && super::wait::ready(p)
 }
 
 /// The port a Service's `port` sends to on `pod`.
@@ -66,7 +66,7 @@ pub async fn forward(client: &Client, namespace: &str, name: &str, port: i64) ->
         .list(&ListParams::default().labels(&labels))
         .await
         .map_err(|e| anyhow::anyhow!("cannot list the pods of {what}: {}", diagnose::api_error(&e)))?;
-    let pod = list.items.into_iter().find(ready).with_context(|| format!("{what} has no Ready pod to forward to ({labels})"))?;
+    let pod = list.items.into_iter().find(serving).with_context(|| format!("{what} has no Ready pod to forward to ({labels})"))?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let to = target_port(&svc, port, &pod).with_context(|| format!("{what} port {port}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on a loopback port")?;

@@ -196,7 +196,7 @@ impl PodLauncher {
         endpoint: String,
         llmd_image: Option<String>,
     ) -> Result<PodLauncher> {
-        let objects = objects::parse(std::slice::from_ref(manifest), stack, plan_digest)?;
+        let objects = objects::parse([manifest], stack, plan_digest)?;
         let pod = objects.into_iter().find(|p| p.kind() == "Pod").with_context(|| format!("{} holds no Pod", manifest.file))?;
         let mut template = serde_json::to_value(&pod.object)?;
         if template["metadata"]["namespace"].is_null() {

@@ -157,8 +157,7 @@ impl KubeBackend {
                 target.name
             );
         }
-        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
-        let mut planned = objects::parse(&deployed, &target.name, request.plan_digest)?;
+        let mut planned = objects::parse(target.deployed(), &target.name, request.plan_digest)?;
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
         let resolved = Resolved::discover(client, &kinds).await?;
         if self.non_admin {
@@ -373,8 +372,7 @@ impl Backend for KubeBackend {
         }
         // Method standalone renders the model server as a Deployment; modelservice puts
         // it in helm values, which this backend does not install yet.
-        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
-        let objects = objects::parse(&deployed, &target.name, "")?;
+        let objects = objects::parse(target.deployed(), &target.name, "")?;
         if !objects.iter().any(|p| WORKLOADS.contains(&p.kind())) {
             bail!(
                 "stack '{}': its plan deploys no model server object (a Deployment): method modelservice (helm charts) is not \
@@ -386,8 +384,7 @@ impl Backend for KubeBackend {
     }
 
     fn describe(&self, target: &StackTarget) -> String {
-        let deployed: Vec<Manifest> = target.deployed().cloned().collect();
-        match objects::parse(&deployed, &target.name, "") {
+        match objects::parse(target.deployed(), &target.name, "") {
             Ok(objs) => {
                 let list: Vec<String> = objs.iter().map(Planned::display).collect();
                 format!("apply {} object(s) to {}: {}", list.len(), self.cluster.server, list.join(", "))

@@ -113,7 +113,7 @@ impl ObjectRef {
 
 /// Parses a stack's manifests into objects in application order, each labelled
 /// managed-by llmd and with the stack, and annotated with the plan digest.
-pub fn parse(manifests: &[Manifest], stack: &str, plan_digest: &str) -> Result<Vec<Planned>> {
+pub fn parse<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, stack: &str, plan_digest: &str) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for m in manifests {
         let docs = crate::yaml::load::load_all_str(&m.text, &m.file).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -109,7 +109,8 @@ fn pod_line(pods: &BTreeMap<String, Pod>) -> String {
     parts.join(", ")
 }
 
-fn ready(p: &Pod) -> bool {
+/// The pod's Ready condition is True.
+pub(super) fn ready(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
