@@ -146,7 +146,11 @@ fn standup_reuse_drift_and_exact_teardown() {
     let rec = receipt(ws.path());
     let objs = objects(&rec);
     let dep2 = own(&objs, "Deployment").clone();
-    assert_ne!(dep2["uid"], dep["uid"], "the drifted Deployment was replaced");
+    assert_eq!(dep2["uid"], dep["uid"], "the drifted Deployment was re-applied in place");
+    assert!(dep2["generation"].as_i64() > dep["generation"].as_i64(), "the receipt records the new generation: {dep2}");
+    if let Some(fake) = cluster.fake() {
+        assert_eq!(fake.get("Deployment", NS, &dep_name).unwrap()["spec"]["replicas"], 1, "the plan's replicas are back");
+    }
 
     // Someone deletes the Service and makes their own under the same name, and keeps an
     // unrelated Deployment with the same name pattern.
@@ -820,19 +824,5 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
         down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
         let r = run(down.arg("--workspace").arg(dir.path().join(format!("ws/setup-treatment-{setup}"))));
         assert_eq!(r.code, 0, "{}", r.stderr);
-    }
-}
-
-#[test]
-fn a_modelservice_plan_is_refused_until_charts_are_supported() {
-    let cluster = Cluster::for_test();
-    let ws = tempfile::tempdir().unwrap();
-    let mut c = llmd();
-    c.args(["standup", "--spec", "guides/optimized-baseline", "--skip-smoketest"]).arg("--kubeconfig").arg(cluster.kubeconfig());
-    let r = run(c.arg("--workspace").arg(ws.path()));
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("method modelservice (helm charts) is not supported"), "{}", r.stderr);
-    if let Some(fake) = cluster.fake() {
-        assert!(fake.requests().iter().all(|r| !r.starts_with("PATCH")), "nothing applied");
     }
 }

@@ -36,6 +36,7 @@
 pub mod kube;
 pub mod local;
 pub mod registry;
+pub mod releases;
 pub mod target;
 
 use std::any::Any;
@@ -64,6 +65,10 @@ pub struct StandupRequest<'a> {
     pub deployment: &'a str,
     /// Where replica logs go.
     pub log_dir: &'a Path,
+    /// The stack's current deployment, when the backend updates in place
+    /// ([`Backend::updates_in_place`]): the standup changes only what differs and removes
+    /// what the new plan no longer has.
+    pub previous: Option<&'a Receipt>,
 }
 
 /// What a standup created: a common envelope around a backend-specific body.
@@ -257,12 +262,25 @@ pub trait Backend: Send + Sync {
     }
     /// Starts the stack and waits until it serves.
     fn standup<'a>(&'a self, request: StandupRequest<'a>) -> BoxFuture<'a, Result<Receipt>>;
+    /// Whether a standup can replace a previous deployment of the stack in place (given
+    /// as [`StandupRequest::previous`]) instead of after its teardown: kube re-applies
+    /// objects and upgrades only changed helm releases.
+    fn updates_in_place(&self) -> bool {
+        false
+    }
     /// Observes whether what the receipt lists is still there and serving.
     fn check<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Liveness>;
     /// How clients reach the deployment.
     fn connect<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Access>>;
-    /// Removes what the receipt lists.
+    /// Removes what the receipt lists as the stack's own.
     fn teardown<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<()>>;
+    /// After [`Backend::teardown`]: removes what the receipt shares with other stacks
+    /// (kube: the shared gateway release) when none of `others` — the workspace's other
+    /// receipts — still uses it. Returns what it removed. Callers serialize these calls.
+    fn release_shared<'a>(&'a self, receipt: &'a Receipt, others: &'a [Receipt]) -> BoxFuture<'a, Result<Vec<String>>> {
+        let _ = (receipt, others);
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Everything the backend manages in `scopes` (kube: namespaces), receipts or not:
     /// listed, and deleted unless `dry_run` (`teardown --deep`). Returns what it found.
     fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {

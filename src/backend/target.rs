@@ -55,8 +55,20 @@ impl StackTarget {
     /// blake3 over the manifests a standup applies (file names and texts,
     /// length-prefixed, in plan order) — not the harness pod, which runs create.
     pub fn manifests_digest(&self) -> String {
+        Self::digest_of(self.deployed())
+    }
+
+    /// blake3 over the helmfiles and values files (as [`Self::manifests_digest`]);
+    /// `None` when the plan installs no helm release.
+    pub fn releases_digest(&self) -> Option<String> {
+        let mut helm = self.manifests.iter().filter(|m| !m.is_object()).peekable();
+        helm.peek()?;
+        Some(Self::digest_of(helm))
+    }
+
+    fn digest_of<'a>(manifests: impl Iterator<Item = &'a Manifest>) -> String {
         let mut h = blake3::Hasher::new();
-        for m in self.deployed() {
+        for m in manifests {
             for part in [m.file.as_bytes(), m.text.as_bytes()] {
                 h.update(&(part.len() as u64).to_le_bytes());
                 h.update(part);
@@ -65,9 +77,10 @@ impl StackTarget {
         h.finalize().to_hex().to_string()
     }
 
-    /// The manifests a standup applies: all but the harness pod.
+    /// The object manifests a standup applies: all but the harness pod and the helm
+    /// files (see [`super::releases`]).
     pub fn deployed(&self) -> impl Iterator<Item = &Manifest> {
-        self.manifests.iter().filter(|m| !m.is_harness_pod())
+        self.manifests.iter().filter(|m| !m.is_harness_pod() && m.is_object())
     }
 
     /// The harness pod's manifest, if the plan renders one.
@@ -86,17 +99,27 @@ impl Manifest {
     pub fn is_harness_pod(&self) -> bool {
         self.file.contains("harness_pod")
     }
+
+    /// Kubernetes objects (not a helmfile or a values file).
+    pub fn is_object(&self) -> bool {
+        is_object_file(&self.text)
+    }
 }
 
 /// The files of a rendered plan a cluster backend works from, sorted by name: every
 /// file whose documents are all Kubernetes objects (`apiVersion` and `kind` at the
 /// top) — what a standup applies, plus the harness pod, which runs create per
 /// treatment ([`StackTarget::deployed`] and [`StackTarget::harness_pod`] tell them
-/// apart). Helm values and helmfiles are not objects and are left to the chart methods.
+/// apart) — and the helmfiles that install releases with the values files they name
+/// ([`super::releases`]).
 pub fn standup_manifests(files: &[(String, String)]) -> Vec<Manifest> {
+    let helmfiles: Vec<&(String, String)> =
+        files.iter().filter(|(file, text)| file.contains("helmfile") && text.contains("releases:")).collect();
+    // Values files a helmfile names (a line scan: `  - 13_ms-values.yaml`).
+    let named = |file: &str| helmfiles.iter().any(|(_, text)| text.lines().any(|l| l.trim().strip_prefix("- ") == Some(file)));
     let mut out: Vec<Manifest> = files
         .iter()
-        .filter(|(_, text)| is_object_file(text))
+        .filter(|(file, text)| is_object_file(text) || helmfiles.iter().any(|(f, _)| f == file) || named(file))
         .map(|(file, text)| Manifest { file: file.clone(), text: text.clone() })
         .collect();
     out.sort_by(|a, b| a.file.cmp(&b.file));

@@ -38,7 +38,13 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         warnings.extend(stack.warnings.clone());
     }
     let templates = TemplateSet::load(&resolved.spec.template_dir)?;
-    let plan = render_plan(&resolved, &templates)?;
+    let mut plan = render_plan(&resolved, &templates)?;
+    for stack in &mut plan.stacks {
+        // What a kube standup will run for the plan's helmfiles (method modelservice).
+        let Ok(target) = crate::backend::target_from_config(&stack.name, &stack.rendered.config) else { continue };
+        let target = target.with_manifests(crate::backend::standup_manifests(&stack.rendered.files));
+        stack.rendered.files.extend(crate::phases::plan::helm_commands_file(&target)?);
+    }
     print_warnings(&warnings);
     let workspace = global.workspace_dir();
     if args.check {
@@ -47,6 +53,9 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     if global.dry_run {
         for stack in &plan.stacks {
             println!("would write {}/plan/{}/ ({} manifests + config.yaml)", workspace.display(), stack.name, stack.rendered.files.len());
+            if let Some((_, text)) = stack.rendered.files.iter().find(|(n, _)| n == crate::phases::plan::HELM_COMMANDS) {
+                println!("{text}");
+            }
         }
         return Ok(ExitCode::from(exit::SUCCESS));
     }

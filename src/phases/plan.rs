@@ -27,8 +27,9 @@ pub struct StackPlan {
 }
 
 impl StackPlan {
-    pub fn new(name: &str, files: Vec<(String, String)>, config: Node, config_yaml: String) -> Result<StackPlan> {
+    pub fn new(name: &str, mut files: Vec<(String, String)>, config: Node, config_yaml: String) -> Result<StackPlan> {
         let target = target_from_config(name, &config)?.with_manifests(standup_manifests(&files));
+        files.extend(helm_commands_file(&target)?);
         let plan_digest = plan_digest(&files, &config_yaml);
         Ok(StackPlan { name: name.to_string(), files, config, config_yaml, plan_digest, target })
     }
@@ -47,11 +48,21 @@ impl StackPlan {
     }
 }
 
-/// blake3 over a stack's rendered files (sorted by name, length-prefixed) and config:
-/// the identity of a rendered plan, recorded in receipts.
+/// The plan file listing the helm commands a kube standup runs ([`helm_commands_file`]).
+pub const HELM_COMMANDS: &str = "helm-commands.txt";
+
+/// `helm-commands.txt` for a plan that installs helm releases, so the plan shows what a
+/// standup will run; derived from the helmfiles, so not part of the plan digest.
+pub fn helm_commands_file(target: &StackTarget) -> Result<Option<(String, String)>> {
+    Ok(crate::backend::releases::helm_commands(target)?.map(|text| (HELM_COMMANDS.to_string(), text)))
+}
+
+/// blake3 over a stack's rendered files (sorted by name, length-prefixed; not the
+/// derived [`HELM_COMMANDS`]) and config: the identity of a rendered plan, recorded in
+/// receipts.
 pub fn plan_digest(files: &[(String, String)], config_yaml: &str) -> String {
     let mut h = blake3::Hasher::new();
-    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    let mut sorted: Vec<&(String, String)> = files.iter().filter(|(name, _)| name != HELM_COMMANDS).collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, content) in sorted {
         for part in [name.as_bytes(), content.as_bytes()] {

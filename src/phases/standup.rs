@@ -68,8 +68,9 @@ pub async fn inspect(registry: &Registry, workspace: &Path, stack: &str, want: W
     Ok(Existing::Live(receipt))
 }
 
-/// Stands `target` up on `backend` in `workspace`, first tearing down whatever the
-/// workspace's receipt for the stack lists, and writes the new receipt.
+/// Stands `target` up on `backend` in `workspace` and writes the new receipt. Whatever
+/// the workspace's receipt for the stack lists is torn down first, or — when the
+/// backend updates in place — handed to the standup, which replaces it.
 pub async fn deploy(
     registry: &Registry,
     backend: &dyn Backend,
@@ -77,14 +78,32 @@ pub async fn deploy(
     target: &StackTarget,
     plan_digest: &str,
 ) -> Result<Receipt> {
-    if let Some(old) = Receipt::load(workspace, &target.name)? {
-        super::teardown::teardown(registry, workspace, &old).await?;
+    let mut previous = Receipt::load(workspace, &target.name)?;
+    if let Some(old) = &previous
+        && !(backend.updates_in_place() && old.backend == backend.name())
+    {
+        super::teardown::teardown(registry, workspace, old).await?;
+        previous = None;
     }
     let deployment = deployment_key(target, backend);
     let log_dir = workspace.join("setup/logs");
-    let receipt = backend.standup(StandupRequest { target, plan_digest, deployment: &deployment, log_dir: &log_dir }).await?;
-    receipt.save(workspace)?;
-    Ok(receipt)
+    let request = StandupRequest { target, plan_digest, deployment: &deployment, log_dir: &log_dir, previous: previous.as_ref() };
+    match backend.standup(request).await {
+        Ok(receipt) => {
+            receipt.save(workspace)?;
+            Ok(receipt)
+        }
+        Err(e) => {
+            // An in-place update that failed leaves the previous deployment half
+            // changed: remove it too, so no receipt claims something that is not there.
+            if let Some(old) = &previous
+                && let Err(te) = super::teardown::teardown(registry, workspace, old).await
+            {
+                return Err(e.context(format!("and the previous deployment could not be removed: {te:#}")));
+            }
+            Err(e)
+        }
+    }
 }
 
 pub fn steps() -> Vec<Arc<dyn Step>> {

@@ -21,10 +21,22 @@ use super::{PhaseContext, StackEntry, Step, StepInfo, StepOutcome};
 use crate::backend::{BoxFuture, Receipt, Registry};
 
 /// Removes what `receipt` lists with the backend that created it, then the receipt.
+///
+/// What the stack shares with others (kube: the shared gateway release) goes only when
+/// no other receipt in the workspace uses it; that decision and the receipt's removal
+/// happen under one lock, so of two stacks torn down at once exactly the last one
+/// removes it.
 pub async fn teardown(registry: &Registry, workspace: &Path, receipt: &Receipt) -> Result<String> {
+    static SHARED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let backend = registry.get(&receipt.backend)?;
-    let what = backend.summary(receipt);
+    let mut what = backend.summary(receipt);
     backend.teardown(receipt).await?;
+    let _held = SHARED.lock().await;
+    let others: Vec<Receipt> = Receipt::load_all(workspace)?.into_iter().filter(|r| r.stack != receipt.stack).collect();
+    let released = backend.release_shared(receipt, &others).await?;
+    if !released.is_empty() {
+        what.push_str(&format!(" and the last user's shared {}", released.join(", ")));
+    }
     Receipt::remove(workspace, &receipt.stack)?;
     Ok(what)
 }

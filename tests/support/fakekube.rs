@@ -7,7 +7,9 @@
 //! Job's pod to Succeeded and the Job to Complete, a Deployment's pods (one per replica,
 //! replaced when the template changes) from Pending through scheduling to Running and
 //! Ready, with Deployment status, garbage collection of orphans and foreground
-//! deletion. Failures come from the pod spec, as on a real cluster:
+//! deletion. A Gateway with a class turns `Programmed`; an InferencePool that an
+//! HTTPRoute on an existing Gateway leads to is `Accepted` by that parent. Failures
+//! come from the pod spec, as on a real cluster:
 //! * an image whose name contains `does-not-exist` → `ErrImagePull`, then
 //!   `ImagePullBackOff` with a `Failed` event;
 //! * more `nvidia.com/gpu` than a node has (8) → `Unschedulable` with a
@@ -80,6 +82,8 @@ const RESOURCES: &[Res] = &[
     Res { group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: false },
     Res { group: "monitoring.coreos.com", version: "v1", plural: "podmonitors", kind: "PodMonitor", namespaced: true },
     Res { group: "gateway.networking.k8s.io", version: "v1", plural: "httproutes", kind: "HTTPRoute", namespaced: true },
+    Res { group: "gateway.networking.k8s.io", version: "v1", plural: "gateways", kind: "Gateway", namespaced: true },
+    Res { group: "inference.networking.k8s.io", version: "v1", plural: "inferencepools", kind: "InferencePool", namespaced: true },
 ];
 
 impl Res {
@@ -1224,6 +1228,34 @@ fn controller_tick(s: &mut Store, tx: &tokio::sync::broadcast::Sender<WatchEvent
                 s.put(tx, res_by_kind("Namespace"), o);
             }
             "/pods" => step_pod(s, tx, obj),
+            "gateway.networking.k8s.io/gateways"
+                if obj["status"]["conditions"].is_null() && obj["spec"]["gatewayClassName"].is_string() =>
+            {
+                let mut o = obj.clone();
+                o["status"] = json!({"conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "lastTransitionTime": now()},
+                    {"type": "Programmed", "status": "True", "reason": "Programmed", "lastTransitionTime": now()}
+                ]});
+                s.put(tx, res_by_kind("Gateway"), o);
+            }
+            "inference.networking.k8s.io/inferencepools" if obj["status"]["parents"].is_null() => {
+                // Accepted by a Gateway that exists and that an HTTPRoute leads from to it.
+                let parent =
+                    snapshot.iter().filter(|(k, _)| k.0 == "gateway.networking.k8s.io/httproutes" && k.1 == key.1).find_map(|(_, r)| {
+                        let leads = r["spec"]["rules"].as_array()?.iter().any(|rule| {
+                            rule["backendRefs"].as_array().is_some_and(|b| b.iter().any(|b| b["name"].as_str() == Some(key.2.as_str())))
+                        });
+                        let gw = r["spec"]["parentRefs"][0]["name"].as_str()?;
+                        let exists = snapshot.iter().any(|(k, _)| k.0 == "gateway.networking.k8s.io/gateways" && k.1 == key.1 && k.2 == gw);
+                        (leads && exists).then(|| gw.to_string())
+                    });
+                if let Some(gw) = parent {
+                    let mut o = obj.clone();
+                    o["status"] = json!({"parents": [{"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gw},
+                        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "lastTransitionTime": now()}]}]});
+                    s.put(tx, res_by_kind("InferencePool"), o);
+                }
+            }
             "batch/jobs" => {
                 let pods = pods_of(&uid);
                 let done = obj["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty());

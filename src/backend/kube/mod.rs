@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod diagnose;
 pub mod forward;
 pub mod harness;
+pub mod helm;
 pub mod objects;
 pub mod sweep;
 pub mod wait;
@@ -37,13 +38,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kube::api::{DeleteParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use super::releases::{HelmRelease, Scope};
 use super::{Access, Backend, BoxFuture, Liveness, Manifest, Receipt, StackTarget, StandupRequest};
 use cluster::{Cluster, ClusterOptions};
+use helm::Helm;
 use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
 use wait::{Goal, Until};
 
@@ -97,6 +100,9 @@ pub struct KubeBody {
     /// The plan's harness pod, which runs create per instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_pod: Option<Manifest>,
+    /// The helm releases the stack installed or uses, in install order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<ReleaseRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +110,38 @@ pub struct ServiceEndpoint {
     pub namespace: String,
     pub name: String,
     pub port: i64,
+    /// A path prefix clients put before `/v1/…` (a shared HTTPRoute's per-stack prefix).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 impl ServiceEndpoint {
     pub fn url(&self) -> String {
-        format!("http://{}.{}.svc.cluster.local:{}", self.name, self.namespace, self.port)
+        format!("http://{}.{}.svc.cluster.local:{}{}", self.name, self.namespace, self.port, self.path)
+    }
+}
+
+/// A helm release as a receipt records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    pub name: String,
+    pub namespace: String,
+    pub chart: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The live revision after the standup (check compares it).
+    pub revision: i64,
+    /// Digest of the values it is installed with ([`super::releases::values_digest`]).
+    pub values_digest: String,
+    pub scope: Scope,
+    /// Installed by llmd (this stack or another); a release someone else installed is
+    /// never uninstalled.
+    pub by_llmd: bool,
+}
+
+impl ReleaseRef {
+    pub fn display(&self) -> String {
+        format!("helm release {}/{}", self.namespace, self.name)
     }
 }
 
@@ -126,6 +159,10 @@ pub struct KubeBackend {
     /// Apply no cluster-scoped objects (they must exist already).
     non_admin: bool,
     progress: bool,
+    helm: Helm,
+    /// Held while a shared release is looked at and installed, so two stacks standing
+    /// up at once install it once.
+    shared_releases: tokio::sync::Mutex<()>,
 }
 
 impl KubeBackend {
@@ -133,7 +170,15 @@ impl KubeBackend {
     /// [`super::Registry`] only.
     pub(super) fn new(opts: &KubeOptions, non_admin: bool, progress: bool) -> Result<KubeBackend> {
         let cluster = cluster::connect_blocking(&opts.cluster)?;
-        Ok(KubeBackend { timeouts: opts.timeouts.clone(), llmd_image: opts.llmd_image.clone(), cluster, non_admin, progress })
+        Ok(KubeBackend {
+            timeouts: opts.timeouts.clone(),
+            llmd_image: opts.llmd_image.clone(),
+            cluster,
+            non_admin,
+            progress,
+            helm: Helm::new(&opts.cluster),
+            shared_releases: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// A client on the current runtime (clients hold runtime-bound connection pools,
@@ -151,15 +196,21 @@ impl KubeBackend {
     /// The plan's objects, less cluster-scoped ones under `--non-admin`.
     async fn planned(&self, client: &Client, request: &StandupRequest<'_>) -> Result<(Vec<Planned>, Resolved)> {
         let target = request.target;
-        if target.deployed().next().is_none() {
+        if target.deployed().next().is_none() && target.releases_digest().is_none() {
             bail!(
-                "stack '{}': its plan has no Kubernetes manifests to apply (the kube backend deploys the plan's objects; method standalone renders them)",
+                "stack '{}': its plan has no Kubernetes manifests or helm releases to install (the kube backend deploys the plan's objects and helmfiles)",
                 target.name
             );
         }
         let mut planned = objects::parse(target.deployed(), &target.name, request.plan_digest)?;
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
-        let resolved = Resolved::discover(client, &kinds).await?;
+        let resolved = Resolved::discover(client, &kinds).await.map_err(|e| {
+            if self.non_admin {
+                e.context("--non-admin: the CRDs the plan's kinds need are cluster-scoped; an admin must install them first")
+            } else {
+                e
+            }
+        })?;
         if self.non_admin {
             planned.retain(|p| {
                 let keep = resolved.namespaced(&p.gvk);
@@ -197,22 +248,23 @@ impl KubeBackend {
         p.namespace().unwrap_or_else(|| self.cluster.config.default_namespace.clone())
     }
 
-    /// The standup proper; on error, `applied` holds what was applied so far.
+    /// The standup proper; on error, `done` holds what was applied and installed so far.
     async fn standup_into(
         &self,
         client: &Client,
-        stack: &str,
+        request: &StandupRequest<'_>,
         planned: &[Planned],
         resolved: &Resolved,
-        applied: &mut Vec<ObjectRef>,
+        done: &mut Done,
     ) -> Result<Option<ServiceEndpoint>> {
+        let stack = request.target.name.as_str();
         let progress = self.progress.then_some(stack);
         let t = &self.timeouts;
         // Phase 1: what the workload needs — namespace, RBAC, volumes, the model download.
         for p in planned.iter().filter(|p| p.before_workloads()) {
             let r = self.apply_one(client, resolved, p).await?;
             self.say(stack, format!("applied {}", r.display()));
-            applied.push(r);
+            done.objects.push(r);
         }
         for job in planned.iter().filter(|p| p.kind() == "Job") {
             let ns = self.namespace_of(job);
@@ -221,21 +273,185 @@ impl KubeBackend {
             }
             wait::wait(client, &Until::new(Goal::JobComplete, &ns, &job.name()), t.download, progress).await?;
         }
-        // Phase 2: the workload and what routes to it.
+        // Phase 2: the helm releases (gateway provider, shared gateway, router, model
+        // servers), each only when it is missing or differs from the plan.
+        for r in super::releases::releases(request.target)? {
+            if r.scope == Scope::Cluster && self.non_admin {
+                self.say(stack, format!("--non-admin: not installing cluster-wide {}; an admin must have installed it", r.display()));
+                continue;
+            }
+            let (rec, ran) = self.ensure_release(client, request, &r).await?;
+            if ran {
+                done.installed.push(rec.clone());
+            }
+            done.releases.push(rec);
+        }
+        // Phase 3: the workload and what routes to it.
         for p in planned.iter().filter(|p| !p.before_workloads()) {
             let r = self.apply_one(client, resolved, p).await?;
             self.say(stack, format!("applied {}", r.display()));
-            applied.push(r);
+            done.objects.push(r);
         }
         for d in planned.iter().filter(|p| p.kind() == "Deployment") {
             wait::wait(client, &Until::new(Goal::DeploymentReady, &self.namespace_of(d), &d.name()), t.deploy, progress).await?;
+        }
+        let routed = done.releases.iter().any(|r| r.scope == Scope::Shared);
+        for rec in done.releases.iter().filter(|r| r.scope != Scope::Cluster) {
+            for (goal, name) in release_workloads(client, rec).await? {
+                if goal == Goal::PoolAccepted && !routed {
+                    continue; // no gateway: nothing accepts the pool (epponly, none)
+                }
+                wait::wait(client, &Until::new(goal, &rec.namespace, &name), t.deploy, progress).await?;
+            }
+        }
+        self.endpoint(client, request.target, planned, &done.releases).await
+    }
+
+    /// Installs or upgrades `r` unless the cluster already has it as planned; returns its
+    /// record and whether helm ran.
+    async fn ensure_release(&self, client: &Client, request: &StandupRequest<'_>, r: &HelmRelease) -> Result<(ReleaseRef, bool)> {
+        let stack = request.target.name.as_str();
+        let want = r.values_digest(request.target)?;
+        // Shared releases are looked at and installed by one stack at a time.
+        let _held = if r.scope == Scope::Stack { None } else { Some(self.shared_releases.lock().await) };
+        let live = helm::live_release(client, &r.namespace, &r.name).await?;
+        let leave = match &live {
+            None => None,
+            Some(l) if l.status == "deployed" && (r.scope == Scope::Cluster || !l.by_llmd) => {
+                Some(format!("{} is installed (revision {}, not by this plan): left as is", r.display(), l.revision))
+            }
+            Some(l) if helm::matches(l, r, &want) => Some(format!("{} is up to date (revision {})", r.display(), l.revision)),
+            Some(_) => None,
+        };
+        let ran = match leave {
+            Some(msg) => {
+                self.say(stack, msg);
+                false
+            }
+            None => {
+                let dir = request.log_dir.parent().unwrap_or(request.log_dir).join("helm").join(stack);
+                let mut paths = Vec::new();
+                for file in &r.values {
+                    let m = request.target.manifests.iter().find(|m| &m.file == file).with_context(|| {
+                        format!("{}: release '{}' names values file '{file}', which the plan does not have", r.at, r.name)
+                    })?;
+                    crate::util::fs::write_atomic(&dir.join(file), m.text.as_bytes())?;
+                    paths.push(dir.join(file));
+                }
+                let verb = if live.is_some() { "upgrading" } else { "installing" };
+                self.say(stack, format!("{verb} {}", r.display()));
+                let log = request.log_dir.join(format!("helm-{stack}.log"));
+                self.helm.install(r, &paths, self.non_admin, Some(&log)).await?;
+                true
+            }
+        };
+        let live = helm::live_release(client, &r.namespace, &r.name)
+            .await?
+            .with_context(|| format!("{}: helm succeeded, but the cluster has no such release", r.display()))?;
+        Ok((
+            ReleaseRef {
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+                chart: r.chart.clone(),
+                version: r.version.clone(),
+                revision: live.revision,
+                values_digest: live.values_digest,
+                scope: r.scope,
+                by_llmd: live.by_llmd,
+            },
+            ran,
+        ))
+    }
+
+    /// The Service clients use: through the gateway (the HTTPRoute rule that leads to
+    /// the stack's InferencePool gives the Gateway and the path prefix), else the EPP
+    /// service (`epponly`), else the plan's own Service (standalone; `none`'s direct
+    /// Service) — as upstream's run step 03 detects it.
+    async fn endpoint(
+        &self,
+        client: &Client,
+        target: &StackTarget,
+        planned: &[Planned],
+        releases: &[ReleaseRef],
+    ) -> Result<Option<ServiceEndpoint>> {
+        let router = super::releases::releases(target)?.into_iter().find(|r| r.scope == Scope::Stack && r.chart.contains("router"));
+        if let Some(router) = router {
+            let values = router.merged_values(target)?;
+            let pool = values["inferencePool"]["name"].as_str().map(String::from);
+            let ns = router.namespace.clone();
+            if releases.iter().any(|r| r.scope == Scope::Shared)
+                && let Some(pool) = pool
+            {
+                let (gateway, path) = route_to(client, &ns, &pool).await?.with_context(|| {
+                    format!("stack '{}': no HTTPRoute in {ns} leads to InferencePool {pool}, so the gateway cannot reach it", target.name)
+                })?;
+                let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+                let sel = format!("gateway.networking.k8s.io/gateway-name={gateway}");
+                let list =
+                    svcs.list(&ListParams::default().labels(&sel)).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
+                let svc = list.items.first().with_context(|| {
+                    format!("Gateway {ns}/{gateway} has no Service (labelled {sel}); is its gateway controller running?")
+                })?;
+                return Ok(Some(ServiceEndpoint {
+                    namespace: ns,
+                    name: svc.metadata.name.clone().unwrap_or_default(),
+                    port: service_port(svc),
+                    path,
+                }));
+            }
+            if releases.iter().any(|r| r.name == router.name) {
+                let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+                let list = svcs.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
+                let mut of_router: Vec<&k8s_openapi::api::core::v1::Service> =
+                    list.items.iter().filter(|s| helm_release_of(&s.metadata) == Some(router.name.as_str())).collect();
+                of_router.sort_by_key(|s| !s.metadata.name.as_deref().unwrap_or_default().ends_with("-epp"));
+                let svc = of_router.first().with_context(|| {
+                    format!("stack '{}': helm release {ns}/{} made no Service to reach the EPP by", target.name, router.name)
+                })?;
+                return Ok(Some(ServiceEndpoint {
+                    namespace: ns,
+                    name: svc.metadata.name.clone().unwrap_or_default(),
+                    port: service_port(svc),
+                    path: String::new(),
+                }));
+            }
         }
         let service = planned.iter().find(|p| p.kind() == "Service" && !p.shared());
         Ok(service.map(|s| ServiceEndpoint {
             namespace: self.namespace_of(s),
             name: s.name(),
             port: s.object.data["spec"]["ports"][0]["port"].as_i64().unwrap_or(80),
+            path: String::new(),
         }))
+    }
+
+    /// After an in-place standup: removes what the previous deployment had and the new
+    /// one does not (its own objects and releases only).
+    async fn remove_leftovers(&self, client: &Client, stack: &str, previous: &KubeBody, done: &Done) -> Result<()> {
+        let log = None;
+        for old in previous.releases.iter().rev().filter(|r| r.scope == Scope::Stack && r.by_llmd) {
+            if !done.releases.iter().any(|r| r.namespace == old.namespace && r.name == old.name) {
+                self.helm.uninstall(&old.namespace, &old.name, log).await?;
+                self.say(stack, format!("uninstalled {} (no longer in the plan)", old.display()));
+            }
+        }
+        let gone: Vec<ObjectRef> = previous
+            .objects
+            .iter()
+            .rev()
+            .filter(|o| !o.shared && !o.preexisting)
+            .filter(|o| !done.objects.iter().any(|n| n.kind == o.kind && n.namespace == o.namespace && n.name == o.name))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            let resolved = resolve_refs(client, &gone).await?;
+            for o in &gone {
+                if self.delete_one(client, &resolved, o).await? {
+                    self.say(stack, format!("deleted {} (no longer in the plan)", o.display()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes `r` if it is still the object the receipt recorded; true when it was.
@@ -260,6 +476,74 @@ impl KubeBackend {
             Err(_) => bail!("{} was not gone {}s after its delete (a finalizer?)", r.display(), self.timeouts.delete.as_secs()),
         }
     }
+}
+
+/// What a standup has done so far (for its receipt, or for cleaning up after a failure).
+#[derive(Default)]
+struct Done {
+    objects: Vec<ObjectRef>,
+    /// Every release the stack installed or uses.
+    releases: Vec<ReleaseRef>,
+    /// Those helm installed or upgraded in this standup.
+    installed: Vec<ReleaseRef>,
+}
+
+/// The helm release an object belongs to (helm's ownership annotation).
+fn helm_release_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+    meta.annotations.as_ref()?.get("meta.helm.sh/release-name").map(String::as_str)
+}
+
+/// A Service's port clients use: the one named `http`, else 80, else the first.
+fn service_port(svc: &k8s_openapi::api::core::v1::Service) -> i64 {
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+    let named = ports.iter().find(|p| p.name.as_deref() == Some("http")).or_else(|| ports.iter().find(|p| p.port == 80));
+    named.or(ports.first()).map_or(80, |p| p.port as i64)
+}
+
+/// The Gateway and path prefix of the HTTPRoute rule in `namespace` that leads to
+/// InferencePool `pool` (path empty for `/`).
+async fn route_to(client: &Client, namespace: &str, pool: &str) -> Result<Option<(String, String)>> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let resolved = Resolved::discover(client, &[(gvk.clone(), "the stack's route".into())]).await?;
+    let routes = resolved
+        .api(client, &gvk, Some(namespace))?
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
+    for route in routes {
+        let gateway = route.data["spec"]["parentRefs"][0]["name"].as_str().unwrap_or_default().to_string();
+        for rule in route.data["spec"]["rules"].as_array().into_iter().flatten() {
+            let leads = rule["backendRefs"].as_array().into_iter().flatten().any(|b| b["name"] == pool);
+            if leads && !gateway.is_empty() {
+                let prefix = rule["matches"][0]["path"]["value"].as_str().unwrap_or("/");
+                return Ok(Some((gateway, prefix.trim_end_matches('/').to_string())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What to wait for of a release: its Deployments Ready, its Gateways Programmed, its
+/// InferencePools Accepted (helm's ownership annotation says which are its).
+async fn release_workloads(client: &Client, rec: &ReleaseRef) -> Result<Vec<(Goal, String)>> {
+    let kinds = [
+        (Goal::DeploymentReady, GroupVersionKind::gvk("apps", "v1", "Deployment")),
+        (Goal::GatewayProgrammed, GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway")),
+        (Goal::PoolAccepted, GroupVersionKind::gvk("inference.networking.k8s.io", "v1", "InferencePool")),
+    ];
+    let (resolved, _unserved) = Resolved::discover_served(client, kinds.iter().map(|(_, g)| g.clone()).collect()).await?;
+    let mut out = Vec::new();
+    for (goal, gvk) in kinds.iter().filter(|(_, g)| resolved.served(g)) {
+        let list = resolved
+            .api(client, gvk, Some(&rec.namespace))?
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list {} in {}: {}", gvk.kind, rec.namespace, diagnose::api_error(&e)))?;
+        for o in list.items.iter().filter(|o| helm_release_of(&o.metadata) == Some(rec.name.as_str())) {
+            out.push((*goal, o.metadata.name.clone().unwrap_or_default()));
+        }
+    }
+    Ok(out)
 }
 
 /// The claims a pod-owning object mounts.
@@ -323,6 +607,36 @@ fn judge(r: &ObjectRef, live: Option<&DynamicObject>, plan_digest: &str) -> Opti
     None
 }
 
+/// What is wrong with a recorded helm release, if anything: gone, changed by someone
+/// (another revision or other values), failed, or its Deployments not all Ready.
+async fn check_release(client: &Client, r: &ReleaseRef) -> Result<Option<Liveness>> {
+    let Some(live) = helm::live_release(client, &r.namespace, &r.name).await? else {
+        return Ok(Some(Liveness::Gone(format!("{} is gone", r.display()))));
+    };
+    if live.status != "deployed" {
+        return Ok(Some(Liveness::Gone(format!("{} is {} (revision {})", r.display(), live.status, live.revision))));
+    }
+    if live.revision != r.revision || live.values_digest != r.values_digest {
+        let what = if live.values_digest != r.values_digest { "its values were changed" } else { "it was upgraded" };
+        return Ok(Some(Liveness::Drifted(format!("{}: {what} (revision {} → {})", r.display(), r.revision, live.revision))));
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &r.namespace);
+    let list = deployments.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
+    for d in list.items.iter().filter(|d| helm_release_of(&d.metadata) == Some(r.name.as_str())) {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        if ready < want {
+            let name = d.metadata.name.as_deref().unwrap_or_default();
+            return Ok(Some(Liveness::Gone(format!(
+                "Deployment {}/{name} of {} has {ready}/{want} replicas ready",
+                r.namespace,
+                r.display()
+            ))));
+        }
+    }
+    Ok(None)
+}
+
 /// The field managers other than llmd that last updated an object (from its managed
 /// fields), for drift messages.
 fn changed_by(o: &DynamicObject) -> Option<String> {
@@ -349,7 +663,11 @@ impl Backend for KubeBackend {
     fn deployment_inputs(&self, target: &StackTarget) -> BTreeMap<String, String> {
         // What is deployed is the manifests; model and replicas are in them, and the
         // local.* settings of the target mean nothing on a cluster.
-        BTreeMap::from([("manifests".to_string(), target.manifests_digest()), ("backend".to_string(), self.identity())])
+        let mut inputs = BTreeMap::from([("manifests".to_string(), target.manifests_digest()), ("backend".to_string(), self.identity())]);
+        if let Some(helm) = target.releases_digest() {
+            inputs.insert("helm".to_string(), helm);
+        }
+        inputs
     }
 
     fn run_inputs(&self, target: &StackTarget, harness: &str) -> BTreeMap<String, String> {
@@ -367,29 +685,45 @@ impl Backend for KubeBackend {
     }
 
     fn preflight(&self, target: &StackTarget) -> Result<()> {
-        if target.deployed().next().is_none() {
-            bail!("stack '{}': its plan renders no Kubernetes manifests for the kube backend", target.name);
+        let releases = super::releases::releases(target)?;
+        if target.deployed().next().is_none() && releases.is_empty() {
+            bail!("stack '{}': its plan renders no Kubernetes manifests or helmfiles for the kube backend", target.name);
         }
-        // Method standalone renders the model server as a Deployment; modelservice puts
-        // it in helm values, which this backend does not install yet.
+        // Method standalone renders the model server as a Deployment; modelservice as
+        // helm releases of the llm-d-modelservice chart.
         let objects = objects::parse(target.deployed(), &target.name, "")?;
-        if !objects.iter().any(|p| WORKLOADS.contains(&p.kind())) {
+        if releases.is_empty() && !objects.iter().any(|p| WORKLOADS.contains(&p.kind())) {
             bail!(
-                "stack '{}': its plan deploys no model server object (a Deployment): method modelservice (helm charts) is not \
-                 supported by the kube backend yet; stand it up with method standalone (-t standalone, or standalone.enabled: true)",
+                "stack '{}': its plan deploys no model server: no Deployment (method standalone) and no helm release \
+                 (method modelservice); check the stack's standalone.enabled / modelservice.enabled",
                 target.name
             );
+        }
+        if !releases.is_empty() {
+            self.helm.preflight().with_context(|| format!("stack '{}' installs helm releases", target.name))?;
         }
         Ok(())
     }
 
+    fn updates_in_place(&self) -> bool {
+        true
+    }
+
     fn describe(&self, target: &StackTarget) -> String {
-        match objects::parse(target.deployed(), &target.name, "") {
+        let objects = match objects::parse(target.deployed(), &target.name, "") {
             Ok(objs) => {
                 let list: Vec<String> = objs.iter().map(Planned::display).collect();
                 format!("apply {} object(s) to {}: {}", list.len(), self.cluster.server, list.join(", "))
             }
             Err(e) => format!("(manifests do not parse: {e:#})"),
+        };
+        match super::releases::helm_commands(target) {
+            Ok(Some(text)) => {
+                let commands: Vec<&str> = text.lines().filter(|l| l.starts_with("helm ")).collect();
+                format!("{objects}; and run:\n    {}", commands.join("\n    "))
+            }
+            Ok(None) => objects,
+            Err(e) => format!("{objects}; (helmfiles do not parse: {e:#})"),
         }
     }
 
@@ -397,13 +731,22 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let client = self.client()?;
             let stack = request.target.name.clone();
+            let previous = match request.previous {
+                Some(p) if p.backend == self.name() => KubeBody::of(p).ok().filter(|b| b.server == self.cluster.server),
+                _ => None,
+            };
             let (planned, resolved) = self.planned(&client, &request).await?;
-            let mut applied = Vec::new();
-            let endpoint = match self.standup_into(&client, &stack, &planned, &resolved, &mut applied).await {
+            let mut done = Done::default();
+            let endpoint = match self.standup_into(&client, &request, &planned, &resolved, &mut done).await {
                 Ok(e) => e,
                 Err(e) => {
                     // Remove what this standup created for the stack; shared state stays.
-                    for r in applied.iter().rev().filter(|r| !r.shared && !r.preexisting) {
+                    for r in done.installed.iter().rev().filter(|r| r.scope == Scope::Stack) {
+                        if let Err(de) = self.helm.uninstall(&r.namespace, &r.name, None).await {
+                            self.say(&stack, format!("could not uninstall {} after the failure: {de:#}", r.display()));
+                        }
+                    }
+                    for r in done.objects.iter().rev().filter(|r| !r.shared && !r.preexisting) {
                         if let Err(de) = self.delete_one(&client, &resolved, r).await {
                             self.say(&stack, format!("could not remove {} after the failure: {de:#}", r.display()));
                         }
@@ -411,6 +754,9 @@ impl Backend for KubeBackend {
                     return Err(e.context(format!("stack '{stack}': standup failed")));
                 }
             };
+            if let Some(previous) = &previous {
+                self.remove_leftovers(&client, &stack, previous, &done).await?;
+            }
             Ok(Receipt {
                 version: Receipt::VERSION,
                 stack,
@@ -421,9 +767,10 @@ impl Backend for KubeBackend {
                 created_unix: crate::util::unix_now() as u64,
                 body: serde_json::to_value(KubeBody {
                     server: self.cluster.server.clone(),
-                    objects: applied,
+                    objects: done.objects,
                     endpoint,
                     harness_pod: request.target.harness_pod().cloned(),
+                    releases: done.releases,
                 })?,
             })
         })
@@ -432,7 +779,7 @@ impl Backend for KubeBackend {
     fn server_dry_run<'a>(&'a self, target: &'a StackTarget, plan_digest: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let client = self.client()?;
-            let request = StandupRequest { target, plan_digest, deployment: "", log_dir: std::path::Path::new("") };
+            let request = StandupRequest { target, plan_digest, deployment: "", log_dir: std::path::Path::new(""), previous: None };
             let (planned, resolved) = self.planned(&client, &request).await?;
             // A dry run creates nothing, so objects in a namespace this plan would create
             // cannot be judged yet (the server answers NotFound); say so instead.
@@ -454,6 +801,12 @@ impl Backend for KubeBackend {
                     Ok(_) => accepted.push(format!("server dry run: {} accepted", p.display())),
                     Err(e) => refused.push(format!("{e:#}")),
                 }
+            }
+            for r in super::releases::releases(target)? {
+                accepted.push(format!(
+                    "server dry run: {} not checked (llmd does not run helm in a dry run; see helm-commands.txt)",
+                    r.display()
+                ));
             }
             if !refused.is_empty() {
                 bail!(
@@ -494,6 +847,13 @@ impl Backend for KubeBackend {
                     return verdict;
                 }
             }
+            for r in body.releases.iter().filter(|r| r.scope != Scope::Cluster) {
+                match check_release(&client, r).await {
+                    Ok(None) => {}
+                    Ok(Some(verdict)) => return verdict,
+                    Err(e) => return Liveness::Gone(format!("{e:#}")),
+                }
+            }
             Liveness::Live
         })
     }
@@ -506,6 +866,7 @@ impl Backend for KubeBackend {
             let (url, guard) = forward::forward(&client, &endpoint.namespace, &endpoint.name, endpoint.port)
                 .await
                 .with_context(|| format!("stack '{}': cannot reach it from this machine", receipt.stack))?;
+            let url = format!("{url}{}", endpoint.path);
             let launcher = match &body.harness_pod {
                 Some(m) => Some(std::sync::Arc::new(harness::PodLauncher::new(
                     self.cluster.config.clone(),
@@ -525,9 +886,17 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let body = KubeBody::of(receipt)?;
             let client = self.client()?;
+            let mut errors = Vec::new();
+            // The stack's own releases first (they use the objects below), newest first.
+            for r in body.releases.iter().rev().filter(|r| r.scope == Scope::Stack && r.by_llmd) {
+                match self.helm.uninstall(&r.namespace, &r.name, None).await {
+                    Ok(true) => self.say(&receipt.stack, format!("uninstalled {}", r.display())),
+                    Ok(false) => self.say(&receipt.stack, format!("{} was already gone", r.display())),
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
             let own: Vec<ObjectRef> = body.objects.iter().rev().filter(|r| !r.shared && !r.preexisting).cloned().collect();
             let resolved = resolve_refs(&client, &own).await?;
-            let mut errors = Vec::new();
             for r in &own {
                 match self.delete_one(&client, &resolved, r).await {
                     Ok(true) => self.say(&receipt.stack, format!("deleted {}", r.display())),
@@ -539,15 +908,49 @@ impl Backend for KubeBackend {
         })
     }
 
+    fn release_shared<'a>(&'a self, receipt: &'a Receipt, others: &'a [Receipt]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let body = KubeBody::of(receipt)?;
+            let mut released = Vec::new();
+            for r in body.releases.iter().filter(|r| r.scope == Scope::Shared && r.by_llmd) {
+                let users: Vec<&str> = others
+                    .iter()
+                    .filter(|o| o.backend == self.name())
+                    .filter(|o| {
+                        KubeBody::of(o).is_ok_and(|b| {
+                            b.server == body.server && b.releases.iter().any(|x| x.namespace == r.namespace && x.name == r.name)
+                        })
+                    })
+                    .map(|o| o.stack.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    self.say(&receipt.stack, format!("kept shared {}: stack(s) {} still use it", r.display(), users.join(", ")));
+                    continue;
+                }
+                if self.helm.uninstall(&r.namespace, &r.name, None).await? {
+                    self.say(&receipt.stack, format!("uninstalled shared {} (its last user)", r.display()));
+                    released.push(r.display());
+                }
+            }
+            Ok(released)
+        })
+    }
+
     fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move { sweep::sweep(&self.client()?, scopes, dry_run).await })
+        Box::pin(async move { sweep::sweep(&self.client()?, &self.helm, scopes, dry_run).await })
     }
 
     fn summary(&self, receipt: &Receipt) -> String {
         match KubeBody::of(receipt) {
             Ok(b) => {
                 let own = b.objects.iter().filter(|r| !r.shared).count();
-                format!("{} object(s) ({own} of the stack's own) on {}", b.objects.len(), b.server)
+                let releases = if b.releases.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = b.releases.iter().map(|r| r.name.as_str()).collect();
+                    format!(" and helm release(s) {}", names.join(", "))
+                };
+                format!("{} object(s) ({own} of the stack's own){releases} on {}", b.objects.len(), b.server)
             }
             Err(e) => format!("{e:#}"),
         }

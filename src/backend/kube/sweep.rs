@@ -1,5 +1,5 @@
-//! `teardown --deep`: everything labelled managed-by llmd in some namespaces, found
-//! and deleted — what receipts may have lost track of (a standup killed before
+//! `teardown --deep`: every helm release llmd installed and everything labelled
+//! managed-by llmd in some namespaces, found and removed — what receipts may have lost track of (a standup killed before
 //! it wrote its receipt, a deleted workspace).
 
 use anyhow::Result;
@@ -8,6 +8,7 @@ use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 use kube::core::GroupVersionKind;
 
 use super::diagnose::api_error;
+use super::helm::Helm;
 use super::objects::{MANAGED_BY, Resolved, describe};
 
 /// The kinds llmd creates in a namespace, in deletion order (workloads first).
@@ -26,15 +27,24 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("", "v1", "PersistentVolumeClaim"),
 ];
 
-/// Lists the objects labelled managed-by llmd in `namespaces` (kinds the cluster does
-/// not serve are skipped) and, unless `dry_run`, deletes each by UID — so an object
-/// re-created since the listing is spared. Returns what it found, as messages name it.
-pub async fn sweep(client: &Client, namespaces: &[String], dry_run: bool) -> Result<Vec<String>> {
+/// Lists the helm releases llmd installed and the objects labelled managed-by llmd in
+/// `namespaces` (kinds the cluster does not serve are skipped) and, unless `dry_run`,
+/// uninstalls the releases and deletes each object by UID — so an object re-created
+/// since the listing is spared. Returns what it found, as messages name it.
+pub async fn sweep(client: &Client, helm: &Helm, namespaces: &[String], dry_run: bool) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for ns in namespaces {
+        for name in Helm::managed_in(client, ns).await? {
+            if !dry_run && let Err(e) = helm.uninstall(ns, &name, None).await {
+                errors.push(format!("{e:#}"));
+            }
+            found.push(format!("helm release {ns}/{name}"));
+        }
+    }
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let kinds: Vec<GroupVersionKind> = KINDS.iter().map(|(g, v, k)| GroupVersionKind::gvk(g, v, k)).collect();
     let (resolved, _unserved) = Resolved::discover_served(client, kinds.clone()).await?;
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
     for gvk in kinds.iter().filter(|g| resolved.served(g)) {
         for ns in namespaces {
             let api = resolved.api(client, gvk, Some(ns))?;

@@ -1,5 +1,5 @@
 //! Watch-based waits: a volume Bound, a Job Complete, a Deployment's pods Ready, a
-//! pod Ready or finished.
+//! pod Ready or finished, a Gateway Programmed, an InferencePool Accepted.
 //!
 //! Each wait watches the object and the pods it owns (never polls), prints a progress
 //! line when something changes (ready n/m, pod phase, the latest event) and at least
@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::core::{ApiResource, DynamicObject};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
@@ -23,7 +23,7 @@ use super::diagnose::{explain, recent_events, terminal};
 use super::objects::describe;
 
 /// What a wait is for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Goal {
     PvcBound,
     JobComplete,
@@ -31,6 +31,10 @@ pub enum Goal {
     /// A pod Ready, or finished (Succeeded; Failed is terminal): a harness pod turns
     /// Ready when its harness has exited ([`super::harness`]).
     PodDone,
+    /// A Gateway's `Programmed` condition True (its controller serves it).
+    GatewayProgrammed,
+    /// An InferencePool accepted by a parent (a Gateway its HTTPRoute attaches to).
+    PoolAccepted,
 }
 
 impl Goal {
@@ -40,6 +44,8 @@ impl Goal {
             Goal::JobComplete => "Job",
             Goal::DeploymentReady => "Deployment",
             Goal::PodDone => "Pod",
+            Goal::GatewayProgrammed => "Gateway",
+            Goal::PoolAccepted => "InferencePool",
         }
     }
     fn word(self) -> &'static str {
@@ -48,6 +54,8 @@ impl Goal {
             Goal::JobComplete => "Complete",
             Goal::DeploymentReady => "Ready",
             Goal::PodDone => "done",
+            Goal::GatewayProgrammed => "Programmed",
+            Goal::PoolAccepted => "Accepted",
         }
     }
     fn resource(self) -> ApiResource {
@@ -56,6 +64,13 @@ impl Goal {
             Goal::JobComplete => ApiResource::erase::<Job>(&()),
             Goal::DeploymentReady => ApiResource::erase::<Deployment>(&()),
             Goal::PodDone => ApiResource::erase::<Pod>(&()),
+            Goal::GatewayProgrammed => {
+                ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway"), "gateways")
+            }
+            Goal::PoolAccepted => ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("inference.networking.k8s.io", "v1", "InferencePool"),
+                "inferencepools",
+            ),
         }
     }
 }
@@ -157,6 +172,22 @@ fn judge(until: &Until, object: Option<&DynamicObject>, pods: &BTreeMap<String, 
                 Progress::Waiting(format!("ready {}/{want}; pods: {}", status.ready_replicas.unwrap_or(0), pod_line(pods)))
             }
         }
+        Goal::GatewayProgrammed => match condition(&o.data["status"]["conditions"], "Programmed") {
+            Some((true, _)) => Progress::Done,
+            Some((false, why)) => Progress::Waiting(format!("not Programmed: {why}")),
+            None => Progress::Waiting("no Programmed condition yet (is its gateway controller running?)".into()),
+        },
+        Goal::PoolAccepted => {
+            let parents = o.data["status"]["parents"].as_array().cloned().unwrap_or_default();
+            let verdicts: Vec<(bool, String)> = parents.iter().filter_map(|p| condition(&p["conditions"], "Accepted")).collect();
+            if verdicts.iter().any(|(ok, _)| *ok) {
+                Progress::Done
+            } else if let Some((_, why)) = verdicts.first() {
+                Progress::Waiting(format!("not Accepted: {why}"))
+            } else {
+                Progress::Waiting("no parent has accepted it yet (an HTTPRoute to it on a programmed Gateway)".into())
+            }
+        }
         Goal::PodDone => {
             let p: Pod = o.clone().try_parse()?;
             let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
@@ -169,10 +200,18 @@ fn judge(until: &Until, object: Option<&DynamicObject>, pods: &BTreeMap<String, 
     })
 }
 
+/// A status condition of `type_` in a condition list: whether it is True, and its
+/// reason and message.
+fn condition(conditions: &serde_json::Value, type_: &str) -> Option<(bool, String)> {
+    let c = conditions.as_array()?.iter().find(|c| c["type"] == type_)?;
+    let why = [c["reason"].as_str(), c["message"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+    Some((c["status"] == "True", why))
+}
+
 /// The label selector of the pods `until` owns, once the object is known.
 fn pod_selector(until: &Until, object: &DynamicObject) -> Option<String> {
     match until.goal {
-        Goal::PvcBound | Goal::PodDone => None,
+        Goal::PvcBound | Goal::PodDone | Goal::GatewayProgrammed | Goal::PoolAccepted => None,
         Goal::JobComplete => Some(format!("job-name={}", until.name)),
         Goal::DeploymentReady => {
             let labels = object.data["spec"]["selector"]["matchLabels"].as_object()?;
