@@ -8,6 +8,8 @@
 
 #[path = "support/fakekube.rs"]
 mod fakekube;
+#[path = "support/kubeplay.rs"]
+mod kubeplay;
 mod support;
 
 use std::path::Path;
@@ -15,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fakekube::Cluster;
+use kubeplay::{llmd_image, serve_with_sim};
 use serde_json::Value;
 use support::{llmd, run};
 
@@ -360,7 +363,8 @@ fn rendered_manifests_are_valid_kubernetes_objects() {
                 let name = file.file_name().unwrap().to_string_lossy().to_string();
                 let manifests = llmd::backend::standup_manifests(&[(name.clone(), text.clone())]);
                 let harness = name.contains("harness_pod") && !text.trim().is_empty();
-                if manifests.is_empty() && !harness {
+                // Helmfiles and helm values are checked by helm, not here.
+                if !(manifests.iter().any(|m| m.is_object()) || harness) {
                     continue;
                 }
                 for doc in llmd::yaml::load::load_all_str(&text, &name).unwrap() {
@@ -489,21 +493,6 @@ fn non_admin_applies_no_cluster_scoped_objects() {
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
-/// The model server and harness image for run tests: on the fake, any name (pods do
-/// not run; a local `llmd sim` answers port-forwards and the hook below plays harness
-/// pods); on a real cluster, an llmd image (`LLMD_TEST_LLMD_IMAGE`), whose `llmd sim`
-/// is the model server and whose `llmd load` is the harness.
-fn llmd_image(cluster: &Cluster) -> Option<String> {
-    match (cluster.fake(), std::env::var("LLMD_TEST_LLMD_IMAGE")) {
-        (_, Ok(image)) => Some(image),
-        (Some(_), Err(_)) => Some("registry.example/llmd:test".to_string()),
-        (None, Err(_)) => {
-            eprintln!("skipped on a real cluster: set LLMD_TEST_LLMD_IMAGE to an llmd image the cluster can pull");
-            None
-        }
-    }
-}
-
 /// `--set`s that serve the test model with `llmd sim` from `image`.
 fn sim_stack(image: &str) -> Vec<String> {
     sim_stack_after(image, "")
@@ -525,64 +514,11 @@ fn sim_stack_after(image: &str, before: &str) -> Vec<String> {
     sets
 }
 
-/// Plays an `llmd load` harness pod for real on this machine: the profile from the
-/// pod's ConfigMap, the endpoint mapped to `sim_url`, the outputs back as the pod's
-/// files under its `--output` directory.
-fn play_llmd_load(sim_url: String) -> impl Fn(&fakekube::PodRun) -> fakekube::PodExit + Send + Sync + 'static {
-    move |pod| {
-        let mut exit = fakekube::PodExit { code: 1, ..Default::default() };
-        if pod.argv.first().map(String::as_str) != Some("llmd") {
-            exit.log = format!("the fake plays llmd harness pods only, not {:?}", pod.argv);
-            return exit;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut argv = pod.argv[1..].to_vec();
-        let mut output_in_pod = String::new();
-        for i in 0..argv.len().saturating_sub(1) {
-            match argv[i].as_str() {
-                "--profile" => match pod.files.get(&argv[i + 1]) {
-                    Some(text) => {
-                        std::fs::write(dir.path().join("profile.yaml"), text).unwrap();
-                        argv[i + 1] = dir.path().join("profile.yaml").display().to_string();
-                    }
-                    None => {
-                        exit.log = format!("{} is not mounted in the pod (mounted: {:?})", argv[i + 1], pod.files.keys());
-                        return exit;
-                    }
-                },
-                "--endpoint" => argv[i + 1] = sim_url.clone(),
-                "--output" => {
-                    output_in_pod = argv[i + 1].clone();
-                    argv[i + 1] = dir.path().join("out").display().to_string();
-                }
-                _ => {}
-            }
-        }
-        let out = llmd().args(&argv).output().unwrap();
-        exit.code = out.status.code().unwrap_or(1);
-        exit.log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let out_dir = dir.path().join("out");
-        for rel in if out_dir.is_dir() { support::files_under(&out_dir) } else { Vec::new() } {
-            exit.files.insert(format!("{output_in_pod}/{}", rel.display()), std::fs::read(out_dir.join(&rel)).unwrap());
-        }
-        exit
-    }
-}
-
-/// A simulator serving the test model, with the fake wired to it.
-fn serve_with_sim(cluster: &Cluster) -> Option<support::Sim> {
-    let fake = cluster.fake()?;
-    let sim = support::Sim::start(&["--model", "sshleifer/tiny-gpt2"]);
-    fake.forward_to(std::net::SocketAddr::from(([127, 0, 0, 1], sim.port)));
-    fake.on_pod_run(play_llmd_load(format!("http://127.0.0.1:{}", sim.port)));
-    Some(sim)
-}
-
 #[test]
 fn runs_are_harness_pods_whose_results_come_back() {
     let cluster = Cluster::for_test();
     let Some(image) = llmd_image(&cluster) else { return };
-    let _sim = serve_with_sim(&cluster);
+    let _sim = serve_with_sim(&cluster, &["--model", "sshleifer/tiny-gpt2"]);
     let ws = tempfile::tempdir().unwrap();
     let with = |sub: &[&str]| {
         let mut c = llmd();
@@ -718,7 +654,7 @@ fn a_build_killed_during_standup_reapplies_without_duplicates() {
         return;
     };
     let Some(image) = llmd_image(&cluster) else { return };
-    let _sim = serve_with_sim(&cluster);
+    let _sim = serve_with_sim(&cluster, &["--model", "sshleifer/tiny-gpt2"]);
     let dir = tempfile::tempdir().unwrap();
     let one_setup = KUBE_EXPERIMENT.replace("    - name: b\n      namespace.name: llmd-test-b\n", "");
     std::fs::write(dir.path().join("exp.yaml"), one_setup).unwrap();
@@ -745,7 +681,7 @@ fn a_build_killed_during_standup_reapplies_without_duplicates() {
 fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     let cluster = Cluster::for_test();
     let Some(image) = llmd_image(&cluster) else { return };
-    let _sim = serve_with_sim(&cluster);
+    let _sim = serve_with_sim(&cluster, &["--model", "sshleifer/tiny-gpt2"]);
     let dir = tempfile::tempdir().unwrap();
     let exp = dir.path().join("exp.yaml");
     std::fs::write(&exp, KUBE_EXPERIMENT).unwrap();

@@ -12,6 +12,8 @@
 
 #[path = "support/fakekube.rs"]
 mod fakekube;
+#[path = "support/kubeplay.rs"]
+mod kubeplay;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -341,6 +343,87 @@ fn plan_lists_the_helm_commands_and_dry_run_prints_them() {
     assert!(out.contains("helm upgrade --install infra-llmdbench"), "{out}");
     assert_eq!(helm.released("upgrade", 0).unwrap_or_default(), Vec::<String>::new(), "a dry run installs nothing");
     assert!(!ws.path().join("receipts").exists() || std::fs::read_dir(ws.path().join("receipts")).unwrap().next().is_none());
+}
+
+const MS_EXPERIMENT: &str = "\
+experiment:
+  name: ms-build
+  spec: examples/multi-model
+  harness: llmd
+  profile: sanity_random.yaml
+setup:
+  treatments:
+    - name: a
+      namespace.name: llmd-ms-build
+      httpRoute.mode: per-stack
+      storage.modelPvc.size: 1Gi
+      storage.workloadPvc.size: 1Gi
+      model.maxModelLen: 1024
+constants:
+  load.stages.0.duration: 1
+treatments:
+  - name: r
+    load.stages.0.rate: 4
+";
+
+#[test]
+fn a_run_treatment_rebuild_with_kept_stacks_calls_helm_zero_times() {
+    let cluster = Cluster::for_test();
+    let Some(image) = kubeplay::llmd_image(&cluster) else { return };
+    let helm = Helm::for_cluster(&cluster);
+    let _sim = kubeplay::serve_with_sim(
+        &cluster,
+        &["--model", "Qwen/Qwen3-0.6B", "--served-model-name", "Qwen/Qwen3-0.6B,meta-llama/Llama-3.1-8B-Instruct"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp.yaml");
+    std::fs::write(&exp, MS_EXPERIMENT).unwrap();
+    let build = || {
+        let mut c = llmd();
+        c.arg("build").arg(&exp).args(["--json", "--keep-stacks", "--harness-timeout", "120"]);
+        c.args(["--backend", "kube", "--standalone-deploy-timeout", "120", "--llmd-image", &image]);
+        c.arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.path().join("ws"));
+        c.env("LLMD_CACHE_DIR", dir.path().join("cache"));
+        helm.wire(&mut c);
+        let r = run(&mut c);
+        let report: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", r.stdout, r.stderr));
+        assert_eq!(r.code, 0, "{}\n{report}", r.stderr);
+        let mut ran: Vec<String> = report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"] == "ran")
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        ran.sort();
+        ran
+    };
+    let first = build();
+    assert_eq!(first.iter().filter(|id| id.starts_with("standup/")).count(), 2, "{first:?}");
+    assert_eq!(first.iter().filter(|id| id.starts_with("run/")).count(), 2, "a run per stack: {first:?}");
+    let rec: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ws/setup-treatment-a/receipts/qwen3-06b.json")).unwrap()).unwrap();
+    assert_eq!(rec["body"]["endpoint"]["name"], "infra-llmdbench-inference-gateway-istio", "runs go through the gateway");
+    let results = dir.path().join("ws/setup-treatment-a/results");
+    let reports = support::files_under(&results).into_iter().filter(|p| p.ends_with("report.json")).count();
+    assert_eq!(reports, 2, "a benchmark report per stack");
+
+    let before = helm.count();
+    std::fs::write(&exp, MS_EXPERIMENT.replace("rate: 4", "rate: 6")).unwrap();
+    let second = build();
+    assert!(second.iter().all(|id| !id.starts_with("standup/") && !id.starts_with("plan/")), "nothing redeployed: {second:?}");
+    assert_eq!(second.iter().filter(|id| id.starts_with("run/")).count(), 2, "{second:?}");
+    assert_eq!(helm.count(), before, "a run-treatment rebuild runs helm zero times");
+
+    let mut down = llmd();
+    down.arg("teardown").arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"));
+    helm.wire(&mut down);
+    let r = run(&mut down);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    if let Some(uninstalls) = helm.released("uninstall", before) {
+        assert_eq!(uninstalls.len(), 5, "two stacks' router and model servers, then the shared gateway: {uninstalls:?}");
+        assert_eq!(uninstalls.last().map(String::as_str), Some("infra-llmdbench"));
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -79,11 +79,19 @@ pub async fn validate(access: &Access, receipt: &Receipt, config: &Node, plan_di
     }
     for url in &access.urls {
         let (_, models) = http_json(&endpoint(url)?, "/v1/models", None, TIMEOUT).await?;
-        let m = &models["data"][0];
+        // A gateway in front of several stacks (or a server with adapters) lists several
+        // models: the configured one must be among them.
+        let served: Vec<&serde_json::Value> = models["data"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
+        let m =
+            want_model.as_deref().and_then(|w| served.iter().find(|m| m["id"].as_str() == Some(w))).copied().unwrap_or(&models["data"][0]);
         if let Some(want) = &want_model
             && m["id"].as_str() != Some(want.as_str())
         {
-            problems.push(format!("{url}: serves '{}', config says '{want}'", m["id"]));
+            let ids: Vec<String> = served.iter().map(|m| m["id"].to_string()).collect();
+            problems.push(format!(
+                "{url}: serves {}, config says '{want}'",
+                if ids.is_empty() { "no model".to_string() } else { ids.join(", ") }
+            ));
         }
         if let (Some(want), Some(got)) = (want_len, m["max_model_len"].as_i64())
             && want != got
