@@ -414,7 +414,14 @@ fn deep_teardown_sweeps_what_llmd_manages_in_the_namespace() {
     let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep", "--dry-run"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("would delete") && r.stderr.contains("Deployment llmd-test/vllm-standalone-"), "{}", r.stderr);
-    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep"]));
+    // Without a terminal to ask on, --deep only lists unless told --yes.
+    let r = run(kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep"]).stdin(std::process::Stdio::null()));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not deleted; pass --yes"), "{}", r.stderr);
+    if let Some(fake) = cluster.fake() {
+        assert_eq!(fake.list("Deployment").len(), 1, "nothing deleted without --yes");
+    }
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown", "--deep", "--yes"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("PersistentVolumeClaim llmd-test/model-pvc"), "shared objects are swept too: {}", r.stderr);
     if let Some(fake) = cluster.fake() {

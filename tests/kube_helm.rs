@@ -300,6 +300,51 @@ fn non_admin_installs_no_cluster_scoped_object() {
 }
 
 #[test]
+fn non_admin_names_a_missing_namespace_before_touching_anything() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: needs a cluster without the namespace");
+        return;
+    };
+    let helm = Helm::for_cluster(&cluster);
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--non-admin"]));
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("namespace '{NS}' does not exist, and --non-admin creates no cluster-scoped object")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(&format!("kubectl create namespace {NS}")), "a suggestion: {}", r.stderr);
+    assert_eq!(helm.released("upgrade", 0).unwrap(), Vec::<String>::new(), "no release installed");
+    assert!(fake.requests().iter().all(|r| !r.starts_with("PATCH") && !r.starts_with("POST")), "nothing applied");
+}
+
+#[test]
+fn deep_teardown_uninstalls_the_releases_llmd_installed() {
+    let cluster = Cluster::for_test();
+    let helm = Helm::for_cluster(&cluster);
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The receipts are lost: only --deep finds what is left.
+    std::fs::remove_dir_all(ws.path().join("receipts")).unwrap();
+    let before = helm.count();
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["teardown", "--deep", "--yes"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("helm release {NS}/infra-llmdbench")), "{}", r.stderr);
+    if let Some(mut uninstalls) = helm.released("uninstall", before) {
+        uninstalls.sort();
+        assert_eq!(uninstalls.len(), 5, "the shared gateway and both stacks' two releases: {uninstalls:?}");
+        assert!(uninstalls.contains(&"infra-llmdbench".to_string()));
+    }
+    if let Some(fake) = cluster.fake() {
+        let left: Vec<Value> = fake.list("Deployment").into_iter().filter(|d| d["metadata"]["namespace"] == NS).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+#[test]
 fn a_failing_release_names_helm_output_and_leaves_nothing_of_the_stack() {
     let cluster = Cluster::for_test();
     let Some(fake) = cluster.fake() else {

@@ -105,6 +105,10 @@ pub struct TeardownArgs {
     /// (`-p`, and those the receipts name), receipts or not (kube backend), naming each.
     #[arg(short = 'd', long)]
     pub deep: bool,
+    /// With --deep: delete without asking (a terminal is asked; anything else must say
+    /// --yes, or only lists).
+    #[arg(short = 'y', long, env = "LLMD_YES")]
+    pub yes: bool,
 }
 
 /// Renders the plan and turns its stacks into phase entries.
@@ -418,6 +422,9 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
                 && let Ok(body) = crate::backend::kube::KubeBody::of(r)
             {
                 namespaces.extend(body.objects.iter().filter_map(|o| o.namespace.clone()));
+                namespaces.extend(
+                    body.releases.iter().filter(|r| r.scope != crate::backend::releases::Scope::Cluster).map(|r| r.namespace.clone()),
+                );
             }
         }
     }
@@ -436,28 +443,51 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
         ok &= run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps()).ok();
     }
     if args.deep {
-        ok &= deep_teardown(&rt, &registry, &namespaces, global.dry_run);
+        ok &= deep_teardown(&rt, &registry, &namespaces, global.dry_run, args.yes);
     }
     Ok(ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE }))
 }
 
-/// `teardown --deep`: everything the cluster backend manages in `namespaces`.
-fn deep_teardown(rt: &tokio::runtime::Runtime, registry: &Registry, namespaces: &[String], dry_run: bool) -> bool {
-    let result = registry.get("kube").and_then(|b| rt.block_on(b.sweep(namespaces, dry_run)));
-    match result {
-        Ok(found) => {
-            let verb = if dry_run { "would delete" } else { "deleted" };
-            eprintln!("teardown --deep in {}: {verb} {} object(s) managed by llmd", namespaces.join(", "), found.len());
-            for f in &found {
-                eprintln!("  {f}");
+/// `teardown --deep`: everything the cluster backend manages in `namespaces`, listed
+/// first; deleted with `yes`, or when a terminal's user says so.
+fn deep_teardown(rt: &tokio::runtime::Runtime, registry: &Registry, namespaces: &[String], dry_run: bool, yes: bool) -> bool {
+    use std::io::IsTerminal;
+    let result = registry.get("kube").and_then(|b| {
+        let found = rt.block_on(b.sweep(namespaces, true))?;
+        let where_ = namespaces.join(", ");
+        if found.is_empty() {
+            eprintln!("teardown --deep in {where_}: nothing managed by llmd is left");
+            return Ok(true);
+        }
+        eprintln!("teardown --deep in {where_}: {} thing(s) managed by llmd:", found.len());
+        for f in &found {
+            eprintln!("  {f}");
+        }
+        if dry_run {
+            eprintln!("teardown --deep: would delete them (dry run)");
+            return Ok(true);
+        }
+        if !yes {
+            if !std::io::stdin().is_terminal() {
+                eprintln!("teardown --deep: not deleted; pass --yes (or set LLMD_YES=1) to delete them without a terminal to ask on");
+                return Ok(false);
             }
-            true
+            eprint!("delete all {} (they may belong to stacks of other workspaces)? [y/N] ", found.len());
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("teardown --deep: nothing deleted");
+                return Ok(true);
+            }
         }
-        Err(e) => {
-            eprintln!("teardown --deep: {e:#}");
-            false
-        }
-    }
+        let deleted = rt.block_on(b.sweep(namespaces, false))?;
+        eprintln!("teardown --deep in {where_}: deleted {} thing(s) managed by llmd", deleted.len());
+        Ok(true)
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("teardown --deep: {e:#}");
+        false
+    })
 }
 
 #[cfg(test)]

@@ -219,6 +219,26 @@ impl KubeBackend {
                 }
                 keep
             });
+            // What a non-admin cannot create must be there already: say which, up front.
+            let mut needed: Vec<String> = planned.iter().map(|p| self.namespace_of(p)).collect();
+            needed.extend(super::releases::releases(target)?.into_iter().filter(|r| r.scope != Scope::Cluster).map(|r| r.namespace));
+            needed.sort();
+            needed.dedup();
+            let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+            for ns in needed {
+                let found = namespaces
+                    .get_opt(&ns)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read namespace {ns}: {}", diagnose::api_error(&e)))?;
+                if found.is_none() {
+                    return Err(crate::error::InputError::new(format!(
+                        "stack '{}': namespace '{ns}' does not exist, and --non-admin creates no cluster-scoped object",
+                        target.name
+                    ))
+                    .help(format!("ask a cluster admin to create it (kubectl create namespace {ns}), or stand up without --non-admin"))
+                    .into());
+                }
+            }
         }
         Ok((planned, resolved))
     }
