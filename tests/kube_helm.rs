@@ -371,6 +371,42 @@ fn a_failing_release_names_helm_output_and_leaves_nothing_of_the_stack() {
 }
 
 #[test]
+fn a_standup_killed_during_helm_recovers_the_pending_release() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: the hang is injected into the helm stand-in");
+        return;
+    };
+    let helm = Helm::for_cluster(&cluster);
+    let ws = tempfile::tempdir().unwrap();
+    let plan = run(&mut plan_cmd(ws.path()));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let commands = std::fs::read_to_string(ws.path().join(format!("plan/{}/helm-commands.txt", STACKS[0]))).unwrap();
+    let ms = commands.lines().find(|l| l.starts_with("helm upgrade --install") && l.contains("-ms ")).unwrap();
+    let release = ms.split_whitespace().nth(3).unwrap().to_string();
+    let mut c = ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]);
+    let mut child = c.env("HELM_STANDIN_HANG", &release).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // kill -9 once helm has recorded the release as pending-install.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fake.list("Secret").iter().any(|s| s["metadata"]["labels"]["name"] == release.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "helm never started on {release}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = helm.count();
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("was left pending-install by an interrupted helm run: recovering it"), "{}", r.stderr);
+    assert_eq!(helm.released("uninstall", before).unwrap(), [release.clone()], "the pending release is removed");
+    assert!(helm.released("upgrade", before).unwrap().contains(&release), "and installed again");
+    let rec = receipt(ws.path(), STACKS[0]);
+    assert!(releases(&rec).iter().any(|r| r["name"] == release.as_str() && r["revision"] == 1), "{rec}");
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["teardown"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
 fn plan_lists_the_helm_commands_and_dry_run_prints_them() {
     let cluster = Cluster::for_test();
     let helm = Helm::for_cluster(&cluster);

@@ -281,11 +281,17 @@ mod tests {
             f("13_ms-values.yaml", "decode:\n  replicas: 1\n"),
             f("17_podmonitor.yaml", "\n"),
             f("20_harness_pod.yaml", "apiVersion: v1\nkind: Pod\n"),
-            f("10_helmfile.yaml", "releases:\n- name: x\n---\napiVersion: v1\nkind: ConfigMap\n"),
+            f("10_helmfile.yaml", "releases:\n- name: x\n  values:\n  - 13_ms-values.yaml\n"),
+            f("09_helmfile-empty.yaml", "\n"),
+            f("12_router-values.yaml", "router: {}\n"),
         ];
         let manifests = standup_manifests(&files);
         let names: Vec<&str> = manifests.iter().map(|m| m.file.as_str()).collect();
-        assert_eq!(names, ["05_ns.yaml", "15_svc.yaml", "20_harness_pod.yaml"]);
+        assert_eq!(
+            names,
+            ["05_ns.yaml", "10_helmfile.yaml", "13_ms-values.yaml", "15_svc.yaml", "20_harness_pod.yaml"],
+            "objects, the harness pod, helmfiles with releases and the values files they name"
+        );
         let c = load_str("model: {name: m}\n", "c").unwrap();
         let t = target_from_config("s", &c).unwrap().with_manifests(manifests);
         let deployed: Vec<&str> = t.deployed().map(|m| m.file.as_str()).collect();
@@ -293,7 +299,15 @@ mod tests {
         assert_eq!(t.harness_pod().map(|m| m.file.as_str()), Some("20_harness_pod.yaml"));
         // Editing the harness pod changes no deployment.
         let mut edited = t.clone();
-        edited.manifests[2].text.push_str("metadata: {name: other}\n");
+        edited.manifests[4].text.push_str("metadata: {name: other}\n");
         assert_eq!(edited.manifests_digest(), t.manifests_digest());
+        assert_eq!(edited.releases_digest(), t.releases_digest());
+        // Editing helm values changes the releases' digest, not the objects'.
+        let mut values = t.clone();
+        values.manifests[2].text = "decode:\n  replicas: 2\n".into();
+        assert_eq!(values.manifests_digest(), t.manifests_digest());
+        assert_ne!(values.releases_digest(), t.releases_digest());
+        let objects_only = t.clone().with_manifests(t.deployed().cloned().collect());
+        assert_eq!(objects_only.releases_digest(), None);
     }
 }

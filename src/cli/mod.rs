@@ -69,6 +69,12 @@ pub struct GlobalArgs {
     /// Seconds a standalone stack's pods may take to become Ready (kube backend).
     #[arg(long, global = true, default_value_t = 900, value_name = "S")]
     pub standalone_deploy_timeout: u64,
+    /// Seconds a modelservice stack's releases' pods may take to become Ready (kube backend).
+    #[arg(long, global = true, default_value_t = 1500, value_name = "S")]
+    pub modelservice_deploy_timeout: u64,
+    /// Seconds a Gateway may take to be Programmed and an InferencePool Accepted (kube backend).
+    #[arg(long, global = true, default_value_t = 120, value_name = "S")]
+    pub gateway_deploy_timeout: u64,
     /// Seconds a volume may take to be Bound (kube backend).
     #[arg(long, global = true, default_value_t = 240, value_name = "S")]
     pub pvc_bind_timeout: u64,
@@ -188,6 +194,8 @@ impl GlobalArgs {
             cluster: crate::backend::kube::cluster::ClusterOptions { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() },
             timeouts: crate::backend::kube::Timeouts {
                 deploy: Duration::from_secs(self.standalone_deploy_timeout),
+                modelservice: Duration::from_secs(self.modelservice_deploy_timeout),
+                gateway: Duration::from_secs(self.gateway_deploy_timeout),
                 pvc_bind: Duration::from_secs(self.pvc_bind_timeout),
                 download: Duration::from_secs(self.download_timeout),
                 ..Default::default()

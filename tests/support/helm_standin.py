@@ -14,11 +14,14 @@ in tests — so llmd's own code reads the results back as it would from real hel
   EPP Deployment and Service and the InferencePool; llm-d-infra → the Gateway with a
   gateway Deployment and Service (as istio would make them); istiod/agentgateway → a
   controller Deployment. Objects of the previous revision it no longer has are deleted;
-* `uninstall` deletes the release's objects and storage Secrets.
+* `uninstall` deletes the release's objects and storage Secrets; `rollback` drops the
+  latest revision.
 
 Every invocation is appended to $HELM_STANDIN_LOG as one JSON line: the argv and the
 text of each values file. $HELM_STANDIN_FAIL=<release> makes installing that release
-fail as helm does (exit 1, "Error: UPGRADE FAILED: …").
+fail as helm does (exit 1, "Error: UPGRADE FAILED: …"); $HELM_STANDIN_HANG=<release>
+records its new revision as pending and hangs (what a helm killed half way leaves), and
+an install over a pending revision fails as helm's does.
 
 Not covered: real charts (templates, hooks, CRDs), `--wait`, rollbacks, locking
 against concurrent operations on one release.
@@ -29,6 +32,7 @@ import gzip
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -200,37 +204,13 @@ def release_of(secret):
     return json.loads(gzip.decompress(base64.b64decode(base64.b64decode(secret["data"]["release"]))))
 
 
-def upgrade(kube, words, flags):
-    release, chart = words[1], words[2]
-    ns = flags.get("--namespace", "default")
-    if os.environ.get("HELM_STANDIN_FAIL") == release:
-        fail(f'UPGRADE FAILED: release {release} failed: context deadline exceeded (stand-in failure)')
-    if kube.call("GET", f"/api/v1/namespaces/{ns}") is None:
-        if not flags.get("--create-namespace"):
-            fail(f'create: failed to create: namespaces "{ns}" not found')
-        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, "namespaces")
-    values = {}
-    for path in flags["-f"]:
-        with open(path) as f:
-            merge(values, yaml.safe_load(f) or {})
-    previous = kube.secrets(ns, release)
-    old_objects = release_of(previous[-1])["manifest"] if previous else []
-    objects = chart_objects(chart, release, ns, values)
-    for o in objects:
-        o["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "Helm"
-        o["metadata"]["annotations"] = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": ns}
-        kube.apply(o, PLURALS[o["kind"]])
-    refs = [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in objects]
-    for old in old_objects:
-        if old not in refs:
-            kube.delete(old["apiVersion"], PLURALS[old["kind"]], ns, old["name"])
-    revision = int(previous[-1]["metadata"]["labels"]["version"]) + 1 if previous else 1
-    version = flags.get("--version", "0.0.0").lstrip("v")
+def write_release(kube, release, ns, revision, version, chart, values, refs, status, flags, previous):
+    """Stores one revision as helm does: a Secret holding the gzipped release JSON."""
     body = {
         "name": release,
         "namespace": ns,
         "version": revision,
-        "info": {"status": "deployed", "description": "Upgrade complete" if previous else "Install complete"},
+        "info": {"status": status, "description": "Upgrade complete" if previous else "Install complete"},
         "chart": {"metadata": {"name": chart.rstrip("/").split("/")[-1], "version": version}},
         "config": values,
         "manifest": refs,
@@ -239,7 +219,7 @@ def upgrade(kube, words, flags):
     system = {"owner", "name", "status", "version", "createdAt", "modifiedAt"}
     # helm merges an upgrade's --labels into the release's earlier ones.
     labels = {k: v for k, v in (previous[-1]["metadata"]["labels"].items() if previous else []) if k not in system}
-    labels.update({"owner": "helm", "name": release, "status": "deployed", "version": str(revision)})
+    labels.update({"owner": "helm", "name": release, "status": status, "version": str(revision)})
     for kv in filter(None, flags.get("--labels", "").split(",")):
         k, v = kv.split("=", 1)
         labels[k] = v
@@ -251,6 +231,44 @@ def upgrade(kube, words, flags):
         "data": {"release": packed},
     }
     kube.apply(secret, "secrets")
+
+
+def upgrade(kube, words, flags):
+    release, chart = words[1], words[2]
+    ns = flags.get("--namespace", "default")
+    if os.environ.get("HELM_STANDIN_FAIL") == release:
+        fail(f'UPGRADE FAILED: release {release} failed: context deadline exceeded (stand-in failure)')
+    previous = kube.secrets(ns, release)
+    if previous and previous[-1]["metadata"]["labels"].get("status", "").startswith("pending-"):
+        status = previous[-1]["metadata"]["labels"]["status"]
+        fail(f"UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress (release is {status})")
+    if kube.call("GET", f"/api/v1/namespaces/{ns}") is None:
+        if not flags.get("--create-namespace"):
+            fail(f'create: failed to create: namespaces "{ns}" not found')
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, "namespaces")
+    values = {}
+    for path in flags["-f"]:
+        with open(path) as f:
+            merge(values, yaml.safe_load(f) or {})
+    old_objects = release_of(previous[-1])["manifest"] if previous else []
+    objects = chart_objects(chart, release, ns, values)
+    refs = [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in objects]
+    revision = int(previous[-1]["metadata"]["labels"]["version"]) + 1 if previous else 1
+    version = flags.get("--version", "0.0.0").lstrip("v")
+    if os.environ.get("HELM_STANDIN_HANG") == release:
+        # What an interrupted helm leaves: the new revision recorded as pending.
+        pending = "pending-upgrade" if previous else "pending-install"
+        write_release(kube, release, ns, revision, version, chart, values, refs, pending, flags, previous)
+        time.sleep(30)
+        fail("timed out (stand-in hang)")
+    for o in objects:
+        o["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "Helm"
+        o["metadata"]["annotations"] = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": ns}
+        kube.apply(o, PLURALS[o["kind"]])
+    for old in old_objects:
+        if old not in refs:
+            kube.delete(old["apiVersion"], PLURALS[old["kind"]], ns, old["name"])
+    write_release(kube, release, ns, revision, version, chart, values, refs, "deployed", flags, previous)
     for p in previous:
         p["metadata"]["labels"]["status"] = "superseded"
         kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": p["metadata"]["name"], "namespace": ns, "labels": p["metadata"]["labels"]}}, "secrets")
@@ -268,6 +286,20 @@ def uninstall(kube, words, flags):
     for s in secrets:
         kube.delete("v1", "secrets", ns, s["metadata"]["name"])
     print(f'release "{release}" uninstalled')
+
+
+def rollback(kube, words, flags):
+    """Back to the last deployed or superseded revision (helm would write a new one)."""
+    release = words[1]
+    ns = flags.get("--namespace", "default")
+    secrets = kube.secrets(ns, release)
+    if len(secrets) < 2:
+        fail(f"release: not found or no revision to roll back to: {release}")
+    kube.delete("v1", "secrets", ns, secrets[-1]["metadata"]["name"])
+    back = secrets[-2]
+    back["metadata"]["labels"]["status"] = "deployed"
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": back["metadata"]["name"], "namespace": ns, "labels": back["metadata"]["labels"]}}, "secrets")
+    print("Rollback was a success! Happy Helming!")
 
 
 def main():
@@ -291,6 +323,8 @@ def main():
         upgrade(kube, words, flags)
     elif words[0] == "uninstall" and len(words) >= 2:
         uninstall(kube, words, flags)
+    elif words[0] == "rollback" and len(words) >= 2:
+        rollback(kube, words, flags)
     else:
         fail(f"the stand-in does not know 'helm {' '.join(argv)}'")
 

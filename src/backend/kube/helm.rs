@@ -95,6 +95,13 @@ impl Helm {
         Ok(())
     }
 
+    /// `helm rollback` to the previous revision (out of a `pending-upgrade`).
+    pub async fn rollback(&self, namespace: &str, name: &str, log: Option<&Path>) -> Result<()> {
+        let args: Vec<String> = ["rollback", name, "--namespace", namespace].iter().map(|s| s.to_string()).collect();
+        self.run(&args, log).await.with_context(|| format!("rolling back helm release {namespace}/{name}"))?;
+        Ok(())
+    }
+
     /// `helm uninstall`; false when there was no such release.
     pub async fn uninstall(&self, namespace: &str, name: &str, log: Option<&Path>) -> Result<bool> {
         let args: Vec<String> = ["uninstall", name, "--namespace", namespace].iter().map(|s| s.to_string()).collect();

@@ -1,25 +1,35 @@
-//! The Kubernetes backend: a stack is the objects of its plan, applied to a cluster.
+//! The Kubernetes backend: a stack is the objects and helm releases of its plan,
+//! installed on a cluster.
 //!
 //! * **Standup** parses the plan's manifests ([`objects::parse`]), labels each object
 //!   `app.kubernetes.io/managed-by: llmd` and `llmd.dev/stack: <stack>` and annotates
 //!   it with the plan digest, resolves every kind through API discovery, and applies
 //!   server-side (field manager `llmd`) in dependency order: namespace, service account
 //!   and RBAC, volumes, the model download Job — waiting for its volumes Bound and the
-//!   Job Complete — then the workload, its Service and the rest, waiting until the
-//!   Deployment's pods are Ready ([`wait`]). A pod in a state waiting cannot fix fails
-//!   the standup at once with its events and last log lines ([`diagnose`]).
-//! * **The receipt** lists every applied object with its UID (and generation), and the
-//!   Service clients use. Objects several stacks share (namespace, RBAC, volumes, the
-//!   model download) are marked shared.
+//!   Job Complete — then the plan's helm releases (method modelservice: gateway
+//!   controller, shared gateway, router, model servers; [`helm`]), each installed only
+//!   when the cluster does not have it as planned, then the workload, its Service and
+//!   the rest, waiting until the Deployments (the plan's and the releases'), Gateways
+//!   and InferencePools are Ready, Programmed and Accepted ([`wait`]). A pod in a state
+//!   waiting cannot fix fails the standup at once with its events and last log lines
+//!   ([`diagnose`]). Given the previous receipt, a standup updates in place and then
+//!   removes what the new plan no longer has.
+//! * **The receipt** lists every applied object with its UID (and generation), every
+//!   release with its revision and values digest, and the Service clients use (the
+//!   gateway's with a path prefix, the EPP's, or the plan's own). Objects several stacks
+//!   share (namespace, RBAC, volumes, the model download) are marked shared.
 //! * **Check** reads each listed object: missing or recreated (another UID) → gone;
 //!   plan-digest annotation or spec generation changed since the standup → drifted;
-//!   a workload without all its replicas Ready → gone.
-//! * **Teardown** deletes the receipt's own (not shared, not pre-existing) objects by
-//!   UID — a delete precondition, foreground propagation — and waits until they are
-//!   gone. Nothing is ever deleted by name pattern; an object replaced by someone else
-//!   (same name, other UID) is left alone. `teardown --deep` ([`sweep`]) is the one
-//!   exception: it lists and deletes everything labelled managed-by llmd in the given
-//!   namespaces.
+//!   a workload without all its replicas Ready → gone. Each release is read from helm's
+//!   storage Secret: gone, failed, or another revision or values → drifted.
+//! * **Teardown** uninstalls the stack's own releases, then deletes the receipt's own
+//!   (not shared, not pre-existing) objects by UID — a delete precondition, foreground
+//!   propagation — and waits until they are gone. Nothing is ever deleted by name
+//!   pattern; an object replaced by someone else (same name, other UID) is left alone.
+//!   The shared gateway release goes with its last user (`release_shared`); the
+//!   cluster-wide gateway controller stays. `teardown --deep` ([`sweep`]) is the one
+//!   exception: it lists and removes every release llmd installed and everything
+//!   labelled managed-by llmd in the given namespaces.
 //! * **Connect** forwards a loopback port to the Service ([`forward`]) for what runs
 //!   on this machine (smoketests, the metrics scrape), and hands runs a [`harness`]
 //!   launcher: each harness instance is a pod beside the deployment that reaches it by
@@ -58,6 +68,10 @@ const WORKLOADS: &[&str] = &["Deployment", "StatefulSet", "LeaderWorkerSet"];
 pub struct Timeouts {
     /// `--standalone-deploy-timeout`: the workload's pods Ready.
     pub deploy: Duration,
+    /// `--modelservice-deploy-timeout`: the pods of a stack's helm releases Ready.
+    pub modelservice: Duration,
+    /// `--gateway-deploy-timeout`: a Gateway Programmed, an InferencePool Accepted.
+    pub gateway: Duration,
     /// `--pvc-bind-timeout`: volumes Bound.
     pub pvc_bind: Duration,
     /// `--download-timeout`: the model download Job Complete.
@@ -70,6 +84,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             deploy: Duration::from_secs(900),
+            modelservice: Duration::from_secs(1500),
+            gateway: Duration::from_secs(120),
             pvc_bind: Duration::from_secs(240),
             download: Duration::from_secs(2400),
             delete: Duration::from_secs(300),
@@ -321,7 +337,8 @@ impl KubeBackend {
                 if goal == Goal::PoolAccepted && !routed {
                     continue; // no gateway: nothing accepts the pool (epponly, none)
                 }
-                wait::wait(client, &Until::new(goal, &rec.namespace, &name), t.deploy, progress).await?;
+                let timeout = if goal == Goal::DeploymentReady { t.modelservice } else { t.gateway };
+                wait::wait(client, &Until::new(goal, &rec.namespace, &name), timeout, progress).await?;
             }
         }
         self.endpoint(client, request.target, planned, &done.releases).await
@@ -358,9 +375,21 @@ impl KubeBackend {
                     crate::util::fs::write_atomic(&dir.join(file), m.text.as_bytes())?;
                     paths.push(dir.join(file));
                 }
+                let log = request.log_dir.join(format!("helm-{stack}.log"));
+                let mut live = live;
+                // A helm run killed half way (llmd interrupted) leaves the release
+                // pending, and helm refuses to touch it again: undo that first.
+                if let Some(l) = live.as_ref().filter(|l| l.status.starts_with("pending-") && l.by_llmd) {
+                    self.say(stack, format!("{} was left {} by an interrupted helm run: recovering it", r.display(), l.status));
+                    if l.status == "pending-install" || l.revision <= 1 {
+                        self.helm.uninstall(&r.namespace, &r.name, Some(&log)).await?;
+                        live = None;
+                    } else {
+                        self.helm.rollback(&r.namespace, &r.name, Some(&log)).await?;
+                    }
+                }
                 let verb = if live.is_some() { "upgrading" } else { "installing" };
                 self.say(stack, format!("{verb} {}", r.display()));
-                let log = request.log_dir.join(format!("helm-{stack}.log"));
                 self.helm.install(r, &paths, self.non_admin, Some(&log)).await?;
                 true
             }
