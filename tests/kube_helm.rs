@@ -195,13 +195,13 @@ fn two_modelservice_stacks_share_one_gateway_and_upgrade_only_what_changed() {
     }
 
     // Someone upgrades a release behind llmd's back: check says drifted.
-    if helm.standin.is_some() {
+    if let Some((standin_dir, _)) = &helm.standin {
         let before = helm.count();
         let mut c = ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest"]);
         c.args(["--set", &format!("{}:decode.replicas=3", STACKS[1])]);
         let values = ws.path().join("edited.yaml");
         std::fs::write(&values, "decode:\n  replicas: 1\n").unwrap();
-        let mut edit = Command::new(helm.standin.as_ref().unwrap().0.path().join("helm"));
+        let mut edit = Command::new(standin_dir.path().join("helm"));
         helm.wire(&mut edit);
         let ok = edit.args(["upgrade", "--install", &own_b[1], "llm-d-modelservice", "--namespace", NS, "-f"]).arg(&values);
         assert!(ok.arg("--kubeconfig").arg(cluster.kubeconfig()).status().unwrap().success());
@@ -398,7 +398,7 @@ fn a_standup_killed_during_helm_recovers_the_pending_release() {
     let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("was left pending-install by an interrupted helm run: recovering it"), "{}", r.stderr);
-    assert_eq!(helm.released("uninstall", before).unwrap(), [release.clone()], "the pending release is removed");
+    assert_eq!(helm.released("uninstall", before).unwrap(), std::slice::from_ref(&release), "the pending release is removed");
     assert!(helm.released("upgrade", before).unwrap().contains(&release), "and installed again");
     let rec = receipt(ws.path(), STACKS[0]);
     assert!(releases(&rec).iter().any(|r| r["name"] == release.as_str() && r["revision"] == 1), "{rec}");

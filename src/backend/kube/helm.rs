@@ -208,9 +208,7 @@ mod tests {
             json
         };
         let text = base64::engine::general_purpose::STANDARD.encode(body);
-        let mut s = Secret::default();
-        s.data = Some([("release".to_string(), k8s_openapi::ByteString(text.into_bytes()))].into());
-        s
+        Secret { data: Some([("release".to_string(), k8s_openapi::ByteString(text.into_bytes()))].into()), ..Default::default() }
     }
 
     #[test]
@@ -218,8 +216,8 @@ mod tests {
         let release = serde_json::json!({"name": "r", "config": {"a": 1}, "chart": {"metadata": {"name": "c", "version": "1.0"}}});
         assert_eq!(decode(&secret_of(&release, true)).unwrap(), release);
         assert_eq!(decode(&secret_of(&release, false)).unwrap(), release);
-        let mut broken = Secret::default();
-        broken.data = Some([("release".to_string(), k8s_openapi::ByteString(b"%%%".to_vec()))].into());
+        let broken =
+            Secret { data: Some([("release".to_string(), k8s_openapi::ByteString(b"%%%".to_vec()))].into()), ..Default::default() };
         assert!(format!("{:#}", decode(&broken).unwrap_err()).contains("not base64"));
     }
 
