@@ -170,6 +170,28 @@ fn two_modelservice_stacks_share_one_gateway_and_upgrade_only_what_changed() {
         assert_eq!(replicas, [1, 2]);
     }
 
+    // kubectl (a real client) sees what the stand-in and llmd made: the fake's discovery
+    // of the gateway and inference groups, and helm's release Secrets.
+    if let (Some(_), Ok(out)) = (cluster.fake(), Command::new("kubectl").args(["version", "--client"]).output())
+        && out.status.success()
+    {
+        let get = |what: &[&str]| -> Value {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig())
+                .args(what)
+                .args(["-n", NS, "-o", "json"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "kubectl {what:?}: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        assert_eq!(get(&["get", "inferencepools.inference.networking.k8s.io"])["items"].as_array().unwrap().len(), 2);
+        assert_eq!(get(&["get", "gateways.gateway.networking.k8s.io"])["items"][0]["status"]["conditions"][1]["type"], "Programmed");
+        let releases = get(&["get", "secrets", "-l", "owner=helm,managedBy=llmd"]);
+        assert_eq!(releases["items"].as_array().unwrap().len(), 5, "the gateway and two releases per stack in {NS}");
+    }
+
     // The same plan again: both live, nothing installed.
     let before = helm.count();
     let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest"]));

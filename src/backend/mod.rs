@@ -28,7 +28,9 @@
 //!   group so that nothing else is signalled by mistake, and the build's incomplete marker
 //!   records that the standup was interrupted.
 //!
-//! * [`kube`] — a stack is its plan's objects, applied to a Kubernetes cluster.
+//! * [`kube`] — a stack is its plan's objects and helm releases, installed on a
+//!   Kubernetes cluster.
+//! * [`releases`] — the helm releases of a plan's helmfiles (method modelservice).
 //! * [`local`] — each stack replica is a process on this machine: the built-in simulator
 //!   (`llmd sim`) or a configured command such as `vllm serve`.
 //! * [`target`] — reading a [`StackTarget`] from a rendered config.
