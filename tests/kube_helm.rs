@@ -97,6 +97,15 @@ fn ms_cmd(cluster: &Cluster, helm: &Helm, ws: &Path, sub: &[&str]) -> Command {
     c
 }
 
+/// The name of `stack`'s llm-d-modelservice release, from the plan's helm-commands.txt.
+fn model_server_release(ws: &Path, stack: &str) -> String {
+    let plan = run(&mut plan_cmd(ws));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let commands = std::fs::read_to_string(ws.join(format!("plan/{stack}/helm-commands.txt"))).unwrap();
+    let ms = commands.lines().find(|l| l.starts_with("helm upgrade --install") && l.contains("-ms ")).unwrap();
+    ms.split_whitespace().nth(3).unwrap().to_string()
+}
+
 fn receipt(ws: &Path, stack: &str) -> Value {
     let text = std::fs::read_to_string(ws.join(format!("receipts/{stack}.json"))).unwrap_or_else(|_| panic!("a receipt for {stack}"));
     serde_json::from_str(&text).unwrap()
@@ -375,11 +384,7 @@ fn a_failing_release_names_helm_output_and_leaves_nothing_of_the_stack() {
     };
     let helm = Helm::for_cluster(&cluster);
     let ws = tempfile::tempdir().unwrap();
-    let plan = run(&mut plan_cmd(ws.path()));
-    assert_eq!(plan.code, 0, "{}", plan.stderr);
-    let commands = std::fs::read_to_string(ws.path().join(format!("plan/{}/helm-commands.txt", STACKS[0]))).unwrap();
-    let ms = commands.lines().find(|l| l.starts_with("helm upgrade --install") && l.contains("-ms ")).unwrap();
-    let release = ms.split_whitespace().nth(3).unwrap().to_string();
+    let release = model_server_release(ws.path(), STACKS[0]);
     let mut c = ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]);
     let r = run(c.env("HELM_STANDIN_FAIL", &release));
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -401,11 +406,7 @@ fn a_standup_killed_during_helm_recovers_the_pending_release() {
     };
     let helm = Helm::for_cluster(&cluster);
     let ws = tempfile::tempdir().unwrap();
-    let plan = run(&mut plan_cmd(ws.path()));
-    assert_eq!(plan.code, 0, "{}", plan.stderr);
-    let commands = std::fs::read_to_string(ws.path().join(format!("plan/{}/helm-commands.txt", STACKS[0]))).unwrap();
-    let ms = commands.lines().find(|l| l.starts_with("helm upgrade --install") && l.contains("-ms ")).unwrap();
-    let release = ms.split_whitespace().nth(3).unwrap().to_string();
+    let release = model_server_release(ws.path(), STACKS[0]);
     let mut c = ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]);
     let mut child = c.env("HELM_STANDIN_HANG", &release).stderr(std::process::Stdio::null()).spawn().unwrap();
     // kill -9 once helm has recorded the release as pending-install.
