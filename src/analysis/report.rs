@@ -32,6 +32,8 @@ pub struct RunContext {
     pub stack: Option<StackInfo>,
     /// The workload profile the harness ran (as rendered), when still on disk.
     pub profile: Option<Value>,
+    /// What may have run beside the measurement (`exclusive`, `per-stack`).
+    pub isolation: Option<String>,
 }
 
 /// The model server of a stack, as the rendered config describes it.
@@ -66,6 +68,7 @@ impl RunContext {
             start_unix: f("start"),
             end_unix: f("stop"),
             treatment: s("treatment"),
+            isolation: s("isolation"),
             stack: None,
             profile: s("profile")
                 .and_then(|p| std::fs::read_to_string(p).ok())
@@ -175,7 +178,7 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
             time: Some(RunTime { start: start.map(rfc3339), end: end.map(rfc3339), duration: duration.map(iso_duration) }),
             user: None,
             description: cx.description.clone(),
-            keywords: cx.treatment.as_ref().map(|t| vec![c.tool.clone(), t.clone()]),
+            keywords: keywords(c, cx),
         },
         scenario: Some(Scenario {
             stack,
@@ -213,6 +216,16 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
             observability: None,
         },
     }
+}
+
+/// The report's run keywords: the tool and treatment, and `isolation=<mode>` so a reader
+/// knows what else may have been running.
+fn keywords(c: &Converted, cx: &RunContext) -> Option<Vec<String>> {
+    let mut k: Vec<String> = cx.treatment.as_ref().map(|t| vec![c.tool.clone(), t.clone()]).unwrap_or_default();
+    if let Some(i) = &cx.isolation {
+        k.push(format!("isolation={i}"));
+    }
+    (!k.is_empty()).then_some(k)
 }
 
 /// The BR v0.1 document for one converted load.

@@ -8,6 +8,7 @@
 //! then SIGKILL after a grace period) and checks each pid — and its start time, against
 //! pid reuse — is gone.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -176,8 +177,10 @@ impl LocalBackend {
         }
         let child = cmd.spawn().with_context(|| format!("cannot start {}", argv[0]))?;
         let pid = child.id();
-        // The receipt, not the Child handle, owns the process from here on.
+        // The receipt, not the Child handle, owns the process from here on — once there
+        // is one: until then a cancelled standup kills it.
         std::mem::forget(child);
+        let mut abandon = Abandon(vec![pid]);
         let start_ticks = process_start_ticks(pid).unwrap_or(0);
         let host = connect_host(&target.host);
         let mut receipt = ReplicaReceipt { pid, start_ticks, port, host, command: argv, log: log.clone() };
@@ -218,6 +221,7 @@ impl LocalBackend {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        abandon.0.clear();
         Ok(receipt)
     }
 
@@ -281,9 +285,14 @@ impl Backend for LocalBackend {
         Box::pin(async move {
             let target = request.target;
             let mut replicas = Vec::with_capacity(target.replicas);
+            // Replicas already up die with a standup cancelled before its receipt exists.
+            let mut abandon = Abandon(Vec::new());
             for i in 0..target.replicas {
                 match self.start_replica(target, i, request.log_dir).await {
-                    Ok(r) => replicas.push(r),
+                    Ok(r) => {
+                        abandon.0.push(r.pid);
+                        replicas.push(r);
+                    }
                     Err(e) => {
                         for r in &replicas {
                             let _ = self.stop_replica(r).await;
@@ -300,7 +309,10 @@ impl Backend for LocalBackend {
                 deployment: request.deployment.to_string(),
                 model: target.model.clone(),
                 created_unix: crate::util::unix_now() as u64,
-                body: serde_json::to_value(LocalBody { replicas })?,
+                body: {
+                    abandon.0.clear();
+                    serde_json::to_value(LocalBody { replicas })?
+                },
             })
         })
     }
@@ -344,6 +356,14 @@ impl Backend for LocalBackend {
         })
     }
 
+    fn capacity(&self) -> BoxFuture<'_, Result<(BTreeMap<String, u64>, String)>> {
+        Box::pin(async {
+            // Each replica is a process wanting a core.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+            Ok((BTreeMap::from([("cpu".to_string(), cores)]), format!("this machine's {cores} cores")))
+        })
+    }
+
     fn summary(&self, receipt: &Receipt) -> String {
         match LocalBody::of(receipt) {
             Ok(b) => b.replicas.iter().map(|r| format!("pid {} port {}", r.pid, r.port)).collect::<Vec<_>>().join(", "),
@@ -364,6 +384,21 @@ fn on_path(program: &str) -> bool {
         return Path::new(program).is_file();
     }
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Replica processes a standup started but has not handed to a receipt yet: dropped
+/// armed (the standup future cancelled by Ctrl-C), it kills their process groups, so no
+/// replica outlives a standup that never recorded it.
+struct Abandon(Vec<u32>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: signalling the process group the replica leads (it called setsid).
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            reap(pid);
+        }
+    }
 }
 
 #[cfg(test)]

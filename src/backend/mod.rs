@@ -289,6 +289,11 @@ pub trait Backend: Send + Sync {
         let _ = (scopes, dry_run);
         Box::pin(async { Ok(Vec::new()) })
     }
+    /// What the backend can hold at once, for packing setups (`llmd build -j`): named
+    /// amounts (`gpu`, `cpu`; a name left out is unbounded) and where they come from.
+    fn capacity(&self) -> BoxFuture<'_, Result<(BTreeMap<String, u64>, String)>> {
+        Box::pin(async { Ok((BTreeMap::new(), format!("{} (unbounded)", self.name()))) })
+    }
     /// What the receipt holds, for messages (`pid 12 port 8000`).
     fn summary(&self, receipt: &Receipt) -> String;
 }

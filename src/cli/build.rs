@@ -58,6 +58,19 @@ pub struct BuildArgs {
     /// Longest one harness run may take, in seconds.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub harness_timeout: u64,
+    /// Setups executed at once (default: 1 on the local backend; every setup on a
+    /// cluster, as its capacity allows).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// What may be deployed at once, e.g. `gpu=16,cpu=2` (default: discovered — the local
+    /// machine's cores, a cluster's allocatable GPUs).
+    #[arg(long, value_name = "RESOURCE=N,...")]
+    pub capacity: Option<String>,
+    /// What may run beside a measurement: `exclusive` (one run at a time; the local
+    /// default) or `per-stack` (runs on different stacks may overlap; the cluster
+    /// default). Overrides the experiment's `isolation:`.
+    #[arg(long, value_name = "MODE", value_parser = ["exclusive", "per-stack"])]
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +113,7 @@ pub struct CacheArgs {
 pub enum CacheCommand {
     /// List logical nodes with their last success and last attempt.
     Ls,
-    /// Check every blob against its digest and every node's records; exit 1 on problems.
+    /// Check every blob against its digest and every node's records; exit 1 on problems (interrupted nodes are noted: the next build re-runs them).
     Verify,
     /// Remove records and blobs no node points at, and old journals.
     Gc {
@@ -155,6 +168,9 @@ fn options(
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         human: true,
         backend: global.backend_options(),
+        jobs: None,
+        capacity: None,
+        isolation: None,
     })
 }
 
@@ -178,6 +194,9 @@ pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
     opts.tokenizer = args.tokenizer.clone();
     opts.harness_timeout = Duration::from_secs(args.harness_timeout.max(1));
     opts.human = !args.json;
+    opts.jobs = args.jobs;
+    opts.capacity = args.capacity.as_deref().map(crate::engine::schedule::parse_capacity).transpose()?;
+    opts.isolation = args.isolation.as_deref().and_then(crate::experiment::Isolation::parse);
     let report = build(&opts)?;
     if !args.json && !report.dry_run {
         // The table users came for, when this build produced a new one.
@@ -191,6 +210,14 @@ pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
         }
     }
     print_report(&report, args.json)?;
+    if report.interrupted {
+        let cut: Vec<&str> = report.nodes.iter().filter(|n| n.detail.as_deref() == Some("interrupted")).map(|n| n.id.as_str()).collect();
+        eprintln!(
+            "llmd: interrupted{}; the cache is consistent: the next build runs the interrupted and never-run nodes",
+            if cut.is_empty() { String::new() } else { format!(" during {}", cut.join(", ")) }
+        );
+        return Ok(ExitCode::from(exit::INTERRUPTED));
+    }
     Ok(ExitCode::from(if report.ok() { exit::SUCCESS } else { exit::FAILURE }))
 }
 
@@ -274,6 +301,9 @@ pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
             let problems = store.verify();
             if problems.is_empty() {
                 println!("{}: ok ({} nodes)", store.root().display(), store.nodes().len());
+                for note in store.interrupted() {
+                    println!("note: {note}");
+                }
             } else {
                 for p in &problems {
                     println!("{p}");

@@ -108,6 +108,7 @@ fn load(global: &GlobalArgs, args: &ExperimentArgs) -> Result<(Experiment, Vec<R
             repeat: 1,
             max_attempts: 1,
             stop_on_error: false,
+            isolation: None,
         },
     };
     let mut run_treatments = experiment.run.clone();
@@ -344,6 +345,7 @@ impl Driver<'_> {
             quiet: !self.global.verbose,
             max_attempts: self.args.max_attempts.map_or(self.experiment.max_attempts, |n| n as usize),
             launcher: access.launcher.as_deref(),
+            isolation: Some("exclusive"),
         };
         let done = self.rt.block_on(run_treatment(&request, &mut |event| match event {
             RunEvent::Attempt { attempt, attempts, eid } => {

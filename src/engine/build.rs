@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::decide::{check_deployments, plan_graph};
-use super::execute::Executor;
+use super::decide::{Graph, check_deployments, plan_graph};
+use super::execute::{Executor, Schedule};
 use super::graph::{Decision, GraphNode};
+use super::interrupt::Interrupt;
 use super::materialize::Materializer;
 use super::planner::Planner;
 use super::reason::Reason;
+use super::schedule::{Amounts, Capacity};
 use crate::backend::{BackendOptions, Registry};
 use crate::config::PlanOptions;
+use crate::experiment::Isolation;
 use crate::store::Store;
 
 /// Everything `llmd build` (and `status`) is asked to do.
@@ -42,6 +45,13 @@ pub struct BuildOptions {
     pub human: bool,
     /// `--backend` and `--non-admin`.
     pub backend: BackendOptions,
+    /// `-j`: setups executed at once (`None`: 1 on the local backend, every setup on a
+    /// cluster, as capacity allows).
+    pub jobs: Option<usize>,
+    /// `--capacity`: the pool setups are packed into (`None`: discovered).
+    pub capacity: Option<Amounts>,
+    /// `--isolation` (over the experiment's `isolation:`).
+    pub isolation: Option<Isolation>,
 }
 
 /// What happened to one node.
@@ -113,6 +123,9 @@ impl NodeReport {
 pub struct BuildReport {
     pub experiment: String,
     pub dry_run: bool,
+    /// Ctrl-C or SIGTERM stopped it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     pub nodes: Vec<NodeReport>,
     pub seconds: f64,
 }
@@ -209,6 +222,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         return Ok(BuildReport {
             experiment: graph.experiment.name.clone(),
             dry_run: true,
+            interrupted: false,
             nodes,
             seconds: started.elapsed().as_secs_f64(),
         });
@@ -226,26 +240,106 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         // Tests only: a command run between deciding and executing (an edit racing the build).
         let _ = std::process::Command::new("sh").arg("-c").arg(hook).status();
     }
+    let interrupt = Interrupt::install(&rt);
+    let schedule = schedule_for(opts, &graph, &store, &rt, &registry)?;
+    if opts.human && schedule.jobs > 1 {
+        eprintln!(
+            "executing up to {} setups at once (pool: {} from {}; isolation: {})",
+            schedule.jobs,
+            super::schedule::describe(&schedule.capacity.pool),
+            schedule.capacity.source,
+            schedule.isolation.name()
+        );
+    }
+    journal.append(&serde_json::json!({"event": "schedule", "jobs": schedule.jobs, "isolation": schedule.isolation.name(), "capacity": schedule.capacity.pool}));
     let mut reports = vec![None; graph.nodes.len()];
-    let to_run = graph.nodes.iter().filter(|n| n.runs()).count();
-    let mut exec = Executor {
-        opts,
-        store: &store,
-        graph: &mut graph,
-        registry: &registry,
-        rt: &rt,
-        reports: &mut reports,
-        journal: &journal,
-        mat,
-        stop: false,
-        to_run,
-        started_nodes: 0,
-    };
+    let exec = Executor::new(opts, &store, &mut graph, &registry, &rt, &mut reports, &journal, mat, schedule, interrupt.clone());
     exec.run_all();
+    drop(exec);
     lap("executed and materialized");
-    let nodes: Vec<NodeReport> =
-        reports.into_iter().zip(&graph.nodes).map(|(r, n)| r.unwrap_or_else(|| NodeReport::unexecuted(n, false))).collect();
-    let report = BuildReport { experiment: graph.experiment.name.clone(), dry_run: false, nodes, seconds: started.elapsed().as_secs_f64() };
+    let interrupted = interrupt.is_set();
+    let unreached = |n: &GraphNode| {
+        if interrupted && n.runs() {
+            NodeReport::new(n, NodeStatus::Skipped, None, Some("not executed: the build was interrupted".into()), 0.0)
+        } else {
+            NodeReport::unexecuted(n, false)
+        }
+    };
+    let nodes: Vec<NodeReport> = reports.into_iter().zip(&graph.nodes).map(|(r, n)| r.unwrap_or_else(|| unreached(n))).collect();
+    let report = BuildReport {
+        experiment: graph.experiment.name.clone(),
+        dry_run: false,
+        interrupted,
+        nodes,
+        seconds: started.elapsed().as_secs_f64(),
+    };
     journal.write(&serde_json::json!({"event": "end", "summary": report.summary_line(), "ok": report.ok()}));
     Ok(report)
+}
+
+/// `-j`, the capacity pool and what each setup holds, and the isolation of runs; a
+/// setup that can never fit the pool is an error before anything executes.
+fn schedule_for(opts: &BuildOptions, graph: &Graph, store: &Store, rt: &tokio::runtime::Runtime, registry: &Registry) -> Result<Schedule> {
+    let backends: std::collections::BTreeSet<&str> =
+        graph.setups.iter().flat_map(|s| s.stacks.iter().map(|k| k.backend.as_str())).collect();
+    let local = backends.contains("local");
+    let jobs = opts.jobs.unwrap_or(if local { 1 } else { graph.setups.len() }).max(1);
+    let isolation = opts.isolation.or(graph.experiment.isolation).unwrap_or(if local { Isolation::Exclusive } else { Isolation::PerStack });
+    let mut needs = Vec::new();
+    for setup in &graph.setups {
+        let mut need = Amounts::new();
+        let executes = setup.stacks.iter().any(|k| {
+            [k.plan, k.standup, k.smoketest].iter().chain(k.runs.iter().flat_map(|r| [&r.run, &r.analysis])).any(|&i| graph.nodes[i].runs())
+        });
+        if executes {
+            for stack in &setup.stacks {
+                let replicas = stack.target.replicas as u64;
+                let per_replica = stack_config(graph, store, stack.plan)
+                    .and_then(|c| c.get_path(&["accelerator", "count"]).and_then(|n| n.as_i64().or_else(|| n.as_str()?.parse().ok())))
+                    .unwrap_or(0)
+                    .max(0) as u64;
+                if per_replica > 0 {
+                    *need.entry("gpu".to_string()).or_default() += replicas * per_replica;
+                }
+                if stack.backend == "local" {
+                    *need.entry("cpu".to_string()).or_default() += replicas;
+                }
+            }
+        }
+        needs.push((setup.name.clone(), need));
+    }
+    let capacity = match &opts.capacity {
+        Some(pool) => Capacity { pool: pool.clone(), source: "--capacity".into() },
+        // Discovered capacity bounds only concurrent builds: one setup at a time is
+        // what a build always did, whatever the machine.
+        None if jobs == 1 => Capacity { pool: Amounts::new(), source: "one setup at a time".into() },
+        None => {
+            let mut pool = Amounts::new();
+            let mut sources = Vec::new();
+            for name in &backends {
+                match registry.get(name).and_then(|b| rt.block_on(b.capacity())) {
+                    Ok((amounts, source)) => {
+                        for (k, v) in amounts {
+                            *pool.entry(k).or_default() += v;
+                        }
+                        sources.push(source);
+                    }
+                    Err(e) => eprintln!("warning: the {name} backend's capacity is unknown ({e:#}); not bounding its setups"),
+                }
+            }
+            Capacity { pool, source: if sources.is_empty() { "unbounded".into() } else { sources.join(", ") } }
+        }
+    };
+    super::schedule::check(&needs, &capacity)?;
+    Ok(Schedule { jobs, capacity, needs: needs.into_iter().map(|(_, n)| n).collect(), isolation })
+}
+
+/// A stack's rendered config: rendered in this build, or its cached plan's.
+fn stack_config(graph: &Graph, store: &Store, plan: usize) -> Option<crate::yaml::Node> {
+    if let Some(rendered) = graph.renders.get(&plan) {
+        return Some(rendered.config.clone());
+    }
+    let rec = graph.nodes[plan].record.as_ref()?;
+    let text = store.get_blob(rec.outputs.get("config.yaml")?)?;
+    crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml").ok()
 }

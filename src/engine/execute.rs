@@ -1,5 +1,9 @@
 //! Executing a decided graph: per setup treatment, plans → standups → smoketests →
-//! runs → analyses → teardown (unless `--keep-stacks`), then the summary. Every node
+//! runs → analyses → teardown (unless `--keep-stacks`), then the summary. Setups are
+//! independent: `-j N` executes up to N at once, packed into a capacity pool
+//! ([`super::schedule`]), with runs isolated as the experiment asks; the graph, the
+//! reports and the workspace index are shared behind locks held only between node
+//! bodies, never across one. Ctrl-C cancels what is in flight ([`super::interrupt`]). Every node
 //! body is a call to its executor in [`crate::phases`]; this module adds what the cache
 //! needs around it:
 //!
@@ -8,17 +12,23 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use super::build::{BuildOptions, NodeReport, NodeStatus};
 use super::decide::Graph;
 use super::graph::Decision;
+use super::interrupt::{Interrupt, Interrupted, is_interrupted};
 use super::materialize::{self, Materializer};
+use super::progress::Board;
 use super::reason::Reason;
+use super::schedule::{self, Admit, Amounts, Capacity, Gate, Pool};
 use crate::backend::{Receipt, Registry};
 use crate::error::Warnings;
+use crate::experiment::Isolation;
 use crate::phases::analysis::{RunLabel, analyze_run, v02_report};
 use crate::phases::run::{ProfileJob, RunEvent, RunRequest, profile_values, run_treatment};
 use crate::phases::summary::{SummaryRun, summarize};
@@ -30,113 +40,261 @@ type Outputs = BTreeMap<String, Vec<u8>>;
 pub struct Executor<'a> {
     pub opts: &'a BuildOptions,
     pub store: &'a Store,
-    pub graph: &'a mut Graph,
     pub registry: &'a Registry,
     pub rt: &'a tokio::runtime::Runtime,
-    pub reports: &'a mut Vec<Option<NodeReport>>,
     pub journal: &'a Journal,
-    pub mat: Materializer,
-    /// A node failed and `--keep-going` is off.
-    pub stop: bool,
+    graph: Mutex<&'a mut Graph>,
+    reports: Mutex<&'a mut Vec<Option<NodeReport>>>,
+    mat: Mutex<Materializer>,
+    /// A node failed and `--keep-going` is off, or the build was interrupted.
+    stop: AtomicBool,
     /// Nodes decided to run, and how many have started (for `[k/n]` progress).
-    pub to_run: usize,
-    pub started_nodes: usize,
+    to_run: usize,
+    started_nodes: AtomicUsize,
+    /// How setups are packed (`-j`, capacity) and what may run beside a measurement.
+    plan: Schedule,
+    pool: Pool,
+    gate: Gate,
+    interrupt: Arc<Interrupt>,
+    board: Arc<Board>,
 }
 
-impl Executor<'_> {
-    pub fn run_all(&mut self) {
-        for si in 0..self.graph.setups.len() {
-            self.run_setup(si);
+/// How a build executes its setups: at most `jobs` at once, each holding `needs[si]`
+/// of `capacity`, measurements under `isolation`.
+pub struct Schedule {
+    pub jobs: usize,
+    pub capacity: Capacity,
+    pub needs: Vec<Amounts>,
+    pub isolation: Isolation,
+}
+
+impl<'a> Executor<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        opts: &'a BuildOptions,
+        store: &'a Store,
+        graph: &'a mut Graph,
+        registry: &'a Registry,
+        rt: &'a tokio::runtime::Runtime,
+        reports: &'a mut Vec<Option<NodeReport>>,
+        journal: &'a Journal,
+        mat: Materializer,
+        plan: Schedule,
+        interrupt: Arc<Interrupt>,
+    ) -> Executor<'a> {
+        let to_run = graph.nodes.iter().filter(|n| n.runs()).count();
+        let pool = Pool::new(&plan.capacity, plan.needs.clone(), 0..graph.setups.len());
+        Executor {
+            opts,
+            store,
+            registry,
+            rt,
+            journal,
+            graph: Mutex::new(graph),
+            reports: Mutex::new(reports),
+            mat: Mutex::new(mat),
+            stop: AtomicBool::new(false),
+            to_run,
+            started_nodes: AtomicUsize::new(0),
+            gate: Gate::new(plan.isolation),
+            pool,
+            plan,
+            interrupt,
+            board: Board::start(opts.human, to_run),
         }
-        let summary = self.graph.summary;
-        if self.graph.nodes[summary].runs() {
-            let blocked = self.graph.analyses().into_iter().any(|a| {
-                self.reports[a].as_ref().is_some_and(|r| r.status != NodeStatus::Ran)
-                    || (self.reports[a].is_none() && self.graph.nodes[a].runs())
-            });
+    }
+
+    fn g(&self) -> MutexGuard<'_, &'a mut Graph> {
+        self.graph.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.interrupt.is_set()
+    }
+
+    fn halt(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.pool.close();
+    }
+
+    /// Runs `fut` on the runtime unless the build is interrupted first.
+    fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        self.rt.block_on(self.interrupt.guard(fut))
+    }
+
+    /// Executes every setup (up to `jobs` at once, packed into the capacity pool), then
+    /// the summary.
+    pub fn run_all(&self) {
+        let setups = self.g().setups.len();
+        let workers = self.plan.jobs.clamp(1, setups.max(1));
+        std::thread::scope(|scope| {
+            for w in 0..workers {
+                std::thread::Builder::new()
+                    .name(format!("llmd-setup-{w}"))
+                    .spawn_scoped(scope, || self.worker())
+                    .expect("a worker thread starts");
+            }
+        });
+        if self.interrupt.is_set() {
+            self.board.finish();
+            self.save_materialized();
+            return;
+        }
+        let summary = self.g().summary;
+        if self.g().nodes[summary].runs() {
+            let blocked = {
+                let g = self.g();
+                let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+                g.analyses().into_iter().any(|a| {
+                    reports[a].as_ref().is_some_and(|r| r.status != NodeStatus::Ran) || (reports[a].is_none() && g.nodes[a].runs())
+                })
+            };
             if blocked {
                 self.skip(summary, "some analyses did not finish");
-            } else if !self.stop {
+            } else if !self.stopped() {
                 // The key covers the analyses' outputs, known only now.
-                for a in self.graph.analyses() {
-                    let out = self.graph.nodes[a].record.as_ref().map(Record::outputs_digest);
-                    let id = format!("analysis:{}", self.graph.nodes[a].id);
-                    self.graph.nodes[summary].inputs.insert(id, out.unwrap_or_default());
+                {
+                    let mut g = self.g();
+                    for a in g.analyses() {
+                        let out = g.nodes[a].record.as_ref().map(Record::outputs_digest);
+                        let id = format!("analysis:{}", g.nodes[a].id);
+                        g.nodes[summary].inputs.insert(id, out.unwrap_or_default());
+                    }
+                    g.nodes[summary].rekey();
                 }
-                self.graph.nodes[summary].rekey();
                 self.execute(summary, |ex| ex.summary());
             }
         }
-        materialize::publish_summary(&mut self.mat, self.store, self.graph, &self.opts.workspace);
-        materialize::finish(&mut self.mat, self.graph);
+        self.board.finish();
+        {
+            let g = self.g();
+            let mut mat = self.mat.lock().unwrap_or_else(|e| e.into_inner());
+            materialize::publish_summary(&mut mat, self.store, &g, &self.opts.workspace);
+        }
+        self.save_materialized();
     }
 
-    fn skip(&mut self, idx: usize, why: &str) {
-        let n = &self.graph.nodes[idx];
+    fn save_materialized(&self) {
+        let g = self.g();
+        let mut mat = self.mat.lock().unwrap_or_else(|e| e.into_inner());
+        materialize::finish(&mut mat, &g);
+    }
+
+    /// One worker: setups from the pool until none is left.
+    fn worker(&self) {
+        while let Some(admit) = self.pool.take() {
+            match admit {
+                Admit::Go(si) => {
+                    let name = self.g().setups[si].name.clone();
+                    let need = &self.plan.needs[si];
+                    self.journal.write(&serde_json::json!({"event": "setup-start", "setup": name, "need": need, "t": unix_now()}));
+                    let held = self.run_setup(si);
+                    self.journal.write(&serde_json::json!({"event": "setup-end", "setup": name, "kept": held, "t": unix_now()}));
+                    self.pool.done(si, !held);
+                }
+                Admit::Starved(si) => {
+                    let why = format!(
+                        "not started: its stacks need {} and kept stacks (--keep-stacks) hold {} of the pool ({})",
+                        schedule::describe(&self.plan.needs[si]),
+                        schedule::describe(&self.pool.used()),
+                        schedule::describe(&self.plan.capacity.pool)
+                    );
+                    let nodes = self.setup_nodes(si);
+                    self.skip_all(nodes.into_iter(), &why);
+                }
+            }
+            if self.stopped() {
+                self.pool.close();
+            }
+        }
+    }
+
+    /// Every node of setup `si`.
+    fn setup_nodes(&self, si: usize) -> Vec<usize> {
+        let g = self.g();
+        g.setups[si]
+            .stacks
+            .iter()
+            .flat_map(|k| [k.plan, k.standup, k.smoketest].into_iter().chain(k.runs.iter().flat_map(|r| [r.run, r.analysis])))
+            .collect()
+    }
+
+    fn skip(&self, idx: usize, why: &str) {
+        let g = self.g();
+        let n = &g.nodes[idx];
         let reason = match &n.decision {
             Decision::Run(r) => Some(r.clone()),
             _ => None,
         };
-        self.journal.append(&serde_json::json!({"event": "skip", "id": n.id, "why": why}));
-        self.reports[idx] = Some(NodeReport::new(n, NodeStatus::Skipped, reason, Some(why.into()), 0.0));
+        self.journal.append(&serde_json::json!({"event": "skip", "id": n.id, "why": why, "t": unix_now()}));
+        self.reports.lock().unwrap_or_else(|e| e.into_inner())[idx] =
+            Some(NodeReport::new(n, NodeStatus::Skipped, reason, Some(why.into()), 0.0));
     }
 
     /// Executes node `idx` with `work`, recording the outcome. Returns success.
-    fn execute(&mut self, idx: usize, work: impl FnOnce(&mut Self) -> Result<Outputs>) -> bool {
-        let (id, kind, key) = {
-            let n = &self.graph.nodes[idx];
-            (n.id.clone(), n.kind, n.key.clone())
+    fn execute(&self, idx: usize, work: impl FnOnce(&Self) -> Result<Outputs>) -> bool {
+        let (id, kind, key, reason) = {
+            let g = self.g();
+            let n = &g.nodes[idx];
+            let reason = match &n.decision {
+                Decision::Run(r) => r.clone(),
+                _ => Reason::Forced { pattern: "(needed)".into() },
+            };
+            (n.id.clone(), n.kind, n.key.clone(), reason)
         };
-        let reason = match &self.graph.nodes[idx].decision {
-            Decision::Run(r) => r.clone(),
-            _ => Reason::Forced { pattern: "(needed)".into() },
-        };
-        self.started_nodes += 1;
-        let label = format!("[{}/{}] {id}", self.started_nodes, self.to_run.max(self.started_nodes));
-        if self.opts.human {
-            eprintln!("▶ {label}  ({})", reason.describe(3));
-        }
+        let k = self.started_nodes.fetch_add(1, Ordering::SeqCst) + 1;
+        let label = format!("[{k}/{}] {id}", self.to_run.max(k));
+        self.board.line(&format!("▶ {label}  ({})", reason.describe(3)));
         if kind.has_effects()
             && let Err(e) = self.store.mark_incomplete(&id, &key)
         {
-            eprintln!("warning: {e:#}");
+            self.board.warn(&format!("warning: {e:#}"));
         }
         // Flushes the decisions too: a build killed from here on leaves them on disk.
-        self.journal.write(&serde_json::json!({"event": "begin", "id": id, "key": key}));
+        self.journal.write(&serde_json::json!({"event": "begin", "id": id, "key": key, "t": unix_now()}));
         let started = Instant::now();
         let started_unix = unix_now();
-        let ticker = self.opts.human.then(|| super::progress::Ticker::start(label, Duration::from_secs(3)));
-        let result = work(self);
-        drop(ticker);
+        let token = self.board.begin(label);
+        let result = if self.interrupt.is_set() { Err(Interrupted.into()) } else { work(self) };
         let seconds = started.elapsed().as_secs_f64();
-        let outcome = self.record(idx, &result, started_unix, seconds);
+        let interrupted = result.as_ref().err().is_some_and(is_interrupted);
+        // An interrupted node writes no record: its incomplete marker makes the next
+        // build run it again ("interrupted").
+        let outcome = if interrupted { Err(anyhow::anyhow!("interrupted")) } else { self.record(idx, &result, started_unix, seconds) };
         let (status, detail) = match (&result, outcome) {
             (Ok(_), Ok(rec)) => {
-                self.mat.forget(&rec.key);
-                self.graph.nodes[idx].record = Some(rec);
+                self.mat.lock().unwrap_or_else(|e| e.into_inner()).forget(&rec.key);
+                self.g().nodes[idx].record = Some(rec);
                 (NodeStatus::Ran, None)
             }
+            (Err(_), _) if interrupted => (NodeStatus::Failed, Some("interrupted".to_string())),
             (Err(e), _) => (NodeStatus::Failed, Some(format!("{e:#}"))),
             (Ok(_), Err(e)) => (NodeStatus::Failed, Some(format!("could not record the result: {e:#}"))),
         };
-        if self.opts.human {
-            match &detail {
-                None => eprintln!("✔ {id}  ({seconds:.1} s)"),
-                Some(d) => eprintln!("✘ {id}  failed after {seconds:.1} s: {d}"),
-            }
+        self.board.end(token, status != NodeStatus::Ran);
+        match &detail {
+            None => self.board.line(&format!("✔ {id}  ({seconds:.1} s)")),
+            Some(d) => self.board.line(&format!("✘ {id}  failed after {seconds:.1} s: {d}")),
         }
-        self.journal.write(&serde_json::json!({"event": "done", "id": id, "status": status, "seconds": seconds, "error": detail}));
-        self.reports[idx] = Some(NodeReport::new(&self.graph.nodes[idx], status, Some(reason), detail, seconds));
-        if status == NodeStatus::Failed && !self.opts.keep_going {
-            self.stop = true;
+        let journal_status = if interrupted { "interrupted" } else { status.name() };
+        self.journal.write(
+            &serde_json::json!({"event": "done", "id": id, "status": journal_status, "seconds": seconds, "error": detail, "t": unix_now()}),
+        );
+        let report = NodeReport::new(&self.g().nodes[idx], status, Some(reason), detail, seconds);
+        self.reports.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(report);
+        if status == NodeStatus::Failed && (!self.opts.keep_going || interrupted) {
+            self.halt();
         }
         status == NodeStatus::Ran
     }
 
     /// Blobs first (made durable together), then the record that names them.
     fn record(&self, idx: usize, result: &Result<Outputs>, started_unix: f64, seconds: f64) -> Result<Record> {
-        let node = &self.graph.nodes[idx];
-        let manifest = node.manifest(self.store)?;
+        let (id, kind, key, manifest) = {
+            let g = self.g();
+            let node = &g.nodes[idx];
+            (node.id.clone(), node.kind, node.key.clone(), node.manifest(self.store)?)
+        };
         let (status, outputs, error) = match result {
             Ok(outs) => {
                 let mut digests = BTreeMap::new();
@@ -150,9 +308,9 @@ impl Executor<'_> {
         };
         let rec = Record {
             version: Record::VERSION,
-            key: node.key.clone(),
-            id: node.id.clone(),
-            kind: node.kind.name().into(),
+            key,
+            id,
+            kind: kind.name().into(),
             status,
             manifest,
             outputs,
@@ -164,42 +322,54 @@ impl Executor<'_> {
         Ok(rec)
     }
 
-    fn run_setup(&mut self, si: usize) {
+    /// Setup `si`: its plans, then each stack's standup, smoketest, runs and analyses,
+    /// then its teardown (unless `--keep-stacks`). Returns whether stacks it stood up or
+    /// reused are still deployed (kept).
+    fn run_setup(&self, si: usize) -> bool {
         let mut touched = false;
-        for ki in 0..self.graph.setups[si].stacks.len() {
-            let plan = self.graph.setups[si].stacks[ki].plan;
-            if self.graph.nodes[plan].runs() && !self.stop {
-                let rendered = self.graph.renders.get(&plan).cloned();
+        let stacks = self.g().setups[si].stacks.len();
+        for ki in 0..stacks {
+            let plan = self.g().setups[si].stacks[ki].plan;
+            if self.g().nodes[plan].runs() && !self.stopped() {
+                let rendered = self.g().renders.get(&plan).cloned();
                 self.execute(plan, move |_| rendered.context("internal error: the plan was not rendered while deciding")?.outputs());
             }
-            materialize::publish_plan(&mut self.mat, self.store, self.graph, si, ki);
+            let g = self.g();
+            materialize::publish_plan(&mut self.mat.lock().unwrap_or_else(|e| e.into_inner()), self.store, &g, si, ki);
         }
-        for ki in 0..self.graph.setups[si].stacks.len() {
-            if self.stop {
+        for ki in 0..stacks {
+            if self.stopped() {
                 break;
             }
             touched |= self.run_stack(si, ki);
-            materialize::publish_runs(&mut self.mat, self.store, self.graph, si, ki);
+            let g = self.g();
+            materialize::publish_runs(&mut self.mat.lock().unwrap_or_else(|e| e.into_inner()), self.store, &g, si, ki);
         }
+        // An interrupted build tears down too: it stops what it started.
         if touched && !self.opts.keep_stacks {
-            let ws = self.graph.setups[si].workspace.clone();
+            let ws = self.g().setups[si].workspace.clone();
             self.teardown_setup(&ws);
+            return false;
         }
+        touched
     }
 
     /// A stack's standup, smoketest, runs and analyses; true when it was stood up (or
     /// reused) for runs.
-    fn run_stack(&mut self, si: usize, ki: usize) -> bool {
-        let stack = &self.graph.setups[si].stacks[ki];
-        let (standup, smoke) = (stack.standup, stack.smoketest);
-        let slots: Vec<(usize, usize)> = stack.runs.iter().map(|r| (r.run, r.analysis)).collect();
-        let needed = slots.iter().any(|&(r, _)| self.graph.nodes[r].runs()) || self.graph.nodes[standup].runs();
+    fn run_stack(&self, si: usize, ki: usize) -> bool {
+        let (standup, smoke, slots) = {
+            let g = self.g();
+            let stack = &g.setups[si].stacks[ki];
+            (stack.standup, stack.smoketest, stack.runs.iter().map(|r| (r.run, r.analysis)).collect::<Vec<_>>())
+        };
+        let runs = |idx: usize| self.g().nodes[idx].runs();
+        let needed = slots.iter().any(|&(r, _)| runs(r)) || runs(standup);
         if needed {
-            if self.graph.nodes[standup].runs() && !self.execute(standup, |ex| ex.standup(si, ki)) {
+            if runs(standup) && !self.execute(standup, |ex| ex.standup(si, ki)) {
                 self.skip_all(std::iter::once(smoke).chain(slots.iter().flat_map(|&(r, a)| [r, a])), "its deployment failed");
                 return true;
             }
-            if self.graph.nodes[smoke].runs() && !self.stop && !self.execute(smoke, |ex| ex.smoketest(si, ki)) {
+            if runs(smoke) && !self.stopped() && !self.execute(smoke, |ex| ex.smoketest(si, ki)) {
                 self.skip_all(slots.iter().flat_map(|&(r, a)| [r, a]), "its smoketest failed");
                 return true;
             }
@@ -207,29 +377,32 @@ impl Executor<'_> {
         // Runs fresh and analyses stale (forced, or a new analysis version) analyse the
         // cached runs without anything stood up.
         for (ri, &(run, analysis)) in slots.iter().enumerate() {
-            if self.graph.nodes[run].runs() {
-                if self.stop {
+            if runs(run) {
+                if self.stopped() {
                     break;
                 }
+                let _measuring = self.gate.measure();
                 if !self.execute(run, |ex| ex.run(si, ki, ri)) {
                     self.skip(analysis, "its run failed");
                     continue;
                 }
                 // The analysis key covers the run's outputs, known only now.
-                let outputs = self.graph.nodes[run].record.as_ref().map(Record::outputs_digest);
-                self.graph.nodes[analysis].inputs.insert("run".into(), outputs.unwrap_or_default());
-                self.graph.nodes[analysis].rekey();
+                let mut g = self.g();
+                let outputs = g.nodes[run].record.as_ref().map(Record::outputs_digest);
+                g.nodes[analysis].inputs.insert("run".into(), outputs.unwrap_or_default());
+                g.nodes[analysis].rekey();
             }
-            if self.graph.nodes[analysis].runs() && !self.stop {
+            if runs(analysis) && !self.stopped() {
+                let _measuring = self.gate.measure();
                 self.execute(analysis, |ex| ex.analysis(si, ki, ri));
             }
         }
         needed
     }
 
-    fn skip_all(&mut self, nodes: impl Iterator<Item = usize>, why: &str) {
+    fn skip_all(&self, nodes: impl Iterator<Item = usize>, why: &str) {
         for idx in nodes.collect::<Vec<_>>() {
-            if self.graph.nodes[idx].runs() {
+            if self.g().nodes[idx].runs() {
                 self.skip(idx, why);
             }
         }
@@ -237,21 +410,24 @@ impl Executor<'_> {
 
     /// The stack's plan record's `config.yaml`, parsed.
     fn plan_config(&self, si: usize, ki: usize) -> Result<crate::yaml::Node> {
-        let stack = &self.graph.setups[si].stacks[ki];
-        let plan = self.graph.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
-        let text =
-            plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?;
+        let text = {
+            let g = self.g();
+            let stack = &g.setups[si].stacks[ki];
+            let plan = g.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
+            plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?
+        };
         Ok(crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml")?)
     }
 
     /// The rendered plan's digest: the plan rendered in this build knows it; a cached
     /// plan's is computed from its record's manifests and config.
     fn plan_digest(&self, si: usize, ki: usize) -> Result<String> {
-        let stack = &self.graph.setups[si].stacks[ki];
-        if let Some(plan) = self.graph.renders.get(&stack.plan) {
+        let g = self.g();
+        let stack = &g.setups[si].stacks[ki];
+        if let Some(plan) = g.renders.get(&stack.plan) {
             return Ok(plan.plan_digest.clone());
         }
-        let rec = self.graph.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
+        let rec = g.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
         let blob = |d: &String| {
             self.store.get_blob(d).map(|b| String::from_utf8_lossy(&b).into_owned()).context("a plan output is missing from the cache")
         };
@@ -265,82 +441,98 @@ impl Executor<'_> {
         Ok(crate::phases::plan::plan_digest(&files, &config_yaml))
     }
 
-    fn standup(&mut self, si: usize, ki: usize) -> Result<Outputs> {
+    fn standup(&self, si: usize, ki: usize) -> Result<Outputs> {
         let plan_digest = self.plan_digest(si, ki)?;
-        let setup = &self.graph.setups[si];
-        let stack = &setup.stacks[ki];
-        let backend = self.registry.get(&stack.backend)?;
-        backend.preflight(&stack.target)?;
-        let deploy = crate::phases::standup::deploy(self.registry, backend.as_ref(), &setup.workspace, &stack.target, &plan_digest);
-        let receipt = self.rt.block_on(deploy)?;
+        let (workspace, target, backend) = {
+            let g = self.g();
+            let (setup, stack) = (&g.setups[si], &g.setups[si].stacks[ki]);
+            (setup.workspace.clone(), stack.target.clone(), stack.backend.clone())
+        };
+        let backend = self.registry.get(&backend)?;
+        backend.preflight(&target)?;
+        let deploy = crate::phases::standup::deploy(self.registry, backend.as_ref(), &workspace, &target, &plan_digest);
+        let receipt = self.block_on(deploy)??;
         Ok(BTreeMap::from([("receipt".to_string(), serde_json::to_vec_pretty(&receipt)?)]))
     }
 
     fn receipt(&self, si: usize, ki: usize) -> Result<Receipt> {
-        let setup = &self.graph.setups[si];
-        Receipt::load(&setup.workspace, &setup.stacks[ki].name)?.context("no receipt: the stack is not stood up")
+        let (workspace, name) = {
+            let g = self.g();
+            (g.setups[si].workspace.clone(), g.setups[si].stacks[ki].name.clone())
+        };
+        Receipt::load(&workspace, &name)?.context("no receipt: the stack is not stood up")
     }
 
-    fn smoketest(&mut self, si: usize, ki: usize) -> Result<Outputs> {
+    fn smoketest(&self, si: usize, ki: usize) -> Result<Outputs> {
         let receipt = self.receipt(si, ki)?;
         let config = self.plan_config(si, ki)?;
-        let lines = self.rt.block_on(async {
+        let lines = self.block_on(async {
             let access = self.registry.get(&receipt.backend)?.connect(&receipt).await?;
             // The deployment key was checked while deciding; no plan digest to compare.
             crate::phases::smoketest::smoketest(&access, &receipt, &config, "").await
-        })?;
+        })??;
         Ok(BTreeMap::from([("smoketest.txt".to_string(), lines.join("\n").into_bytes())]))
     }
 
     /// One run node: the run executor with the profile text its key was computed from,
     /// up to `treatment_max_attempts` attempts, one harness instance into
     /// `results/<experiment-id>_<rep>/`.
-    fn run(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+    fn run(&self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
         let receipt = self.receipt(si, ki)?;
-        let setup = &self.graph.setups[si];
-        let stack = &setup.stacks[ki];
-        let slot = &stack.runs[ri];
-        let harness = self.graph.harness;
-        let access = self.rt.block_on(self.registry.get(&receipt.backend)?.connect(&receipt))?;
+        let (workspace, stack_name, model, max_len, harness, max_attempts, id, slot) = {
+            let g = self.g();
+            let (setup, stack) = (&g.setups[si], &g.setups[si].stacks[ki]);
+            let slot = &stack.runs[ri];
+            (
+                setup.workspace.clone(),
+                stack.name.clone(),
+                stack.target.model.clone(),
+                stack.target.max_model_len,
+                g.harness,
+                g.experiment.max_attempts,
+                g.nodes[slot.run].id.clone(),
+                (slot.profile_path.clone(), slot.profile_text.clone(), slot.treatment.clone(), slot.overrides.clone(), slot.rep),
+            )
+        };
+        let (profile_path, profile_text, treatment, overrides, rep) = slot;
+        let access = self.block_on(self.registry.get(&receipt.backend)?.connect(&receipt))??;
         let endpoint = access.primary().to_string();
-        let values =
-            profile_values(&stack.name, &stack.target.model, stack.target.max_model_len.map(|l| l.to_string()), access.harness_endpoint());
-        let out_dir = setup.workspace.join("workload/profiles").join(harness.name()).join(&stack.name);
+        let values = profile_values(&stack_name, &model, max_len.map(|l| l.to_string()), access.harness_endpoint());
+        let out_dir = workspace.join("workload/profiles").join(harness.name()).join(&stack_name);
         let job = ProfileJob {
             harness,
-            source: &slot.profile_path,
-            text: &slot.profile_text,
+            source: &profile_path,
+            text: &profile_text,
             values: &values,
-            treatment: Some(&slot.treatment),
-            overrides: &slot.overrides,
+            treatment: Some(&treatment),
+            overrides: &overrides,
             out_dir: &out_dir,
         };
         let prepared = job.prepare(true, &mut Warnings::default())?;
-        let results = setup.workspace.join("results");
+        let results = workspace.join("results");
         let request = RunRequest {
             harness,
             run: &prepared,
             endpoint: &endpoint,
             model: &receipt.model,
-            stack: &stack.name,
+            stack: &stack_name,
             deployment: &receipt.deployment,
             results: &results,
-            instances: slot.rep..=slot.rep,
+            instances: rep..=rep,
             tokenizer: self.opts.tokenizer.as_deref(),
             timeout: self.opts.harness_timeout,
             quiet: !self.opts.verbose,
-            max_attempts: self.graph.experiment.max_attempts,
+            max_attempts,
             launcher: access.launcher.as_deref(),
+            isolation: Some(self.plan.isolation.name()),
         };
-        let (human, journal, id) = (self.opts.human, self.journal, &self.graph.nodes[slot.run].id);
-        let done = self.rt.block_on(run_treatment(&request, &mut |event| {
+        let (board, journal) = (&self.board, self.journal);
+        let done = self.block_on(run_treatment(&request, &mut |event| {
             if let RunEvent::Retry { attempt, attempts, error } = event {
-                if human {
-                    eprintln!("  attempt {attempt}/{attempts} failed: {error}; retrying with a new experiment id");
-                }
+                board.line(&format!("  attempt {attempt}/{attempts} failed: {error}; retrying with a new experiment id"));
                 journal.append(&serde_json::json!({"event": "retry", "id": id, "attempt": attempt, "error": error}));
             }
-        }));
+        }))?;
         if !done.errors.is_empty() {
             let e = done.errors.join("; ");
             if done.attempts > 1 {
@@ -350,7 +542,7 @@ impl Executor<'_> {
         }
         let outcome = done.outcomes.first().context("the run started no harness instance")?;
         for w in &done.warnings {
-            eprintln!("  warning: {w}");
+            self.board.warn(&format!("  warning: {w}"));
         }
         let mut outputs = read_dir_files(&outcome.dir)?;
         let dir_name = outcome.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -358,14 +550,17 @@ impl Executor<'_> {
         Ok(outputs)
     }
 
-    fn analysis(&mut self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
-        let setup = &self.graph.setups[si];
-        let stack = &setup.stacks[ki];
-        let slot = &stack.runs[ri];
-        let rec = self.graph.nodes[slot.run].record.as_ref().context("the run has no record")?;
+    fn analysis(&self, si: usize, ki: usize, ri: usize) -> Result<Outputs> {
+        let (run_id, setup_name, stack_name, treatment, rep, outputs) = {
+            let g = self.g();
+            let (setup, stack) = (&g.setups[si], &g.setups[si].stacks[ki]);
+            let slot = &stack.runs[ri];
+            let rec = g.nodes[slot.run].record.as_ref().context("the run has no record")?;
+            (g.nodes[slot.run].id.clone(), setup.name.clone(), stack.name.clone(), slot.treatment.clone(), slot.rep, rec.outputs.clone())
+        };
         // The same code as `llmd analyze`, on a scratch copy of the run's files.
         let scratch = crate::util::fs::ScratchDir::new("analysis")?;
-        for (name, d) in &rec.outputs {
+        for (name, d) in &outputs {
             let Some(file) = name.strip_prefix("file:") else { continue };
             let bytes = self.store.get_blob(d).with_context(|| format!("run output {file} is missing from the cache"))?;
             let path = scratch.path().join(file);
@@ -375,31 +570,27 @@ impl Executor<'_> {
             std::fs::write(&path, bytes)?;
         }
         let config = self.plan_config(si, ki).ok();
-        let label = RunLabel {
-            run: &self.graph.nodes[slot.run].id,
-            setup: &setup.name,
-            stack: &stack.name,
-            treatment: &slot.treatment,
-            repetition: slot.rep,
-        };
-        analyze_run(scratch.path(), self.graph.harness, config.as_ref(), &label)
+        let label = RunLabel { run: &run_id, setup: &setup_name, stack: &stack_name, treatment: &treatment, repetition: rep };
+        let harness = self.g().harness;
+        analyze_run(scratch.path(), harness, config.as_ref(), &label)
     }
 
-    fn summary(&mut self) -> Result<Outputs> {
+    fn summary(&self) -> Result<Outputs> {
         let blob = |d: Option<&String>, what: &str| -> Result<Vec<u8>> {
             self.store
                 .get_blob(d.with_context(|| format!("{what} is not an output"))?)
                 .with_context(|| format!("{what} is missing from the cache"))
         };
+        let g = self.g();
         let mut runs = Vec::new();
-        for s in &self.graph.setups {
+        for s in &g.setups {
             for r in s.stacks.iter().flat_map(|k| &k.runs) {
-                let rec = self.graph.nodes[r.analysis].record.as_ref().context("an analysis has no record")?;
-                let run_node = &self.graph.nodes[r.run];
+                let rec = g.nodes[r.analysis].record.as_ref().context("an analysis has no record")?;
+                let run_node = &g.nodes[r.run];
                 let results_dir = run_node.record.as_ref().and_then(|run| blob(run.outputs.get("eid"), "eid").ok()).unwrap_or_default();
                 let mut provenance = vec![
                     (format!("{} key", run_node.id), run_node.key.clone()),
-                    (format!("{} key", self.graph.nodes[r.analysis].id), rec.key.clone()),
+                    (format!("{} key", g.nodes[r.analysis].id), rec.key.clone()),
                 ];
                 provenance.extend(run_node.inputs.iter().map(|(k, v)| (format!("run input {k}"), v.clone())));
                 let mut reports = Vec::new();
@@ -425,15 +616,22 @@ impl Executor<'_> {
                 });
             }
         }
-        summarize(&self.graph.experiment.name, &runs)
+        let name = g.experiment.name.clone();
+        drop(g);
+        summarize(&name, &runs)
     }
 
-    fn teardown_setup(&mut self, ws: &Path) {
+    /// Tears down every stack the setup's workspace has receipts for (also after an
+    /// interrupt: the teardown itself is not cancelled).
+    fn teardown_setup(&self, ws: &Path) {
         for r in Receipt::load_all(ws).unwrap_or_default() {
             match self.rt.block_on(crate::phases::teardown::teardown(self.registry, ws, &r)) {
-                Ok(what) if self.opts.human => eprintln!("  torn down {} ({what})", r.stack),
-                Ok(_) => {}
-                Err(e) => eprintln!("warning: teardown of {} failed: {e:#}; `llmd --workspace {} teardown` retries", r.stack, ws.display()),
+                Ok(what) => self.board.line(&format!("  torn down {} ({what})", r.stack)),
+                Err(e) => self.board.warn(&format!(
+                    "warning: teardown of {} failed: {e:#}; `llmd --workspace {} teardown` retries",
+                    r.stack,
+                    ws.display()
+                )),
             }
         }
     }

@@ -8,16 +8,20 @@
 //! * [`execute`] — executing decided nodes through the executors in `phases`, recording
 //!   each in the store.
 //! * [`materialize`] — cached outputs copied into the workspace, tracked by stat.
-//! * [`progress`] — a status line while a long node runs.
+//! * [`schedule`] — `-j`: what each setup holds, the capacity pool, measurement isolation.
+//! * [`interrupt`] — Ctrl-C / SIGTERM: cancel what is in flight, keep the cache resumable.
+//! * [`progress`] — the nodes in flight (a live board on a terminal, plain lines elsewhere).
 //! * [`why`] — explaining the last build from its journal.
 
 pub mod build;
 pub mod decide;
 pub mod execute;
 pub mod graph;
+pub mod interrupt;
 pub mod key;
 pub mod materialize;
 pub mod planner;
 pub mod progress;
 pub mod reason;
+pub mod schedule;
 pub mod why;

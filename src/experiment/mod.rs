@@ -48,6 +48,36 @@ pub struct Experiment {
     /// A retry policy, not an input: it is not part of any node key.
     pub max_attempts: usize,
     pub stop_on_error: bool,
+    /// `isolation:` — what may run beside a measurement (`llmd build -j`); `None` leaves
+    /// it to the command line and the backend's default.
+    pub isolation: Option<Isolation>,
+}
+
+/// What may run beside a measurement when `llmd build -j` runs setups concurrently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// At most one run (and no analysis) at a time on the whole machine.
+    Exclusive,
+    /// Runs on different stacks may overlap (stacks on separate nodes); runs of one
+    /// stack never do.
+    PerStack,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Exclusive => "exclusive",
+            Isolation::PerStack => "per-stack",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Isolation> {
+        match s {
+            "exclusive" => Some(Isolation::Exclusive),
+            "per-stack" => Some(Isolation::PerStack),
+            _ => None,
+        }
+    }
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -62,6 +92,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "treatment_stop_on_error",
     "validate_failures",
     "repeat",
+    "isolation",
 ];
 
 /// Dotted setup overrides as the nested mapping merged over each stack; a key set both
@@ -146,6 +177,13 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
     }
     let repeat = at_least_one(&doc, "repeat")?;
     let max_attempts = at_least_one(&doc, "treatment_max_attempts")?;
+    let isolation = match doc.get("isolation").filter(|n| !n.is_null()) {
+        None => None,
+        Some(n) => Some(Isolation::parse(&crate::yaml::str_node(n)).ok_or_else(|| {
+            InputError::at(&n.origin, format!("'isolation' is '{}'", crate::yaml::str_node(n)))
+                .help("use 'exclusive' (one run at a time) or 'per-stack' (runs on different stacks may overlap)")
+        })?),
+    };
     Ok(Experiment {
         name,
         spec: text("spec"),
@@ -156,6 +194,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         repeat,
         max_attempts,
         stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),
+        isolation,
     })
 }
 

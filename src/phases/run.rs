@@ -223,6 +223,7 @@ impl Instance<'_> {
             ("rc", Node::bare(Value::Int(i64::from(error.is_some())))),
             ("version", Node::str(format!("llmd {}", env!("CARGO_PKG_VERSION")))),
             ("description", Node::str(format!("{} on {} ({})", req.harness.name(), req.stack, treatment.unwrap_or("profile as is")))),
+            ("isolation", req.isolation.map_or_else(Node::null, Node::str)),
         ]);
         let yaml = crate::yaml::dump(&meta, crate::yaml::DumpOptions { sort_keys: false, literal_multiline: false });
         let error = match (error, std::fs::write(dir.join("run_metadata.yaml"), yaml)) {
@@ -311,6 +312,9 @@ pub struct RunRequest<'a> {
     /// Runs the harness away from this machine ([`crate::backend::Access::launcher`]);
     /// `None` runs it here against `endpoint`.
     pub launcher: Option<&'a dyn crate::backend::Launcher>,
+    /// What may have run beside this measurement (`exclusive`, `per-stack`), recorded in
+    /// `run_metadata.yaml` and the benchmark report.
+    pub isolation: Option<&'a str>,
 }
 
 /// What a run treatment reports while it runs.

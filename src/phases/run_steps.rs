@@ -302,6 +302,8 @@ impl Step for DeployHarness {
                     quiet: !ctx.settings.verbose,
                     max_attempts: attempts,
                     launcher,
+                    // Stacks run in parallel (--parallel) measure beside each other.
+                    isolation: Some(if ctx.settings.parallel > 1 && ctx.stacks.len() > 1 { "per-stack" } else { "exclusive" }),
                 };
                 let done = run_treatment(&request, &mut |event| match event {
                     RunEvent::Attempt { attempt, attempts, eid } => {

@@ -432,14 +432,18 @@ impl Store {
                 }
             }
         }
-        for m in self.incompletes() {
-            let alive = Path::new(&format!("/proc/{}", m.pid)).exists();
-            if !alive {
-                problems.push(format!("node {} was interrupted (pid {} is gone); the next build re-runs it", m.id, m.pid));
-            }
-        }
         problems.extend(self.take_warnings());
         problems
+    }
+
+    /// Nodes a build was executing when it stopped (Ctrl-C, kill -9): not damage — the
+    /// cache holds no half-written record — but what the next build runs again.
+    pub fn interrupted(&self) -> Vec<String> {
+        self.incompletes()
+            .into_iter()
+            .filter(|m| !Path::new(&format!("/proc/{}", m.pid)).exists())
+            .map(|m| format!("node {} was interrupted (pid {} is gone); the next build re-runs it", m.id, m.pid))
+            .collect()
     }
 
     /// Removes records no node points at, blobs no kept record references, and all but

@@ -985,6 +985,25 @@ impl Backend for KubeBackend {
         })
     }
 
+    fn capacity(&self) -> BoxFuture<'_, Result<(BTreeMap<String, u64>, String)>> {
+        Box::pin(async move {
+            // Allocatable GPUs of the nodes pods can be scheduled on.
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client()?);
+            let list =
+                nodes.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("cannot list nodes: {}", diagnose::api_error(&e)))?;
+            let mut gpus = 0u64;
+            let mut counted = 0;
+            for n in list.items.iter().filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)) {
+                let allocatable = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
+                if let Some(q) = allocatable.and_then(|a| a.get("nvidia.com/gpu")) {
+                    gpus += q.0.parse::<u64>().unwrap_or(0);
+                }
+                counted += 1;
+            }
+            Ok((BTreeMap::from([("gpu".to_string(), gpus)]), format!("allocatable nvidia.com/gpu of {counted} schedulable node(s)")))
+        })
+    }
+
     fn sweep<'a>(&'a self, scopes: &'a [String], dry_run: bool) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move { sweep::sweep(&self.client()?, &self.helm, scopes, dry_run).await })
     }
