@@ -14,7 +14,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # All benchmarks.
-bench: bench-render bench-sim bench-harness bench-build bench-analysis
+bench: bench-render bench-sim bench-harness bench-build bench-analysis bench-parallel
 
 # Wall time of `llmd plan` per shipped spec (median of 30 runs; BENCH_RUNS=n to change).
 bench-render:
@@ -45,3 +45,7 @@ bench-build:
 # Analysis: `llmd analyze` on 1,000,000 native request records (wall time and peak memory).
 bench-analysis:
     cargo bench --bench analysis
+
+# `llmd build -j`: 4 setups x 3 runs at -j 1 vs -j 4 (per-stack), and the scheduler's cost per node.
+bench-parallel:
+    cargo bench --bench parallel

@@ -705,6 +705,15 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     };
     let (code, first, err) = build(&[]);
     assert_eq!(code, 0, "first build: {err}\n{first}");
+    if cluster.fake().is_some() {
+        // On a cluster both setups go at once, packed into its allocatable GPUs.
+        let journal = std::fs::read_dir(dir.path().join("cache/journal")).unwrap().flatten().next().unwrap().path();
+        let text = std::fs::read_to_string(journal).unwrap();
+        let schedule: Value =
+            text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|e| e["event"] == "schedule").unwrap();
+        assert_eq!((schedule["jobs"].as_u64(), schedule["isolation"].as_str()), (Some(2), Some("per-stack")), "{schedule}");
+        assert_eq!(schedule["capacity"]["gpu"], 8, "{schedule}");
+    }
     let first_ran = ran(&first);
     assert_eq!(first_ran.iter().filter(|id| id.starts_with("standup/")).count(), 2, "{first_ran:?}");
     assert_eq!(first_ran.iter().filter(|id| id.starts_with("run/")).count(), 2, "{first_ran:?}");

@@ -3,7 +3,8 @@
 //! discovery, server-side apply PATCHes, list and watch streams with label and field
 //! selectors, deletes with UID preconditions and propagation, pod logs, events.
 //!
-//! A small controller drives what a cluster would: PVCs Bound, Namespaces Active, a
+//! One Node with 8 allocatable GPUs is there from the start. A small controller drives
+//! what a cluster would: PVCs Bound, Namespaces Active, a
 //! Job's pod to Succeeded and the Job to Complete, a Deployment's pods (one per replica,
 //! replaced when the template changes) from Pending through scheduling to Running and
 //! Ready, with Deployment status, garbage collection of orphans and foreground
@@ -67,6 +68,7 @@ struct Res {
 
 const RESOURCES: &[Res] = &[
     Res { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false },
+    Res { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false },
     Res { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true },
     Res { group: "", version: "v1", plural: "services", kind: "Service", namespaced: true },
     Res { group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true },
@@ -404,6 +406,9 @@ impl FakeKube {
                 let obj = json!({"metadata": {"name": ns}, "status": {"phase": "Active"}});
                 s.create(&tx, res_by_kind("Namespace"), obj, "fake-kube", "Update");
             }
+            // One schedulable node with NODE_GPUS GPUs (what `llmd build -j` packs into).
+            let node = json!({"metadata": {"name": "fake-node-1"}, "status": {"allocatable": {"cpu": "16", "nvidia.com/gpu": NODE_GPUS.to_string()}}});
+            s.create(&tx, res_by_kind("Node"), node, "fake-kube", "Update");
         }
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");

@@ -261,11 +261,13 @@ impl Launcher for PodLauncher {
             cms.patch(&cm_name, &apply, &Patch::Apply(&hp.config_map))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create ConfigMap {ns}/{cm_name}: {}", diagnose::api_error(&e)))?;
+            let mut abandoned = Abandoned(Some((pods.clone(), cms.clone(), hp.name(), cm_name.clone())));
             let result = match pods.create(&PostParams::default(), &hp.pod).await {
                 Ok(_) => self.run(&client, &hp, &job).await,
                 Err(e) => Err(anyhow::anyhow!("cannot create pod {ns}/{}: {}", hp.name(), diagnose::api_error(&e))),
             };
             // Always clean up; a failure to is worth a line, not the run's result.
+            abandoned.0 = None;
             let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
             for (what, outcome) in [
                 (format!("pod {ns}/{}", hp.name()), pods.delete(&hp.name(), &now).await.map(|_| ())),
@@ -279,6 +281,24 @@ impl Launcher for PodLauncher {
             }
             result
         })
+    }
+}
+
+/// A harness pod and its ConfigMap whose launch was cancelled (Ctrl-C dropped the run):
+/// deleted in the background on the runtime, which the build keeps running for its
+/// teardown, instead of holding the pod for its hour of `sleep`.
+struct Abandoned(Option<(Api<Pod>, Api<ConfigMap>, String, String)>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some((pods, cms, pod, cm)) = self.0.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                let _ = pods.delete(&pod, &now).await;
+                let _ = cms.delete(&cm, &DeleteParams::default()).await;
+            });
+        }
     }
 }
 
