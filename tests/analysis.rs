@@ -220,6 +220,7 @@ fn every_report_validates_against_upstream_schemas() {
         treatment: Some("r1".into()),
         stack: Some(llmd::analysis::report::StackInfo::from_config("sim", &config)),
         profile: Some(serde_json::json!({"load": {"type": "constant", "stages": [{"rate": 4.0, "duration": 10}]}})),
+        isolation: Some("exclusive".into()),
     };
     let mut all = every_conversion(&f);
     // The native harness too, from a real run's records (written by the sim tests' harness).

@@ -179,7 +179,7 @@ fn exclusive_runs_never_overlap_even_with_four_setups_at_once() {
     assert_eq!(overlapping(&measured), Vec::<(String, String)>::new(), "no run (or analysis) beside a run");
     // Setups still overlap: their standups do not wait for others' runs.
     let setups = setup_intervals(&journal);
-    assert!(overlapping(&setups).len() >= 1, "setups ran concurrently: {setups:?}");
+    assert!(!overlapping(&setups).is_empty(), "setups ran concurrently: {setups:?}");
 }
 
 /// Setup name → (admitted, released) from the journal.
