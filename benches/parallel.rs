@@ -16,12 +16,35 @@ use std::time::{Duration, Instant};
 
 use llmd::engine::schedule::{Amounts, Capacity, Gate, Pool};
 
-const EXPERIMENT: &str = "experiment:\n  name: par\n  spec: examples/sim\n  harness: llmd\n  profile: sanity_random.yaml\n\
-setup:\n  constants:\n    local.sim.interTokenLatency: 1ms\n  treatments:\n\
-    - name: s0\n      local.sim.timeToFirstToken: 5ms\n    - name: s1\n      local.sim.timeToFirstToken: 10ms\n\
-    - name: s2\n      local.sim.timeToFirstToken: 15ms\n    - name: s3\n      local.sim.timeToFirstToken: 20ms\n\
-constants:\n  load.stages.0.duration: 1\n  load.arrival: constant\n  dataset.output_len: 4\n\
-treatments:\n  - name: r1\n    load.stages.0.rate: 4\n  - name: r2\n    load.stages.0.rate: 6\n  - name: r3\n    load.stages.0.rate: 8\n";
+const EXPERIMENT: &str = r#"experiment:
+  name: par
+  spec: examples/sim
+  harness: llmd
+  profile: sanity_random.yaml
+setup:
+  constants:
+    local.sim.interTokenLatency: 1ms
+  treatments:
+    - name: s0
+      local.sim.timeToFirstToken: 5ms
+    - name: s1
+      local.sim.timeToFirstToken: 10ms
+    - name: s2
+      local.sim.timeToFirstToken: 15ms
+    - name: s3
+      local.sim.timeToFirstToken: 20ms
+constants:
+  load.stages.0.duration: 1
+  load.arrival: constant
+  dataset.output_len: 4
+treatments:
+  - name: r1
+    load.stages.0.rate: 4
+  - name: r2
+    load.stages.0.rate: 6
+  - name: r3
+    load.stages.0.rate: 8
+"#;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -305,6 +305,32 @@ fn ctrl_c_stops_a_concurrent_build_cleanly_and_the_next_build_resumes() {
     }
 }
 
+#[test]
+fn sigterm_stops_a_serial_build_like_ctrl_c() {
+    let model = format!("sigterm-test-{}", std::process::id());
+    let b = Build::new(&experiment_with("", &[], &format!("    model.name: {model}\n")));
+    let mut child = b.cmd(&["-j", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Terminate while the first run is in flight.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "no run began");
+        let begun = std::fs::read_dir(b.dir.path().join("cache/journal")).into_iter().flatten().flatten().any(|j| {
+            std::fs::read_to_string(j.path()).unwrap_or_default().lines().any(|l| l.contains("\"begin\"") && l.contains("\"id\":\"run/"))
+        });
+        if begun {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted during run/s0/sim/r1#1"), "names what was cut short: {err}");
+    assert_eq!(processes_with(&model), Vec::<u32>::new(), "no simulator of this build is left");
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
