@@ -153,14 +153,26 @@ impl HelmRelease {
         a
     }
 
+    /// The plan files with its values, in order; an error names a file the plan lacks.
+    pub fn values_files<'t>(&self, target: &'t StackTarget) -> Result<Vec<&'t Manifest>> {
+        self.values
+            .iter()
+            .map(|file| {
+                target.manifests.iter().find(|m| &m.file == file).with_context(|| {
+                    InputError::new(format!(
+                        "{}: release '{}' names values file '{file}', which the plan does not have",
+                        self.at, self.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// The values the release is installed with: its values files merged as helm merges
     /// them (maps deeply, anything else replaced).
     pub fn merged_values(&self, target: &StackTarget) -> Result<serde_json::Value> {
         let mut merged = serde_json::Value::Object(Default::default());
-        for file in &self.values {
-            let m = target.manifests.iter().find(|m| &m.file == file).with_context(|| {
-                InputError::new(format!("{}: release '{}' names values file '{file}', which the plan does not have", self.at, self.name))
-            })?;
+        for m in self.values_files(target)? {
             let doc = crate::yaml::load::load_str(&m.text, &m.file).map_err(|e| InputError::new(e.to_string()))?;
             if !doc.is_null() {
                 merge(&mut merged, doc.to_json());

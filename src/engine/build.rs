@@ -294,7 +294,8 @@ fn schedule_for(opts: &BuildOptions, graph: &Graph, store: &Store, rt: &tokio::r
         if executes {
             for stack in &setup.stacks {
                 let replicas = stack.target.replicas as u64;
-                let per_replica = stack_config(graph, store, stack.plan)
+                let per_replica = graph
+                    .plan_config(store, stack.plan)
                     .and_then(|c| c.get_path(&["accelerator", "count"]).and_then(|n| n.as_i64().or_else(|| n.as_str()?.parse().ok())))
                     .unwrap_or(0)
                     .max(0) as u64;
@@ -332,14 +333,4 @@ fn schedule_for(opts: &BuildOptions, graph: &Graph, store: &Store, rt: &tokio::r
     };
     super::schedule::check(&needs, &capacity)?;
     Ok(Schedule { jobs, capacity, needs: needs.into_iter().map(|(_, n)| n).collect(), isolation })
-}
-
-/// A stack's rendered config: rendered in this build, or its cached plan's.
-fn stack_config(graph: &Graph, store: &Store, plan: usize) -> Option<crate::yaml::Node> {
-    if let Some(rendered) = graph.renders.get(&plan) {
-        return Some(rendered.config.clone());
-    }
-    let rec = graph.nodes[plan].record.as_ref()?;
-    let text = store.get_blob(rec.outputs.get("config.yaml")?)?;
-    crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml").ok()
 }

@@ -77,6 +77,17 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The rendered config of plan node `plan`: rendered in this build, or its cached
+    /// record's `config.yaml`.
+    pub fn plan_config(&self, store: &Store, plan: usize) -> Option<Node> {
+        if let Some(rendered) = self.renders.get(&plan) {
+            return Some(rendered.config.clone());
+        }
+        let rec = self.nodes[plan].record.as_ref()?;
+        let text = store.get_blob(rec.outputs.get("config.yaml")?)?;
+        crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml").ok()
+    }
+
     /// Every analysis node, in execution order.
     pub fn analyses(&self) -> Vec<usize> {
         self.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect()

@@ -408,15 +408,10 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// The stack's plan record's `config.yaml`, parsed.
+    /// The stack's rendered config.
     fn plan_config(&self, si: usize, ki: usize) -> Result<crate::yaml::Node> {
-        let text = {
-            let g = self.g();
-            let stack = &g.setups[si].stacks[ki];
-            let plan = g.nodes[stack.plan].record.as_ref().context("the plan has no record")?;
-            plan.outputs.get("config.yaml").and_then(|d| self.store.get_blob(d)).context("the plan's config.yaml is not in the cache")?
-        };
-        Ok(crate::yaml::load_str(&String::from_utf8_lossy(&text), "config.yaml")?)
+        let g = self.g();
+        g.plan_config(self.store, g.setups[si].stacks[ki].plan).context("the plan's config.yaml is not in the cache")
     }
 
     /// The rendered plan's digest: the plan rendered in this build knows it; a cached

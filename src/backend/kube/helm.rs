@@ -21,6 +21,10 @@ use kube::{Api, Client};
 use super::cluster::ClusterOptions;
 use crate::backend::releases::{HelmRelease, RELEASE_LABEL, values_digest};
 
+/// What to do without helm.
+const INSTALL_HELM: &str =
+    "the kube backend installs method modelservice's charts with helm: install helm 3.13 or later, or point LLMD_HELM at it";
+
 /// Runs the helm client against the backend's cluster.
 #[derive(Clone, Debug)]
 pub struct Helm {
@@ -62,13 +66,7 @@ impl Helm {
             cmd.arg("--kube-context").arg(c);
         }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
-        let out = cmd.output().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot run '{}': {e}; the kube backend installs method modelservice's charts with helm: \
-                 install helm 3.13 or later, or point LLMD_HELM at it",
-                self.bin
-            )
-        })?;
+        let out = cmd.output().await.map_err(|e| anyhow::anyhow!("cannot run '{}': {e}; {INSTALL_HELM}", self.bin))?;
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
         if let Some(log) = log {
             if let Some(dir) = log.parent() {
@@ -124,11 +122,7 @@ impl Helm {
             std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(&self.bin))))
         };
         if !found {
-            bail!(
-                "cannot find '{}': the kube backend installs method modelservice's charts with helm: \
-                 install helm 3.13 or later, or point LLMD_HELM at it",
-                self.bin
-            );
+            bail!("cannot find '{}': {INSTALL_HELM}", self.bin);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //!   controller, shared gateway, router, model servers; [`helm`]), each installed only
 //!   when the cluster does not have it as planned, then the workload, its Service and
 //!   the rest, waiting until the Deployments (the plan's and the releases'), Gateways
-//!   and InferencePools are Ready, Programmed and Accepted ([`wait`]). A pod in a state
+//!   and InferencePools are Ready, Programmed and Accepted ([`wait`], [`routing`]). A pod in a state
 //!   waiting cannot fix fails the standup at once with its events and last log lines
 //!   ([`diagnose`]). Given the previous receipt, a standup updates in place and then
 //!   removes what the new plan no longer has.
@@ -41,6 +41,7 @@ pub mod forward;
 pub mod harness;
 pub mod helm;
 pub mod objects;
+pub mod routing;
 pub mod sweep;
 pub mod wait;
 
@@ -58,6 +59,8 @@ use super::{Access, Backend, BoxFuture, Liveness, Manifest, Receipt, StackTarget
 use cluster::{Cluster, ClusterOptions};
 use helm::Helm;
 use objects::{ObjectRef, PLAN_ANNOTATION, Planned, Resolved};
+pub use routing::ReleaseRef;
+use routing::{check_release, release_workloads};
 use wait::{Goal, Until};
 
 /// Kinds that run a model server.
@@ -134,30 +137,6 @@ pub struct ServiceEndpoint {
 impl ServiceEndpoint {
     pub fn url(&self) -> String {
         format!("http://{}.{}.svc.cluster.local:{}{}", self.name, self.namespace, self.port, self.path)
-    }
-}
-
-/// A helm release as a receipt records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseRef {
-    pub name: String,
-    pub namespace: String,
-    pub chart: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The live revision after the standup (check compares it).
-    pub revision: i64,
-    /// Digest of the values it is installed with ([`super::releases::values_digest`]).
-    pub values_digest: String,
-    pub scope: Scope,
-    /// Installed by llmd (this stack or another); a release someone else installed is
-    /// never uninstalled.
-    pub by_llmd: bool,
-}
-
-impl ReleaseRef {
-    pub fn display(&self) -> String {
-        format!("helm release {}/{}", self.namespace, self.name)
     }
 }
 
@@ -360,20 +339,17 @@ impl KubeBackend {
             Some(l) if helm::matches(l, r, &want) => Some(format!("{} is up to date (revision {})", r.display(), l.revision)),
             Some(_) => None,
         };
-        let ran = match leave {
-            Some(msg) => {
+        let (live, ran) = match (leave, live) {
+            (Some(msg), Some(live)) => {
                 self.say(stack, msg);
-                false
+                (live, false)
             }
-            None => {
+            (_, live) => {
                 let dir = request.log_dir.parent().unwrap_or(request.log_dir).join("helm").join(stack);
                 let mut paths = Vec::new();
-                for file in &r.values {
-                    let m = request.target.manifests.iter().find(|m| &m.file == file).with_context(|| {
-                        format!("{}: release '{}' names values file '{file}', which the plan does not have", r.at, r.name)
-                    })?;
-                    crate::util::fs::write_atomic(&dir.join(file), m.text.as_bytes())?;
-                    paths.push(dir.join(file));
+                for m in r.values_files(request.target)? {
+                    crate::util::fs::write_atomic(&dir.join(&m.file), m.text.as_bytes())?;
+                    paths.push(dir.join(&m.file));
                 }
                 let log = request.log_dir.join(format!("helm-{stack}.log"));
                 let mut live = live;
@@ -391,12 +367,12 @@ impl KubeBackend {
                 let verb = if live.is_some() { "upgrading" } else { "installing" };
                 self.say(stack, format!("{verb} {}", r.display()));
                 self.helm.install(r, &paths, self.non_admin, Some(&log)).await?;
-                true
+                let installed = helm::live_release(client, &r.namespace, &r.name)
+                    .await?
+                    .with_context(|| format!("{}: helm succeeded, but the cluster has no such release", r.display()))?;
+                (installed, true)
             }
         };
-        let live = helm::live_release(client, &r.namespace, &r.name)
-            .await?
-            .with_context(|| format!("{}: helm succeeded, but the cluster has no such release", r.display()))?;
         Ok((
             ReleaseRef {
                 name: r.name.clone(),
@@ -412,10 +388,9 @@ impl KubeBackend {
         ))
     }
 
-    /// The Service clients use: through the gateway (the HTTPRoute rule that leads to
-    /// the stack's InferencePool gives the Gateway and the path prefix), else the EPP
-    /// service (`epponly`), else the plan's own Service (standalone; `none`'s direct
-    /// Service) — as upstream's run step 03 detects it.
+    /// The Service clients use: the one the stack's helm releases lead to
+    /// ([`routing::release_endpoint`]), else the plan's own Service (standalone;
+    /// `none`'s direct Service) — as upstream's run step 03 detects it.
     async fn endpoint(
         &self,
         client: &Client,
@@ -423,47 +398,8 @@ impl KubeBackend {
         planned: &[Planned],
         releases: &[ReleaseRef],
     ) -> Result<Option<ServiceEndpoint>> {
-        let router = super::releases::releases(target)?.into_iter().find(|r| r.scope == Scope::Stack && r.chart.contains("router"));
-        if let Some(router) = router {
-            let values = router.merged_values(target)?;
-            let pool = values["inferencePool"]["name"].as_str().map(String::from);
-            let ns = router.namespace.clone();
-            if releases.iter().any(|r| r.scope == Scope::Shared)
-                && let Some(pool) = pool
-            {
-                let (gateway, path) = route_to(client, &ns, &pool).await?.with_context(|| {
-                    format!("stack '{}': no HTTPRoute in {ns} leads to InferencePool {pool}, so the gateway cannot reach it", target.name)
-                })?;
-                let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
-                let sel = format!("gateway.networking.k8s.io/gateway-name={gateway}");
-                let list =
-                    svcs.list(&ListParams::default().labels(&sel)).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
-                let svc = list.items.first().with_context(|| {
-                    format!("Gateway {ns}/{gateway} has no Service (labelled {sel}); is its gateway controller running?")
-                })?;
-                return Ok(Some(ServiceEndpoint {
-                    namespace: ns,
-                    name: svc.metadata.name.clone().unwrap_or_default(),
-                    port: service_port(svc),
-                    path,
-                }));
-            }
-            if releases.iter().any(|r| r.name == router.name) {
-                let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
-                let list = svcs.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
-                let mut of_router: Vec<&k8s_openapi::api::core::v1::Service> =
-                    list.items.iter().filter(|s| helm_release_of(&s.metadata) == Some(router.name.as_str())).collect();
-                of_router.sort_by_key(|s| !s.metadata.name.as_deref().unwrap_or_default().ends_with("-epp"));
-                let svc = of_router.first().with_context(|| {
-                    format!("stack '{}': helm release {ns}/{} made no Service to reach the EPP by", target.name, router.name)
-                })?;
-                return Ok(Some(ServiceEndpoint {
-                    namespace: ns,
-                    name: svc.metadata.name.clone().unwrap_or_default(),
-                    port: service_port(svc),
-                    path: String::new(),
-                }));
-            }
+        if let Some(ep) = routing::release_endpoint(client, target, releases).await? {
+            return Ok(Some(ep));
         }
         let service = planned.iter().find(|p| p.kind() == "Service" && !p.shared());
         Ok(service.map(|s| ServiceEndpoint {
@@ -537,64 +473,6 @@ struct Done {
     installed: Vec<ReleaseRef>,
 }
 
-/// The helm release an object belongs to (helm's ownership annotation).
-fn helm_release_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
-    meta.annotations.as_ref()?.get("meta.helm.sh/release-name").map(String::as_str)
-}
-
-/// A Service's port clients use: the one named `http`, else 80, else the first.
-fn service_port(svc: &k8s_openapi::api::core::v1::Service) -> i64 {
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
-    let named = ports.iter().find(|p| p.name.as_deref() == Some("http")).or_else(|| ports.iter().find(|p| p.port == 80));
-    named.or(ports.first()).map_or(80, |p| p.port as i64)
-}
-
-/// The Gateway and path prefix of the HTTPRoute rule in `namespace` that leads to
-/// InferencePool `pool` (path empty for `/`).
-async fn route_to(client: &Client, namespace: &str, pool: &str) -> Result<Option<(String, String)>> {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    let resolved = Resolved::discover(client, &[(gvk.clone(), "the stack's route".into())]).await?;
-    let routes = resolved
-        .api(client, &gvk, Some(namespace))?
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
-    for route in routes {
-        let gateway = route.data["spec"]["parentRefs"][0]["name"].as_str().unwrap_or_default().to_string();
-        for rule in route.data["spec"]["rules"].as_array().into_iter().flatten() {
-            let leads = rule["backendRefs"].as_array().into_iter().flatten().any(|b| b["name"] == pool);
-            if leads && !gateway.is_empty() {
-                let prefix = rule["matches"][0]["path"]["value"].as_str().unwrap_or("/");
-                return Ok(Some((gateway, prefix.trim_end_matches('/').to_string())));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// What to wait for of a release: its Deployments Ready, its Gateways Programmed, its
-/// InferencePools Accepted (helm's ownership annotation says which are its).
-async fn release_workloads(client: &Client, rec: &ReleaseRef) -> Result<Vec<(Goal, String)>> {
-    let kinds = [
-        (Goal::DeploymentReady, GroupVersionKind::gvk("apps", "v1", "Deployment")),
-        (Goal::GatewayProgrammed, GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway")),
-        (Goal::PoolAccepted, GroupVersionKind::gvk("inference.networking.k8s.io", "v1", "InferencePool")),
-    ];
-    let (resolved, _unserved) = Resolved::discover_served(client, kinds.iter().map(|(_, g)| g.clone()).collect()).await?;
-    let mut out = Vec::new();
-    for (goal, gvk) in kinds.iter().filter(|(_, g)| resolved.served(g)) {
-        let list = resolved
-            .api(client, gvk, Some(&rec.namespace))?
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list {} in {}: {}", gvk.kind, rec.namespace, diagnose::api_error(&e)))?;
-        for o in list.items.iter().filter(|o| helm_release_of(&o.metadata) == Some(rec.name.as_str())) {
-            out.push((*goal, o.metadata.name.clone().unwrap_or_default()));
-        }
-    }
-    Ok(out)
-}
-
 /// The claims a pod-owning object mounts.
 fn claims(o: &DynamicObject) -> Vec<String> {
     let volumes = o.data["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default();
@@ -654,36 +532,6 @@ fn judge(r: &ObjectRef, live: Option<&DynamicObject>, plan_digest: &str) -> Opti
         }
     }
     None
-}
-
-/// What is wrong with a recorded helm release, if anything: gone, changed by someone
-/// (another revision or other values), failed, or its Deployments not all Ready.
-async fn check_release(client: &Client, r: &ReleaseRef) -> Result<Option<Liveness>> {
-    let Some(live) = helm::live_release(client, &r.namespace, &r.name).await? else {
-        return Ok(Some(Liveness::Gone(format!("{} is gone", r.display()))));
-    };
-    if live.status != "deployed" {
-        return Ok(Some(Liveness::Gone(format!("{} is {} (revision {})", r.display(), live.status, live.revision))));
-    }
-    if live.revision != r.revision || live.values_digest != r.values_digest {
-        let what = if live.values_digest != r.values_digest { "its values were changed" } else { "it was upgraded" };
-        return Ok(Some(Liveness::Drifted(format!("{}: {what} (revision {} → {})", r.display(), r.revision, live.revision))));
-    }
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &r.namespace);
-    let list = deployments.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("{}", diagnose::api_error(&e)))?;
-    for d in list.items.iter().filter(|d| helm_release_of(&d.metadata) == Some(r.name.as_str())) {
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready < want {
-            let name = d.metadata.name.as_deref().unwrap_or_default();
-            return Ok(Some(Liveness::Gone(format!(
-                "Deployment {}/{name} of {} has {ready}/{want} replicas ready",
-                r.namespace,
-                r.display()
-            ))));
-        }
-    }
-    Ok(None)
 }
 
 /// The field managers other than llmd that last updated an object (from its managed
