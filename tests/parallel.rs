@@ -309,7 +309,7 @@ fn ctrl_c_stops_a_concurrent_build_cleanly_and_the_next_build_resumes() {
 fn sigterm_stops_a_serial_build_like_ctrl_c() {
     let model = format!("sigterm-test-{}", std::process::id());
     let b = Build::new(&experiment_with("", &[], &format!("    model.name: {model}\n")));
-    let mut child = b.cmd(&["-j", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = b.cmd(&["-j", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Terminate while the first run is in flight.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
