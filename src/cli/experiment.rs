@@ -315,7 +315,7 @@ impl Driver<'_> {
         let stack = &d.stack.name;
         let max_len = d.stack.config.get_path(&["model", "maxModelLen"]).map(crate::yaml::str_node);
         let values = profile_values(stack, &d.receipt.model, max_len, access.harness_endpoint());
-        let source = find_profile(&self.global.base_dir, harness.name(), t.profile.as_deref().unwrap_or(cx.workload))?;
+        let source = find_profile(&self.global.trees()?.profile_roots(), harness.name(), t.profile.as_deref().unwrap_or(cx.workload))?;
         let text = std::fs::read_to_string(&source).with_context(|| format!("cannot read profile {}", source.display()))?;
         let out_dir = cx.ws.join("workload/profiles").join(harness.name()).join(stack);
         let job = ProfileJob {

@@ -149,10 +149,10 @@ pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -
         .collect())
 }
 
-pub(crate) fn settings(global: &GlobalArgs, common: &CommonArgs, parallel: usize, run: Option<RunSettings>) -> Settings {
-    Settings {
+pub(crate) fn settings(global: &GlobalArgs, common: &CommonArgs, parallel: usize, run: Option<RunSettings>) -> Result<Settings> {
+    Ok(Settings {
         workspace: global.workspace_dir(),
-        base_dir: global.base_dir.clone(),
+        profile_roots: global.trees()?.profile_roots(),
         dry_run: global.dry_run,
         server_dry_run: false,
         verbose: global.verbose,
@@ -160,7 +160,7 @@ pub(crate) fn settings(global: &GlobalArgs, common: &CommonArgs, parallel: usize
         steps: common.step.clone().unwrap_or_default(),
         stack_filter: common.stack.clone(),
         run,
-    }
+    })
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -217,7 +217,7 @@ pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
     let registry = global.registry();
     check_backends(&registry, &stacks)?;
     let rt = runtime()?;
-    let mut standup_settings = settings(global, &args.common, args.parallel, None);
+    let mut standup_settings = settings(global, &args.common, args.parallel, None)?;
     if args.server_dry_run {
         standup_settings.dry_run = true;
         standup_settings.server_dry_run = true;
@@ -228,7 +228,7 @@ pub fn standup(global: &GlobalArgs, args: &StandupArgs) -> Result<ExitCode> {
         return Ok(verdict(&report));
     }
     // The smoketest sees the same stacks (with their receipts) and all its steps.
-    let mut smoke_settings = settings(global, &args.common, args.parallel, None);
+    let mut smoke_settings = settings(global, &args.common, args.parallel, None)?;
     smoke_settings.steps = Default::default();
     let ctx = Arc::new(PhaseContext { settings: smoke_settings, registry, stacks });
     Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
@@ -251,7 +251,8 @@ pub fn smoketest(global: &GlobalArgs, args: &SmoketestArgs) -> Result<ExitCode> 
     check_stack_filter(&args.common, &stacks)?;
     check_backends(&global.registry(), &stacks)?;
     let rt = runtime()?;
-    let ctx = Arc::new(PhaseContext { settings: settings(global, &args.common, args.parallel, None), registry: global.registry(), stacks });
+    let ctx =
+        Arc::new(PhaseContext { settings: settings(global, &args.common, args.parallel, None)?, registry: global.registry(), stacks });
     Ok(verdict(&run_phase(&rt, Phase::Smoketest, ctx, crate::phases::smoketest::steps())))
 }
 
@@ -365,7 +366,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(args.harness_timeout.max(1)),
         max_attempts,
     };
-    let mut phase_settings = settings(global, &args.common, args.parallel, Some(run_settings));
+    let mut phase_settings = settings(global, &args.common, args.parallel, Some(run_settings))?;
     if args.list_endpoints {
         phase_settings.steps = crate::util::steps::StepSelection(Some(vec![3]));
     }
@@ -437,7 +438,7 @@ pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
     }
     let mut ok = true;
     for (ws, stacks) in work {
-        let mut s = settings(global, &args.common, args.parallel, None);
+        let mut s = settings(global, &args.common, args.parallel, None)?;
         s.workspace = ws;
         let ctx = Arc::new(PhaseContext { settings: s, registry: registry.clone(), stacks });
         ok &= run_phase(&rt, Phase::Teardown, ctx, crate::phases::teardown::steps()).ok();

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod build;
 pub mod exit;
 pub mod experiment;
+pub mod init;
 pub mod lifecycle;
 pub mod load;
 pub mod plan;
@@ -42,9 +43,11 @@ pub struct GlobalArgs {
     /// Specification: a path, a name under config/specification (examples/sim) or a unique bare name (sim).
     #[arg(long = "spec", visible_alias = "specification_file", global = true, env = "LLMDBENCH_SPEC", value_name = "SPEC")]
     pub spec: Option<String>,
-    /// Root of the config tree (config/specification, config/templates, ...).
-    #[arg(long, visible_alias = "bd", global = true, env = "LLMDBENCH_BASE_DIR", default_value = ".", value_name = "DIR")]
-    pub base_dir: PathBuf,
+    /// Root of the config tree (config/specification, config/templates, ...) and of workload
+    /// profiles. Default: the nearest ancestor of the experiment file, else of the working
+    /// directory, with config/specification; else the tree built into llmd.
+    #[arg(long, visible_alias = "bd", global = true, env = "LLMDBENCH_BASE_DIR", value_name = "DIR")]
+    pub base_dir: Option<PathBuf>,
     /// Where plans, results and analyses are written.
     #[arg(long, visible_alias = "ws", global = true, env = "LLMDBENCH_WORKSPACE", value_name = "DIR")]
     pub workspace: Option<PathBuf>,
@@ -90,6 +93,12 @@ pub struct GlobalArgs {
     /// YAML file deep-merged over every stack of the scenario (below --set).
     #[arg(long, visible_alias = "cc", global = true, env = "LLMDBENCH_CLUSTER_CONFIG", value_name = "FILE")]
     pub cluster_config: Option<PathBuf>,
+    /// The experiment file of commands that take one: trees are looked up from it.
+    #[arg(skip)]
+    pub experiment_file: Option<PathBuf>,
+    /// The trees, found once (see [`GlobalArgs::trees`]).
+    #[arg(skip)]
+    trees: std::sync::OnceLock<crate::config::tree::Trees>,
 }
 
 /// Flags shared by the lifecycle subcommands.
@@ -140,6 +149,10 @@ pub enum Command {
     Load(Box<load::LoadArgs>),
     /// Write benchmark reports (v0.2, v0.1) for results directories and compare treatments.
     Analyze(analyze::AnalyzeArgs),
+    /// Write a starter project (an experiment on examples/sim, a profile, a README) into DIR.
+    Init(init::InitArgs),
+    /// llmd's built-in config and workload trees: which trees are read, export them to edit.
+    Config(init::ConfigArgs),
 }
 
 /// Entry point of the `llmd` binary.
@@ -159,7 +172,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.global.experiment_file = match &cli.command {
+        Command::Build(a) => Some(a.experiment.clone()),
+        Command::Status(a) => Some(a.experiment.clone()),
+        Command::Why(a) => a.experiment.clone(),
+        Command::Experiment(a) => a.experiments.clone(),
+        _ => None,
+    };
     match &cli.command {
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Load(args) => load::run(args),
@@ -178,6 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => build::run_status(&cli.global, args),
         Command::Cache(args) => build::run_cache(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Init(args) => init::init(args),
+        Command::Config(args) => init::config(&cli.global, args),
     }
 }
 
@@ -185,6 +207,23 @@ impl GlobalArgs {
     /// The workspace directory (default `./workspace`).
     pub fn workspace_dir(&self) -> PathBuf {
         self.workspace.clone().unwrap_or_else(|| PathBuf::from("workspace"))
+    }
+
+    /// The config tree and workload trees of this invocation (lookup order in
+    /// [`crate::config::tree`]), found on first use; `--verbose` says which.
+    pub fn trees(&self) -> anyhow::Result<&crate::config::tree::Trees> {
+        if let Some(t) = self.trees.get() {
+            return Ok(t);
+        }
+        let found = crate::config::tree::find(self.base_dir.as_deref(), self.experiment_file.as_deref())?;
+        if self.verbose {
+            eprintln!("config tree: {}", found.config);
+            for w in &found.workloads {
+                eprintln!("profiles: {}/workload/profiles (from {})", w.root.display(), w.source.describe());
+            }
+            eprintln!("profiles: {}workload/profiles (built into llmd)", crate::util::embedded::PREFIX);
+        }
+        Ok(self.trees.get_or_init(|| found))
     }
 
     /// `--backend` and `--non-admin`, as every backend reads them.
@@ -235,8 +274,10 @@ impl GlobalArgs {
                 overrides = overrides.with_cluster_config(doc);
             }
         }
+        let trees = self.trees()?;
         Ok(PlanOptions {
-            base_dir: self.base_dir.clone(),
+            base_dir: trees.config.root.clone(),
+            profile_roots: trees.profile_roots(),
             spec,
             namespace: common.namespace.clone(),
             models: common.models.clone(),

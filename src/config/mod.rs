@@ -20,6 +20,7 @@ pub mod router;
 pub mod spec;
 pub mod stack;
 pub mod substitute;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,10 @@ pub use stack::StackConfig;
 /// Everything from the command line (and environment) that shapes a plan.
 #[derive(Clone, Debug, Default)]
 pub struct PlanOptions {
+    /// The config tree's root ([`tree`]).
     pub base_dir: PathBuf,
+    /// On-disk roots searched for workload profiles before the built-in tree ([`tree`]).
+    pub profile_roots: Vec<PathBuf>,
     pub spec: String,
     /// `-p/--namespace deploy[,harness[,wva]]`.
     pub namespace: Option<String>,
@@ -81,7 +85,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, InputError> {
 
 /// Checks a parsed scenario document.
 pub fn parse_scenario(path: &Path, doc: Node) -> Result<Scenario, InputError> {
-    let display = path.display().to_string();
+    let display = crate::util::embedded::label(path).to_string();
     let Some(list) = doc.get("scenario") else {
         return Err(InputError::at(&doc.origin, format!("{display}: a scenario file needs a 'scenario' key with a list of stacks"))
             .help("scenario:\n    - name: my-stack\n      model: {name: Qwen/Qwen3-0.6B}"));

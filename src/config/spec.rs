@@ -14,6 +14,7 @@ use minijinja::value::Value as JValue;
 
 use crate::error::{InputError, did_you_mean};
 use crate::jinja::env::spec_environment;
+use crate::util::embedded::label;
 use crate::yaml::{Node, load_str};
 
 const SPEC_SUFFIX: &str = ".yaml.j2";
@@ -75,7 +76,7 @@ pub fn resolve_spec_file(base_dir: &Path, spec: &str) -> Result<PathBuf, InputEr
         [(_, path)] if !name.contains('/') => Ok(path.clone()),
         [] | [_] => {
             let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-            let mut err = InputError::new(format!("specification '{spec}' not found under {}", spec_root(base_dir).display()));
+            let mut err = InputError::new(format!("specification '{spec}' not found under {}", label(&spec_root(base_dir))));
             err = match did_you_mean(name, names.iter().copied()) {
                 Some(s) => err.help(format!("did you mean '{s}'? available: {}", names.join(", "))),
                 None if names.is_empty() => {
@@ -100,7 +101,7 @@ pub fn load_spec(base_dir: &Path, spec: &str) -> Result<Spec, InputError> {
 
 /// Renders and checks the specification `file` whose text is `source`.
 pub fn render_spec(base_dir: &Path, file: PathBuf, source: &str) -> Result<Spec, InputError> {
-    let display = file.display().to_string();
+    let display = label(&file).to_string();
     let env = spec_environment();
     let base = base_dir.to_string_lossy().to_string();
     let rendered = env

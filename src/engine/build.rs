@@ -89,6 +89,8 @@ impl std::fmt::Display for NodeStatus {
 pub struct NodeReport {
     pub id: String,
     pub kind: &'static str,
+    /// The node's key as decided (content-derived; equal inputs give equal keys anywhere).
+    pub key: String,
     pub status: NodeStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
@@ -99,7 +101,7 @@ pub struct NodeReport {
 
 impl NodeReport {
     pub fn new(node: &GraphNode, status: NodeStatus, reason: Option<Reason>, detail: Option<String>, seconds: f64) -> NodeReport {
-        NodeReport { id: node.id.clone(), kind: node.kind.name(), status, reason, detail, seconds }
+        NodeReport { id: node.id.clone(), kind: node.kind.name(), key: node.key.clone(), status, reason, detail, seconds }
     }
 
     /// The report of a node the executor did not reach (or a dry run's).

@@ -225,7 +225,12 @@ impl<'a> Decider<'a> {
         if let Some(p) = self.profile_paths.get(name) {
             return Ok(p.clone());
         }
-        let p = find_profile(&self.opts.plan.base_dir, harness, name).map_err(|e| InputError::new(format!("{e:#}")))?;
+        // A profile the experiment names by a relative path is relative to that file.
+        let beside = self.opts.experiment_file.parent().map(|d| d.join(name)).filter(|p| name.contains('/') && p.is_file());
+        let p = match beside {
+            Some(p) => p,
+            None => find_profile(&self.opts.plan.profile_roots, harness, name).map_err(|e| InputError::new(format!("{e:#}")))?,
+        };
         self.profile_paths.insert(name.to_string(), p.clone());
         Ok(p)
     }

@@ -15,6 +15,7 @@ use super::key::{Leaf, leaves, leaves_digest};
 use crate::config::{PlanOptions, parse_scenario, resolve_loaded};
 use crate::error::InputError;
 use crate::render::TemplateSet;
+use crate::util::embedded::label;
 use crate::yaml::{Node, load_str};
 
 /// A planning failure. Salsa memoizes results, so the error is plain data (comparable,
@@ -137,11 +138,11 @@ fn setup_plan(db: &dyn Db, setup: SetupInput) -> Result<Arc<SetupPlan>, PlanErro
     let opts = setup.opts(db);
     let spec_file = crate::config::spec::resolve_spec_file(&opts.base_dir, &opts.spec)?;
     let spec = crate::config::spec::render_spec(&opts.base_dir, spec_file.clone(), &text_of(db, &spec_file)?)?;
-    let defaults = load_str(&text_of(db, &spec.values_file)?, &spec.values_file.display().to_string())?;
+    let defaults = load_str(&text_of(db, &spec.values_file)?, &label(&spec.values_file))?;
     if defaults.as_map().is_none() {
         return Err(InputError::at(&defaults.origin, "the defaults file must be a mapping").into());
     }
-    let scenario_doc = load_str(&text_of(db, &spec.scenario_file)?, &spec.scenario_file.display().to_string())?;
+    let scenario_doc = load_str(&text_of(db, &spec.scenario_file)?, &label(&spec.scenario_file))?;
     let scenario = parse_scenario(&spec.scenario_file, scenario_doc)?;
     let (spec_name, template_dir) = (spec.name.clone(), spec.template_dir.clone());
     let resolved = resolve_loaded(opts, spec, defaults, scenario)?;

@@ -15,33 +15,52 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::error::Warnings;
+use crate::util::embedded;
 use crate::yaml::{DumpOptions, Node, Value, dump, load_str};
 
-/// Finds `workload/profiles/<harness>/<name>` (with or without `.in`).
-pub fn find_profile(base_dir: &Path, harness: &str, name: &str) -> Result<PathBuf> {
+/// Finds a workload profile: `name` itself when it is a file (a path), else
+/// `<root>/workload/profiles/<harness>/<name>` (with or without `.in`, `.yaml`) in each of
+/// `roots` in order, then in the tree built into llmd (unpacked on first use).
+pub fn find_profile(roots: &[PathBuf], harness: &str, name: &str) -> Result<PathBuf> {
     let direct = Path::new(name);
     if direct.is_file() {
         return Ok(direct.to_path_buf());
     }
-    let dir = base_dir.join("workload").join("profiles").join(harness);
-    for candidate in [name.to_string(), format!("{name}.in"), format!("{name}.yaml.in"), format!("{name}.yaml")] {
-        let p = dir.join(&candidate);
-        if p.is_file() {
-            return Ok(p);
+    let candidates = [name.to_string(), format!("{name}.in"), format!("{name}.yaml.in"), format!("{name}.yaml")];
+    let rel_dir = Path::new("workload").join("profiles").join(harness);
+    for root in roots {
+        for candidate in &candidates {
+            let p = root.join(&rel_dir).join(candidate);
+            if p.is_file() {
+                return Ok(p);
+            }
         }
     }
-    let available: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(|s| s.trim_end_matches(".in").to_string()))
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
+    for candidate in &candidates {
+        let rel = format!("workload/profiles/{harness}/{candidate}");
+        if embedded::file(&rel).is_some() {
+            return Ok(embedded::root()?.join(rel));
+        }
+    }
+    let mut available: Vec<String> = roots
+        .iter()
+        .flat_map(|root| std::fs::read_dir(root.join(&rel_dir)).into_iter().flatten().flatten())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .chain(embedded::files().iter().filter_map(|(p, _)| p.strip_prefix(&format!("workload/profiles/{harness}/")).map(str::to_string)))
+        .filter(|n| !n.starts_with('.') && !n.contains('/'))
+        .map(|n| n.trim_end_matches(".in").to_string())
+        .collect();
+    available.sort();
+    available.dedup();
+    let searched: Vec<String> = roots
+        .iter()
+        .map(|r| r.join(&rel_dir).display().to_string())
+        .chain([format!("{}{}", embedded::PREFIX, rel_dir.display())])
+        .collect();
     bail!(
-        "workload profile '{name}' not found for harness '{harness}' in {}{}",
-        dir.display(),
-        if available.is_empty() { String::new() } else { format!(" (available: {})", available.join(", ")) }
+        "workload profile '{name}' not found for harness '{harness}' (searched {}){}",
+        searched.join(", "),
+        if available.is_empty() { String::new() } else { format!("; available: {}", available.join(", ")) }
     )
 }
 

@@ -230,7 +230,7 @@ mod tests {
         Arc::new(PhaseContext {
             settings: Settings {
                 workspace: "/tmp".into(),
-                base_dir: ".".into(),
+                profile_roots: vec![".".into()],
                 dry_run: false,
                 server_dry_run: false,
                 verbose: false,

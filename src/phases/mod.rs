@@ -76,7 +76,8 @@ impl Phase {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub workspace: PathBuf,
-    pub base_dir: PathBuf,
+    /// On-disk roots searched for workload profiles before the built-in tree.
+    pub profile_roots: Vec<PathBuf>,
     pub dry_run: bool,
     /// With `dry_run`: ask the backend to validate what it would deploy
     /// (`--server-dry-run`: kube's `dryRun=All` applies).

@@ -86,7 +86,7 @@ impl Step for Preflight {
                 kind => kind.locate()?.display().to_string(),
             };
             for name in profile_names(rs) {
-                find_profile(&ctx.settings.base_dir, rs.harness.name(), &name)?;
+                find_profile(&ctx.settings.profile_roots, rs.harness.name(), &name)?;
             }
             if let Some(url) = &rs.endpoint_url {
                 Endpoint::parse(url).map_err(|e| anyhow::anyhow!("--endpoint-url: {e}"))?;
@@ -228,7 +228,7 @@ impl Step for RenderProfiles {
             let mut runs = Vec::new();
             let mut warnings = Warnings::default();
             for (name, t) in treatments {
-                let profile = find_profile(&ctx.settings.base_dir, rs.harness.name(), t.profile.as_deref().unwrap_or(&rs.workload))?;
+                let profile = find_profile(&ctx.settings.profile_roots, rs.harness.name(), t.profile.as_deref().unwrap_or(&rs.workload))?;
                 let text = std::fs::read_to_string(&profile).with_context(|| format!("cannot read profile {}", profile.display()))?;
                 let job = ProfileJob {
                     harness: rs.harness,

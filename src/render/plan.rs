@@ -19,6 +19,7 @@ use crate::error::InputError;
 use crate::jinja::env::plan_environment;
 use crate::jinja::pyvalue::{from_template, to_template};
 use crate::jinja::template_error;
+use crate::util::embedded::label;
 use crate::yaml::{DumpOptions, Node, dump, load::load_all_str};
 
 use crate::jinja::MACROS_FILE;
@@ -56,7 +57,7 @@ impl TemplateSet {
         let mut files = Vec::with_capacity(names.len());
         for name in names {
             let text = std::fs::read_to_string(dir.join(&name))
-                .map_err(|e| InputError::new(format!("{}: cannot read template: {e}", dir.join(&name).display())))?;
+                .map_err(|e| InputError::new(format!("{}: cannot read template: {e}", label(&dir.join(&name)))))?;
             files.push((name, text));
         }
         Self::from_files(dir, files)
@@ -64,7 +65,7 @@ impl TemplateSet {
 
     /// The template file names (`*.j2`) in `dir`, sorted.
     pub fn list(dir: &Path) -> Result<Vec<String>, InputError> {
-        let display = dir.display().to_string();
+        let display = label(dir).to_string();
         let entries = std::fs::read_dir(dir).map_err(|e| InputError::new(format!("{display}: cannot read template directory: {e}")))?;
         let mut names: Vec<String> = entries
             .flatten()
@@ -78,14 +79,14 @@ impl TemplateSet {
 
     /// Builds the set from `(file name, text)` pairs of `dir` (sorted by name).
     pub fn from_files(dir: &Path, files: Vec<(String, String)>) -> Result<TemplateSet, InputError> {
-        let display = dir.display().to_string();
+        let display = label(dir).to_string();
         let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
         let read = |name: &str| -> Result<String, InputError> {
             Ok(files.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).unwrap_or_default())
         };
         let macros = if names.iter().any(|n| n == MACROS_FILE) { Some(read(MACROS_FILE)? + "\n") } else { None };
         let macro_lines = macros.as_deref().map_or(0, |m| m.matches('\n').count());
-        let macros_path = dir.join(MACROS_FILE).display().to_string();
+        let macros_path = label(&dir.join(MACROS_FILE)).to_string();
         let mut env = plan_environment();
         let mut templates = Vec::new();
         for name in names.iter().filter(|n| !n.starts_with('_')) {
@@ -94,7 +95,7 @@ impl TemplateSet {
             let output_name = if stem.ends_with(".yaml") { stem.to_string() } else { format!("{stem}.yaml") };
             let source = format!("{}{text}", macros.as_deref().unwrap_or(""));
             env.add_template_owned(name.clone(), source)
-                .map_err(|e| template_error(&e, &dir.join(name).display().to_string(), macro_lines, Some(&macros_path)))?;
+                .map_err(|e| template_error(&e, &label(&dir.join(name)), macro_lines, Some(&macros_path)))?;
             templates.push(TemplateFile { source_name: name.clone(), output_name, text });
         }
         if templates.is_empty() {
@@ -125,13 +126,13 @@ impl TemplateSet {
     pub fn render_stack(&self, config: &Node, nok8s: bool) -> Result<RenderedStack, InputError> {
         let ctx = to_template(config);
         let macro_lines = self.macro_lines();
-        let macros_path = self.dir.join(MACROS_FILE).display().to_string();
+        let macros_path = label(&self.dir.join(MACROS_FILE)).to_string();
         let mut files = Vec::new();
         for t in &self.templates {
             if nok8s && !t.output_name.contains("nok8s") {
                 continue;
             }
-            let path = self.dir.join(&t.source_name).display().to_string();
+            let path = label(&self.dir.join(&t.source_name)).to_string();
             let tmpl = self.env.get_template(&t.source_name).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
             let rendered = tmpl.render(ctx.clone()).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
             let content = format!("{}\n", rendered.trim());

@@ -69,6 +69,14 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A path beside `path` named `<stem>-<pid>-<n>` that no other writer (process or
+/// thread) uses, for staging a directory before renaming it into place.
+pub fn unique_sibling(path: &Path, stem: &str) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!("{stem}-{}-{n}", std::process::id()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

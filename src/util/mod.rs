@@ -1,10 +1,11 @@
 //! Small helpers every layer may use: nothing here knows about plans, stacks or
 //! backends.
 //!
-//! * [`digest`] — blake3 digests and node keys; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
+//! * [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
 //!   futures; [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
 
 pub mod digest;
+pub mod embedded;
 pub mod fs;
 pub mod join;
 pub mod rng;

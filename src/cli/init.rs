@@ -1,0 +1,156 @@
+//! `llmd init` (a starter project) and `llmd config` (the built-in trees: where llmd
+//! reads its trees from, and writing the built-in ones out for editing).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::{GlobalArgs, exit};
+use crate::util::embedded;
+
+/// The starter project's files: (path in the project, contents).
+fn starter_files() -> Result<Vec<(&'static str, &'static [u8])>> {
+    let profile = embedded::file("workload/profiles/llmd/sanity_random.yaml.in").context("llmd was built without its llmd profiles")?;
+    Ok(vec![
+        ("experiment.yaml", include_bytes!("starter/experiment.yaml")),
+        ("workload/profiles/llmd/starter.yaml.in", profile),
+        ("README.md", include_bytes!("starter/README.md")),
+        (".gitignore", include_bytes!("starter/gitignore")),
+    ])
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write the project into (created if missing).
+    #[arg(default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Overwrite files that exist with other contents.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write llmd's built-in config/ and workload/ trees into DIR, to edit them: llmd reads
+    /// them instead of its own when run in (or below) DIR, or with --base-dir DIR.
+    Export {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Overwrite files that exist with other contents.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print which config tree and profile trees llmd reads here, and why.
+    Trees,
+}
+
+pub fn init(args: &InitArgs) -> Result<ExitCode> {
+    let files = starter_files()?;
+    write_new(&args.dir, &files, args.force)?;
+    let shown = args.dir.display().to_string();
+    eprintln!("wrote a starter project in {shown}: experiment.yaml, workload/profiles/llmd/starter.yaml.in, README.md, .gitignore");
+    let cd = if args.dir == Path::new(".") { String::new() } else { format!("cd {} && ", shell_word(&shown)) };
+    eprintln!("build it: {cd}llmd build experiment.yaml");
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+pub fn config(global: &GlobalArgs, args: &ConfigArgs) -> Result<ExitCode> {
+    match &args.command {
+        ConfigCommand::Export { dir, force } => {
+            let written = embedded::write_files(dir, *force)?;
+            let total = embedded::files().len();
+            eprintln!(
+                "wrote {written} of {total} files of llmd's built-in tree into {} ({} already equal)",
+                dir.display(),
+                total - written
+            );
+            eprintln!("llmd reads them when run in or below {0}, or with --base-dir {0}", dir.display());
+        }
+        ConfigCommand::Trees => {
+            let trees = global.trees()?;
+            println!("config tree: {}", trees.config);
+            for w in &trees.workloads {
+                println!("profiles:    {}/workload/profiles (from {})", w.root.display(), w.source.describe());
+            }
+            println!("profiles:    {}workload/profiles (built into llmd)", embedded::PREFIX);
+        }
+    }
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// Writes `files` under `dir`: refuses (writing nothing) when one exists with other
+/// contents and `force` is off; skips files already equal.
+fn write_new(dir: &Path, files: &[(&str, &[u8])], force: bool) -> Result<()> {
+    if !force {
+        let clashes: Vec<&str> = files
+            .iter()
+            .filter(|(rel, bytes)| std::fs::read(dir.join(rel)).is_ok_and(|have| have != *bytes))
+            .map(|(rel, _)| *rel)
+            .collect();
+        if !clashes.is_empty() {
+            bail!("{} already has {} (with other contents); pass --force to overwrite", dir.display(), clashes.join(", "));
+        }
+    }
+    for (rel, bytes) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        crate::util::fs::write_atomic(&path, bytes)?;
+    }
+    Ok(())
+}
+
+/// `s` as one shell word (quoted when it needs to be).
+fn shell_word(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_starter_experiment_is_a_valid_experiment_on_a_shipped_spec() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_new(tmp.path(), &starter_files().unwrap(), false).unwrap();
+        let exp = crate::experiment::load_experiment(&tmp.path().join("experiment.yaml")).unwrap();
+        assert_eq!(exp.spec.as_deref(), Some("examples/sim"));
+        assert!(embedded::file("config/specification/examples/sim.yaml.j2").is_some());
+        assert_eq!(exp.setup.len(), 2);
+        assert_eq!(exp.run.len(), 2);
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_edits_and_rewrites_nothing_then() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = starter_files().unwrap();
+        write_new(tmp.path(), &files, false).unwrap();
+        write_new(tmp.path(), &files, false).expect("equal files are no clash");
+        std::fs::write(tmp.path().join("experiment.yaml"), "mine").unwrap();
+        let err = write_new(tmp.path(), &files, false).unwrap_err().to_string();
+        assert!(err.contains("experiment.yaml") && err.contains("--force"), "{err}");
+        assert_eq!(std::fs::read_to_string(tmp.path().join("experiment.yaml")).unwrap(), "mine");
+        write_new(tmp.path(), &files, true).unwrap();
+        assert_ne!(std::fs::read_to_string(tmp.path().join("experiment.yaml")).unwrap(), "mine");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("my-bench/x"), "my-bench/x");
+        assert_eq!(shell_word("my bench"), "'my bench'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+}
