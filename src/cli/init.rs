@@ -1,6 +1,8 @@
 //! `llmd init` (a starter project) and `llmd config` (the built-in trees: where llmd
-//! reads its trees from, and writing the built-in ones out for editing).
+//! reads its trees from, their specification names, and writing the built-in ones out
+//! for editing).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,6 +52,8 @@ pub enum ConfigCommand {
     },
     /// Print which config tree and profile trees llmd reads here, and why.
     Trees,
+    /// Print the specification names of that config tree, one per line (shell completion).
+    Specs,
 }
 
 pub fn init(args: &InitArgs) -> Result<ExitCode> {
@@ -81,6 +85,13 @@ pub fn config(global: &GlobalArgs, args: &ConfigArgs) -> Result<ExitCode> {
                 println!("profiles:    {}/workload/profiles (from {})", w.root.display(), w.source.describe());
             }
             println!("profiles:    {}workload/profiles (built into llmd)", embedded::PREFIX);
+        }
+        ConfigCommand::Specs => {
+            let trees = global.trees()?;
+            let names: Vec<String> = crate::config::spec::list_specs(&trees.config.root).into_iter().map(|(n, _)| n).collect();
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe ends the listing quietly: completion scripts read only what they need.
+            let _ = writeln!(stdout, "{}", names.join("\n")).and_then(|()| stdout.flush());
         }
     }
     Ok(ExitCode::from(exit::SUCCESS))

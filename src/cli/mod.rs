@@ -13,6 +13,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod load;
 pub mod plan;
+pub mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,6 +154,10 @@ pub enum Command {
     Init(init::InitArgs),
     /// llmd's built-in config and workload trees: which trees are read, export them to edit.
     Config(init::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(shell::CompletionsArgs),
+    /// Write man pages (llmd.1, llmd-build.1, ...) into a directory.
+    Man(shell::ManArgs),
 }
 
 /// Entry point of the `llmd` binary.
@@ -200,6 +205,8 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(args) => analyze::run(args),
         Command::Init(args) => init::init(args),
         Command::Config(args) => init::config(&cli.global, args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 

@@ -1,0 +1,150 @@
+//! Shell integration: `llmd completions SHELL` (clap_complete's scripts, with spec names
+//! completed from the tree llmd would read) and `llmd man` (roff pages, clap_mangen).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+
+use super::{Cli, exit};
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, powershell or elvish.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (llmd.1, llmd-build.1, …).
+    #[arg(long, default_value = "man", value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The bash function that completes `--spec` from `llmd config specs`.
+const BASH_SPECS: &str = r#"
+# --spec completes from the specifications of the config tree llmd would read here.
+_llmd_specs() {
+    local IFS=$'\n'
+    COMPREPLY=($(compgen -W "$(llmd config specs 2>/dev/null)" -- "${cur}"))
+}
+"#;
+
+/// The zsh function that completes `--spec` from `llmd config specs`.
+const ZSH_SPECS: &str = r#"
+# --spec completes from the specifications of the config tree llmd would read here.
+(( $+functions[_llmd_specs] )) ||
+_llmd_specs() {
+    local -a specs
+    specs=(${(f)"$(llmd config specs 2>/dev/null)"})
+    _describe -t specs 'specification' specs
+}
+"#;
+
+/// The completion script for `shell`.
+pub fn script(shell: Shell) -> Result<String> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "llmd", &mut out);
+    let text = String::from_utf8(out).context("the completion script is not UTF-8")?;
+    Ok(match shell {
+        Shell::Bash => with_bash_specs(&text),
+        Shell::Zsh => with_zsh_specs(&text),
+        _ => text,
+    })
+}
+
+/// Replaces bash's file completion for `--spec` (and its alias) with [`BASH_SPECS`].
+fn with_bash_specs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + BASH_SPECS.len());
+    let mut in_spec = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--spec)") || t.starts_with("--specification_file)") {
+            in_spec = true;
+        } else if in_spec && t.starts_with("COMPREPLY=(") {
+            let indent = &line[..line.len() - t.len()];
+            out.push_str(indent);
+            out.push_str("_llmd_specs\n");
+            continue;
+        } else if t == ";;" {
+            in_spec = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    format!("{BASH_SPECS}{out}")
+}
+
+/// Points zsh's `--spec` argument at [`ZSH_SPECS`].
+fn with_zsh_specs(text: &str) -> String {
+    let replaced = text.replace(":SPEC:_default'", ":SPEC:_llmd_specs'");
+    format!("{replaced}{ZSH_SPECS}")
+}
+
+pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
+    let text = script(args.shell)?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ExitCode::from(exit::SUCCESS)),
+        // A closed pipe (`llmd completions bash | head`) is the reader's choice.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::SUCCESS)),
+        Err(e) => Err(e).context("cannot write the completion script"),
+    }
+}
+
+/// Writes one roff page per command and subcommand (`llmd.1`, `llmd-build.1`, …).
+pub fn man(args: &ManArgs) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let cmd = Cli::command();
+    let mut written = 0;
+    write_pages(&cmd, "llmd", &args.out, &mut written)?;
+    eprintln!("wrote {written} man page(s) into {}; read one with `man -l {}`", args.out.display(), args.out.join("llmd.1").display());
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+fn write_pages(cmd: &clap::Command, name: &str, dir: &std::path::Path, written: &mut usize) -> Result<()> {
+    let page = cmd.clone().name(name.to_string());
+    let mut bytes = Vec::new();
+    clap_mangen::Man::new(page).render(&mut bytes).context("cannot render a man page")?;
+    let path = dir.join(format!("{name}.1"));
+    crate::util::fs::write_atomic(&path, &bytes)?;
+    *written += 1;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bash_completes_spec_names_and_files_elsewhere() {
+        let s = script(Shell::Bash).unwrap();
+        assert!(s.contains("_llmd_specs()"), "{s}");
+        let calls = s.lines().filter(|l| l.trim() == "_llmd_specs").count();
+        assert!(calls >= 2, "--spec is completed by name in several subcommands: {calls}");
+        assert!(s.contains("compgen -f"), "other file arguments still complete files");
+    }
+
+    #[test]
+    fn zsh_completes_spec_names() {
+        let s = script(Shell::Zsh).unwrap();
+        assert!(s.contains(":SPEC:_llmd_specs'") && !s.contains(":SPEC:_default'"), "{s}");
+        assert!(s.contains("_llmd_specs() {"));
+    }
+
+    #[test]
+    fn every_shell_has_a_script() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::PowerShell, Shell::Elvish] {
+            let s = script(shell).unwrap();
+            assert!(s.contains("llmd") && s.contains("build"), "{shell}");
+        }
+    }
+}

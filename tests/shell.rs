@@ -1,0 +1,117 @@
+//! Shell integration: the completion scripts load in bash (and zsh when installed) and
+//! complete spec names from the tree llmd reads; man pages are written; a closed pipe is
+//! not an error.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{llmd, run};
+
+fn script(shell: &str, dir: &Path) -> std::path::PathBuf {
+    let r = run(llmd().args(["completions", shell]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let path = dir.join(format!("llmd.{shell}"));
+    std::fs::write(&path, r.stdout).unwrap();
+    path
+}
+
+/// PATH with the llmd under test first, as a user's shell would find it.
+fn path_with_llmd() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_llmd")).parent().unwrap().display().to_string();
+    format!("{bin}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn bash_loads_the_script_and_completes_spec_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = script("bash", tmp.path());
+    let syntax = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "set -u; source '{}'; complete -p llmd >/dev/null || exit 3; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; _llmd llmd '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display(),
+            line,
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash").arg("-c").arg(program).env("PATH", path_with_llmd()).current_dir(support::root()).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(complete("llmd plan --spec examples/s"), ["examples/sim"]);
+    let subcommands = complete("llmd bu");
+    assert!(subcommands.contains(&"build".to_string()), "{subcommands:?}");
+    let flags = complete("llmd build --ke");
+    assert!(flags.contains(&"--keep-going".to_string()) && flags.contains(&"--keep-stacks".to_string()), "{flags:?}");
+}
+
+#[test]
+fn zsh_loads_the_script_when_installed() {
+    if Command::new("zsh").arg("--version").output().is_err() {
+        eprintln!("skipping: zsh is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = script("zsh", tmp.path());
+    let syntax = Command::new("zsh").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let fpath = tmp.path().join("functions");
+    std::fs::create_dir(&fpath).unwrap();
+    std::fs::copy(&file, fpath.join("_llmd")).unwrap();
+    let program = format!(
+        "fpath=('{}' $fpath); autoload -U compinit; compinit -u -d '{}/zcompdump'; autoload -U _llmd; whence -w _llmd",
+        fpath.display(),
+        tmp.path().display()
+    );
+    let out = Command::new("zsh").arg("-f").arg("-c").arg(program).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_llmd: function"));
+}
+
+#[test]
+fn every_shell_gets_a_script_and_a_closed_pipe_is_not_an_error() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let r = run(llmd().args(["completions", shell]));
+        assert_eq!(r.code, 0, "{shell}: {}", r.stderr);
+        assert!(r.stdout.contains("llmd"), "{shell}");
+    }
+    let r = run(llmd().args(["completions", "tcsh"]));
+    assert_eq!(r.code, 2, "an unknown shell is a usage error");
+    assert!(r.stderr.contains("possible values"), "{}", r.stderr);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; '{}' completions bash | head -1 >/dev/null", env!("CARGO_BIN_EXE_llmd")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; cd '{}' && '{}' config specs | head -1", support::root().display(), env!("CARGO_BIN_EXE_llmd")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "examples/gpu");
+}
+
+#[test]
+fn man_writes_a_page_per_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("man");
+    let r = run(llmd().arg("man").arg("--out").arg(&out));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let top = std::fs::read_to_string(out.join("llmd.1")).unwrap();
+    assert!(top.contains(".TH llmd 1") && top.contains("build"), "{top}");
+    let build = std::fs::read_to_string(out.join("llmd-build.1")).unwrap();
+    assert!(build.contains("\\-\\-keep\\-going") || build.contains("keep-going"), "{build}");
+    assert!(out.join("llmd-cache-export.1").is_file(), "nested subcommands get pages");
+    if Command::new("man").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let rendered =
+            Command::new("man").arg("-l").arg(out.join("llmd-build.1")).env("MANPAGER", "cat").env("PAGER", "cat").output().unwrap();
+        assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    }
+}
