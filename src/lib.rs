@@ -15,6 +15,7 @@ pub mod jinja;
 pub mod phases;
 pub mod pyfmt;
 pub mod render;
+pub mod schema;
 pub mod sim;
 pub mod stats;
 pub mod store;

@@ -670,3 +670,10 @@ fn a_profile_edited_after_deciding_does_not_reach_the_run() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(reason(&report, "run/fast/sim/r1#1")["type"], "profile_changed", "{report}");
 }
+
+#[test]
+fn zero_jobs_is_a_usage_error() {
+    let r = run(llmd().args(["build", "-j", "0", "workload/experiments/quickstart.yaml"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("must be at least 1"), "{}", r.stderr);
+}

@@ -60,7 +60,7 @@ pub struct BuildArgs {
     pub harness_timeout: u64,
     /// Setups executed at once (default: 1 on the local backend; every setup on a
     /// cluster, as its capacity allows).
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// What may be deployed at once, e.g. `gpu=16,cpu=2` (default: discovered — the local
     /// machine's cores, a cluster's allocatable GPUs).
@@ -137,6 +137,15 @@ pub enum CacheCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// `-j N`: a whole number of at least 1 (0 would run nothing, so it is refused).
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (setups executed at once)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 fn options(

@@ -158,6 +158,8 @@ pub enum Command {
     Completions(shell::CompletionsArgs),
     /// Write man pages (llmd.1, llmd-build.1, ...) into a directory.
     Man(shell::ManArgs),
+    /// Print the JSON Schema of an input file (for editors: yaml-language-server).
+    Schema(shell::SchemaArgs),
 }
 
 /// Entry point of the `llmd` binary.
@@ -207,6 +209,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => init::config(&cli.global, args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
+        Command::Schema(args) => shell::schema(args),
     }
 }
 

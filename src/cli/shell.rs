@@ -1,5 +1,7 @@
-//! Shell integration: `llmd completions SHELL` (clap_complete's scripts, with spec names
-//! completed from the tree llmd would read) and `llmd man` (roff pages, clap_mangen).
+//! Shell and editor integration: `llmd completions SHELL` (clap_complete's scripts, with
+//! spec names completed from the tree llmd would read), `llmd man` (roff pages,
+//! clap_mangen) and `llmd schema` (JSON Schemas of input files, from the tables the
+//! loaders check keys with).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +25,50 @@ pub struct ManArgs {
     /// Directory to write the pages into (llmd.1, llmd-build.1, …).
     #[arg(long, default_value = "man", value_name = "DIR")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file: experiment.
+    #[arg(value_enum)]
+    pub file: SchemaFile,
+    /// Write it here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaFile {
+    /// Experiment files (workload/experiments/*.yaml).
+    Experiment,
+}
+
+/// The schema of `file`, as committed under `workload/schemas/` (pretty, newline-ended).
+pub fn schema_text(file: SchemaFile) -> String {
+    let doc = match file {
+        SchemaFile::Experiment => &crate::experiment::SCHEMA,
+    };
+    let mut text = serde_json::to_string_pretty(&crate::schema::json_schema(doc)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+pub fn schema(args: &SchemaArgs) -> Result<ExitCode> {
+    let text = schema_text(args.file);
+    match &args.out {
+        Some(path) => crate::util::fs::write_atomic(path, text.as_bytes())?,
+        None => print_all(&text, "the schema")?,
+    }
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// Prints `text`; a closed pipe (`… | head`) is the reader's choice, not an error.
+fn print_all(text: &str, what: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).with_context(|| format!("cannot write {what}")),
+        _ => Ok(()),
+    }
 }
 
 /// The bash function that completes `--spec` from `llmd config specs`.
@@ -87,14 +133,8 @@ fn with_zsh_specs(text: &str) -> String {
 }
 
 pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
-    let text = script(args.shell)?;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(ExitCode::from(exit::SUCCESS)),
-        // A closed pipe (`llmd completions bash | head`) is the reader's choice.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::SUCCESS)),
-        Err(e) => Err(e).context("cannot write the completion script"),
-    }
+    print_all(&script(args.shell)?, "the completion script")?;
+    Ok(ExitCode::from(exit::SUCCESS))
 }
 
 /// Writes one roff page per command and subcommand (`llmd.1`, `llmd-build.1`, …).

@@ -20,6 +20,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::error::InputError;
+use crate::schema::{Document, Field, Kind, check_keys};
 use crate::yaml::{Mapping, Node, Value, load_file};
 
 /// One setup (infrastructure) treatment.
@@ -80,20 +81,83 @@ impl Isolation {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "experiment",
-    "design",
-    "setup",
-    "treatments",
-    "run",
-    "constants",
-    "reset_caches",
-    "treatment_max_attempts",
-    "treatment_stop_on_error",
-    "validate_failures",
-    "repeat",
-    "isolation",
+const META: &[Field] = &[
+    Field::new("name", Kind::Str, "The experiment's name (default: the file's stem)."),
+    Field::new("description", Kind::Str, "Free text."),
+    Field::new("spec", Kind::Str, "The specification to run on: a name under config/specification (examples/sim) or a path."),
+    Field::new("harness", Kind::Str, "The load generator: llmd (native), inference-perf, guidellm or vllm-benchmark."),
+    Field::new("profile", Kind::Str, "The workload profile: a name under workload/profiles/<harness>/ or a path relative to this file."),
+    Field::new("datasetUrl", Kind::Str, "Upstream's dataset location (informational)."),
 ];
+
+const FACTOR: &[Field] = &[
+    Field::new("name", Kind::Str, "The factor's name in treatment names (default: the key's last segment)."),
+    Field::new("key", Kind::Str, "The dotted key the factor sets.").required(),
+    Field::new("levels", Kind::List(&Kind::Any), "The values it takes; treatments are the full factorial.").required(),
+];
+
+const DESIGN_SETUP: &[Field] = &[Field::new(
+    "factors",
+    Kind::List(&Kind::Open(FACTOR)),
+    "Setup factors: expanded into setup treatments when `setup.treatments` is absent.",
+)];
+
+const DESIGN_RUN: &[Field] = &[
+    Field::new("factors", Kind::List(&Kind::Open(FACTOR)), "Run factors: expanded into run treatments when `treatments` is absent."),
+    Field::new("constants", Kind::Dotted, "Dotted profile keys merged into every generated run treatment."),
+];
+
+const DESIGN: &[Field] = &[
+    Field::new("type", Kind::Str, "Upstream's design type (informational)."),
+    Field::new("setup", Kind::Open(DESIGN_SETUP), "Setup factors."),
+    Field::new("run", Kind::Open(DESIGN_RUN), "Run factors."),
+];
+
+const SETUP_TREATMENT: &[Field] = &[Field::new("name", Kind::Str, "The treatment's name: setup-treatment-<name>/ in the workspace.")];
+
+const SETUP: &[Field] = &[
+    Field::new("constants", Kind::Dotted, "Dotted scenario keys merged into every setup treatment first."),
+    Field::new(
+        "treatments",
+        Kind::List(&Kind::Open(SETUP_TREATMENT)),
+        "Infrastructure variants: a name and dotted scenario keys (applied over --set).",
+    ),
+];
+
+const RUN_TREATMENT: &[Field] = &[
+    Field::new("name", Kind::Str, "The treatment's name."),
+    Field::new("profile", Kind::Str, "A different workload profile for this treatment."),
+];
+
+/// Every key of an experiments file: the loader rejects others, `llmd schema experiment`
+/// describes these.
+pub const SCHEMA: Document = Document {
+    name: "experiment",
+    title: "llmd experiment",
+    description: "A design of experiments for `llmd build` / `llmd experiment`: setup treatments (scenario overrides) x run treatments (profile overrides).",
+    fields: &[
+        Field::new("experiment", Kind::Object(META), "What the experiment runs."),
+        Field::new("design", Kind::Open(DESIGN), "Factors expanded into treatments (a full factorial)."),
+        Field::new("setup", Kind::Object(SETUP), "Infrastructure variants; without it, one setup treatment named default."),
+        Field::new(
+            "treatments",
+            Kind::List(&Kind::Open(RUN_TREATMENT)),
+            "Workload variants: a name, an optional profile and dotted profile keys.",
+        ),
+        Field::new("run", Kind::List(&Kind::Open(RUN_TREATMENT)), "Another name for treatments."),
+        Field::new("constants", Kind::Dotted, "Dotted profile keys merged into every run treatment first."),
+        Field::new("reset_caches", Kind::Bool, "Upstream's prefix-cache reset between treatments (accepted; llmd ignores it)."),
+        Field::new("treatment_max_attempts", Kind::Int { min: 1 }, "Attempts per run before it counts as failed.").default("1"),
+        Field::new("treatment_stop_on_error", Kind::Bool, "Stop at the first failed treatment (llmd experiment).").default("false"),
+        Field::new("validate_failures", Kind::Bool, "Upstream's failure validation (accepted; llmd ignores it)."),
+        Field::new("repeat", Kind::Int { min: 1 }, "Repetitions of every run treatment.").default("1"),
+        Field::new(
+            "isolation",
+            Kind::Enum(&["exclusive", "per-stack"]),
+            "What may run beside a measurement under `llmd build -j`: exclusive (one run at a time) or per-stack (runs on different stacks may overlap). Default: exclusive locally, per-stack on a cluster.",
+        ),
+    ],
+};
 
 /// Dotted setup overrides as the nested mapping merged over each stack; a key set both
 /// as a value and as a parent is an error at `origin`.
@@ -108,15 +172,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
     if doc.as_map().is_none() {
         return Err(InputError::at(&doc.origin, "an experiments file must be a mapping").into());
     }
-    for (key, node) in doc.as_map().into_iter().flatten() {
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            let mut e = InputError::at(&node.origin, format!("unknown key '{key}' in an experiments file"));
-            if let Some(s) = crate::error::did_you_mean(key, TOP_LEVEL_KEYS.iter().copied()) {
-                e = e.help(format!("did you mean '{s}'?"));
-            }
-            return Err(e.into());
-        }
-    }
+    check_keys(&doc, SCHEMA.fields, "an experiments file")?;
     let meta = doc.get("experiment");
     let text = |key: &str| meta.and_then(|m| m.get(key)).filter(|n| !n.is_null()).map(crate::yaml::str_node);
     let name =
