@@ -15,9 +15,13 @@ use crate::util::embedded;
 /// The starter project's files: (path in the project, contents).
 fn starter_files() -> Result<Vec<(&'static str, &'static [u8])>> {
     let profile = embedded::file("workload/profiles/llmd/sanity_random.yaml.in").context("llmd was built without its llmd profiles")?;
+    let schema = |name: &str| embedded::file(&format!("workload/schemas/{name}.json")).context("llmd was built without its schemas");
     Ok(vec![
         ("experiment.yaml", include_bytes!("starter/experiment.yaml")),
         ("workload/profiles/llmd/starter.yaml.in", profile),
+        // For editors: the modelines of the experiment and the profile point here.
+        ("workload/schemas/experiment.json", schema("experiment")?),
+        ("workload/schemas/profile-llmd.json", schema("profile-llmd")?),
         ("README.md", include_bytes!("starter/README.md")),
         (".gitignore", include_bytes!("starter/gitignore")),
     ])
@@ -60,7 +64,9 @@ pub fn init(args: &InitArgs) -> Result<ExitCode> {
     let files = starter_files()?;
     write_new(&args.dir, &files, args.force)?;
     let shown = args.dir.display().to_string();
-    eprintln!("wrote a starter project in {shown}: experiment.yaml, workload/profiles/llmd/starter.yaml.in, README.md, .gitignore");
+    eprintln!(
+        "wrote a starter project in {shown}: experiment.yaml, workload/profiles/llmd/starter.yaml.in, workload/schemas/ (for editors), README.md, .gitignore"
+    );
     let cd = if args.dir == Path::new(".") { String::new() } else { format!("cd {} && ", shell_word(&shown)) };
     eprintln!("build it: {cd}llmd build experiment.yaml");
     Ok(ExitCode::from(exit::SUCCESS))

@@ -209,7 +209,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => init::config(&cli.global, args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
-        Command::Schema(args) => shell::schema(args),
+        Command::Schema(args) => shell::schema(&cli.global, args),
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use super::{Cli, exit};
+use super::{Cli, GlobalArgs, exit};
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -29,7 +29,7 @@ pub struct ManArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// Which file: experiment.
+    /// Which file.
     #[arg(value_enum)]
     pub file: SchemaFile,
     /// Write it here instead of standard output.
@@ -41,20 +41,50 @@ pub struct SchemaArgs {
 pub enum SchemaFile {
     /// Experiment files (workload/experiments/*.yaml).
     Experiment,
+    /// Scenario files, with the keys of the defaults file in use (--spec's, else the
+    /// tree's config/templates/values/defaults.yaml).
+    Scenario,
+    /// Native-harness profiles (workload/profiles/llmd/*.yaml.in).
+    ProfileLlmd,
+    /// `llmd sim --config` files.
+    SimConfig,
 }
 
 /// The schema of `file`, as committed under `workload/schemas/` (pretty, newline-ended).
-pub fn schema_text(file: SchemaFile) -> String {
-    let doc = match file {
-        SchemaFile::Experiment => &crate::experiment::SCHEMA,
+pub fn schema_text(global: &GlobalArgs, file: SchemaFile) -> Result<String> {
+    let schema = match file {
+        SchemaFile::Experiment => crate::schema::json_schema(&crate::experiment::SCHEMA),
+        SchemaFile::Scenario => scenario(global)?,
+        SchemaFile::ProfileLlmd => {
+            let mut s = serde_json::to_value(schemars::schema_for!(crate::harness::load::LoadProfile))?;
+            s["$id"] = serde_json::json!("https://llmd.dev/schemas/profile-llmd.json");
+            s["title"] = serde_json::json!("llmd native-harness profile");
+            s
+        }
+        SchemaFile::SimConfig => crate::sim::config::config_schema(),
     };
-    let mut text = serde_json::to_string_pretty(&crate::schema::json_schema(doc)).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&schema)?;
     text.push('\n');
-    text
+    Ok(text)
 }
 
-pub fn schema(args: &SchemaArgs) -> Result<ExitCode> {
-    let text = schema_text(args.file);
+/// The scenario schema of the defaults file in use, named relative to its tree.
+fn scenario(global: &GlobalArgs) -> Result<serde_json::Value> {
+    let root = global.trees()?.config.root.clone();
+    let defaults = match &global.spec {
+        Some(spec) => crate::config::spec::load_spec(&root, spec)?.values_file,
+        None => root.join("config/templates/values/defaults.yaml"),
+    };
+    let node = crate::yaml::load_file(&defaults).map_err(crate::error::InputError::from)?;
+    let name = match defaults.strip_prefix(&root) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => crate::util::embedded::label(&defaults).to_string(),
+    };
+    Ok(crate::config::scenario_schema::scenario_schema(&node, &name))
+}
+
+pub fn schema(global: &GlobalArgs, args: &SchemaArgs) -> Result<ExitCode> {
+    let text = schema_text(global, args.file)?;
     match &args.out {
         Some(path) => crate::util::fs::write_atomic(path, text.as_bytes())?,
         None => print_all(&text, "the schema")?,

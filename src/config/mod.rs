@@ -17,6 +17,7 @@ pub mod keys;
 pub mod merge;
 pub mod overrides;
 pub mod router;
+pub mod scenario_schema;
 pub mod spec;
 pub mod stack;
 pub mod substitute;

@@ -28,31 +28,47 @@ pub struct Prompt {
     pub output_len: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The prompts a run sends (`dataset:` of a native profile; `type` picks the kind).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DatasetSpec {
+    /// Random token prompts.
     Random {
+        /// Prompt length in tokens.
         #[serde(default = "default_input_len")]
         input_len: usize,
+        /// Completion length in tokens (`max_tokens`).
         #[serde(default = "default_output_len")]
         output_len: usize,
+        /// Lengths are uniform in [L(1-r), L(1+r)].
         #[serde(default)]
         range_ratio: f64,
+        /// Tokens of a prefix shared by every prompt.
         #[serde(default)]
         prefix_len: usize,
+        /// Distinct prompts generated (reused round-robin).
         #[serde(default = "default_num_prompts")]
         num_prompts: usize,
     },
+    /// Groups of prompts sharing a system prompt (prefix-cache workloads).
     SharedPrefix {
+        /// Number of groups (distinct system prompts).
         groups: usize,
+        /// Prompts per group.
         prompts_per_group: usize,
+        /// System prompt length in tokens.
         system_prompt_len: usize,
+        /// Question length in tokens.
         question_len: usize,
+        /// Completion length in tokens.
         #[serde(default = "default_output_len")]
         output_len: usize,
     },
+    /// Prompts from a JSONL file.
     File {
+        /// The JSONL file (one `{"prompt": ...}` per line).
         path: PathBuf,
+        /// Completion length in tokens (default: the file's, else the model's).
         #[serde(default)]
         output_len: Option<usize>,
     },

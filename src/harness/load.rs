@@ -29,7 +29,8 @@ use crate::http::client::{Conn, Endpoint, SseSplitter};
 use crate::timing::{instant_to_mono_ns, mono_ns};
 use crate::util::rng::Rng;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The OpenAI API a run calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     #[default]
@@ -37,7 +38,8 @@ pub enum Api {
     Chat,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How request start times are spaced in an open-loop stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrival {
     Constant,
@@ -46,8 +48,8 @@ pub enum Arrival {
     Gamma,
 }
 
-/// One stage of a load plan.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// One stage of a load plan: `rate` or `concurrency`, and `duration` or `requests`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// Requests per second (open loop).
@@ -56,16 +58,19 @@ pub struct Stage {
     /// Concurrent users (closed loop).
     #[serde(default)]
     pub concurrency: Option<usize>,
-    /// Seconds.
+    /// Length of the stage in seconds.
     #[serde(default)]
     pub duration: Option<f64>,
+    /// Requests the stage sends.
     #[serde(default)]
     pub requests: Option<usize>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Requests left out of the statistics at the start of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Warmup {
+    /// The first N requests.
     #[serde(default)]
     pub requests: usize,
     /// Seconds from the start of the first stage.
@@ -73,17 +78,22 @@ pub struct Warmup {
     pub duration: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The load plan: arrival process and stages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSpec {
+    /// Arrival process of open-loop stages.
     #[serde(default)]
     pub arrival: Arrival,
     /// Gamma shape for `arrival: gamma` (1 = Poisson; larger = more regular).
     #[serde(default = "one")]
     pub burstiness: f64,
+    /// At most this many requests in flight (open loop); later ones wait.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// Stages, run one after another.
     pub stages: Vec<Stage>,
+    /// Requests excluded from the statistics.
     #[serde(default)]
     pub warmup: Warmup,
 }
@@ -99,25 +109,33 @@ fn default_timeout() -> f64 {
 }
 
 /// A native-harness workload profile (`workload/profiles/llmd/*.yaml.in`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadProfile {
+    /// Base URL of the server (filled in by `llmd run`).
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Model name sent with each request (`REPLACE_ENV_LLMDBENCH_DEPLOY_CURRENT_MODEL`).
     #[serde(default)]
     pub model: Option<String>,
+    /// `completions` or `chat`.
     #[serde(default)]
     pub api: Api,
+    /// Stream tokens (SSE); TTFT and ITL need it.
     #[serde(default = "yes")]
     pub stream: bool,
+    /// Ask the server to ignore end-of-sequence, so completions have `output_len` tokens.
     #[serde(default = "yes")]
     pub ignore_eos: bool,
+    /// The prompts.
     #[serde(default)]
     pub dataset: DatasetSpec,
+    /// The load plan.
     pub load: LoadSpec,
+    /// Seed of prompts and arrival times.
     #[serde(default)]
     pub seed: u64,
-    /// Seconds.
+    /// Seconds one request may take.
     #[serde(default = "default_timeout")]
     pub request_timeout: f64,
     /// A tokenizer.json for the dataset (default: the embedded cl100k_base).

@@ -32,41 +32,46 @@ pub struct SimArgs {
     #[arg(long, value_delimiter = ',')]
     pub served_model_name: Option<Vec<String>>,
     /// `random` generates text; `echo` streams the prompt back.
-    #[arg(long)]
+    #[arg(long, value_parser = ["random", "echo"])]
     pub mode: Option<String>,
     /// Latency model: `constant` (TTFT/ITL), `per-token` (prefill cost per token), or `step` (a batching engine).
-    #[arg(long, visible_alias = "engine")]
+    #[arg(long, visible_alias = "engine", value_parser = ["constant", "per-token", "step"])]
     pub latency_calculator: Option<String>,
-    #[arg(long)]
+    /// Time to first token (constant model). A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub time_to_first_token: Option<String>,
-    #[arg(long)]
+    /// Standard deviation of the time to first token. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub time_to_first_token_std_dev: Option<String>,
-    #[arg(long)]
+    /// Time between tokens (constant and per-token models). A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub inter_token_latency: Option<String>,
-    #[arg(long)]
+    /// Standard deviation of the inter-token latency. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub inter_token_latency_std_dev: Option<String>,
-    /// Fixed prefill cost in the per-token model.
-    #[arg(long)]
+    /// Fixed prefill cost in the per-token model. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub prefill_overhead: Option<String>,
-    /// Prefill cost per uncached prompt token in the per-token model.
-    #[arg(long)]
+    /// Prefill cost per uncached prompt token in the per-token model. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub prefill_time_per_token: Option<String>,
-    #[arg(long)]
+    /// Standard deviation of the prefill time (per-token model). A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub prefill_time_std_dev: Option<String>,
     /// Latency multiplier when all slots are busy (>= 1; llm-d's load factor).
     #[arg(long)]
     pub time_factor_under_load: Option<f64>,
-    /// Step engine: fixed cost of one iteration.
-    #[arg(long)]
+    /// Step engine: fixed cost of one iteration. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub step_base_time: Option<String>,
-    /// Step engine: cost per prefill token in an iteration.
-    #[arg(long)]
+    /// Step engine: cost per prefill token in an iteration. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub step_prefill_time_per_token: Option<String>,
-    /// Step engine: cost per decoding sequence in an iteration.
-    #[arg(long)]
+    /// Step engine: cost per decoding sequence in an iteration. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub step_decode_time_per_seq: Option<String>,
-    /// Step engine: cost per context token of the running batch in an iteration.
-    #[arg(long)]
+    /// Step engine: cost per context token of the running batch in an iteration. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub step_context_time_per_token: Option<String>,
     /// Step engine: token budget of one iteration (chunked prefill).
     #[arg(long)]
@@ -108,15 +113,16 @@ pub struct SimArgs {
     pub stall_rate: Option<f64>,
     #[arg(long)]
     pub stall_at_token: Option<usize>,
-    #[arg(long)]
+    /// How long a stalled stream pauses. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub stall_duration: Option<String>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Independent engines on consecutive ports (1-8).
     #[arg(long)]
     pub data_parallel_size: Option<usize>,
-    /// `/health/ready` answers 503 (and inference is refused) until this has passed.
-    #[arg(long)]
+    /// `/health/ready` answers 503 (and inference is refused) until this has passed. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub startup_duration: Option<String>,
     /// A Hugging Face tokenizer.json; the default is the embedded cl100k_base encoding.
     #[arg(long)]
@@ -130,8 +136,8 @@ pub struct SimArgs {
     /// Echo an `x-request-id` header on responses.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub enable_request_id_headers: Option<bool>,
-    /// How long SIGTERM waits for in-flight streams.
-    #[arg(long)]
+    /// How long SIGTERM waits for in-flight streams. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
 }
 
@@ -318,14 +324,92 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The flags a `--config` file may set, as `(kebab-case, camelCase, flag)`: every flag
+/// of `llmd sim` but `--config` itself. The flag definitions are the one source of the
+/// file's keys, their types and help ([`config_schema`]).
+fn config_keys() -> Vec<(String, String, clap::Arg)> {
+    use clap::Args as _;
+    let cmd = SimArgs::augment_args(clap::Command::new("sim"));
+    cmd.get_arguments()
+        .filter_map(|a| a.get_long().map(|l| (l.to_string(), a.clone())))
+        .filter(|(long, _)| long != "config" && long != "help")
+        .map(|(long, a)| (long.clone(), camel(&long), a))
+        .collect()
+}
+
+fn camel(kebab: &str) -> String {
+    kebab.split('-').enumerate().map(|(i, p)| if i == 0 { p.to_string() } else { p[..1].to_uppercase() + &p[1..] }).collect()
+}
+
+/// Rejects keys no flag has, at the key's line, with the nearest flag name.
+fn check_config_keys(doc: &Node) -> Result<(), InputError> {
+    let keys = config_keys();
+    for (key, value) in doc.as_map().into_iter().flatten() {
+        if !keys.iter().any(|(kebab, camel, _)| key == kebab || key == camel) {
+            let mut e = InputError::at(&value.origin, format!("unknown key '{key}' in the simulator config"));
+            if let Some(s) = crate::error::did_you_mean(key, keys.iter().map(|(k, _, _)| k.as_str())) {
+                e = e.help(format!("did you mean '{s}'?"));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The JSON Schema of a `llmd sim --config` file, from the flags' types, value names and
+/// help: durations accept a number (milliseconds) or a string with a unit.
+pub fn config_schema() -> serde_json::Value {
+    use serde_json::json;
+    use std::any::TypeId;
+    let mut props = serde_json::Map::new();
+    for (kebab, camel, arg) in config_keys() {
+        let parser = arg.get_value_parser();
+        let id = parser.type_id();
+        let choices: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+        let is_duration = arg.get_value_names().is_some_and(|n| n.iter().any(|n| n.as_str() == "DURATION"));
+        let mut schema = if is_duration {
+            json!({"anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*[0-9.]+\s*(ns|us|µs|ms|s|m|h)?\s*$"}
+            ]})
+        } else if arg.get_value_delimiter().is_some() {
+            json!({"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]})
+        } else if id == TypeId::of::<bool>() {
+            json!({"type": "boolean"})
+        } else if id == TypeId::of::<u16>() || id == TypeId::of::<u64>() || id == TypeId::of::<usize>() {
+            json!({"type": "integer", "minimum": 0})
+        } else if id == TypeId::of::<f64>() {
+            json!({"type": "number"})
+        } else if !choices.is_empty() {
+            json!({"type": "string", "enum": choices})
+        } else {
+            json!({"type": "string"})
+        };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_else(|| format!("--{kebab}"));
+        schema["description"] = json!(help);
+        props.insert(kebab.clone(), schema.clone());
+        if camel != kebab {
+            schema["description"] = json!(format!("{help} (camelCase spelling of {kebab})"));
+            props.insert(camel, schema);
+        }
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://llmd.dev/schemas/sim-config.json",
+        "title": "llmd sim --config",
+        "description": "Settings of the simulator: any flag of `llmd sim` by its long name (kebab-case or camelCase). Flags and SIM_* variables override the file.",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": false,
+    })
+}
+
 /// Settings from a `--config` YAML file: keys in kebab-case or camelCase.
 struct YamlSettings(Node);
 
 impl YamlSettings {
     fn get(&self, kebab: &str) -> Option<&Node> {
-        let camel: String =
-            kebab.split('-').enumerate().map(|(i, p)| if i == 0 { p.to_string() } else { p[..1].to_uppercase() + &p[1..] }).collect();
-        self.0.get(kebab).or_else(|| self.0.get(&camel))
+        self.0.get(kebab).or_else(|| self.0.get(&camel(kebab)))
     }
 
     fn text(&self, key: &str) -> Option<String> {
@@ -393,6 +477,7 @@ impl SimArgs {
                 if !node.is_null() && node.as_map().is_none() {
                     return Err(InputError::at(&node.origin, "the simulator config file must be a YAML mapping"));
                 }
+                check_config_keys(&node)?;
                 YamlSettings(node)
             }
             None => YamlSettings(Node::null()),
