@@ -2,11 +2,10 @@
 //! reads its trees from, their specification names, and writing the built-in ones out
 //! for editing).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{GlobalArgs, exit};
@@ -62,7 +61,7 @@ pub enum ConfigCommand {
 
 pub fn init(args: &InitArgs) -> Result<ExitCode> {
     let files = starter_files()?;
-    write_new(&args.dir, &files, args.force)?;
+    crate::util::fs::write_files(&args.dir, &files, args.force)?;
     let shown = args.dir.display().to_string();
     eprintln!(
         "wrote a starter project in {shown}: experiment.yaml, workload/profiles/llmd/starter.yaml.in, workload/schemas/ (for editors), README.md, .gitignore"
@@ -95,35 +94,10 @@ pub fn config(global: &GlobalArgs, args: &ConfigArgs) -> Result<ExitCode> {
         ConfigCommand::Specs => {
             let trees = global.trees()?;
             let names: Vec<String> = crate::config::spec::list_specs(&trees.config.root).into_iter().map(|(n, _)| n).collect();
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe ends the listing quietly: completion scripts read only what they need.
-            let _ = writeln!(stdout, "{}", names.join("\n")).and_then(|()| stdout.flush());
+            super::shell::print_all(&format!("{}\n", names.join("\n")), "the specification names")?;
         }
     }
     Ok(ExitCode::from(exit::SUCCESS))
-}
-
-/// Writes `files` under `dir`: refuses (writing nothing) when one exists with other
-/// contents and `force` is off; skips files already equal.
-fn write_new(dir: &Path, files: &[(&str, &[u8])], force: bool) -> Result<()> {
-    if !force {
-        let clashes: Vec<&str> = files
-            .iter()
-            .filter(|(rel, bytes)| std::fs::read(dir.join(rel)).is_ok_and(|have| have != *bytes))
-            .map(|(rel, _)| *rel)
-            .collect();
-        if !clashes.is_empty() {
-            bail!("{} already has {} (with other contents); pass --force to overwrite", dir.display(), clashes.join(", "));
-        }
-    }
-    for (rel, bytes) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        crate::util::fs::write_atomic(&path, bytes)?;
-    }
-    Ok(())
 }
 
 /// `s` as one shell word (quoted when it needs to be).
@@ -138,11 +112,12 @@ fn shell_word(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::fs::write_files;
 
     #[test]
     fn the_starter_experiment_is_a_valid_experiment_on_a_shipped_spec() {
         let tmp = tempfile::tempdir().unwrap();
-        write_new(tmp.path(), &starter_files().unwrap(), false).unwrap();
+        write_files(tmp.path(), &starter_files().unwrap(), false).unwrap();
         let exp = crate::experiment::load_experiment(&tmp.path().join("experiment.yaml")).unwrap();
         assert_eq!(exp.spec.as_deref(), Some("examples/sim"));
         assert!(embedded::file("config/specification/examples/sim.yaml.j2").is_some());
@@ -154,13 +129,13 @@ mod tests {
     fn init_refuses_to_overwrite_edits_and_rewrites_nothing_then() {
         let tmp = tempfile::tempdir().unwrap();
         let files = starter_files().unwrap();
-        write_new(tmp.path(), &files, false).unwrap();
-        write_new(tmp.path(), &files, false).expect("equal files are no clash");
+        write_files(tmp.path(), &files, false).unwrap();
+        write_files(tmp.path(), &files, false).expect("equal files are no clash");
         std::fs::write(tmp.path().join("experiment.yaml"), "mine").unwrap();
-        let err = write_new(tmp.path(), &files, false).unwrap_err().to_string();
+        let err = write_files(tmp.path(), &files, false).unwrap_err().to_string();
         assert!(err.contains("experiment.yaml") && err.contains("--force"), "{err}");
         assert_eq!(std::fs::read_to_string(tmp.path().join("experiment.yaml")).unwrap(), "mine");
-        write_new(tmp.path(), &files, true).unwrap();
+        write_files(tmp.path(), &files, true).unwrap();
         assert_ne!(std::fs::read_to_string(tmp.path().join("experiment.yaml")).unwrap(), "mine");
     }
 

@@ -93,7 +93,7 @@ pub fn schema(global: &GlobalArgs, args: &SchemaArgs) -> Result<ExitCode> {
 }
 
 /// Prints `text`; a closed pipe (`… | head`) is the reader's choice, not an error.
-fn print_all(text: &str, what: &str) -> Result<()> {
+pub(crate) fn print_all(text: &str, what: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).with_context(|| format!("cannot write {what}")),

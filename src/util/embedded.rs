@@ -131,44 +131,10 @@ fn read_only(dir: &Path) {
     }
 }
 
-/// Writes every embedded file under `dest`. Without `overwrite`, a file that exists with
-/// other contents is an error and nothing is written; files already equal are skipped.
-/// Returns how many files were written.
+/// Writes every embedded file under `dest` ([`crate::util::fs::write_files`]: edited
+/// files are kept unless `overwrite`; equal ones are skipped). Returns how many were written.
 pub fn write_files(dest: &Path, overwrite: bool) -> Result<usize> {
-    if !overwrite {
-        let clashes: Vec<&str> = files()
-            .iter()
-            .filter(|(rel, bytes)| std::fs::read(dest.join(rel)).is_ok_and(|have| have != *bytes))
-            .map(|(rel, _)| *rel)
-            .collect();
-        if !clashes.is_empty() {
-            let shown: Vec<&str> = clashes.iter().take(5).copied().collect();
-            bail!(
-                "{} file(s) under {} differ from llmd's built-in tree ({}{}); pass --force to overwrite them",
-                clashes.len(),
-                dest.display(),
-                shown.join(", "),
-                if clashes.len() > shown.len() { ", …" } else { "" }
-            );
-        }
-    }
-    let mut written = 0;
-    for (rel, bytes) in files() {
-        let path = dest.join(rel);
-        if std::fs::read(&path).is_ok_and(|have| have == *bytes) {
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        if overwrite {
-            // A previous unpack left it read-only.
-            let _ = std::fs::remove_file(&path);
-        }
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        written += 1;
-    }
-    Ok(written)
+    crate::util::fs::write_files(dest, files(), overwrite)
 }
 
 #[cfg(test)]

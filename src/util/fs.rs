@@ -69,6 +69,40 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Writes `files` (`(relative path, contents)`) under `dest`, each atomically. Without
+/// `overwrite`, a file that exists with other contents is an error and nothing is
+/// written; files already equal are skipped either way. Returns how many were written.
+pub fn write_files(dest: &Path, files: &[(&str, &[u8])], overwrite: bool) -> Result<usize> {
+    if !overwrite {
+        let clashes: Vec<&str> = files
+            .iter()
+            .filter(|(rel, bytes)| std::fs::read(dest.join(rel)).is_ok_and(|have| have != *bytes))
+            .map(|(rel, _)| *rel)
+            .collect();
+        if !clashes.is_empty() {
+            let shown: Vec<&str> = clashes.iter().take(5).copied().collect();
+            anyhow::bail!(
+                "{} file(s) under {} have other contents ({}{}); pass --force to overwrite them",
+                clashes.len(),
+                dest.display(),
+                shown.join(", "),
+                if clashes.len() > shown.len() { ", …" } else { "" }
+            );
+        }
+    }
+    let mut written = 0;
+    for (rel, bytes) in files {
+        let path = dest.join(rel);
+        if std::fs::read(&path).is_ok_and(|have| have == *bytes) {
+            continue;
+        }
+        // Renamed into place, so a read-only file left by an earlier unpack is replaced too.
+        write_atomic_unsynced(&path, bytes)?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// A path beside `path` named `<stem>-<pid>-<n>` that no other writer (process or
 /// thread) uses, for staging a directory before renaming it into place.
 pub fn unique_sibling(path: &Path, stem: &str) -> std::path::PathBuf {
