@@ -249,6 +249,12 @@ pub trait Backend: Send + Sync {
         let _ = (target, harness);
         BTreeMap::new()
     }
+    /// Whether runs on `target` start the harness on this machine (so its tool must be
+    /// installed here); a cluster backend with a harness pod runs it there.
+    fn runs_harness_here(&self, target: &StackTarget) -> bool {
+        let _ = target;
+        true
+    }
     /// What the backend needs before anything starts (a configured server command is
     /// installed); an error names the stack and the missing piece.
     fn preflight(&self, target: &StackTarget) -> Result<()>;

@@ -52,9 +52,8 @@ pub struct BuildArgs {
     /// Workload profile (default: experiment.profile, else the scenario's).
     #[arg(short = 'w', long, value_name = "PROFILE")]
     pub workload: Option<String>,
-    /// A local tokenizer for external harnesses.
-    #[arg(long, env = "LLMD_TOKENIZER", value_name = "PATH")]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArg,
     /// Longest one harness run may take, in seconds.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub harness_timeout: u64,
@@ -73,6 +72,15 @@ pub struct BuildArgs {
     pub isolation: Option<String>,
 }
 
+/// The tokenizer external harnesses use: part of their run keys, so `why` and `status`
+/// must see the one `build` sees.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TokenizerArg {
+    /// A local tokenizer for external harnesses (a directory with tokenizer.json).
+    #[arg(long, env = "LLMD_TOKENIZER", value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct WhyArgs {
     /// Only nodes matching this glob (and what they cascaded from).
@@ -85,6 +93,8 @@ pub struct WhyArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub cache: CacheDirArg,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -97,6 +107,8 @@ pub struct StatusArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub cache: CacheDirArg,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -152,6 +164,7 @@ fn options(
     global: &GlobalArgs,
     common: &CommonArgs,
     cache: &CacheDirArg,
+    tokenizer: &TokenizerArg,
     experiment: &std::path::Path,
     dry_run: bool,
 ) -> Result<BuildOptions> {
@@ -171,7 +184,7 @@ fn options(
         lock_timeout: None,
         harness: None,
         workload: None,
-        tokenizer: None,
+        tokenizer: tokenizer.tokenizer.clone(),
         harness_timeout: Duration::from_secs(3600),
         verbose: global.verbose,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
@@ -193,14 +206,13 @@ fn print_report(report: &BuildReport, json: bool) -> Result<()> {
 }
 
 pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
-    let mut opts = options(global, &args.common, &args.cache, &args.experiment, global.dry_run)?;
+    let mut opts = options(global, &args.common, &args.cache, &args.tokenizer, &args.experiment, global.dry_run)?;
     opts.force = args.force.clone();
     opts.keep_going = args.keep_going;
     opts.keep_stacks = args.keep_stacks;
     opts.lock_timeout = args.lock_timeout.map(Duration::from_secs);
     opts.harness = args.harness.clone();
     opts.workload = args.workload.clone();
-    opts.tokenizer = args.tokenizer.clone();
     opts.harness_timeout = Duration::from_secs(args.harness_timeout.max(1));
     opts.human = !args.json;
     opts.jobs = args.jobs;
@@ -231,7 +243,7 @@ pub fn run_build(global: &GlobalArgs, args: &BuildArgs) -> Result<ExitCode> {
 }
 
 pub fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
-    let mut opts = options(global, &args.common, &args.cache, &args.experiment, true)?;
+    let mut opts = options(global, &args.common, &args.cache, &args.tokenizer, &args.experiment, true)?;
     opts.human = false;
     let report = build(&opts)?;
     if args.json {
@@ -260,7 +272,7 @@ pub fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
 pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
     let (label, nodes) = match &args.experiment {
         Some(exp) => {
-            let mut opts = options(global, &args.common, &args.cache, exp, true)?;
+            let mut opts = options(global, &args.common, &args.cache, &args.tokenizer, exp, true)?;
             opts.human = false;
             let report = build(&opts)?;
             let nodes = report.nodes.into_iter().filter_map(|n| n.reason.map(|r| (n.id, r, n.status.to_string()))).collect();

@@ -7,6 +7,7 @@
 
 pub mod analyze;
 pub mod build;
+pub mod doctor;
 pub mod exit;
 pub mod experiment;
 pub mod init;
@@ -160,6 +161,9 @@ pub enum Command {
     Man(shell::ManArgs),
     /// Print the JSON Schema of an input file (for editors: yaml-language-server).
     Schema(shell::SchemaArgs),
+    /// What this machine can run: harnesses (where, which version, or how to install),
+    /// the tokenizer external harnesses use, kubeconfig and helm.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point of the `llmd` binary.
@@ -210,6 +214,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
         Command::Schema(args) => shell::schema(&cli.global, args),
+        Command::Doctor(args) => doctor::doctor(args),
     }
 }
 

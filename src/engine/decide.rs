@@ -25,7 +25,7 @@ use crate::backend::{Registry, StackTarget, TARGET_PATHS};
 use crate::config::PlanOptions;
 use crate::error::{InputError, Warnings};
 use crate::experiment::{Experiment, RunTreatment, SetupTreatment, load_experiment};
-use crate::harness::external::HarnessKind;
+use crate::harness::external::{HarnessKind, Tool, find_tokenizer};
 use crate::harness::profile::{find_profile, render_profile_text, substitute_placeholders};
 use crate::phases::plan::StackPlan;
 use crate::phases::run::profile_values;
@@ -94,34 +94,61 @@ impl Graph {
     }
 }
 
-/// `<venv>/bin/<tool>` → the version in `<venv>/lib/python*/site-packages/<dist>-<v>.dist-info`.
-fn python_tool_version(exe: &Path, dist: &str) -> Option<String> {
-    let venv = exe.parent()?.parent()?;
-    for lib in std::fs::read_dir(venv.join("lib")).ok()?.flatten() {
-        for e in std::fs::read_dir(lib.path().join("site-packages")).ok()?.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(v) = name.strip_prefix(&format!("{dist}-")).and_then(|r| r.strip_suffix(".dist-info")) {
-                return Some(v.to_string());
-            }
-        }
-    }
-    None
+/// Who runs the harness, and what run keys record of it.
+struct HarnessContext {
+    kind: HarnessKind,
+    /// `name@version` of the tool on this machine (`llmd@<ours>` for the native one).
+    local_tool: String,
+    /// Model → identity of the tokenizer external tools use for it here (empty for the
+    /// native harness).
+    tokenizers: BTreeMap<String, String>,
 }
 
-/// The harness's identity for run keys: name and version.
-pub fn harness_identity(kind: HarnessKind) -> String {
-    let version = match kind {
-        HarnessKind::Llmd => Some(env!("CARGO_PKG_VERSION").to_string()),
-        other => {
-            let dist = match other {
-                HarnessKind::InferencePerf => "inference_perf",
-                HarnessKind::Guidellm => "guidellm",
-                _ => "vllm",
-            };
-            other.locate().ok().and_then(|exe| python_tool_version(&exe, dist))
+impl HarnessContext {
+    /// Finds what running `kind` on this machine needs — the tool and a tokenizer — or
+    /// fails before anything is stood up, saying how to get it. `needed_here`: some
+    /// stack runs its harness on this machine (a cluster backend with a harness pod
+    /// runs it there instead).
+    fn new(kind: HarnessKind, models_here: &[&str], tokenizer: Option<&Path>) -> Result<HarnessContext> {
+        let mut cx = HarnessContext { kind, local_tool: format!("{}@unused", kind.name()), tokenizers: BTreeMap::new() };
+        if kind == HarnessKind::Llmd {
+            cx.local_tool = format!("llmd@{}", env!("CARGO_PKG_VERSION"));
+            return Ok(cx);
         }
-    };
-    format!("{}@{}", kind.name(), version.unwrap_or_else(|| "unknown".into()))
+        if models_here.is_empty() {
+            return Ok(cx);
+        }
+        let tool = Tool::find(kind).map_err(|e| {
+            InputError::new(format!("{e:#}")).help(
+                "nothing was stood up; `llmd doctor` lists the harnesses usable here (or pick another with --harness, e.g. --harness llmd)",
+            )
+        })?;
+        cx.local_tool = tool.identity();
+        for model in models_here {
+            let found = find_tokenizer(tokenizer, model).map_err(|e| {
+                InputError::new(format!("harness '{}': {e:#}", kind.name())).help(format!(
+                    "nothing was stood up; pass --tokenizer DIR (or set LLMD_TOKENIZER) to a directory with the model's tokenizer.json, \
+                     or download it once into the Hugging Face cache: hf download {model} tokenizer.json tokenizer_config.json"
+                ))
+            })?;
+            cx.tokenizers.insert(model.to_string(), found.identity());
+        }
+        Ok(cx)
+    }
+
+    /// The tool inputs of a run on a stack whose harness runs here or not.
+    fn run_inputs(&self, here: bool, model: &str) -> Vec<(String, String)> {
+        if self.kind == HarnessKind::Llmd {
+            return vec![("tool:harness".to_string(), self.local_tool.clone())];
+        }
+        if !here {
+            // The harness pod's image and command are in the backend's run inputs.
+            return vec![("tool:harness".to_string(), format!("{}@harness-pod", self.kind.name()))];
+        }
+        let mut inputs = vec![("tool:harness".to_string(), self.local_tool.clone())];
+        inputs.extend(self.tokenizers.get(model).map(|t| ("tokenizer".to_string(), t.clone())));
+        inputs
+    }
 }
 
 fn setup_options(base: &PlanOptions, spec: &str, overrides: &Node) -> PlanOptions {
@@ -260,6 +287,8 @@ struct StackHead {
     deployment_inputs: BTreeMap<String, String>,
     /// What every run key adds for the backend's runner (`Backend::run_inputs`).
     run_inputs: BTreeMap<String, String>,
+    /// The harness runs on this machine (not in a pod on the cluster).
+    harness_here: bool,
     /// The config leaves the backend consumes (for `why` on standups).
     target_leaves: Vec<Leaf>,
     default_profile: String,
@@ -278,8 +307,7 @@ struct TailContext<'a> {
     experiment: &'a Experiment,
     setups: &'a [SetupTreatment],
     run_treatments: &'a [RunTreatment],
-    harness: HarnessKind,
-    tool: String,
+    harness: HarnessContext,
 }
 
 /// Decides a stack's standup, smoketest, runs and analyses.
@@ -302,7 +330,7 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
     let values = profile_values(stack, &head.target.model, max_len, "REPLACE_ENV_LLMDBENCH_HARNESS_STACK_ENDPOINT_URL");
     for t in cx.run_treatments {
         let profile_name = t.profile.clone().unwrap_or_else(|| head.default_profile.clone());
-        let profile_path = d.profile_path(cx.harness.name(), &profile_name)?;
+        let profile_path = d.profile_path(cx.harness.kind.name(), &profile_name)?;
         let (profile_digest, profile_text) = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
         let treatment_leaves = override_leaves(&t.values);
         let treatment_digest = leaves_digest(&treatment_leaves);
@@ -311,9 +339,9 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
                 ("deployment".to_string(), standup_key.clone()),
                 (format!("profile:{profile_name}"), profile_digest.clone()),
                 ("treatment".to_string(), treatment_digest.clone()),
-                ("tool:harness".to_string(), cx.tool.clone()),
                 ("rep".to_string(), rep.to_string()),
             ]);
+            inputs.extend(cx.harness.run_inputs(head.harness_here, &head.target.model));
             inputs.extend(head.run_inputs.clone());
             let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
             let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
@@ -433,6 +461,7 @@ fn decide_plans(
                 render,
                 deployment_inputs: backend.deployment_inputs(&target),
                 run_inputs: backend.run_inputs(&target, harness.unwrap_or(HarnessKind::Llmd).name()),
+                harness_here: backend.runs_harness_here(&target),
                 target,
                 backend: backend.name().to_string(),
                 target_leaves,
@@ -576,18 +605,15 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
     let mut d = Decider::new(opts, store, mat);
     let (heads, harness) = decide_plans(&mut d, planner, registry, &experiment, &spec)?;
     lap("plans decided");
+    let models_here: Vec<&str> = heads.iter().filter(|h| h.harness_here).map(|h| h.target.model.as_str()).collect();
+    let harness = HarnessContext::new(harness, &models_here, opts.tokenizer.as_deref())?;
+    let harness_kind = harness.kind;
     let run_treatments: Vec<RunTreatment> = if experiment.run.is_empty() {
         vec![RunTreatment { name: "default".into(), profile: None, values: Vec::new() }]
     } else {
         experiment.run.clone()
     };
-    let cx = TailContext {
-        experiment: &experiment,
-        setups: &experiment.setup,
-        run_treatments: &run_treatments,
-        harness,
-        tool: harness_identity(harness),
-    };
+    let cx = TailContext { experiment: &experiment, setups: &experiment.setup, run_treatments: &run_treatments, harness };
     let tails = decide_tails(&mut d, &cx, &heads)?;
     lap("runs decided");
     let (mut nodes, setups, renders) = assemble(opts, &experiment, heads, tails);
@@ -604,7 +630,7 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
             eprintln!("warning: {line}");
         }
     }
-    Ok(Graph { experiment, harness, nodes, setups, summary: summary_idx, renders })
+    Ok(Graph { experiment, harness: harness_kind, nodes, setups, summary: summary_idx, renders })
 }
 
 /// Checks deployments that runs need: a standup with a record is fresh only while its

@@ -101,6 +101,12 @@ impl GraphNode {
 /// Input names and how a change to each is reported.
 fn classify(name: &str, old: &str, new: &str, upstream: &dyn Fn(&str) -> Option<String>) -> Reason {
     if let Some(tool) = name.strip_prefix("tool:") {
+        // `name@version` on both sides: the same tool in another version.
+        if let (Some((a, va)), Some((b, vb))) = (old.split_once('@'), new.split_once('@'))
+            && a == b
+        {
+            return Reason::ToolVersionChanged { tool: a.to_string(), old: va.to_string(), new: vb.to_string() };
+        }
         return Reason::ToolVersionChanged { tool: tool.to_string(), old: old.to_string(), new: new.to_string() };
     }
     if let Some(node) = upstream(name) {

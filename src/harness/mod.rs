@@ -6,8 +6,11 @@
 //! * [`record`] — per-request records (JSONL).
 //! * [`report`] — run metrics with the canonical definitions.
 //! * [`profile`] — workload profiles: `REPLACE_ENV_*` placeholders and treatment overrides.
-//! * [`external`] — inference-perf, guidellm and `vllm bench serve` as local processes.
+//! * [`external`] — inference-perf, guidellm, `vllm bench serve` and aiperf as local
+//!   processes: locating them, their versions, their tokenizer.
+//! * [`command`] — the command lines of external tools (absolute paths, argument vectors).
 
+pub mod command;
 pub mod dataset;
 pub mod external;
 pub mod load;

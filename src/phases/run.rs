@@ -190,8 +190,7 @@ impl Instance<'_> {
                 kind => {
                     let program = kind.locate()?;
                     let ext = external::prepare(kind, doc.clone(), program, req.endpoint, req.model, &dir, req.tokenizer)?;
-                    let env = [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
-                    external::run(&ext, &dir.join("harness.log"), req.timeout, &env).await?;
+                    external::run(&ext, &dir.join("harness.log"), req.timeout).await?;
                     Ok((None, Tally::of_collected(&external::collect(kind, &dir)?)))
                 }
             }

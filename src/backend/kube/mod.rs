@@ -581,6 +581,10 @@ impl Backend for KubeBackend {
         BTreeMap::from([("kube:harness-pod".to_string(), h.finalize().to_hex().to_string())])
     }
 
+    fn runs_harness_here(&self, target: &StackTarget) -> bool {
+        target.harness_pod().is_none()
+    }
+
     fn preflight(&self, target: &StackTarget) -> Result<()> {
         let releases = super::releases::releases(target)?;
         if target.deployed().next().is_none() && releases.is_empty() {
