@@ -314,6 +314,12 @@ fn journal_records_every_chunk() {
         &json!({"model": MODEL, "prompt": "journal", "max_tokens": 6, "ignore_eos": true, "stream": true}),
     );
     assert_eq!(r.status, 200);
+    // The line reaches the file while the simulator runs (flushed within 100 ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_to_string(&journal).unwrap_or_default().lines().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the journal is still empty while the simulator runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     sim.stop();
     let text = std::fs::read_to_string(&journal).unwrap();
     let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -375,4 +381,69 @@ fn a_hugging_face_tokenizer_gives_matching_counts() {
         post(sim.port, "/v1/completions", &json!({"model": MODEL, "prompt": "Hello, world", "max_tokens": 20, "ignore_eos": true})).json();
     let text = out["choices"][0]["text"].as_str().unwrap();
     assert_eq!(post(sim.port, "/tokenize", &json!({"prompt": text})).json()["count"], 20);
+}
+
+/// The listen queue of a port, as `ss` reports it (Send-Q of a listening socket).
+fn listen_backlog(port: u16) -> u32 {
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]).output().expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_else(|| panic!("ss lists no listener on {port}: {text}"));
+    line.split_whitespace().nth(2).and_then(|q| q.parse().ok()).unwrap_or_else(|| panic!("no Send-Q in {line:?}"))
+}
+
+#[test]
+fn the_listen_queue_is_as_long_as_uvicorns() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").map_or(4096, |s| s.trim().parse().unwrap());
+    let sim = Sim::start(&["--model", MODEL]);
+    assert_eq!(listen_backlog(sim.port), 2048.min(somaxconn));
+    let sim = Sim::start(&["--model", MODEL, "--backlog", "300"]);
+    assert_eq!(listen_backlog(sim.port), 300);
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name: state is field 3; utime, stime are 14, 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_the_sim_waits_instead_of_spinning_and_recovers() {
+    use std::io::BufRead;
+    // 64 descriptors: a few for the runtime, the rest fill with idle connections.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" sim --port 0 --model m")
+        .arg(env!("CARGO_BIN_EXE_llmd"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("no port in {line:?}"));
+    let mut idle: Vec<std::net::TcpStream> = (0..120).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // Clock ticks are 1/100 s: under 5 % of one core over 2 s is under 10 ticks (a
+    // spinning accept loop burns ~200).
+    assert!(used < 10, "the simulator used {used} ticks of CPU in 2 s while out of descriptors");
+    // Descriptors free up: the queued connections are accepted and /health answers.
+    idle.truncate(20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(support::http::get(port, "/health").status));
+    let status = rx.recv_timeout(std::time::Duration::from_secs(15)).expect("/health did not answer after descriptors freed up");
+    assert_eq!(status, 200);
+    drop(idle);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let messages = stderr.matches("cannot accept connections").count();
+    assert!((1..=5).contains(&messages), "one message per second at most: {stderr}");
+    assert!(stderr.contains("Too many open files"), "{stderr}");
 }

@@ -139,6 +139,10 @@ pub struct SimArgs {
     /// How long SIGTERM waits for in-flight streams. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// Length of the listen queue of not-yet-accepted connections (uvicorn's default, 2048;
+    /// the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "CONNECTIONS")]
+    pub backlog: Option<u32>,
 }
 
 /// Which latency model runs requests.
@@ -247,6 +251,7 @@ pub struct SimConfig {
     pub max_request_body_bytes: usize,
     pub enable_request_id_headers: bool,
     pub shutdown_grace: Duration,
+    pub backlog: u32,
     /// `x-inference-pod`, `x-inference-namespace` from POD_NAME / POD_NAMESPACE.
     pub pod_name: Option<String>,
     pub pod_namespace: Option<String>,
@@ -297,6 +302,7 @@ impl Default for SimConfig {
             max_request_body_bytes: 4 << 20,
             enable_request_id_headers: false,
             shutdown_grace: Duration::from_secs(30),
+            backlog: 2048,
             pod_name: None,
             pod_namespace: None,
         }
@@ -575,6 +581,7 @@ impl SimArgs {
             &mut c.max_num_batched_tokens,
         )?;
         number("max-num-seqs", text!(self, yaml, max_num_seqs, "max-num-seqs"), &mut c.max_num_seqs)?;
+        number("backlog", text!(self, yaml, backlog, "backlog"), &mut c.backlog)?;
         number("max-model-len", text!(self, yaml, max_model_len, "max-model-len"), &mut c.max_model_len)?;
         let queue = text!(self, yaml, max_waiting_queue_length, "max-waiting-queue-length");
         number("max-waiting-queue-length", queue, &mut c.max_waiting_queue_length)?;
@@ -618,6 +625,7 @@ impl SimConfig {
     fn validate(&self) -> Result<(), InputError> {
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(InputError::new(format!("sim settings: {msg}"))) };
         check(self.max_num_seqs >= 1, "max-num-seqs must be at least 1")?;
+        check(self.backlog >= 1, "backlog must be at least 1")?;
         check(self.max_model_len >= 1, "max-model-len must be at least 1")?;
         check((1..=8).contains(&self.data_parallel_size), "data-parallel-size must be between 1 and 8")?;
         check((0.0..=100.0).contains(&self.failure_injection_rate), "failure-injection-rate is a percentage (0-100)")?;

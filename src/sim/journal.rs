@@ -2,7 +2,8 @@
 //! arrival, admission and every chunk's send time (`CLOCK_MONOTONIC` nanoseconds, the
 //! clock harness records use too) and token count.
 //!
-//! Lines are written by a background thread so request handling never waits on disk.
+//! Lines are written by a background thread so request handling never waits on disk,
+//! and reach the file within 100 ms.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -10,6 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -67,6 +69,9 @@ impl Record {
     }
 }
 
+/// The longest a written line waits in the buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 /// Sends records to the writer thread.
 pub struct Journal {
     tx: Option<mpsc::Sender<Record>>,
@@ -79,8 +84,24 @@ impl Journal {
         let (tx, rx) = mpsc::channel::<Record>();
         let writer = std::thread::Builder::new().name("llmd-sim-journal".into()).spawn(move || {
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            for rec in rx {
-                out.write_all(rec.to_json().as_bytes())?;
+            // Flushed at least every FLUSH_EVERY while lines arrive, and when they stop:
+            // a reader sees the journal grow while the simulator runs, and a SIGKILL
+            // loses at most the last FLUSH_EVERY of it.
+            let mut oldest_unflushed: Option<Instant> = None;
+            loop {
+                let wait = oldest_unflushed.map_or(FLUSH_EVERY, |t| FLUSH_EVERY.saturating_sub(t.elapsed()));
+                match rx.recv_timeout(wait) {
+                    Ok(rec) => {
+                        out.write_all(rec.to_json().as_bytes())?;
+                        oldest_unflushed.get_or_insert_with(Instant::now);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if oldest_unflushed.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+                    out.flush()?;
+                    oldest_unflushed = None;
+                }
             }
             out.flush()
         })?;

@@ -1,6 +1,6 @@
 //! Prometheus metrics with vLLM V1's names, labels (`model_name`, `engine`) and bucket
-//! boundaries, exposed in the text format `prometheus_client` writes (`# TYPE` lines use
-//! the counter's base name, samples carry `_total`).
+//! boundaries, exposed in the text format `prometheus_client` writes (a counter's `# HELP`,
+//! `# TYPE` and samples all use its `_total` name, or parsers read it as untyped).
 //!
 //! Everything is lock-free atomics: a scrape never blocks request handling.
 
@@ -268,7 +268,8 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {}", prom_float(v));
         };
         let counter = |out: &mut String, base: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {base}_total {help}\n# TYPE {base} counter\n{base}_total{{{l}}} {v}.0");
+            // prometheus_client names a counter `<base>_total` in both HELP and TYPE.
+            let _ = writeln!(out, "# HELP {base}_total {help}\n# TYPE {base}_total counter\n{base}_total{{{l}}} {v}.0");
         };
         gauge(&mut out, "vllm:num_requests_running", "Number of requests in model execution batches.", self.running.get());
         gauge(&mut out, "vllm:num_requests_waiting", "Number of requests waiting to be processed.", self.waiting.get());
@@ -292,7 +293,7 @@ impl Metrics {
         counter(&mut out, "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", self.prefix_hits.get());
         let _ = writeln!(
             out,
-            "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success counter"
+            "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter"
         );
         for (reason, c) in [("stop", &self.success_stop), ("length", &self.success_length), ("abort", &self.success_abort)] {
             let _ = writeln!(out, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {}.0", c.get());
@@ -337,5 +338,36 @@ mod tests {
         assert!(text.contains("vllm:time_to_first_token_seconds_bucket{engine=\"0\",model_name=\"Qwen/Qwen3-0.6B\",le=\"+Inf\"} 2.0"));
         assert!(text.contains("finished_reason=\"length\"} 1.0"));
         assert_eq!(one_two_five(1024), [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]);
+    }
+
+    /// As prometheus_client writes them: HELP and TYPE name the same family, a counter's
+    /// family ends in `_total`, and every sample belongs to the family declared above it
+    /// (histograms through `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn families_are_declared_as_prometheus_client_declares_them() {
+        let text = Metrics::new("m", 0, 1024, 16, 100).render();
+        let mut family: Option<(String, String)> = None;
+        let mut help: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                help = Some(rest.split(' ').next().unwrap().to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(help.as_deref(), Some(name), "HELP and TYPE name different families: {line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{line}");
+                }
+                family = Some((name.to_string(), kind.to_string()));
+            } else {
+                let (name, kind) = family.as_ref().expect("a sample before any TYPE line");
+                let sample = line.split(['{', ' ']).next().unwrap();
+                let ok = match kind.as_str() {
+                    "histogram" => [name.clone(), format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count")]
+                        .contains(&sample.to_string()),
+                    _ => sample == name,
+                };
+                assert!(ok, "sample {sample} is not in family {name} ({kind})");
+            }
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod server;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -56,6 +57,17 @@ impl RunningSim {
     }
 }
 
+/// A listening socket with a `backlog`-long accept queue (`TcpListener::bind` would
+/// leave mio's 128, which overflows under load: each overflowed connection waits a
+/// SYN retry, about a second).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and mio do: a restarted simulator can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Binds every rank and starts serving (inside a tokio runtime).
 pub async fn start(cfg: SimConfig) -> Result<RunningSim> {
     let cfg = Arc::new(cfg);
@@ -70,7 +82,7 @@ pub async fn start(cfg: SimConfig) -> Result<RunningSim> {
     let mut engines = Vec::new();
     for rank in 0..cfg.data_parallel_size {
         let addr = server::rank_addr(&cfg, rank).with_context(|| format!("invalid listen address {}:{}", cfg.host, cfg.port))?;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen(addr, cfg.backlog).with_context(|| format!("cannot listen on {addr}"))?;
         ports.push(listener.local_addr()?.port());
         let metrics =
             Arc::new(metrics::Metrics::new(&cfg.served_model_names[0], rank, cfg.max_model_len, cfg.block_size, cfg.kv_cache_size));

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -658,14 +658,69 @@ impl Body for SseBody {
     }
 }
 
+/// How the accept loop waits after errors that repeat until resources free up
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM): 5 ms doubling to 1 s, as Go's net/http does, with
+/// one log line per second at most.
+#[derive(Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    fn reset(&mut self) {
+        self.delay = None;
+    }
+
+    /// How long to wait after `e` (`None`: retry at once — a connection that failed on
+    /// its own, such as ECONNABORTED).
+    fn after(&mut self, e: &std::io::Error, rank: usize) -> Option<Duration> {
+        let exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+        if !exhausted {
+            return None;
+        }
+        let delay = self.delay.map_or(Duration::from_millis(5), |d| (d * 2).min(Duration::from_secs(1)));
+        self.delay = Some(delay);
+        if self.last_log.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+            let more = if self.suppressed > 0 { format!(" ({} more since the last message)", self.suppressed) } else { String::new() };
+            eprintln!("llmd sim: rank {rank}: cannot accept connections: {e}{more}; retrying in {delay:?}");
+            self.last_log = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        Some(delay)
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` resolves, then drains in-flight
 /// requests for up to the configured grace period.
 pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _peer)) => {
+                        backoff.reset();
+                        stream
+                    }
+                    Err(e) => {
+                        // Out of descriptors (or kernel memory): the pending connection
+                        // stays queued and accept fails again at once, so retrying
+                        // immediately spins a core. Wait, doubling, while the accepted
+                        // connections go on being served and free descriptors.
+                        if let Some(wait) = backoff.after(&e, server.rank) {
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                _ = shutdown.changed() => break,
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let srv = server.clone();
