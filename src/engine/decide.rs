@@ -106,9 +106,9 @@ struct HarnessContext {
 
 impl HarnessContext {
     /// Finds what running `kind` on this machine needs — the tool and a tokenizer — or
-    /// fails before anything is stood up, saying how to get it. `needed_here`: some
-    /// stack runs its harness on this machine (a cluster backend with a harness pod
-    /// runs it there instead).
+    /// fails before anything is stood up, saying how to get it. `models_here`: the models
+    /// of the stacks that run their harness on this machine (a cluster backend with a
+    /// harness pod runs it there instead); none, and nothing is needed here.
     fn new(kind: HarnessKind, models_here: &[&str], tokenizer: Option<&Path>) -> Result<HarnessContext> {
         let mut cx = HarnessContext { kind, local_tool: format!("{}@unused", kind.name()), tokenizers: BTreeMap::new() };
         if kind == HarnessKind::Llmd {
