@@ -266,7 +266,7 @@ impl Backend for LocalBackend {
 
     fn preflight(&self, target: &StackTarget) -> Result<()> {
         if let ServerSpec::Command { argv } = &target.server
-            && !on_path(&argv[0])
+            && crate::util::which(&argv[0]).is_none()
         {
             bail!("stack '{}': `{}` is not installed (local.command)", target.name, argv[0]);
         }
@@ -377,13 +377,6 @@ impl Backend for LocalBackend {
 fn announced_port(log: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines().find_map(|l| l.strip_prefix("llmd sim: serving ")?.rsplit_once(':')?.1.trim().parse().ok())
-}
-
-fn on_path(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).is_file();
-    }
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 /// Replica processes a standup started but has not handed to a receipt yet: dropped

@@ -257,14 +257,6 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
-fn shell_word(w: &str) -> String {
-    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', r"'\''"))
-    }
-}
-
 /// The helm commands a standup of `target` runs, as a reviewable script
 /// (`plan/<stack>/helm-commands.txt`); `None` when the plan installs no release.
 pub fn helm_commands(target: &StackTarget) -> Result<Option<String>> {
@@ -285,7 +277,7 @@ pub fn helm_commands(target: &StackTarget) -> Result<Option<String>> {
             Scope::Shared => "shared: the last stack to go uninstalls it",
             Scope::Cluster => "cluster-wide: skipped under --non-admin, never uninstalled",
         };
-        let args: Vec<String> = r.install_args(&r.values, false).iter().map(|a| shell_word(a)).collect();
+        let args: Vec<String> = r.install_args(&r.values, false).iter().map(|a| crate::util::shell_word(a)).collect();
         let version = r.version.as_deref().unwrap_or("latest");
         out.push_str(&format!("\n# {}/{}: {} {version}; {note}\nhelm {}\n", r.namespace, r.name, r.chart, args.join(" ")));
     }
@@ -361,6 +353,6 @@ mod tests {
         let text = helm_commands(&target()).unwrap().unwrap();
         assert!(text.contains("# ns/infra-llmdbench: oci://ghcr.io/x/infra v1; shared"), "{text}");
         assert!(text.contains("helm upgrade --install m-ms llm-d-modelservice --repo https://charts.example/ms/ --version v0.4.5 --namespace ns -f 13_ms.yaml -f 13_extra.yaml --labels managedBy=llmd\n"), "{text}");
-        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(crate::util::shell_word("a b"), "'a b'");
     }
 }

@@ -50,10 +50,6 @@ struct Findings {
     helm: Option<PathBuf>,
 }
 
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
-}
-
 fn harness_state(kind: HarnessKind) -> HarnessState {
     if kind == HarnessKind::Llmd {
         let program = std::env::current_exe().ok();
@@ -92,7 +88,7 @@ fn findings(args: &DoctorArgs) -> Findings {
         tokenizer,
         tokenizer_problem,
         kubeconfig,
-        helm: on_path("helm"),
+        helm: crate::util::which("helm"),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::backend::{Registry, StackTarget, TARGET_PATHS};
 use crate::config::PlanOptions;
 use crate::error::{InputError, Warnings};
 use crate::experiment::{Experiment, RunTreatment, SetupTreatment, load_experiment};
-use crate::harness::external::{HarnessKind, Tool, find_tokenizer};
+use crate::harness::external::{HarnessKind, TokenizerSource, Tool, find_tokenizer};
 use crate::harness::profile::{find_profile, render_profile_text, substitute_placeholders};
 use crate::phases::plan::StackPlan;
 use crate::phases::run::profile_values;
@@ -124,6 +124,8 @@ impl HarnessContext {
             )
         })?;
         cx.local_tool = tool.identity();
+        // One tokenizer often serves every model (--tokenizer): digest each source once.
+        let mut identities: HashMap<TokenizerSource, String> = HashMap::new();
         for model in models_here {
             let found = find_tokenizer(tokenizer, model).map_err(|e| {
                 InputError::new(format!("harness '{}': {e:#}", kind.name())).help(format!(
@@ -131,7 +133,8 @@ impl HarnessContext {
                      or download it once into the Hugging Face cache: hf download {model} tokenizer.json tokenizer_config.json"
                 ))
             })?;
-            cx.tokenizers.insert(model.to_string(), found.identity());
+            let identity = identities.entry(found).or_insert_with_key(TokenizerSource::identity).clone();
+            cx.tokenizers.insert(model.to_string(), identity);
         }
         Ok(cx)
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::util::shell_word;
 use crate::yaml::{Node, Value};
 
 /// `path` made absolute against the working directory. Lexical only: symlinks are left
@@ -113,23 +114,17 @@ impl CommandLine {
             .env
             .iter()
             .map(|(k, v)| match v {
-                Some(v) => format!("{k}={}", shell_quote(v)),
+                Some(v) => format!("{k}={}", shell_word(v)),
                 None => format!("-u {k}"),
             })
             .collect();
         if !parts.is_empty() {
             parts.insert(0, "env".into());
         }
-        parts.push(shell_quote(&self.program.to_string_lossy()));
-        parts.extend(self.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
-        format!("(cd {} && {})", shell_quote(&self.cwd.to_string_lossy()), parts.join(" "))
+        parts.push(shell_word(&self.program.to_string_lossy()));
+        parts.extend(self.args.iter().map(|a| shell_word(&a.to_string_lossy())));
+        format!("(cd {} && {})", shell_word(&self.cwd.to_string_lossy()), parts.join(" "))
     }
-}
-
-/// Quotes `s` for a POSIX shell when it has characters the shell would interpret.
-fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
-    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 #[cfg(test)]
@@ -164,13 +159,5 @@ mod tests {
         let bad = crate::yaml::load_str("a: {b: 1}\n", "p").unwrap();
         let e = CommandLine::new(Path::new("t"), Path::new("/")).unwrap().flags(&bad, &[], "t").unwrap_err().to_string();
         assert!(e.contains("'a' has a mapping value"), "{e}");
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote("plain-arg"), "plain-arg");
-        assert_eq!(shell_quote("has space"), "'has space'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 }

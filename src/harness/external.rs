@@ -147,13 +147,8 @@ impl HarnessKind {
             }
             bail!("{} points at {}, which does not exist", self.env_override(), p.display());
         }
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
-                let candidate = dir.join(self.program());
-                if candidate.is_file() {
-                    return Ok(candidate);
-                }
-            }
+        if let Some(p) = crate::util::which(self.program()) {
+            return Ok(p);
         }
         bail!(
             "harness '{}' needs the `{}` command, which is not installed\n  install: {}",
@@ -245,7 +240,7 @@ pub fn find_tokenizer(given: Option<&Path>, model: &str) -> Result<TokenizerSour
 }
 
 /// Where a tokenizer comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TokenizerSource {
     Path(PathBuf),
     HfCache(PathBuf),

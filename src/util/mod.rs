@@ -23,9 +23,49 @@ pub fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+/// The file `program` names: itself when it is a path (has a `/`), else the first
+/// directory of `PATH` holding it.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return Some(Path::new(program).to_path_buf()).filter(|p| p.is_file());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// `w` as one word of a POSIX shell command line: as it is when every character is
+/// safe, else single-quoted.
+pub fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
 /// The last `n` lines of a text file (for error messages).
 pub fn tail_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_word("plain-arg"), "plain-arg");
+        assert_eq!(shell_word("has space"), "'has space'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn which_finds_paths_and_path_entries() {
+        assert_eq!(which("sh").map(|p| p.file_name().unwrap().to_owned()), Some("sh".into()));
+        assert_eq!(which("/bin/sh"), Some("/bin/sh".into()));
+        assert_eq!(which("/no/such/tool"), None);
+        assert_eq!(which("llmd-no-such-tool"), None);
+    }
 }
