@@ -28,6 +28,7 @@ demo:
 goldens:
     python3 tests/goldens/gen_pyyaml.py
     python3 tests/goldens/gen_filters.py
+    cargo build && python3 tests/goldens/gen_prometheus.py  # needs prometheus_client
     cargo build && python3 tests/goldens/gen_render.py
 
 # The simulator: req/s, tokens/s and chunk timing error at 1000 streams.

@@ -65,6 +65,7 @@ fn profile(rate: f64, seconds: f64) -> LoadProfile {
             max_concurrency: None,
             stages: vec![Stage { rate: Some(rate), concurrency: None, duration: Some(seconds), requests: None }],
             warmup: Warmup::default(),
+            grace: llmd::harness::load::default_grace(),
         },
         seed: 1,
         request_timeout: 30.0,

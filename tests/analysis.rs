@@ -480,7 +480,7 @@ fn native_records_stream_to_the_report_definitions() {
     let text = std::fs::read_to_string(&path).unwrap();
     let records: Vec<llmd::harness::record::RequestRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let streamed = convert::llmd(&path).unwrap();
-    let report = llmd::harness::report::RunReport::from_records(&records);
+    let report = llmd::harness::report::RunReport::from_records(&records, None);
     let a = &streamed.aggregate;
     assert_eq!(a.requests.total, report.requests.total as u64);
     for (ours, theirs) in [

@@ -111,3 +111,81 @@ fn measure_against_journal() -> (f64, f64) {
     eprintln!("median |client - server|: TTFT {t:.3} ms, E2E {e:.3} ms over {} requests", records.len());
     (t, e)
 }
+
+/// One hung request (the simulator's stall fault holds a stream for ten minutes) must not
+/// hold the run: the stage ends at its duration, stragglers get the grace period and are
+/// then cancelled (counted incomplete), and the report's window is the stage — not first
+/// send → last completion, and never the request timeout.
+#[test]
+fn a_hung_request_ends_at_the_stage_end_plus_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(&[
+        "--model",
+        "m",
+        "--time-to-first-token",
+        "2ms",
+        "--inter-token-latency",
+        "2ms",
+        "--stall-rate",
+        "20",
+        "--stall-at-token",
+        "2",
+        "--stall-duration",
+        "10m",
+        "--seed",
+        "7",
+    ]);
+    // The profile says 2 s; `--rate` replaces only the rate, so the duration stays.
+    let profile = dir.path().join("p.yaml");
+    std::fs::write(&profile, "load:\n  arrival: constant\n  stages:\n    - rate: 5\n      duration: 2\ndataset:\n  type: random\n  input_len: 8\n  output_len: 6\n").unwrap();
+    let out = dir.path().join("load");
+    let started = std::time::Instant::now();
+    let r = run(llmd().args(["load", "--endpoint", &format!("http://127.0.0.1:{}", sim.port)]).arg("--profile").arg(&profile).args([
+        "--rate",
+        "20",
+        "--grace",
+        "1500ms",
+        // A regression (waiting for the stalled streams) fails in a minute, not ten.
+        "--request-timeout",
+        "60s",
+        "--quiet",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    let wall = started.elapsed().as_secs_f64();
+    sim.stop();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(wall < 30.0, "the run ended {wall:.1} s after it started: it waited for the hung streams");
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let counts = &report["requests"];
+    assert_eq!(counts["total"], 40, "20 req/s for the profile's 2 s: {report}");
+    let cancelled =
+        counts["errors"].as_object().unwrap().iter().find(|(k, _)| k.starts_with("cancelled")).map(|(_, v)| v.as_u64().unwrap());
+    assert!(cancelled.unwrap_or(0) >= 1, "the stalled streams were cancelled: {report}");
+    assert_eq!(counts["incomplete"].as_u64(), cancelled, "and counted incomplete: {report}");
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((duration - 2.0).abs() < 0.01, "the window is the 2 s stage, measured {duration} s");
+    let in_window = counts["completed_in_window"].as_f64().unwrap();
+    let rate = report["request_throughput"].as_f64().unwrap();
+    assert!((rate - in_window / duration).abs() < 1e-9, "achieved rate = completed in the window / window: {report}");
+    // The records say the same to `llmd analyze`, which reads the stage windows beside them.
+    let stages: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("stages.json")).unwrap()).unwrap();
+    assert_eq!(stages[0]["grace_s"], 1.5);
+    let converted = llmd::analysis::convert::llmd(&out.join("records.jsonl")).unwrap();
+    assert_eq!(converted.duration_s, Some(duration));
+    assert_eq!(converted.aggregate.throughput.request_rate.unwrap().mean, rate);
+}
+
+#[test]
+fn stage_flags_override_only_what_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.yaml");
+    std::fs::write(&profile, "load:\n  stages:\n    - rate: 5\n      duration: 2\n    - rate: 9\n      duration: 2\n").unwrap();
+    let r = run(llmd().args(["load", "--endpoint", "http://127.0.0.1:9"]).arg("--profile").arg(&profile).args(["--rate", "6000"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("has 2 stages"), "{}", r.stderr);
+    let r = run(llmd().args(["load", "--endpoint", "http://127.0.0.1:9", "--rate", "5", "--duration", "soon"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("'soon' is not a duration"), "{}", r.stderr);
+}

@@ -447,3 +447,69 @@ fn out_of_descriptors_the_sim_waits_instead_of_spinning_and_recovers() {
     assert!((1..=5).contains(&messages), "one message per second at most: {stderr}");
     assert!(stderr.contains("Too many open files"), "{stderr}");
 }
+
+/// `/metrics` as Prometheus' Python client reads it (vLLM's own exporter, and what
+/// Prometheus-based tooling in the benchmark's ecosystem uses). The golden was made once
+/// by `tests/goldens/gen_prometheus.py` from a simulator given the requests below: the
+/// parse must type every family (no "unknown", the symptom of a `# TYPE` line naming
+/// the wrong family), and a live simulator's exposition must have the committed text's
+/// shape line by line (comments exactly; samples by name and labels), so it parses the same.
+#[test]
+fn metrics_parse_as_prometheus_client_reads_them() {
+    let dir = support::root().join("tests/goldens/prometheus");
+    let golden_text = std::fs::read_to_string(dir.join("sim_metrics.prom")).unwrap();
+    let parsed: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sim_metrics.parsed.json")).unwrap()).unwrap();
+    let families = parsed["families"].as_array().unwrap();
+    assert!(families.len() >= 20, "{}", families.len());
+    let mut samples = 0;
+    for f in families {
+        let (name, kind) = (f["name"].as_str().unwrap(), f["type"].as_str().unwrap());
+        assert!(["counter", "gauge", "histogram"].contains(&kind), "{name} parsed as {kind}");
+        assert!(!f["documentation"].as_str().unwrap().is_empty(), "{name} has help text");
+        for s in f["samples"].as_array().unwrap() {
+            samples += 1;
+            let sample = s["name"].as_str().unwrap();
+            match kind {
+                "counter" => assert_eq!(sample, format!("{name}_total"), "counters' samples end in _total"),
+                "histogram" => assert!(["_bucket", "_count", "_sum"].iter().any(|sfx| sample == format!("{name}{sfx}")), "{sample}"),
+                _ => assert_eq!(sample, name),
+            }
+        }
+    }
+    assert_eq!(samples, golden_text.lines().filter(|l| !l.starts_with('#')).count(), "every sample line was read");
+    let iteration = families.iter().find(|f| f["name"] == "vllm:iteration_tokens_total").expect("iteration tokens");
+    let sum = iteration["samples"].as_array().unwrap().iter().find(|s| s["name"] == "vllm:iteration_tokens_total_sum").unwrap();
+    assert!(sum["value"].as_f64().unwrap() > 0.0, "iteration tokens are counted with the constant latency model");
+
+    // The same requests to a live simulator give an exposition of the same shape.
+    let model = "golden/model";
+    let sim = Sim::start(&["--model", model, "--time-to-first-token", "1ms", "--inter-token-latency", "1ms", "--seed", "1"]);
+    for (max_tokens, stream) in [(3, false), (5, true), (2, false)] {
+        let r = post(
+            sim.port,
+            "/v1/completions",
+            &json!({"model": model, "prompt": "golden prompt", "max_tokens": max_tokens, "ignore_eos": true, "stream": stream}),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let live = get(sim.port, "/metrics").body;
+    let shape = |text: &str| -> Vec<String> {
+        text.lines().map(|l| if l.starts_with('#') { l.to_string() } else { l.rsplit_once(' ').unwrap().0.to_string() }).collect()
+    };
+    let (live, golden) = (shape(&live), shape(&golden_text));
+    for (i, (a, b)) in live.iter().zip(&golden).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "line {} of /metrics differs from the golden (regenerate it with tests/goldens/gen_prometheus.py if intended)",
+            i + 1
+        );
+    }
+    assert_eq!(live.len(), golden.len());
+    // And its values are those of the golden's requests: the token counters match exactly.
+    let value = |text: &str, sample: &str| text.lines().find(|l| l.starts_with(sample)).map(|l| l.rsplit_once(' ').unwrap().1.to_string());
+    let live_text = get(sim.port, "/metrics").body;
+    for sample in ["vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:iteration_tokens_total_sum"] {
+        assert_eq!(value(&live_text, sample), value(&golden_text, sample), "{sample}");
+    }
+}

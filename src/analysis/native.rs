@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use super::br::{Aggregate, Latency, Requests, Statistics, Throughput};
 use super::convert::{Converted, Samples};
 use crate::harness::record::RequestRecord;
+use crate::harness::window::{StageWindow, WindowAcc};
 
 /// Everything the report needs from native records, accumulated one record at a time
 /// with the definitions of [`RunReport`] (the per-request methods of [`RequestRecord`]).
@@ -21,6 +22,9 @@ struct NativeAcc {
     start: Option<u64>,
     end: Option<u64>,
     completed: u64,
+    /// The measured window, and the completions and tokens inside it (throughput).
+    window: WindowAcc,
+    in_window: u64,
     input: u64,
     output: u64,
     ttft: Vec<f64>,
@@ -44,10 +48,15 @@ struct NativeAcc {
 }
 
 impl NativeAcc {
+    fn new(windows: Option<Vec<StageWindow>>) -> NativeAcc {
+        NativeAcc { window: WindowAcc::new(windows), ..Default::default() }
+    }
+
     fn add(&mut self, r: &RequestRecord) {
         if r.warmup {
             return;
         }
+        self.window.add(r);
         self.total += 1;
         self.start = Some(self.start.map_or(r.sent_ns, |s| s.min(r.sent_ns)));
         self.end = Some(self.end.map_or(r.done_ns, |e| e.max(r.done_ns)));
@@ -61,8 +70,11 @@ impl NativeAcc {
         }
         self.completed += 1;
         let prompt = r.prompt_tokens.unwrap_or(r.input_len);
-        self.input += u64::from(prompt);
-        self.output += u64::from(r.output_tokens());
+        if self.window.counts(r) {
+            self.in_window += 1;
+            self.input += u64::from(prompt);
+            self.output += u64::from(r.output_tokens());
+        }
         let (ttft, e2e, tpot, ntpot) = (r.ttft(), r.e2e(), r.tpot(), r.ntpot());
         self.ttft.extend(ttft);
         self.e2e.extend(e2e);
@@ -87,7 +99,7 @@ impl NativeAcc {
     /// Merges the workers' accumulators, allocating each sample vector once at its exact
     /// final size (growing by doubling would hold up to twice the samples at the peak).
     fn merge(parts: Vec<NativeAcc>) -> NativeAcc {
-        let mut out = NativeAcc::default();
+        let mut out = NativeAcc::new(None);
         let pick: [fn(&mut NativeAcc) -> &mut Vec<f64>; 14] = [
             |a| &mut a.ttft,
             |a| &mut a.e2e,
@@ -114,12 +126,27 @@ impl NativeAcc {
             }
             *field(&mut out) = merged;
         }
+        let mut parts = parts.into_iter();
+        if let Some(first) = parts.next() {
+            out.window = first.window.clone();
+            out.merge_counts(first);
+        }
         for o in parts {
+            out.window.merge(o.window.clone());
+            out.merge_counts(o);
+        }
+        out
+    }
+
+    fn merge_counts(&mut self, o: NativeAcc) {
+        let out = self;
+        {
             out.ticks.merge(o.ticks);
             out.total += o.total;
             out.failed += o.failed;
             out.incomplete += o.incomplete;
             out.completed += o.completed;
+            out.in_window += o.in_window;
             out.start = match (out.start, o.start) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -128,12 +155,11 @@ impl NativeAcc {
             out.input += o.input;
             out.output += o.output;
         }
-        out
     }
 
     fn finish(self, path: &Path) -> Converted {
         let start = self.start.unwrap_or(0);
-        let duration_s = self.end.unwrap_or(start).saturating_sub(start) as f64 / 1e9;
+        let duration_s = self.window.duration_s();
         let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
         let end = self.end.unwrap_or(start);
         let completed = self.completed;
@@ -219,7 +245,7 @@ impl NativeAcc {
                     input_token_rate: Some(Statistics::value("tokens/s", per_s(self.input as f64))),
                     output_token_rate: Some(Statistics::value("tokens/s", per_s(self.output as f64))),
                     total_token_rate: Some(Statistics::value("tokens/s", per_s((self.input + self.output) as f64))),
-                    request_rate: Some(Statistics::value("queries/s", per_s(self.completed as f64))),
+                    request_rate: Some(Statistics::value("queries/s", per_s(self.in_window as f64))),
                 },
             },
             duration_s: Some(duration_s),
@@ -235,7 +261,11 @@ impl NativeAcc {
 /// gigabyte of JSON, and parsing it is most of an analysis.
 #[derive(serde::Deserialize)]
 struct RecordView {
+    #[serde(default)]
+    stage: usize,
     warmup: bool,
+    #[serde(default)]
+    scheduled_ns: Option<u64>,
     sent_ns: u64,
     first_token_ns: Option<u64>,
     last_token_ns: Option<u64>,
@@ -251,9 +281,9 @@ impl RecordView {
     fn into_record(self) -> RequestRecord {
         RequestRecord {
             id: String::new(),
-            stage: 0,
+            stage: self.stage,
             warmup: self.warmup,
-            scheduled_ns: self.sent_ns,
+            scheduled_ns: self.scheduled_ns.unwrap_or(self.sent_ns),
             sent_ns: self.sent_ns,
             first_token_ns: self.first_token_ns,
             last_token_ns: self.last_token_ns,
@@ -277,6 +307,7 @@ pub fn llmd(path: &Path) -> Result<Converted> {
     use std::io::{BufRead, Read};
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let windows = crate::harness::window::read_beside(path)?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     // (first line number, whole lines)
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
@@ -311,9 +342,9 @@ pub fn llmd(path: &Path) -> Result<Converted> {
     std::thread::scope(|scope| -> Result<Converted> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let parse = &parse;
+                let (parse, windows) = (&parse, &windows);
                 scope.spawn(move || {
-                    let mut acc = NativeAcc::default();
+                    let mut acc = NativeAcc::new(windows.clone());
                     parse(&mut acc).map(|()| acc)
                 })
             })
@@ -398,8 +429,8 @@ fn process_age_s() -> f64 {
 }
 
 /// [`llmd`] on records already in memory.
-pub fn llmd_from_records(records: &[RequestRecord], path: &Path) -> Converted {
-    let mut acc = NativeAcc::default();
+pub fn llmd_from_records(records: &[RequestRecord], windows: Option<Vec<StageWindow>>, path: &Path) -> Converted {
+    let mut acc = NativeAcc::new(windows);
     for r in records {
         acc.add(r);
     }

@@ -56,12 +56,19 @@ pub struct LoadArgs {
     /// Closed loop: concurrent users.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Stage length in seconds.
-    #[arg(long)]
+    /// Stage length: 30s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::sim::config::parse_seconds)]
     pub duration: Option<f64>,
     /// Stage length in requests.
     #[arg(long)]
     pub requests: Option<usize>,
+    /// How long requests still in flight when a duration stage ends may take before they
+    /// are cancelled (counted incomplete): 5s, 500ms (a bare number is seconds; default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::sim::config::parse_seconds)]
+    pub grace: Option<f64>,
+    /// Longest one request may take: 600s, 2m (a bare number is seconds; default 600s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::sim::config::parse_seconds)]
+    pub request_timeout: Option<f64>,
     /// Cap on requests in flight (open loop); others wait in the client queue.
     #[arg(long)]
     pub max_concurrency: Option<usize>,
@@ -105,6 +112,7 @@ impl LoadArgs {
                     max_concurrency: None,
                     stages: vec![],
                     warmup: Warmup::default(),
+                    grace: crate::harness::load::default_grace(),
                 },
                 seed: 0,
                 request_timeout: 600.0,
@@ -144,12 +152,36 @@ impl LoadArgs {
                 *range_ratio = v;
             }
         }
-        if self.rate.is_some() || self.concurrency.is_some() {
-            p.load.stages =
-                vec![Stage { rate: self.rate, concurrency: self.concurrency, duration: self.duration, requests: self.requests }];
-        } else if (self.duration.is_some() || self.requests.is_some()) && p.load.stages.len() == 1 {
-            p.load.stages[0].duration = self.duration.or(p.load.stages[0].duration);
-            p.load.stages[0].requests = self.requests.or(p.load.stages[0].requests);
+        // Each stage flag replaces the one field it names (rate and concurrency replace
+        // each other: a stage has one of them); the rest of the profile's stage stays.
+        if self.rate.is_some() || self.concurrency.is_some() || self.duration.is_some() || self.requests.is_some() {
+            match p.load.stages.len() {
+                0 => p.load.stages.push(Stage::default()),
+                1 => {}
+                n => {
+                    let file = self.profile.as_deref().map_or_else(String::new, |f| format!("{} ", f.display()));
+                    return Err(InputError::new(format!(
+                        "--rate, --concurrency, --duration and --requests set one stage, but the profile {file}has {n} stages"
+                    ))
+                    .help("edit the stages in the profile (load.stages), or leave out --profile")
+                    .into());
+                }
+            }
+            let stage = &mut p.load.stages[0];
+            if let Some(rate) = self.rate {
+                (stage.rate, stage.concurrency) = (Some(rate), None);
+            }
+            if let Some(users) = self.concurrency {
+                (stage.rate, stage.concurrency) = (None, Some(users));
+            }
+            stage.duration = self.duration.or(stage.duration);
+            stage.requests = self.requests.or(stage.requests);
+        }
+        if let Some(g) = self.grace {
+            p.load.grace = g;
+        }
+        if let Some(t) = self.request_timeout {
+            p.request_timeout = t;
         }
         if p.load.stages.is_empty() {
             return Err(InputError::new("no load given")

@@ -115,7 +115,7 @@ impl HarnessKind {
     /// Result files the tool must leave in its results directory.
     pub fn expected_outputs(self) -> &'static [&'static str] {
         match self {
-            HarnessKind::Llmd => &["records.jsonl", "report.json"],
+            HarnessKind::Llmd => &["records.jsonl", "stages.json", "report.json"],
             HarnessKind::InferencePerf => &["summary_lifecycle_metrics.json"],
             HarnessKind::Guidellm => &["results.json"],
             HarnessKind::VllmBenchmark => &["vllm-bench.json"],

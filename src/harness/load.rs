@@ -12,6 +12,10 @@
 //!   request when the previous one finishes.
 //! * A stage ends after `requests` requests or `duration` seconds (whichever is given;
 //!   both: whichever comes first). Warm-up requests are sent and recorded but flagged.
+//! * A `duration` stage is measured over its duration, never longer: requests still in
+//!   flight `grace` seconds after it ended are cancelled and recorded as incomplete, so
+//!   one hung request cannot stretch the run (or the report's window, see
+//!   [`super::window`]) to the request timeout.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -25,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use super::dataset::{DatasetSpec, Prompt};
 use super::record::{RequestRecord, Status};
+use super::window::StageWindow;
 use crate::http::client::{Conn, Endpoint, SseSplitter};
 use crate::timing::{instant_to_mono_ns, mono_ns};
 use crate::util::rng::Rng;
@@ -96,6 +101,10 @@ pub struct LoadSpec {
     /// Requests excluded from the statistics.
     #[serde(default)]
     pub warmup: Warmup,
+    /// Seconds requests still in flight when a `duration` stage ends may take to finish;
+    /// then they are cancelled and counted as incomplete.
+    #[serde(default = "default_grace")]
+    pub grace: f64,
 }
 
 fn one() -> f64 {
@@ -106,6 +115,10 @@ fn yes() -> bool {
 }
 fn default_timeout() -> f64 {
     600.0
+}
+/// Default of [`LoadSpec::grace`].
+pub fn default_grace() -> f64 {
+    5.0
 }
 
 /// A native-harness workload profile (`workload/profiles/llmd/*.yaml.in`).
@@ -172,6 +185,9 @@ impl LoadProfile {
         }
         if self.request_timeout.is_nan() || self.request_timeout <= 0.0 {
             bail!("request_timeout must be positive");
+        }
+        if !(self.load.grace >= 0.0 && self.load.grace.is_finite()) {
+            bail!("load.grace must be zero or a positive number of seconds");
         }
         Ok(())
     }
@@ -367,8 +383,60 @@ impl ChoiceMsg<'_> {
     }
 }
 
-async fn execute(shared: &Shared, p: &Prepared, scheduled_ns: u64) -> RequestRecord {
-    let mut rec = RequestRecord {
+/// Seconds of a stage and its grace: when its stragglers are cancelled.
+#[derive(Clone, Copy)]
+struct Cutoff {
+    at: Instant,
+    grace: f64,
+}
+
+async fn execute(shared: &Shared, p: &Prepared, scheduled_ns: u64, cutoff: Option<Cutoff>) -> RequestRecord {
+    let mut rec = blank_record(p, scheduled_ns);
+    let timeout_at = tokio::time::Instant::now() + shared.timeout;
+    let cut = cutoff.map(|c| tokio::time::Instant::from_std(c.at)).filter(|&c| c < timeout_at);
+    let outcome = tokio::time::timeout_at(cut.unwrap_or(timeout_at), exchange(shared, p, &mut rec)).await;
+    rec.done_ns = mono_ns();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            if rec.status == Status::Ok {
+                rec.status = if e.kind() == std::io::ErrorKind::UnexpectedEof && rec.first_token_ns.is_some() {
+                    Status::Incomplete
+                } else {
+                    Status::Transport
+                };
+                rec.error = Some(error_class(&e));
+            }
+        }
+        Err(_) if cut.is_some() => {
+            rec.status = Status::Incomplete;
+            let grace = cutoff.map_or(0.0, |c| c.grace);
+            rec.error = Some(format!("cancelled: still in flight {grace} s after its stage ended"));
+        }
+        Err(_) => {
+            rec.status = Status::Timeout;
+            rec.error = Some(format!("no complete response within {:?}", shared.timeout));
+        }
+    }
+    if rec.sent_ns == 0 {
+        rec.sent_ns = rec.done_ns;
+    }
+    rec
+}
+
+/// An error's class for the report: the I/O error kind, with the descriptor limit named
+/// (Rust has no stable kind for EMFILE; it would read "Uncategorized").
+fn error_class(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => format!("TooManyOpenFiles: {e} (raise `ulimit -n`)"),
+        Some(libc::ENFILE) => format!("TooManyOpenFilesInSystem: {e}"),
+        Some(libc::EADDRNOTAVAIL) => format!("AddrNotAvailable: {e} (out of local ports?)"),
+        _ => format!("{:?}: {e}", e.kind()),
+    }
+}
+
+fn blank_record(p: &Prepared, scheduled_ns: u64) -> RequestRecord {
+    RequestRecord {
         id: p.id.clone(),
         stage: p.stage,
         warmup: p.warmup,
@@ -386,30 +454,7 @@ async fn execute(shared: &Shared, p: &Prepared, scheduled_ns: u64) -> RequestRec
         status: Status::Ok,
         http_status: None,
         error: None,
-    };
-    let outcome = tokio::time::timeout(shared.timeout, exchange(shared, p, &mut rec)).await;
-    rec.done_ns = mono_ns();
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            if rec.status == Status::Ok {
-                rec.status = if e.kind() == std::io::ErrorKind::UnexpectedEof && rec.first_token_ns.is_some() {
-                    Status::Incomplete
-                } else {
-                    Status::Transport
-                };
-                rec.error = Some(format!("{:?}: {e}", e.kind()));
-            }
-        }
-        Err(_) => {
-            rec.status = Status::Timeout;
-            rec.error = Some(format!("no complete response within {:?}", shared.timeout));
-        }
     }
-    if rec.sent_ns == 0 {
-        rec.sent_ns = rec.done_ns;
-    }
-    rec
 }
 
 async fn exchange(shared: &Shared, p: &Prepared, rec: &mut RequestRecord) -> std::io::Result<()> {
@@ -521,6 +566,8 @@ pub struct Progress {
 /// Everything a run produced.
 pub struct RunOutput {
     pub records: Vec<RequestRecord>,
+    /// Each stage's measured window.
+    pub stages: Vec<StageWindow>,
     pub started_ns: u64,
     pub finished_ns: u64,
 }
@@ -555,13 +602,39 @@ impl Plan {
     }
 
     /// Sends one request (after a concurrency slot, if capped) and records it.
-    async fn send(&self, prepared: Prepared, scheduled_ns: u64) {
-        let _permit = match &self.limiter {
-            Some(l) => Some(l.clone().acquire_owned().await.expect("semaphore open")),
+    async fn send(&self, prepared: Prepared, scheduled_ns: u64, cutoff: Option<Cutoff>) {
+        let permit = match &self.limiter {
+            Some(l) => {
+                let wait = l.clone().acquire_owned();
+                match cutoff {
+                    Some(c) => match tokio::time::timeout_at(tokio::time::Instant::from_std(c.at), wait).await {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            return self.not_sent(&prepared, scheduled_ns, "waited for a concurrency slot past its stage's end + grace");
+                        }
+                    },
+                    None => Some(wait.await),
+                }
+            }
             None => None,
         };
+        let _permit = permit.map(|p| p.expect("semaphore open"));
         self.progress.sent.fetch_add(1, Ordering::Relaxed);
-        let rec = execute(&self.shared, &prepared, scheduled_ns).await;
+        let rec = execute(&self.shared, &prepared, scheduled_ns, cutoff).await;
+        self.record(rec);
+    }
+
+    /// Records a request that was never sent (its stage ended before it could be).
+    fn not_sent(&self, prepared: &Prepared, scheduled_ns: u64, why: &str) {
+        let mut rec = blank_record(prepared, scheduled_ns);
+        rec.done_ns = mono_ns();
+        rec.sent_ns = rec.done_ns;
+        rec.status = Status::Incomplete;
+        rec.error = Some(format!("not sent: {why}"));
+        self.record(rec);
+    }
+
+    fn record(&self, rec: RequestRecord) {
         if !rec.ok() {
             self.progress.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -608,6 +681,7 @@ fn pace(
     start: Instant,
     offsets: Vec<f64>,
     first: usize,
+    cutoff: Option<Cutoff>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
@@ -631,8 +705,13 @@ fn pace(
             std::thread::sleep(pause);
         }
         let prepared = plan.prepare(first + k, stage, at);
+        if cutoff.is_some_and(|c| Instant::now() >= c.at) {
+            // The pacer fell so far behind that the stage and its grace are over.
+            plan.not_sent(&prepared, instant_to_mono_ns(at), "the client fell behind its schedule past the stage's end + grace");
+            continue;
+        }
         let plan = plan.clone();
-        tasks.push(handle.spawn(async move { plan.send(prepared, instant_to_mono_ns(at)).await }));
+        tasks.push(handle.spawn(async move { plan.send(prepared, instant_to_mono_ns(at), cutoff).await }));
     }
     tasks
 }
@@ -640,6 +719,13 @@ fn pace(
 /// Runs a profile against `endpoint`.
 pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progress: Arc<Progress>) -> Result<RunOutput> {
     profile.validate()?;
+    match crate::util::raise_nofile_limit() {
+        Ok((_, after)) if after < 2 * connections_to_open(&profile.load) as u64 + 64 => {
+            eprintln!("warning: only {after} open files allowed (ulimit -n): this load may fail with TooManyOpenFiles")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+    }
     let (tokenizer, words) = crate::tokenize::load(profile.tokenizer.as_deref()).context("loading the dataset tokenizer")?;
     let prompts = profile.dataset.build(tokenizer, words, profile.seed)?;
     let shared = Shared { endpoint, pool: Mutex::new(Vec::new()), timeout: Duration::from_secs_f64(profile.request_timeout) };
@@ -662,9 +748,18 @@ pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progres
     });
     let mut rng = Rng::new(profile.seed);
     let mut issued = 0usize;
+    let mut windows = Vec::with_capacity(profile.load.stages.len());
+    let grace = profile.load.grace;
     for (stage_idx, stage) in profile.load.stages.iter().enumerate() {
         let stage_start = Instant::now() + Duration::from_millis(2);
         let deadline = stage.duration.map(|d| stage_start + Duration::from_secs_f64(d));
+        let cutoff = deadline.map(|d| Cutoff { at: d + Duration::from_secs_f64(grace), grace });
+        windows.push(StageWindow {
+            stage: stage_idx,
+            start_ns: instant_to_mono_ns(stage_start),
+            end_ns: deadline.map(instant_to_mono_ns),
+            grace_s: grace,
+        });
         if let Some(rate) = stage.rate {
             let offsets = arrival_offsets(&mut rng, profile.load.arrival, profile.load.burstiness, rate, stage.duration, stage.requests);
             let count = offsets.len();
@@ -673,7 +768,7 @@ pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progres
             std::thread::Builder::new()
                 .name("llmd-pacer".into())
                 .spawn(move || {
-                    let _ = tx.send(pace(plan, handle, stage_idx, stage_start, offsets, first));
+                    let _ = tx.send(pace(plan, handle, stage_idx, stage_start, offsets, first, cutoff));
                 })
                 .context("cannot start the pacer thread")?;
             let tasks = rx.await.context("the pacer thread died")?;
@@ -698,7 +793,7 @@ pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progres
                         let n = counter.fetch_add(1, Ordering::AcqRel);
                         let now = Instant::now();
                         let prepared = plan.prepare(n, stage_idx, now);
-                        plan.send(prepared, instant_to_mono_ns(now)).await;
+                        plan.send(prepared, instant_to_mono_ns(now), cutoff).await;
                     }
                 }));
             }
@@ -711,7 +806,7 @@ pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progres
     let finished_ns = mono_ns();
     let mut records = std::mem::take(&mut *plan.records.lock().unwrap_or_else(|e| e.into_inner()));
     records.sort_by_key(|r| r.scheduled_ns);
-    Ok(RunOutput { records, started_ns: instant_to_mono_ns(started), finished_ns })
+    Ok(RunOutput { records, stages: windows, started_ns: instant_to_mono_ns(started), finished_ns })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! * [`load`] — open/closed loop scheduling and request execution.
 //! * [`record`] — per-request records (JSONL).
 //! * [`report`] — run metrics with the canonical definitions.
+//! * [`window`] — the measured window: what duration and achieved rate divide by.
 //! * [`profile`] — workload profiles: `REPLACE_ENV_*` placeholders and treatment overrides.
 //! * [`external`] — inference-perf, guidellm, `vllm bench serve` and aiperf as local
 //!   processes: locating them, their versions, their tokenizer.
@@ -17,6 +18,7 @@ pub mod load;
 pub mod profile;
 pub mod record;
 pub mod report;
+pub mod window;
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +31,7 @@ use anyhow::{Context, Result};
 pub use load::{LoadProfile, Progress};
 pub use report::RunReport;
 
-/// Runs a native profile, writing `records.jsonl` and `report.json` into `out_dir`.
+/// Runs a native profile, writing `records.jsonl`, `stages.json` and `report.json` into `out_dir`.
 pub async fn run_native(
     profile: &LoadProfile,
     endpoint: crate::http::Endpoint,
@@ -66,7 +68,8 @@ pub async fn run_native(
         w.write_all(b"\n")?;
     }
     w.flush()?;
-    let report = RunReport::from_records(&output.records);
+    std::fs::write(out_dir.join(window::FILE), serde_json::to_string_pretty(&output.stages)?)?;
+    let report = RunReport::from_records(&output.records, Some(&output.stages));
     std::fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
 }

@@ -9,8 +9,8 @@
 //! | ITL | gaps between content events, pooled |
 //! | NTPOT | E2E / n |
 //! | client queue | send − scheduled arrival |
-//! | duration T | first send → last completion (vLLM's convention) |
-//! | throughput | completed/T, Σprompt/T, Σoutput/T |
+//! | duration T | the stages' measured windows ([`super::window`]); without them first send → last completion |
+//! | throughput | completed in the window /T, Σprompt/T, Σoutput/T over those requests |
 //! | peak output tok/s | max over 1 s buckets of tokens at their chunk times |
 //! | peak concurrency | sweep line over [send, end), ends before starts |
 //! | mean concurrency | ΣE2E / T |
@@ -24,12 +24,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::record::{RequestRecord, Status};
+use super::window::{StageWindow, WindowAcc};
 use crate::stats::Summary;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub total: usize,
     pub completed: usize,
+    /// Completed by the end of their stage's window (what throughput counts).
+    #[serde(default)]
+    pub completed_in_window: usize,
     pub failed: usize,
     pub incomplete: usize,
     pub warmup: usize,
@@ -62,7 +66,8 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn from_records(records: &[RequestRecord]) -> RunReport {
+    /// The report of `records`, measured over `windows` (see [`super::window`]).
+    pub fn from_records(records: &[RequestRecord], windows: Option<&[StageWindow]>) -> RunReport {
         let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
         let ok: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.ok()).collect();
         let mut counts =
@@ -80,12 +85,21 @@ impl RunReport {
                 }
             }
         }
+        let mut window = WindowAcc::new(windows.map(<[StageWindow]>::to_vec));
+        for r in &measured {
+            window.add(r);
+        }
         let start = measured.iter().map(|r| r.sent_ns).min().unwrap_or(0);
-        let end = measured.iter().map(|r| r.done_ns).max().unwrap_or(start);
-        let duration_s = (end.saturating_sub(start)) as f64 / 1e9;
+        let duration_s = window.duration_s();
         let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
-        let input: u64 = ok.iter().map(|r| u64::from(r.prompt_tokens.unwrap_or(r.input_len))).sum();
-        let output: u64 = ok.iter().map(|r| u64::from(r.output_tokens())).sum();
+        let counted: Vec<&RequestRecord> = ok.iter().copied().filter(|r| window.counts(r)).collect();
+        counts.completed_in_window = counted.len();
+        let tokens = |set: &[&RequestRecord]| -> (u64, u64) {
+            let input = set.iter().map(|r| u64::from(r.prompt_tokens.unwrap_or(r.input_len))).sum();
+            (input, set.iter().map(|r| u64::from(r.output_tokens())).sum())
+        };
+        let (input, output) = tokens(&counted);
+        let (total_input, total_output) = tokens(&ok);
         let collect = |f: &dyn Fn(&RequestRecord) -> Option<f64>| Summary::of(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>());
         let itls: Vec<f64> = ok.iter().flat_map(|r| r.itls()).collect();
 
@@ -121,12 +135,12 @@ impl RunReport {
         RunReport {
             requests: counts,
             duration_s,
-            request_throughput: per_s(ok.len() as f64),
+            request_throughput: per_s(counted.len() as f64),
             input_token_throughput: per_s(input as f64),
             output_token_throughput: per_s(output as f64),
             total_token_throughput: per_s((input + output) as f64),
-            total_input_tokens: input,
-            total_output_tokens: output,
+            total_input_tokens: total_input,
+            total_output_tokens: total_output,
             ttft_s: collect(&|r| r.ttft()),
             e2e_s: collect(&|r| r.e2e()),
             tpot_s: collect(&|r| r.tpot()),
@@ -149,8 +163,10 @@ impl RunReport {
             None => format!("{:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-"),
         };
         let mut out = String::new();
+        let late = self.requests.completed - self.requests.completed_in_window.min(self.requests.completed);
+        let late = if late > 0 { format!(" ({late} after their stage ended)") } else { String::new() };
         out.push_str(&format!(
-            "requests: {} completed, {} failed, {} incomplete ({} warm-up excluded) in {:.2} s\n",
+            "requests: {} completed{late}, {} failed, {} incomplete ({} warm-up excluded) in {:.2} s\n",
             self.requests.completed, self.requests.failed, self.requests.incomplete, self.requests.warmup, self.duration_s
         ));
         out.push_str(&format!(
@@ -212,7 +228,7 @@ mod tests {
             rec(10 * ms, &[50 * ms, 70 * ms], 2, Status::Ok),
             RequestRecord { error: Some("RateLimitError".into()), ..rec(5 * ms, &[], 0, Status::HttpError) },
         ];
-        let r = RunReport::from_records(&records);
+        let r = RunReport::from_records(&records, None);
         assert_eq!((r.requests.completed, r.requests.failed), (2, 1));
         let ttft = r.ttft_s.unwrap();
         assert!((ttft.mean - 0.03).abs() < 1e-12, "(20 + 40) / 2 ms");

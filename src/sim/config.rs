@@ -311,12 +311,19 @@ impl Default for SimConfig {
 
 /// Parses `100ms`, `1.5s`, `250us`, `2m`, `1h`; a bare number is milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_bare(text, 1e-3)
+}
+
+/// Parses a duration with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`); a bare number is
+/// `bare` seconds each (1e-3: milliseconds, as llm-d-inference-sim; 1.0: seconds).
+pub fn parse_duration_bare(text: &str, bare: f64) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| format!("'{text}' is not a duration (e.g. 100ms, 1.5s)"))?;
     let secs = match unit.trim() {
-        "" | "ms" => value / 1e3,
+        "" => value * bare,
+        "ms" => value / 1e3,
         "s" => value,
         "us" | "µs" => value / 1e6,
         "ns" => value / 1e9,
@@ -324,10 +331,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("'{text}': unknown duration unit '{other}' (use ns, us, ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs < 0.0 {
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
         return Err(format!("'{text}' is not a valid duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A clap value parser for durations whose bare numbers are seconds (`30`, `30s`, `500ms`).
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    parse_duration_bare(text, 1.0).map(|d| d.as_secs_f64())
 }
 
 /// The flags a `--config` file may set, as `(kebab-case, camelCase, flag)`: every flag

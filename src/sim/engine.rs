@@ -216,6 +216,8 @@ pub struct CompatRun {
     alloc: Option<Allocation>,
     times: Option<RequestTimes>,
     produced: usize,
+    /// Prompt tokens its prefill computes (those not found in the prefix cache).
+    prefill_tokens: usize,
     next_at: Instant,
     group: Option<Group>,
     sleep: Option<Sleep>,
@@ -233,6 +235,7 @@ impl CompatRun {
             alloc: None,
             times: None,
             produced: 0,
+            prefill_tokens: 0,
             next_at: Instant::now(),
             group: None,
             sleep: None,
@@ -248,6 +251,7 @@ impl CompatRun {
         let prompt_len = self.req.prompt_tokens.len();
         let (alloc, cached) = engine.kv_admit(&self.req.prompt_tokens, self.req.output_len);
         self.alloc = alloc;
+        self.prefill_tokens = prompt_len.saturating_sub(cached);
         engine.metrics.prompt_tokens.inc_by(prompt_len as u64);
         if engine.cfg.enable_kvcache {
             engine.metrics.prefix_queries.inc_by(prompt_len as u64);
@@ -315,6 +319,18 @@ impl CompatRun {
                 self.sleep = None;
                 let g = self.group.take().expect("planned above");
                 let at = self.next_at;
+                // Without a batch each request is its own engine: its prefill is one
+                // iteration of its uncached prompt tokens, each later token one
+                // iteration of one token (so the histogram's sum is every scheduled token).
+                let iterations = &self.engine.metrics.iteration_tokens;
+                let mut decode_steps = g.count;
+                if self.produced == 0 {
+                    iterations.observe(self.prefill_tokens as f64);
+                    decode_steps -= 1;
+                }
+                for _ in 0..decode_steps {
+                    iterations.observe(1.0);
+                }
                 self.produced += g.count;
                 if let Some(t) = self.times.as_mut() {
                     t.tokens(at, g.count, &self.engine.metrics);
@@ -717,6 +733,8 @@ mod tests {
             assert_eq!(w[1] - w[0], Duration::from_millis(5));
         }
         assert_eq!(e.metrics.generation_tokens.get(), 4);
+        // One prefill iteration of the prompt, then one per further token.
+        assert_eq!(e.metrics.iteration_tokens.count(), 4);
         assert_eq!(e.metrics.prompt_tokens.get(), 10);
     }
 

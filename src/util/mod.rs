@@ -1,7 +1,7 @@
 //! Small helpers every layer may use: nothing here knows about plans, stacks or
 //! backends.
 //!
-//! * [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
+//! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
 //!   futures; [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
 
 pub mod digest;
@@ -68,4 +68,24 @@ mod tests {
         assert_eq!(which("/no/such/tool"), None);
         assert_eq!(which("llmd-no-such-tool"), None);
     }
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit, as load
+/// generators must: at thousands of requests per second each in-flight request holds a
+/// socket, and distributions default the soft limit to 1024. Returns `(before, after)`.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before as u64, lim.rlim_cur as u64))
 }
