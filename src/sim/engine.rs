@@ -221,16 +221,26 @@ pub struct CompatRun {
     next_at: Instant,
     group: Option<Group>,
     sleep: Option<Sleep>,
+    /// The admission of a request admitted on arrival, not yet told to its consumer.
+    admitted_event: Option<Event>,
 }
 
 impl CompatRun {
+    /// A request finding a free slot is admitted now, on arrival, as an engine would be —
+    /// not when the HTTP layer first polls the response body, tens of microseconds later
+    /// (its latency clock starts at admission). Slots are handed to queued requests in
+    /// order as they free up, so a free slot means nobody is waiting.
     fn new(engine: Arc<Engine>, req: Request) -> Self {
-        let acquire: Acquire = Box::pin(engine.slots.clone().acquire_owned());
-        CompatRun {
+        let now = engine.slots.clone().try_acquire_owned().ok();
+        let acquire: Option<Acquire> = match now {
+            Some(_) => None,
+            None => Some(Box::pin(engine.slots.clone().acquire_owned())),
+        };
+        let mut run = CompatRun {
             engine,
             req,
             phase: Phase::Queued,
-            acquire: Some(acquire),
+            acquire,
             permit: None,
             alloc: None,
             times: None,
@@ -239,7 +249,13 @@ impl CompatRun {
             next_at: Instant::now(),
             group: None,
             sleep: None,
+            admitted_event: None,
+        };
+        if let Some(permit) = now {
+            run.phase = Phase::Running;
+            run.admitted_event = Some(run.admit(permit));
         }
+        run
     }
 
     fn admit(&mut self, permit: OwnedSemaphorePermit) -> Event {
@@ -291,6 +307,9 @@ impl CompatRun {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Some(admitted) = self.admitted_event.take() {
+            return Poll::Ready(Some(admitted));
+        }
         match self.phase {
             Phase::Queued => {
                 let acquire = self.acquire.as_mut().expect("queued requests are acquiring");
