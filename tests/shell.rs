@@ -115,3 +115,34 @@ fn man_writes_a_page_per_command() {
         assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
     }
 }
+
+/// Plan flags appear only on the commands that read them: `sim`, `load` and `analyze`
+/// neither list them nor accept them (before or after the subcommand), while their
+/// environment defaults stay harmless; the commands that plan keep them in either place.
+#[test]
+fn plan_flags_only_where_they_do_something() {
+    for cmd in ["sim", "load", "analyze"] {
+        let help = run(llmd().args([cmd, "--help"]));
+        assert_eq!(help.code, 0);
+        for flag in ["--spec", "--set", "--cluster-config", "--non-admin", "--dry-run", "--base-dir", "--kubeconfig"] {
+            assert!(!help.stdout.contains(flag), "`llmd {cmd} --help` lists {flag}:\n{}", help.stdout);
+        }
+    }
+    for args in
+        [&["sim", "--spec", "examples/sim"][..], &["--spec", "examples/sim", "load"], &["analyze", "-n", "x"], &["load", "--set", "a=b"]]
+    {
+        let r = run(llmd().args(args));
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("does nothing for `llmd"), "{args:?}: {}", r.stderr);
+    }
+    let r = run(llmd().args(["sim", "--help"]).env("LLMDBENCH_SPEC", "examples/sim").env("LLMDBENCH_SET", "a=b"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let plan = run(llmd().args(["plan", "--help"]));
+    assert!(plan.stdout.contains("--spec") && plan.stdout.contains("--set"), "{}", plan.stdout);
+    // Duration flags say their unit and take suffixes.
+    let build = run(llmd().args(["build", "--help"]));
+    assert!(build.stdout.contains("a bare number is seconds"), "{}", build.stdout);
+    let r = run(llmd().args(["build", "x.yaml", "--harness-timeout", "ten"]));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("'ten' is not a duration"), "{}", r.stderr);
+}

@@ -43,8 +43,8 @@ pub struct BuildArgs {
     /// Leave stacks running after their runs, for the next build to reuse.
     #[arg(long)]
     pub keep_stacks: bool,
-    /// Give up waiting for another build's cache lock after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Give up waiting for another build's cache lock after this long: 30, 5m (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub lock_timeout: Option<u64>,
     /// Harness (default: experiment.harness, else the scenario's harness.name).
     #[arg(short = 'l', long, value_name = "HARNESS")]
@@ -54,8 +54,8 @@ pub struct BuildArgs {
     pub workload: Option<String>,
     #[command(flatten)]
     pub tokenizer: TokenizerArg,
-    /// Longest one harness run may take, in seconds.
-    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    /// Longest one harness run may take: 3600, 90m, 2h (a bare number is seconds).
+    #[arg(long, default_value_t = 3600, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub harness_timeout: u64,
     /// Setups executed at once (default: 1 on the local backend; every setup on a
     /// cluster, as its capacity allows).

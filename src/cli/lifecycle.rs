@@ -86,8 +86,8 @@ pub struct RunArgs {
     /// A local tokenizer (tokenizer.json or its directory) for external harnesses.
     #[arg(long, env = "LLMD_TOKENIZER", value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
-    /// Longest one harness run may take, in seconds.
-    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    /// Longest one harness run may take: 3600, 90m, 2h (a bare number is seconds).
+    #[arg(long, default_value_t = 3600, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub harness_timeout: u64,
     /// Stacks benchmarked at once (upstream runs one at a time).
     #[arg(long, default_value_t = 1, value_name = "N")]

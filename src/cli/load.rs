@@ -32,22 +32,28 @@ pub struct LoadArgs {
     /// random, shared-prefix or a prompts file (ShareGPT JSON or JSONL).
     #[arg(long, value_parser = ["random", "shared-prefix", "file"])]
     pub dataset: Option<String>,
+    /// Prompt length in tokens (random dataset; default 128).
     #[arg(long)]
     pub input_len: Option<usize>,
+    /// Completion length in tokens, sent as max_tokens (default 64).
     #[arg(long)]
     pub output_len: Option<usize>,
     /// Lengths vary uniformly in [L(1-r), L(1+r)].
     #[arg(long)]
     pub range_ratio: Option<f64>,
+    /// Prompts for `--dataset file`: a ShareGPT JSON list or JSONL lines with `prompt`.
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
     /// shared-prefix: groups x prompts per group, system prompt and question lengths.
     #[arg(long)]
     pub groups: Option<usize>,
+    /// shared-prefix: prompts per group (default 10).
     #[arg(long)]
     pub prompts_per_group: Option<usize>,
+    /// shared-prefix: tokens of each group's shared system prompt (default 512).
     #[arg(long)]
     pub system_prompt_len: Option<usize>,
+    /// shared-prefix: tokens of each question after the system prompt (default 64).
     #[arg(long)]
     pub question_len: Option<usize>,
     /// Open loop: requests per second.
@@ -72,13 +78,16 @@ pub struct LoadArgs {
     /// Cap on requests in flight (open loop); others wait in the client queue.
     #[arg(long)]
     pub max_concurrency: Option<usize>,
+    /// Arrival process of an open loop (default poisson).
     #[arg(long, value_parser = ["constant", "poisson", "gamma"])]
     pub arrival: Option<String>,
     /// Gamma shape (1 = Poisson).
     #[arg(long)]
     pub burstiness: Option<f64>,
+    /// The first N requests are sent but left out of the statistics.
     #[arg(long)]
     pub warmup_requests: Option<usize>,
+    /// Seed of the prompts and arrival times (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
     /// tokenizer.json used to build token-exact prompts (default: embedded cl100k_base).

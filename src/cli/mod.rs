@@ -71,20 +71,20 @@ pub struct GlobalArgs {
     /// Kubeconfig context (default: its current context).
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
-    /// Seconds a standalone stack's pods may take to become Ready (kube backend).
-    #[arg(long, global = true, default_value_t = 900, value_name = "S")]
+    /// How long a standalone stack's pods may take to become Ready (kube backend): 900, 15m (a bare number is seconds).
+    #[arg(long, global = true, default_value_t = 900, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub standalone_deploy_timeout: u64,
-    /// Seconds a modelservice stack's releases' pods may take to become Ready (kube backend).
-    #[arg(long, global = true, default_value_t = 1500, value_name = "S")]
+    /// How long a modelservice stack's releases' pods may take to become Ready (kube backend): 1500, 25m (a bare number is seconds).
+    #[arg(long, global = true, default_value_t = 1500, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub modelservice_deploy_timeout: u64,
-    /// Seconds a Gateway may take to be Programmed and an InferencePool Accepted (kube backend).
-    #[arg(long, global = true, default_value_t = 120, value_name = "S")]
+    /// How long a Gateway may take to be Programmed and an InferencePool Accepted (kube backend): 120, 2m (a bare number is seconds).
+    #[arg(long, global = true, default_value_t = 120, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub gateway_deploy_timeout: u64,
-    /// Seconds a volume may take to be Bound (kube backend).
-    #[arg(long, global = true, default_value_t = 240, value_name = "S")]
+    /// How long a volume may take to be Bound (kube backend): 240, 4m (a bare number is seconds).
+    #[arg(long, global = true, default_value_t = 240, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub pvc_bind_timeout: u64,
-    /// Seconds the model download Job may take (kube backend).
-    #[arg(long, global = true, default_value_t = 2400, value_name = "S")]
+    /// How long the model download Job may take (kube backend): 2400, 40m (a bare number is seconds).
+    #[arg(long, global = true, default_value_t = 2400, value_name = "DURATION", value_parser = crate::sim::config::parse_whole_seconds)]
     pub download_timeout: u64,
     /// Image the native harness runs in on a cluster (kube backend; built from the Containerfile).
     #[arg(long, global = true, env = "LLMD_IMAGE", value_name = "IMAGE")]
@@ -166,11 +166,55 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
 }
 
+/// Subcommands that read none of the global flags (plans, backends, workspace): their
+/// help leaves them out, and giving one there is an error rather than silently ignored.
+pub const WITHOUT_GLOBAL_FLAGS: &[&str] = &["sim", "load", "analyze", "cache", "init", "completions", "man", "doctor"];
+
+/// The command-line definition: the derived one, with the global flags hidden from the
+/// subcommands that do not use them (see [`WITHOUT_GLOBAL_FLAGS`]).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // A subcommand that already has an argument of a global's id does not receive the
+    // global when the command is built: give those subcommands hidden local copies.
+    let hidden: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).map(|a| a.clone().global(false).hide(true)).collect();
+    for name in WITHOUT_GLOBAL_FLAGS {
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(hidden.iter().cloned()));
+    }
+    cmd
+}
+
+/// The ids of [`GlobalArgs`]' flags.
+fn global_flag_ids() -> Vec<String> {
+    GlobalArgs::augment_args(clap::Command::new("globals")).get_arguments().map(|a| a.get_id().to_string()).collect()
+}
+
+/// Parses the command line: a global flag given on the command line to a subcommand that
+/// does not use it is a usage error naming both.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut cmd = command();
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some((name, sub)) = matches.subcommand()
+        && WITHOUT_GLOBAL_FLAGS.contains(&name)
+    {
+        let sub_cmd = cmd.find_subcommand(name).expect("a matched subcommand exists");
+        for id in global_flag_ids() {
+            if sub.value_source(&id) == Some(clap::parser::ValueSource::CommandLine) {
+                let flag = sub_cmd.get_arguments().find(|a| a.get_id() == id.as_str()).and_then(|a| a.get_long()).unwrap_or(id.as_str());
+                let msg = format!("--{flag} does nothing for `llmd {name}`: it is a flag of the commands that plan, deploy or build");
+                return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, msg));
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
 /// Entry point of the `llmd` binary.
 pub fn main() -> ExitCode {
     // Once, before anything may open a TLS connection (the kube client's).
     crate::backend::kube::cluster::install_crypto_provider();
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
 
-use super::{Cli, GlobalArgs, exit};
+use super::{GlobalArgs, exit};
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -123,7 +123,7 @@ _llmd_specs() {
 
 /// The completion script for `shell`.
 pub fn script(shell: Shell) -> Result<String> {
-    let mut cmd = Cli::command();
+    let mut cmd = super::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "llmd", &mut out);
     let text = String::from_utf8(out).context("the completion script is not UTF-8")?;
@@ -170,7 +170,7 @@ pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
 /// Writes one roff page per command and subcommand (`llmd.1`, `llmd-build.1`, …).
 pub fn man(args: &ManArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let cmd = Cli::command();
+    let cmd = super::command();
     let mut written = 0;
     write_pages(&cmd, "llmd", &args.out, &mut written)?;
     eprintln!("wrote {written} man page(s) into {}; read one with `man -l {}`", args.out.display(), args.out.join("llmd.1").display());

@@ -79,6 +79,7 @@ pub struct SimArgs {
     /// Requests processed at once; more wait in a FIFO queue.
     #[arg(long)]
     pub max_num_seqs: Option<usize>,
+    /// Context length in tokens: longer prompt + max_tokens is refused with 400.
     #[arg(long)]
     pub max_model_len: Option<usize>,
     /// Waiting requests beyond this are rejected with 429.
@@ -93,8 +94,10 @@ pub struct SimArgs {
     /// KV-cache capacity in blocks.
     #[arg(long)]
     pub kv_cache_size: Option<usize>,
+    /// Tokens per KV-cache block.
     #[arg(long)]
     pub block_size: Option<usize>,
+    /// Seed of the prefix-cache block hashes (vLLM's PYTHONHASHSEED).
     #[arg(long)]
     pub hash_seed: Option<String>,
     /// Percentage (0-100) of requests answered with an injected error.
@@ -106,16 +109,19 @@ pub struct SimArgs {
     /// Percentage of streams aborted mid-way (connection dropped) after --abort-after-tokens tokens.
     #[arg(long)]
     pub abort_rate: Option<f64>,
+    /// Tokens an aborted stream sends before the connection drops.
     #[arg(long)]
     pub abort_after_tokens: Option<usize>,
     /// Percentage of streams that stall for --stall-duration at token --stall-at-token.
     #[arg(long)]
     pub stall_rate: Option<f64>,
+    /// Token after which a stalled stream pauses.
     #[arg(long)]
     pub stall_at_token: Option<usize>,
     /// How long a stalled stream pauses. A duration: 100ms, 1.5s, 250us (a bare number is milliseconds).
     #[arg(long, value_name = "DURATION")]
     pub stall_duration: Option<String>,
+    /// Seed of generated text, jitter and injected faults (reproducible runs).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Independent engines on consecutive ports (1-8).
@@ -335,6 +341,11 @@ pub fn parse_duration_bare(text: &str, bare: f64) -> Result<Duration, String> {
         return Err(format!("'{text}' is not a valid duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A clap value parser for whole-second durations (`900`, `15m`, `90s`): rounded up.
+pub fn parse_whole_seconds(text: &str) -> Result<u64, String> {
+    parse_duration_bare(text, 1.0).map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// A clap value parser for durations whose bare numbers are seconds (`30`, `30s`, `500ms`).
