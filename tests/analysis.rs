@@ -125,6 +125,12 @@ fn guidellm_numbers_are_its_own() {
                 "rps",
             );
             assert_eq!(c.aggregate.requests.total, m["request_totals"]["total"].as_u64().unwrap());
+            // The BR's ITL is pooled chunk gaps; guidellm keeps per-request ITL only, so the
+            // report carries its (token-weighted, hence pooled) mean and says why no percentiles.
+            let itl = stat(c, "inter_token_latency");
+            close(itl.mean * 1e3, m["inter_token_latency_ms"]["successful"]["mean"].as_f64().unwrap(), "guidellm ITL mean");
+            assert_eq!((itl.p50, itl.p99, itl.stddev), (None, None, None), "no per-request percentiles labelled as pooled ones");
+            assert!(c.notes.iter().any(|n| n.starts_with("inter_token_latency: mean only")), "{:?}", c.notes);
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Converted {
     pub samples: Samples,
     /// Figures per time window, when the tool keeps per-request times.
     pub windows: Option<super::timeseries::Windows>,
+    /// What a reader must know about these figures (a definition the tool could not
+    /// supply, …): written into the report's load metadata.
+    pub notes: Vec<String>,
     /// blake3 of the whole source file when the converter already read it all (the
     /// report's `run.uid` needs it; hashing 500 MB again would cost a quarter second).
     pub source_hash: Option<blake3::Hasher>,
@@ -288,6 +291,9 @@ fn gl_stats(v: &Value, units: &str) -> Option<Statistics> {
     })
 }
 
+/// Why a guidellm report's `inter_token_latency` has a mean and no percentiles.
+pub const GUIDELLM_ITL_NOTE: &str = "inter_token_latency: mean only. The field is defined over pooled gaps between streamed chunks; guidellm records per-request ITL ((last - first token)/(n - 1)) and no chunk times, so only its token-weighted mean equals the pooled mean; its per-request percentiles are in time_per_output_token.";
+
 /// One [`Converted`] per benchmark in a guidellm report.
 pub fn guidellm_all(path: &Path) -> Result<Vec<Converted>> {
     let v = read_json(path)?;
@@ -318,10 +324,12 @@ pub fn guidellm_all(path: &Path) -> Result<Vec<Converted>> {
                     time_to_first_token: ms("time_to_first_token_ms", "s"),
                     // guidellm's TPOT is (last token − start)/n: the BR's normalized TPOT.
                     normalized_time_per_output_token: ms("time_per_output_token_ms", "s/token"),
-                    // guidellm's ITL is (last − first)/(n − 1): the BR's TPOT; token-weighted,
-                    // its mean is also the pooled inter-token gap.
+                    // guidellm's ITL is (last − first)/(n − 1): the BR's TPOT. Token-weighted,
+                    // its mean is also the mean pooled inter-token gap — but its percentiles
+                    // are of per-request means, not of gaps, and guidellm keeps no chunk
+                    // times to pool: the BR's ITL carries the mean only (see `notes`).
                     time_per_output_token: ms("inter_token_latency_ms", "s/token"),
-                    inter_token_latency: ms("inter_token_latency_ms", "s"),
+                    inter_token_latency: ms("inter_token_latency_ms", "s").map(|s| Statistics::value("s", s.mean)),
                     request_latency: gl_stats(ok("request_latency"), "s"),
                 },
                 throughput: Throughput {
@@ -336,6 +344,7 @@ pub fn guidellm_all(path: &Path) -> Result<Vec<Converted>> {
             end_unix: b["end_time"].as_f64(),
             rate_qps: strategy["rate"].as_f64(),
             concurrency: strategy["streams"].as_u64(),
+            notes: vec![GUIDELLM_ITL_NOTE.into()],
             ..Default::default()
         });
     }

@@ -183,7 +183,11 @@ pub fn report_v02(c: &Converted, cx: &RunContext, version: &str) -> ReportV02 {
         scenario: Some(Scenario {
             stack,
             load: Some(Load {
-                metadata: LoadMetadata { schema_version: "0.0.1".into(), cfg_id: None, description: None },
+                metadata: LoadMetadata {
+                    schema_version: "0.0.1".into(),
+                    cfg_id: None,
+                    description: (!c.notes.is_empty()).then(|| c.notes.join(" ")),
+                },
                 standardized: LoadStandardized {
                     tool: c.tool.clone(),
                     tool_version: if c.tool_version.is_empty() { "unknown".into() } else { c.tool_version.clone() },
@@ -249,7 +253,11 @@ pub fn report_v01(c: &Converted, cx: &RunContext) -> ReportV01 {
             load: LoadV01 {
                 name,
                 args: None,
-                metadata: Some(serde_json::json!({"tool": c.tool, "tool_version": c.tool_version, "stage": c.stage})),
+                metadata: Some(if c.notes.is_empty() {
+                    serde_json::json!({"tool": c.tool, "tool_version": c.tool_version, "stage": c.stage})
+                } else {
+                    serde_json::json!({"tool": c.tool, "tool_version": c.tool_version, "stage": c.stage, "notes": c.notes})
+                }),
             },
         },
         metrics: MetricsV01 {
