@@ -31,11 +31,11 @@ goldens:
     cargo build && python3 tests/goldens/gen_prometheus.py  # needs prometheus_client
     cargo build && python3 tests/goldens/gen_render.py
 
-# The simulator: req/s, tokens/s and chunk timing error at 1000 streams.
+# The simulator: req/s, tokens/s, capacity (open loop, <1% errors, listen overflows), idle admission delay, chunk timing at 1000 streams (BENCH_SECTIONS=capacity,... picks).
 bench-sim:
     cargo bench --bench sim
 
-# The native harness: achieved rate and send lateness at 1k/5k/10k req/s (guidellm beside it when installed).
+# The native harness vs guidellm and inference-perf (when installed): achieved rate at 200/1k/3k/10k req/s, send lateness.
 bench-harness:
     cargo bench --bench harness
 

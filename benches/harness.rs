@@ -1,18 +1,19 @@
-//! `just bench-harness`: how faithfully the native harness keeps an open-loop schedule.
+//! `just bench-harness`: how faithfully the native harness keeps an open-loop schedule,
+//! and how its achieved rate compares with guidellm's and inference-perf's.
 //!
-//! Against a zero-latency `llmd sim` (a separate process on the same 2 cores), the
-//! native harness runs constant-rate stages at 1k, 5k and 10k requests/s (streamed
-//! completions, 16 prompt and 4 output tokens). From its own records:
+//! Against a zero-latency `llmd sim` (a separate process on the same 2 cores), each
+//! harness runs constant-rate stages at 200, 1k, 3k and 10k requests/s (`BENCH_RATES`;
+//! streamed completions, 16 prompt and 4 output tokens). Achieved rate, for every tool
+//! alike: successful requests / the stage's scheduled seconds. From the native
+//! harness's own records, also:
 //!
-//! * achieved send rate = (n − 1) / (last send − first send), against the target
-//!   (target: within ±1 % at 5k req/s);
 //! * send lateness = send time − scheduled time, p50 / p99 / max (target p99 < 1 ms);
 //! * completed requests and failures.
 //!
-//! Where guidellm is installed (on PATH or `LLMD_GUIDELLM_BIN`) its achieved rate on the
-//! same simulator is printed beside ours (its own `requests_per_second` figure;
-//! `BENCH_GUIDELLM_RUNS`, default 1). Figures are medians of `BENCH_RUNS` runs (default
-//! 3) of `BENCH_SECONDS` seconds (default 5).
+//! guidellm and inference-perf run where installed (PATH, `LLMD_GUIDELLM_BIN`,
+//! `LLMD_INFERENCE_PERF_BIN`), `BENCH_EXTERNAL_RUNS` runs each (default 1: they need
+//! ~30 s of start-up per run here). Native figures are medians of `BENCH_RUNS` runs
+//! (default 3) of `BENCH_SECONDS` seconds (default 5).
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -97,13 +98,13 @@ fn native_run(rt: &tokio::runtime::Runtime, port: u16, rate: f64, seconds: f64) 
     let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let out = rt.block_on(load::run(&profile(rate, seconds), endpoint, MODEL, Arc::new(Progress::default()))).expect("load run");
     let recs = &out.records;
-    let first = recs.iter().map(|r| r.sent_ns).min().unwrap();
-    let last = recs.iter().map(|r| r.sent_ns).max().unwrap();
+    // Completed inside the stage's window / the window: the report's achieved rate.
+    let report = llmd::harness::report::RunReport::from_records(recs, Some(&out.stages));
     let mut late: Vec<f64> = recs.iter().map(|r| r.sent_ns.saturating_sub(r.scheduled_ns) as f64 / 1e6).collect();
     late.sort_by(f64::total_cmp);
     let completed = recs.iter().filter(|r| r.ok()).count();
     Figures {
-        achieved: (recs.len() - 1) as f64 / ((last - first) as f64 / 1e9),
+        achieved: report.request_throughput,
         late_p50_ms: percentile(&late, 50.0),
         late_p99_ms: percentile(&late, 99.0),
         late_max_ms: *late.last().unwrap(),
@@ -112,14 +113,11 @@ fn native_run(rt: &tokio::runtime::Runtime, port: u16, rate: f64, seconds: f64) 
     }
 }
 
-fn guidellm() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("LLMD_GUIDELLM_BIN") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("guidellm")).find(|p| p.is_file())
+fn tool(kind: llmd::harness::external::HarnessKind) -> Option<PathBuf> {
+    llmd::harness::external::Tool::find(kind).ok().map(|t| t.program)
 }
 
-/// guidellm's achieved request rate (successful requests / benchmark duration).
+/// guidellm's successful requests per scheduled second.
 fn guidellm_run(bin: &PathBuf, tokenizer: &str, port: u16, rate: f64, seconds: f64) -> Option<f64> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.json");
@@ -152,28 +150,83 @@ fn guidellm_run(bin: &PathBuf, tokenizer: &str, port: u16, rate: f64, seconds: f
     }
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).ok()?).ok()?;
     let b = &doc["benchmarks"][0];
-    // guidellm's own figure; successful requests over the benchmark's duration otherwise.
-    b["metrics"]["requests_per_second"]["successful"]["mean"]
-        .as_f64()
-        .or_else(|| Some(b["metrics"]["request_totals"]["successful"].as_f64()? / b["duration"].as_f64()?))
+    Some(b["metrics"]["request_totals"]["successful"].as_f64()? / seconds)
+}
+
+/// inference-perf's successful requests per scheduled second.
+fn inference_perf_run(bin: &PathBuf, tokenizer: &str, port: u16, rate: f64, seconds: f64) -> Option<f64> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let results = dir.path().join("results");
+    let workers = ((rate / 500.0).ceil() as usize).clamp(1, 8);
+    std::fs::write(
+        &config,
+        format!(
+            "load:\n  type: constant\n  stages:\n  - rate: {rate}\n    duration: {seconds}\n  num_workers: {workers}\n  request_timeout: 60\n\
+             api:\n  type: completion\n  streaming: true\n\
+             server:\n  type: vllm\n  model_name: {MODEL}\n  base_url: http://127.0.0.1:{port}\n  ignore_eos: true\n\
+             tokenizer:\n  pretrained_model_name_or_path: {tokenizer}\n\
+             data:\n  type: random\n  input_distribution: {{min: 16, max: 16, mean: 16, std_dev: 0, total_count: 1000}}\n  output_distribution: {{min: 4, max: 4, mean: 4, std_dev: 0, total_count: 1000}}\n\
+             report:\n  request_lifecycle:\n    summary: true\n\
+             storage:\n  local_storage:\n    path: {}\n",
+            results.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new(bin)
+        .arg("--config_file")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        eprintln!("  inference-perf exited with {status}");
+        return None;
+    }
+    let summary = walk(&results).into_iter().find(|p| p.ends_with("summary_lifecycle_metrics.json"))?;
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).ok()?).ok()?;
+    Some(doc["successes"]["count"].as_f64()? / seconds)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let seconds: f64 = env_or("BENCH_SECONDS", 5.0);
+    let external_runs: usize = env_or("BENCH_EXTERNAL_RUNS", 1);
+    let rates: Vec<f64> = std::env::var("BENCH_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![200.0, 1000.0, 3000.0, 10000.0]);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let sim = SimProcess::start();
     println!(
-        "native harness pacing vs a zero-latency llmd sim ({runs} runs x {seconds} s, medians; harness and sim share this machine's cores)"
+        "harnesses vs a zero-latency llmd sim ({runs} native runs x {seconds} s, medians; {external_runs} run(s) per external tool; all share this machine's cores)"
     );
     // Warm-up: the tokenizer, connections, the sim's allocator.
     native_run(&rt, sim.port, 500.0, 1.0);
-    let guidellm = guidellm();
-    // guidellm needs ~30 s per run here (Python start-up, data generation).
-    let guidellm_runs: usize = std::env::var("BENCH_GUIDELLM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    use llmd::harness::external::HarnessKind;
+    let guidellm = tool(HarnessKind::Guidellm);
+    let inference_perf = tool(HarnessKind::InferencePerf);
     let tokenizer = std::env::var("LLMD_TOKENIZER")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizers/qwen3").into());
-    for rate in [1000.0, 5000.0, 10000.0] {
+    let mut table = Vec::new();
+    for &rate in &rates {
         let figures: Vec<Figures> = (0..runs).map(|_| native_run(&rt, sim.port, rate, seconds)).collect();
         for f in &figures {
             println!(
@@ -190,23 +243,30 @@ fn main() {
         let achieved = median(figures.iter().map(|f| f.achieved).collect());
         let p99 = median(figures.iter().map(|f| f.late_p99_ms).collect());
         let p50 = median(figures.iter().map(|f| f.late_p50_ms).collect());
-        let mut line = format!(
-            "target {rate:>6.0} req/s: achieved {achieved:>8.1} req/s ({:+.2}%; target ±1% at 5k), send lateness p50 {p50:.3} ms, p99 {p99:.3} ms (target < 1 ms; {:.2}x of budget)",
+        println!(
+            "target {rate:>6.0} req/s: native achieved {achieved:>8.1} req/s ({:+.2}%), send lateness p50 {p50:.3} ms, p99 {p99:.3} ms (target < 1 ms; {:.2}x of budget)",
             (achieved / rate - 1.0) * 100.0,
             p99 / 1.0
         );
-        if let Some(bin) = &guidellm {
-            let g: Vec<f64> = (0..guidellm_runs).filter_map(|_| guidellm_run(bin, &tokenizer, sim.port, rate, seconds)).collect();
-            if g.is_empty() {
-                line.push_str("; guidellm: failed");
-            } else {
-                let gm = median(g);
-                line.push_str(&format!("; guidellm achieved {gm:.1} req/s ({:+.2}%)", (gm / rate - 1.0) * 100.0));
-            }
-        }
-        println!("{line}");
+        let external = |bin: &Option<PathBuf>, f: &dyn Fn(&PathBuf) -> Option<f64>| -> Option<f64> {
+            let bin = bin.as_ref()?;
+            let got: Vec<f64> = (0..external_runs).filter_map(|_| f(bin)).collect();
+            (!got.is_empty()).then(|| median(got))
+        };
+        let g = external(&guidellm, &|b| guidellm_run(b, &tokenizer, sim.port, rate, seconds));
+        let ip = external(&inference_perf, &|b| inference_perf_run(b, &tokenizer, sim.port, rate, seconds));
+        table.push((rate, achieved, g, ip));
     }
-    if guidellm.is_none() {
-        println!("(guidellm is not installed: set LLMD_GUIDELLM_BIN or put it on PATH to compare)");
+    let cell = |v: Option<f64>, native: f64| match v {
+        Some(v) => format!("{v:>9.1} ({:>5.1}x)", native / v.max(1e-9)),
+        None => format!("{:>17}", "-"),
+    };
+    println!("\nachieved req/s (successes / scheduled s); in brackets: native's rate / the tool's");
+    println!("{:>8} {:>10} {:>17} {:>17}", "target", "native", "guidellm", "inference-perf");
+    for (rate, native, g, ip) in table {
+        println!("{rate:>8.0} {native:>10.1} {} {}", cell(g, native), cell(ip, native));
+    }
+    if guidellm.is_none() || inference_perf.is_none() {
+        println!("(a tool that is not installed shows '-': see `llmd doctor`)");
     }
 }

@@ -6,6 +6,13 @@
 //!    own `vllm:generation_tokens_total` (target ≥ 300,000).
 //! 3. 1,000 concurrent streams with a 10 ms inter-token latency: the error of every chunk
 //!    gap against 10 ms, from the simulator's journal (target p99 < 0.5 ms).
+//! 4. Capacity: open-loop constant-rate stages from the native harness (16 prompt and 16
+//!    streamed output tokens, zero latency) up a ladder of rates (`BENCH_CAPACITY_RATES`),
+//!    `BENCH_CAPACITY_SECONDS` (10) each, three runs per rate: the highest rate every run
+//!    of which has < 1 % errors, and the kernel's listen-queue overflows
+//!    (`nstat TcpExtListenOverflows`) meanwhile (target ≥ 15,000 req/s with 0 overflows).
+//! 5. Idle admission delay: 4 req/s for `BENCH_ADMISSION_SECONDS` (25), arrival →
+//!    admission from the journal (target p50 < 0.1 ms, p99 < 0.5 ms).
 //!
 //! The load client runs in this process (tokio, keep-alive HTTP/1.1 connections) on the
 //! same cores as the simulator; figures are the median of `BENCH_RUNS` runs (default 3).
@@ -126,6 +133,23 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("llmd sim benchmark ({runs} runs, medians; 2-core machine, client in the same box)");
 
+    // BENCH_SECTIONS=throughput,capacity,admission,chunks picks sections (default: all).
+    let want = |name: &str| std::env::var("BENCH_SECTIONS").map_or(true, |v| v.split(',').any(|s| s.trim() == name));
+    if want("throughput") {
+        throughput(&rt, runs);
+    }
+    if want("capacity") {
+        capacity(&rt);
+    }
+    if want("admission") {
+        admission(&rt, runs);
+    }
+    if want("chunks") {
+        chunk_gaps(&rt, runs);
+    }
+}
+
+fn throughput(rt: &tokio::runtime::Runtime, runs: usize) {
     // 1. Non-streamed requests per second.
     let sim = SimProcess::start(&[]);
     let body: &'static str = r#"{"model":"bench/model","prompt":"hello world","max_tokens":16,"ignore_eos":true}"#;
@@ -152,7 +176,9 @@ fn main() {
     let tps_med = median(tps.clone());
     println!("streamed tokens:                   {tps_med:>10.0} tok/s (target >= 300000; x{:.2})  runs {tps:.0?}", tps_med / 300_000.0);
     sim.stop();
+}
 
+fn chunk_gaps(rt: &tokio::runtime::Runtime, runs: usize) {
     // 3. Chunk-gap timing error, ITL 10 ms: 1000 streams (the target) and 200 (what this
     //    box carries with the client beside it). Streams start spread over one ITL, as
     //    arrivals would be; starting them in lockstep makes every chunk of a period due
@@ -161,7 +187,7 @@ fn main() {
         let mut p99s = Vec::new();
         let mut p50s = Vec::new();
         for _ in 0..runs {
-            let (p50, p99, gaps, steal) = chunk_gap_run(&rt, streams);
+            let (p50, p99, gaps, steal) = chunk_gap_run(rt, streams);
             println!(
                 "  {streams} streams: {gaps} gaps, |gap - 10ms| p50 {p50:.3} ms, p99 {p99:.3} ms; CPU steal by the hypervisor during the run {steal:.1}%"
             );
@@ -229,4 +255,132 @@ fn chunk_gap_run(rt: &tokio::runtime::Runtime, streams: usize) -> (f64, f64, usi
     }
     errors.sort_by(f64::total_cmp);
     (percentile(&errors, 50.0), percentile(&errors, 99.0), errors.len(), steal)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The kernel's count of connections dropped because a listen queue was full.
+fn listen_overflows() -> Option<u64> {
+    let out = Command::new("nstat").args(["-az", "TcpExtListenOverflows"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("TcpExtListenOverflows"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn open_loop(rate: f64, seconds: f64, output: usize) -> llmd::harness::load::LoadProfile {
+    use llmd::harness::load::{Api, Arrival, LoadProfile, LoadSpec, Stage, Warmup};
+    LoadProfile {
+        endpoint: None,
+        model: Some(MODEL.into()),
+        api: Api::Completions,
+        stream: true,
+        ignore_eos: true,
+        dataset: llmd::harness::dataset::DatasetSpec::Random {
+            input_len: 16,
+            output_len: output,
+            range_ratio: 0.0,
+            prefix_len: 0,
+            num_prompts: 1000,
+        },
+        load: LoadSpec {
+            arrival: Arrival::Constant,
+            burstiness: 1.0,
+            max_concurrency: None,
+            stages: vec![Stage { rate: Some(rate), concurrency: None, duration: Some(seconds), requests: None }],
+            warmup: Warmup::default(),
+            grace: 5.0,
+        },
+        seed: 1,
+        request_timeout: 30.0,
+        tokenizer: None,
+    }
+}
+
+/// Runs a profile in this process against `port`: the report and the run's records.
+fn load_run(rt: &tokio::runtime::Runtime, port: u16, profile: &llmd::harness::load::LoadProfile) -> llmd::harness::report::RunReport {
+    let endpoint = llmd::http::client::Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let progress = Arc::new(llmd::harness::load::Progress::default());
+    let out = rt.block_on(llmd::harness::load::run(profile, endpoint, MODEL, progress)).expect("load run");
+    llmd::harness::report::RunReport::from_records(&out.records, Some(&out.stages))
+}
+
+fn capacity(rt: &tokio::runtime::Runtime) {
+    let seconds: f64 = env_or("BENCH_CAPACITY_SECONDS", 10.0);
+    let rates: Vec<f64> = std::env::var("BENCH_CAPACITY_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![5000.0, 7500.0, 10000.0, 12500.0, 15000.0, 17500.0, 20000.0]);
+    let sim = SimProcess::start(&[]);
+    load_run(rt, sim.port, &open_loop(1000.0, 1.0, 16)); // warm-up
+    let mut best = None;
+    for rate in rates {
+        let mut line = format!("  capacity {rate:>6.0} req/s:");
+        let mut all_ok = true;
+        for _ in 0..3 {
+            let before = listen_overflows();
+            let r = load_run(rt, sim.port, &open_loop(rate, seconds, 16));
+            let overflows = listen_overflows().zip(before).map(|(a, b)| a - b);
+            let total = r.requests.total.max(1) as f64;
+            let errors = 100.0 * (r.requests.total - r.requests.completed) as f64 / total;
+            all_ok &= errors < 1.0;
+            line.push_str(&format!(
+                " [achieved {:.0}, errors {errors:.2}%, listen overflows {}]",
+                r.request_throughput,
+                overflows.map_or("?".into(), |o| o.to_string())
+            ));
+        }
+        println!("{line}");
+        if !all_ok {
+            break;
+        }
+        best = Some(rate);
+    }
+    sim.stop();
+    match best {
+        Some(b) => {
+            println!("simulator capacity (<1% errors in all 3 runs of {seconds} s): {b:.0} req/s (target >= 15000; x{:.2})", b / 15000.0)
+        }
+        None => println!("simulator capacity: below the first rung of the ladder"),
+    }
+}
+
+fn admission(rt: &tokio::runtime::Runtime, runs: usize) {
+    let seconds: f64 = env_or("BENCH_ADMISSION_SECONDS", 25.0);
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.jsonl");
+        let sim =
+            SimProcess::start(&["--time-to-first-token", "20ms", "--inter-token-latency", "5ms", "--journal", journal.to_str().unwrap()]);
+        let mut profile = open_loop(4.0, seconds, 16);
+        profile.dataset = llmd::harness::dataset::DatasetSpec::Random {
+            input_len: 128,
+            output_len: 16,
+            range_ratio: 0.0,
+            prefix_len: 0,
+            num_prompts: 1000,
+        };
+        profile.load.arrival = llmd::harness::load::Arrival::Poisson;
+        load_run(rt, sim.port, &profile);
+        sim.stop();
+        let mut delays: Vec<f64> = std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some((v["admitted_ns"].as_u64()? - v["arrival_ns"].as_u64()?) as f64 / 1e6)
+            })
+            .collect();
+        delays.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&delays, 50.0), percentile(&delays, 99.0));
+        println!("  idle admission ({} requests): p50 {p50:.3} ms, p99 {p99:.3} ms, max {:.3} ms", delays.len(), delays.last().unwrap());
+        p50s.push(p50);
+        p99s.push(p99);
+    }
+    let (p50, p99) = (median(p50s), median(p99s));
+    println!(
+        "idle admission delay @4 req/s (128-token prompts): p50 {p50:.3} ms (target < 0.1; {:.2}x of budget), p99 {p99:.3} ms (target < 0.5; {:.2}x)",
+        p50 / 0.1,
+        p99 / 0.5
+    );
 }

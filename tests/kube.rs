@@ -575,7 +575,7 @@ fn runs_are_harness_pods_whose_results_come_back() {
         assert!(reqs.iter().any(|r| r.contains("/portforward?")), "the smoketest went through a port-forward");
     }
     // Analysis reads the collected results as it reads local ones.
-    let a = run(llmd().args(["analyze"]).arg("--workspace").arg(ws.path()).args(&results));
+    let a = run(llmd().args(["analyze"]).args(&results));
     assert_eq!(a.code, 0, "analyze: {}", a.stderr);
     for dir in &results {
         assert!(

@@ -168,7 +168,7 @@ pub enum Command {
 
 /// Subcommands that read none of the global flags (plans, backends, workspace): their
 /// help leaves them out, and giving one there is an error rather than silently ignored.
-pub const WITHOUT_GLOBAL_FLAGS: &[&str] = &["sim", "load", "analyze", "cache", "init", "completions", "man", "doctor"];
+pub const WITHOUT_GLOBAL_FLAGS: &[&str] = &["sim", "load", "analyze", "completions", "man"];
 
 /// The command-line definition: the derived one, with the global flags hidden from the
 /// subcommands that do not use them (see [`WITHOUT_GLOBAL_FLAGS`]).

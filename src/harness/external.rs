@@ -461,10 +461,11 @@ pub fn collect(kind: HarnessKind, results_dir: &Path) -> Result<Collected> {
         }
         files.push(p);
     }
-    let main = &files[match kind {
-        HarnessKind::Llmd => 1,
-        _ => 0,
-    }];
+    // The file the counts come from: the native harness's report, else the tool's one output.
+    let main = match kind {
+        HarnessKind::Llmd => &results_dir.join("report.json"),
+        _ => &files[0],
+    };
     let doc = read_json(main)?;
     let (completed, failed) = match kind {
         HarnessKind::Llmd => (

@@ -337,7 +337,7 @@ pub fn parse_duration_bare(text: &str, bare: f64) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("'{text}': unknown duration unit '{other}' (use ns, us, ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !(0.0..=1e9).contains(&secs) {
         return Err(format!("'{text}' is not a valid duration"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -96,6 +96,12 @@ pub async fn start(cfg: SimConfig) -> Result<RunningSim> {
 
 /// `llmd sim`: serve until SIGTERM or SIGINT, then drain and exit.
 pub fn run(cfg: SimConfig) -> Result<()> {
+    // Each open connection holds a descriptor: at tens of thousands of requests per
+    // second a 1024 soft limit is reached long before the CPU is. The hard limit is the
+    // operator's (`ulimit -Hn`); past it, accept backs off (see `server::AcceptBackoff`).
+    if let Err(e) = crate::util::raise_nofile_limit() {
+        eprintln!("llmd sim: cannot raise the open-file limit: {e}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let host = cfg.host.clone();
