@@ -849,6 +849,14 @@ mod tests {
     }
 
     #[test]
+    fn descriptor_exhaustion_is_named() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(error_class(&emfile).starts_with("TooManyOpenFiles: "), "{}", error_class(&emfile));
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(error_class(&refused).starts_with("ConnectionRefused: "), "{}", error_class(&refused));
+    }
+
+    #[test]
     fn a_late_pacer_pauses_every_burst() {
         let mut c = CatchUp::default();
         let pauses = (0..100).filter_map(|_| c.after_release(true)).count();
