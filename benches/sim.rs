@@ -309,7 +309,7 @@ fn capacity(rt: &tokio::runtime::Runtime) {
     let rates: Vec<f64> = std::env::var("BENCH_CAPACITY_RATES")
         .ok()
         .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![5000.0, 7500.0, 10000.0, 12500.0, 15000.0, 17500.0, 20000.0]);
+        .unwrap_or_else(|| vec![5000.0, 10000.0, 15000.0, 20000.0, 25000.0, 30000.0]);
     let sim = SimProcess::start(&[]);
     load_run(rt, sim.port, &open_loop(1000.0, 1.0, 16)); // warm-up
     let mut best = None;
