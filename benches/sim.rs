@@ -9,7 +9,7 @@
 //! 4. Capacity: open-loop constant-rate stages from the native harness (16 prompt and 16
 //!    streamed output tokens, zero latency) up a ladder of rates (`BENCH_CAPACITY_RATES`),
 //!    `BENCH_CAPACITY_SECONDS` (10) each, three runs per rate: the highest rate every run
-//!    of which has < 1 % errors, and the kernel's listen-queue overflows
+//!    of which has < 1 % errors and achieves 99 % of it, and the kernel's listen-queue overflows
 //!    (`nstat TcpExtListenOverflows`) meanwhile (target ≥ 15,000 req/s with 0 overflows).
 //! 5. Idle admission delay: 4 req/s for `BENCH_ADMISSION_SECONDS` (25), arrival →
 //!    admission from the journal (target p50 < 0.1 ms, p99 < 0.5 ms).
@@ -322,7 +322,8 @@ fn capacity(rt: &tokio::runtime::Runtime) {
             let overflows = listen_overflows().zip(before).map(|(a, b)| a - b);
             let total = r.requests.total.max(1) as f64;
             let errors = 100.0 * (r.requests.total - r.requests.completed) as f64 / total;
-            all_ok &= errors < 1.0;
+            // Held: under 1 % errors and the target rate achieved (within 1 %).
+            all_ok &= errors < 1.0 && r.request_throughput >= 0.99 * rate;
             line.push_str(&format!(
                 " [achieved {:.0}, errors {errors:.2}%, listen overflows {}]",
                 r.request_throughput,
@@ -338,7 +339,10 @@ fn capacity(rt: &tokio::runtime::Runtime) {
     sim.stop();
     match best {
         Some(b) => {
-            println!("simulator capacity (<1% errors in all 3 runs of {seconds} s): {b:.0} req/s (target >= 15000; x{:.2})", b / 15000.0)
+            println!(
+                "simulator capacity (<1% errors and >=99% of the rate achieved in all 3 runs of {seconds} s): {b:.0} req/s (target >= 15000; x{:.2})",
+                b / 15000.0
+            )
         }
         None => println!("simulator capacity: below the first rung of the ladder"),
     }
