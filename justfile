@@ -27,6 +27,7 @@ demo:
 # Regenerate the Python-made goldens (needs python3 with PyYAML and Jinja2).
 goldens:
     python3 tests/goldens/gen_pyyaml.py
+    python3 tests/goldens/gen_pyyaml_load.py
     python3 tests/goldens/gen_filters.py
     cargo build && python3 tests/goldens/gen_prometheus.py  # needs prometheus_client
     cargo build && python3 tests/goldens/gen_render.py

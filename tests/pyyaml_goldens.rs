@@ -36,3 +36,32 @@ fn dump_matches_pyyaml_byte_for_byte() {
     }
     assert!(failures.is_empty(), "{} mismatches; first:\n{}", failures.len(), failures[0]);
 }
+
+/// The loader against PyYAML's `safe_load` (tests/goldens/pyyaml_load.json, made by
+/// tests/goldens/gen_pyyaml_load.py): multi-line scalars at the indentations PyYAML
+/// accepts though the YAML spec does not, and the neighbours it rejects.
+#[test]
+fn load_matches_pyyaml_on_multi_line_scalars() {
+    let text = std::fs::read_to_string("tests/goldens/pyyaml_load.json").unwrap();
+    let goldens: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut failures = Vec::new();
+    for (i, case) in goldens["cases"].as_array().unwrap().iter().enumerate() {
+        let yaml = case["yaml"].as_str().unwrap();
+        let got = llmd::yaml::load_str(yaml, "case.yaml");
+        match (case["error"].as_bool().unwrap(), got) {
+            (true, Ok(node)) => {
+                failures.push(format!("case {i} {yaml:?}: PyYAML fails ({}), llmd loads {}", case["pyyaml"], node.to_json()))
+            }
+            (false, Err(e)) => failures.push(format!("case {i} {yaml:?}: PyYAML loads {}, llmd fails: {e}", case["value"])),
+            (false, Ok(node)) if node.to_json() != case["value"] => {
+                failures.push(format!("case {i} {yaml:?}: PyYAML loads {}, llmd {}", case["value"], node.to_json()))
+            }
+            _ => {}
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    // Line numbers survive the re-indentation: a key after the scalar is still where it was.
+    let node = llmd::yaml::load_str("env:\n  - name: A\n    value: \"x\ny\"\n    other: 1\n", "f.yaml").unwrap();
+    let item = &node.as_map().unwrap().get("env").unwrap().as_seq().unwrap()[0];
+    assert_eq!(item.as_map().unwrap().get("other").unwrap().origin.line, 5);
+}

@@ -35,7 +35,82 @@ pub fn load_str(text: &str, file: &str) -> Result<Node, YamlError> {
 pub fn load_all_str(text: &str, file: &str) -> Result<Vec<Node>, YamlError> {
     let file: Arc<str> = Arc::from(file);
     let mut builder = Builder { file: file.clone(), parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0 };
-    builder.stream()
+    let first = builder.stream();
+    // PyYAML does not check the indentation of a quoted scalar's continuation lines (they
+    // may start at column 0 inside a block mapping); the YAML spec and saphyr do. Leading
+    // white space of a continuation line is not part of the value, so indenting those
+    // lines changes nothing but the check: do that and parse again (line numbers stay).
+    let mut patched: Option<String> = None;
+    let mut result = first;
+    for _ in 0..256 {
+        let Err(e) = &result else { break };
+        if e.message != QUOTED_INDENT_ERROR {
+            break;
+        }
+        let Some(fixed) = indent_quoted_scalar(patched.as_deref().unwrap_or(text), e.origin.line, e.origin.col) else { break };
+        let mut builder = Builder { file: file.clone(), parser: Parser::new_from_str(&fixed), anchors: HashMap::new(), nodes: 0 };
+        result = builder.stream();
+        patched = Some(fixed);
+    }
+    result
+}
+
+/// saphyr's complaint about a quoted scalar's continuation line left of the block indent.
+const QUOTED_INDENT_ERROR: &str = "invalid indentation in quoted scalar";
+
+/// `text` with the continuation lines of the quoted scalar opening at `line`:`col`
+/// (1-based) indented past its opening quote; `None` if no scalar opens there or no line
+/// needed it. A line starting with a document marker is left alone (an error in PyYAML too).
+fn indent_quoted_scalar(text: &str, line: u32, col: u32) -> Option<String> {
+    let line_start = if line <= 1 { 0 } else { text.match_indices('\n').nth(line as usize - 2).map(|(i, _)| i + 1)? };
+    let (offset, quote) = text[line_start..].char_indices().nth(col.checked_sub(1)? as usize).map(|(i, c)| (line_start + i, c))?;
+    if quote != '"' && quote != '\'' {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str(&text[..=offset]);
+    let mut chars = text[offset + 1..].char_indices().peekable();
+    let mut changed = false;
+    let mut at_line_start = false;
+    while let Some((i, c)) = chars.next() {
+        if at_line_start {
+            at_line_start = false;
+            let rest = &text[offset + 1 + i..];
+            let spaces = rest.len() - rest.trim_start_matches(' ').len();
+            let blank = rest[spaces..].starts_with(['\n', '\r']) || rest[spaces..].is_empty();
+            let marker = spaces == 0 && (rest.starts_with("---") || rest.starts_with("..."));
+            if !blank && !marker && spaces < col as usize {
+                out.push_str(&" ".repeat(col as usize - spaces));
+                changed = true;
+            }
+        }
+        out.push(c);
+        match c {
+            '\n' => at_line_start = true,
+            '\\' if quote == '"' => {
+                if let Some((_, next)) = chars.next() {
+                    out.push(next);
+                    at_line_start = next == '\n';
+                }
+            }
+            '\'' if quote == '\'' => {
+                if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                    out.push(chars.next().expect("peeked").1);
+                } else {
+                    let end = offset + 1 + i + 1;
+                    out.push_str(&text[end..]);
+                    return changed.then_some(out);
+                }
+            }
+            '"' if quote == '"' => {
+                let end = offset + 1 + i + 1;
+                out.push_str(&text[end..]);
+                return changed.then_some(out);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads and loads a file; the error names the file.
