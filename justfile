@@ -29,6 +29,7 @@ goldens:
     python3 tests/goldens/gen_pyyaml.py
     python3 tests/goldens/gen_pyyaml_load.py
     python3 tests/goldens/gen_filters.py
+    python3 tests/goldens/gen_literals.py
     cargo build && python3 tests/goldens/gen_prometheus.py  # needs prometheus_client
     cargo build && python3 tests/goldens/gen_render.py
 

@@ -105,7 +105,11 @@ pub fn render_spec(base_dir: &Path, file: PathBuf, source: &str) -> Result<Spec,
     let env = spec_environment();
     let base = base_dir.to_string_lossy().to_string();
     let rendered = env
-        .render_named_str(&display, source, minijinja::context! { base_dir => JValue::from(base) })
+        .render_named_str(
+            &display,
+            &crate::jinja::literals::mutable_dict_literals(source),
+            minijinja::context! { base_dir => JValue::from(base) },
+        )
         .map_err(|e| crate::jinja::template_error(&e, &display, 0, None))?;
     let doc = load_str(&rendered, &format!("{display} (rendered)"))?;
     if doc.get("scenario").is_some() && doc.get("scenario_file").is_none() {

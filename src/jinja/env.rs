@@ -29,6 +29,7 @@ fn base() -> Environment<'static> {
     env.add_filter("lower", filters::lower);
     env.add_filter("upper", filters::upper);
     env.add_filter("join", filters::join);
+    env.add_function(super::literals::WRAPPER, super::pyvalue::mutable);
     env
 }
 

@@ -339,7 +339,9 @@ pub fn python_method(_state: &mut State, value: &Value, method: &str, args: &[Va
                 }
                 ("update" | "setdefault" | "pop", _) => Err(Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("dict.{method}() on a dict literal created in the template is not supported; mutate a config mapping instead"),
+                    format!(
+                        "dict.{method}() on a mapping a filter or function returned, which is read-only here; copy it into a literal first: {{% set d = {{}} %}}{{% set _ = d.update(value) %}}"
+                    ),
                 )),
                 _ => Err(unknown()),
             }

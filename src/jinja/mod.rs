@@ -6,9 +6,12 @@
 //! * [`filters`] — upstream's custom filters (`model_id_label` among them) and
 //!   Python-compatible built-ins and methods.
 //! * [`pyvalue`] — config trees as mutable Python-like values, and Python `str`/`repr`.
+//! * [`literals`] — dict literals made mutable Python dicts (a source rewrite before
+//!   compiling: templates must go through [`literals::mutable_dict_literals`]).
 
 pub mod env;
 pub mod filters;
+pub mod literals;
 pub mod pyvalue;
 
 use crate::error::InputError;

@@ -163,6 +163,25 @@ pub fn map_pairs(value: &JValue) -> Option<Vec<(String, JValue)>> {
     Some(out)
 }
 
+/// A template value with every map in it made a [`PyDict`] (the `__pydict` function the
+/// dict-literal rewrite calls, see [`super::literals`]); a `PyDict` stays itself.
+pub fn mutable(value: JValue) -> JValue {
+    if value.downcast_object_ref::<PyDict>().is_some() {
+        return value;
+    }
+    match value.kind() {
+        ValueKind::Map => match map_pairs(&value) {
+            Some(pairs) => JValue::from_object(PyDict::new(pairs.into_iter().map(|(k, v)| (k, mutable(v))).collect())),
+            None => value,
+        },
+        ValueKind::Seq => match value.try_iter() {
+            Ok(items) => JValue::from(items.map(mutable).collect::<Vec<_>>()),
+            Err(_) => value,
+        },
+        _ => value,
+    }
+}
+
 /// A config tree as a template value. Mappings become [`PyDict`]s.
 pub fn to_template(node: &Node) -> JValue {
     match &node.value {

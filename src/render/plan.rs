@@ -94,6 +94,7 @@ impl TemplateSet {
             let stem = name.trim_end_matches(".j2");
             let output_name = if stem.ends_with(".yaml") { stem.to_string() } else { format!("{stem}.yaml") };
             let source = format!("{}{text}", macros.as_deref().unwrap_or(""));
+            let source = crate::jinja::literals::mutable_dict_literals(&source).into_owned();
             env.add_template_owned(name.clone(), source)
                 .map_err(|e| template_error(&e, &label(&dir.join(name)), macro_lines, Some(&macros_path)))?;
             templates.push(TemplateFile { source_name: name.clone(), output_name, text });
