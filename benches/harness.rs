@@ -122,33 +122,24 @@ fn tool(kind: llmd::harness::external::HarnessKind) -> Option<PathBuf> {
 fn guidellm_run(bin: &PathBuf, tokenizer: &str, port: u16, rate: f64, seconds: f64) -> Option<f64> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.json");
-    let status = Command::new(bin)
-        .args([
-            "run",
-            "--backend",
-            &format!("kind=openai_http,target=http://127.0.0.1:{port},model={MODEL},request_format=/v1/completions"),
-            "--profile",
-            &format!("kind=constant,rate={rate}"),
-            "--constraint",
-            &format!("kind=max_duration,seconds={seconds}"),
-            "--tokenizer",
-            &format!("kind=huggingface_auto,model={tokenizer}"),
-            "--data",
-            "kind=synthetic_text,prompt_tokens=16,output_tokens=4",
-            "--output",
-            &format!("kind=json,path={}", out.display()),
-            "--disable-console-interactive",
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()?;
-    if !status.success() {
-        eprintln!("  guidellm exited with {status}");
-        return None;
-    }
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "run",
+        "--backend",
+        &format!("kind=openai_http,target=http://127.0.0.1:{port},model={MODEL},request_format=/v1/completions"),
+        "--profile",
+        &format!("kind=constant,rate={rate}"),
+        "--constraint",
+        &format!("kind=max_duration,seconds={seconds}"),
+        "--tokenizer",
+        &format!("kind=huggingface_auto,model={tokenizer}"),
+        "--data",
+        "kind=synthetic_text,prompt_tokens=16,output_tokens=4",
+        "--output",
+        &format!("kind=json,path={}", out.display()),
+        "--disable-console-interactive",
+    ]);
+    run_offline(cmd, "guidellm")?;
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).ok()?).ok()?;
     let b = &doc["benchmarks"][0];
     Some(b["metrics"]["request_totals"]["successful"].as_f64()? / b["duration"].as_f64()?)
@@ -176,23 +167,23 @@ fn inference_perf_run(bin: &PathBuf, tokenizer: &str, port: u16, rate: f64, seco
         ),
     )
     .unwrap();
-    let status = Command::new(bin)
-        .arg("--config_file")
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()?;
-    if !status.success() {
-        eprintln!("  inference-perf exited with {status}");
-        return None;
-    }
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config_file").arg(&config).current_dir(dir.path());
+    run_offline(cmd, "inference-perf")?;
     let summary = walk(&results).into_iter().find(|p| p.ends_with("summary_lifecycle_metrics.json"))?;
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).ok()?).ok()?;
     doc["successes"]["throughput"]["requests_per_sec"].as_f64()
+}
+
+/// Runs a tool quietly with the Hugging Face hub offline; `None` (said on stderr) if it fails.
+fn run_offline(mut cmd: Command, name: &str) -> Option<()> {
+    let status =
+        cmd.env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1").stdout(Stdio::null()).stderr(Stdio::null()).status().ok()?;
+    if !status.success() {
+        eprintln!("  {name} exited with {status}");
+        return None;
+    }
+    Some(())
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
