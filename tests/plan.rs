@@ -172,3 +172,29 @@ fn broken_config_trees_name_file_and_line() {
 
     assert_eq!(std::fs::read_to_string(ws.path().join("plan/sim/14_standalone-deployment.yaml")).unwrap(), good);
 }
+
+/// Two idioms of upstream's guides, in a config tree of our own: a dict literal filled in a
+/// loop over a container config with `update` and rendered with `toyaml` (as the
+/// modelservice values template does), and an environment value whose double-quoted
+/// continuation lines start at column 0 (as one guide's harness pod has). Both render as
+/// Jinja2 and PyYAML would, and the plan is snapshotted.
+#[test]
+fn upstream_template_idioms_render() {
+    let base = config_copy();
+    let scenario = base.path().join("config/scenarios/examples/sim.yaml");
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let idioms = "    idioms:\n      container:\n        image: vllm/vllm-openai:v0.8\n        imagePullPolicy: Always\n        unused: null\n        args: [--port, \"8000\"]\n      env:\n        - name: EXTRA_ARGS\n          value: \"--first-flag\n--second-flag\n  --third-flag\"\n        - name: NEXT\n          value: plain\n";
+    std::fs::write(&scenario, text.replacen("    local:\n", &format!("{idioms}    local:\n"), 1)).unwrap();
+    std::fs::write(
+        base.path().join("config/templates/jinja/90_idioms.yaml.j2"),
+        "{% set kept = {} %}\n{% for key, value in idioms.container.items() %}\n{% if value is not none %}\n{% set _ = kept.update({key: value}) %}\n{% endif %}\n{% endfor %}\ncontainer:\n  {{ kept | toyaml | indent(2) }}\n  env:\n{% for e in idioms.env %}\n  - name: {{ e.name }}\n    value: {{ e.value | tojson }}\n{% endfor %}\n",
+    )
+    .unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(llmd().args(["--base-dir", base.path().to_str().unwrap(), "--spec", "examples/sim", "plan", "--workspace"]).arg(ws.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rendered = std::fs::read_to_string(ws.path().join("plan/sim/90_idioms.yaml")).unwrap();
+    assert!(rendered.contains("\"--first-flag --second-flag --third-flag\""), "PyYAML folds the lines:\n{rendered}");
+    assert!(!rendered.contains("unused"), "{rendered}");
+    insta::assert_snapshot!("upstream_template_idioms", rendered);
+}
