@@ -189,3 +189,28 @@ fn stage_flags_override_only_what_they_name() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("'soon' is not a duration"), "{}", r.stderr);
 }
+
+/// Bad input to `llmd load` and `llmd sim` is a usage error (exit 2) found before anything
+/// connects or binds, naming what is wrong.
+#[test]
+fn bad_load_and_sim_input_exits_2_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let load =
+        |extra: &[&str]| run(llmd().args(["load", "--endpoint", "http://127.0.0.1:9", "--rate", "1", "--duration", "1s"]).args(extra));
+    for (args, says) in [
+        (vec!["--range-ratio", "5"], "range_ratio must be in [0, 1)"),
+        (vec!["--dataset", "file", "--prompts-file", dir.path().to_str().unwrap()], "is not a file"),
+        (vec!["--tokenizer", "/nonexistent/tokenizer.json"], "is not a file"),
+    ] {
+        let r = load(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says) && !r.stderr.contains("cannot connect"), "{args:?}: {}", r.stderr);
+    }
+    for (args, says) in
+        [(vec!["--host", "999.1.1.1"], "expected an IP address"), (vec!["--tokenizer", "/nonexistent/tokenizer.json"], "no such file")]
+    {
+        let r = run(llmd().args(["sim", "--model", "m", "--port", "0"]).args(&args));
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+    }
+}

@@ -189,6 +189,21 @@ impl LoadProfile {
         if !(self.load.grace >= 0.0 && self.load.grace.is_finite()) {
             bail!("load.grace must be zero or a positive number of seconds");
         }
+        match &self.dataset {
+            DatasetSpec::Random { range_ratio, .. } if !(0.0..1.0).contains(range_ratio) => {
+                bail!("dataset.range_ratio must be in [0, 1), got {range_ratio} (lengths vary in [L(1-r), L(1+r)])")
+            }
+            DatasetSpec::File { path, .. } if !path.is_file() => {
+                bail!(
+                    "dataset.path {} is not a file: give a ShareGPT JSON list or a JSONL file of {{\"prompt\": ...}} lines",
+                    path.display()
+                )
+            }
+            _ => {}
+        }
+        if let Some(t) = self.tokenizer.as_ref().filter(|t| !t.is_file()) {
+            bail!("tokenizer {} is not a file: give a Hugging Face tokenizer.json", t.display());
+        }
         Ok(())
     }
 }

@@ -534,6 +534,9 @@ impl SimArgs {
         if let Some(h) = text!(self, yaml, host, "host") {
             c.host = h;
         }
+        if c.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("host", &c.host, "expected an IP address, e.g. 127.0.0.1, 0.0.0.0 or ::"));
+        }
         number("port", text!(self, yaml, port, "port"), &mut c.port)?;
         if let Some(m) = text!(self, yaml, mode, "mode") {
             c.mode = match m.as_str() {
@@ -546,6 +549,10 @@ impl SimArgs {
         number("data-parallel-size", text!(self, yaml, data_parallel_size, "data-parallel-size"), &mut c.data_parallel_size)?;
         duration("startup-duration", text!(self, yaml, startup_duration, "startup-duration"), &mut c.startup_duration)?;
         c.tokenizer = self.tokenizer.clone().or_else(|| yaml.text("tokenizer").map(PathBuf::from));
+        if let Some(t) = c.tokenizer.as_ref().filter(|t| !t.is_file()) {
+            return Err(InputError::new(format!("--tokenizer {}: no such file", t.display()))
+                .help("give a Hugging Face tokenizer.json (without --tokenizer the built-in cl100k_base is used)"));
+        }
         c.journal = self.journal.clone().or_else(|| yaml.text("journal").map(PathBuf::from));
         let mut body_mb = c.max_request_body_bytes >> 20;
         number("max-request-body-size-mb", text!(self, yaml, max_request_body_size_mb, "max-request-body-size-mb"), &mut body_mb)?;
