@@ -101,7 +101,7 @@ fn ms_cmd(cluster: &Cluster, helm: &Helm, ws: &Path, sub: &[&str]) -> Command {
 fn model_server_release(ws: &Path, stack: &str) -> String {
     let plan = run(&mut plan_cmd(ws));
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    let commands = std::fs::read_to_string(ws.join(format!("plan/{stack}/helm-commands.txt"))).unwrap();
+    let commands = std::fs::read_to_string(ws.join(format!("plan/{stack}/helm/helm-commands.txt"))).unwrap();
     let ms = commands.lines().find(|l| l.starts_with("helm upgrade --install") && l.contains("-ms ")).unwrap();
     ms.split_whitespace().nth(3).unwrap().to_string()
 }
@@ -436,7 +436,7 @@ fn plan_lists_the_helm_commands_and_dry_run_prints_them() {
     let ws = tempfile::tempdir().unwrap();
     let r = run(&mut plan_cmd(ws.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let text = std::fs::read_to_string(ws.path().join(format!("plan/{}/helm-commands.txt", STACKS[1]))).unwrap();
+    let text = std::fs::read_to_string(ws.path().join(format!("plan/{}/helm/helm-commands.txt", STACKS[1]))).unwrap();
     let commands: Vec<&str> = text.lines().filter(|l| l.starts_with("helm ")).collect();
     assert_eq!(commands.len(), 5, "{text}");
     assert!(commands[2].starts_with("helm upgrade --install infra-llmdbench llm-d-infra --repo https://"), "{text}");

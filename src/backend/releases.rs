@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Manifest, StackTarget};
 use crate::error::InputError;
+use crate::yaml::Node;
 
 /// Who owns a release (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,22 +70,19 @@ pub fn releases(target: &StackTarget) -> Result<Vec<HelmRelease>> {
     Ok(out)
 }
 
-/// The releases of one helmfile (those with `installed: false` left out).
+/// The releases of one helmfile (those with `installed: false` left out). A helmfile may
+/// be several `---`-separated parts (upstream's puts `helmDefaults` in a part of its own);
+/// helmfile merges the parts in order, so repositories and releases of every part count.
 pub fn parse_helmfile(file: &str, text: &str) -> Result<Vec<HelmRelease>> {
-    let doc = crate::yaml::load::load_str(text, file).map_err(|e| InputError::new(e.to_string()))?;
-    if doc.is_null() {
-        return Ok(Vec::new());
-    }
-    let json = doc.to_json();
-    let repos: Vec<(String, String)> = json["repositories"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let docs = crate::yaml::load::load_all_str(text, file).map_err(|e| InputError::new(e.to_string()))?;
+    let docs: Vec<&Node> = docs.iter().filter(|d| !d.is_null()).collect();
+    let repos: Vec<(String, String)> = docs
+        .iter()
+        .flat_map(|d| d.to_json()["repositories"].as_array().cloned().unwrap_or_default())
         .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["url"].as_str()?.to_string())))
         .collect();
     let mut out = Vec::new();
-    let entries = doc.get("releases").and_then(|n| n.as_seq()).unwrap_or_default();
-    for entry in entries {
+    for entry in docs.iter().flat_map(|d| d.get("releases").and_then(|n| n.as_seq()).unwrap_or_default()) {
         let r = entry.to_json();
         let at = format!("{file}:{}", entry.origin.line);
         let field = |key: &str| -> Result<String> {
@@ -258,7 +256,7 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
 
 /// Quotes a word for a POSIX shell when it needs it.
 /// The helm commands a standup of `target` runs, as a reviewable script
-/// (`plan/<stack>/helm-commands.txt`); `None` when the plan installs no release.
+/// (`plan/<stack>/helm/helm-commands.txt`); `None` when the plan installs no release.
 pub fn helm_commands(target: &StackTarget) -> Result<Option<String>> {
     let releases = releases(target)?;
     if releases.is_empty() {
@@ -327,6 +325,18 @@ mod tests {
             "upgrade --install m-ms llm-d-modelservice --repo https://charts.example/ms/ --version v0.4.5 --namespace ns \
              -f /p/13_ms.yaml --labels managedBy=llmd --skip-crds"
         );
+    }
+
+    #[test]
+    fn a_helmfile_in_parts_counts_the_releases_of_every_part() {
+        let text = "helmDefaults:\n  createNamespace: false\n---\n\nrepositories:\n- name: ms\n  url: https://charts.example/ms/\n\
+releases:\n- name: a\n  namespace: ns\n  chart: ms/modelservice\n---\nreleases:\n- name: b\n  namespace: ns\n  chart: oci://x/b\n";
+        let rs = parse_helmfile("10_helmfile-main.yaml", text).unwrap();
+        assert_eq!(
+            rs.iter().map(|r| (r.name.as_str(), r.repo.as_deref())).collect::<Vec<_>>(),
+            [("a", Some("https://charts.example/ms/")), ("b", None)]
+        );
+        assert_eq!(rs[0].at, "10_helmfile-main.yaml:9", "lines count from the top of the file");
     }
 
     #[test]

@@ -49,7 +49,9 @@ impl StackPlan {
 }
 
 /// The plan file listing the helm commands a kube standup runs ([`helm_commands_file`]).
-pub const HELM_COMMANDS: &str = "helm-commands.txt";
+/// It lives in the stack's `helm/` directory, where upstream's plan also keeps what it
+/// derives from the helmfiles, so the rendered files equal upstream's one for one.
+pub const HELM_COMMANDS: &str = "helm/helm-commands.txt";
 
 /// `helm-commands.txt` for a plan that installs helm releases, so the plan shows what a
 /// standup will run; derived from the helmfiles, so not part of the plan digest.

@@ -25,7 +25,11 @@ pub fn write_plan(workspace: &Path, plan: &RenderedPlan) -> Result<PathBuf> {
             let dir = tmp.join(&stack.name);
             std::fs::create_dir_all(&dir)?;
             for (name, content) in &stack.rendered.files {
-                std::fs::write(dir.join(name), content)?;
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(path, content)?;
             }
             std::fs::write(dir.join("config.yaml"), stack.rendered.config_yaml())?;
         }
