@@ -28,8 +28,8 @@ fn shipped_specs_render_like_jinja2_and_match_snapshots() {
             let mut combined = String::new();
             for file in files_under(&stack.path()) {
                 let got = std::fs::read_to_string(stack.path().join(&file)).unwrap();
-                // config.yaml is the resolver's, helm-commands.txt is derived from the helmfiles.
-                if file != Path::new("config.yaml") && file != Path::new("helm-commands.txt") {
+                // config.yaml is the resolver's, helm/helm-commands.txt is derived from the helmfiles.
+                if file != Path::new("config.yaml") && file != Path::new("helm/helm-commands.txt") {
                     let want = std::fs::read_to_string(golden_dir.join(&stack_name).join(&file))
                         .unwrap_or_else(|e| panic!("no golden for {stem}/{stack_name}/{}: {e}", file.display()));
                     assert_eq!(got, want, "{spec} {stack_name}/{} differs from Jinja2's rendering", file.display());
@@ -173,21 +173,30 @@ fn broken_config_trees_name_file_and_line() {
     assert_eq!(std::fs::read_to_string(ws.path().join("plan/sim/14_standalone-deployment.yaml")).unwrap(), good);
 }
 
-/// Two idioms of upstream's guides, in a config tree of our own: a dict literal filled in a
-/// loop over a container config with `update` and rendered with `toyaml` (as the
-/// modelservice values template does), and an environment value whose double-quoted
-/// continuation lines start at column 0 (as one guide's harness pod has). Both render as
-/// Jinja2 and PyYAML would, and the plan is snapshotted.
+/// A config tree of our own that uses upstream's idioms the way its guides do: a dict
+/// literal filled in a loop over a container config with `update` and rendered with
+/// `toyaml` (as the modelservice values template does); an environment value whose
+/// double-quoted continuation lines start at column 0 (as one guide's harness pod has);
+/// network settings only under `vllmCommon` (upstream copies them into the deploy
+/// methods); an init container naming its image by `imageKey` (upstream expands it and
+/// deletes the key); a key upstream's schema does not have (upstream warns). Everything
+/// renders as Jinja2, PyYAML and upstream's resolvers would, and the plan is snapshotted.
 #[test]
 fn upstream_template_idioms_render() {
     let base = config_copy();
     let scenario = base.path().join("config/scenarios/examples/sim.yaml");
     let text = std::fs::read_to_string(&scenario).unwrap();
-    let idioms = "    idioms:\n      container:\n        image: vllm/vllm-openai:v0.8\n        imagePullPolicy: Always\n        unused: null\n        args: [--port, \"8000\"]\n      env:\n        - name: EXTRA_ARGS\n          value: \"--first-flag\n--second-flag\n  --third-flag\"\n        - name: NEXT\n          value: plain\n";
-    std::fs::write(&scenario, text.replacen("    local:\n", &format!("{idioms}    local:\n"), 1)).unwrap();
+    let idioms = "    idioms:\n      container:\n        image: vllm/vllm-openai:v0.8\n        imagePullPolicy: Always\n        unused: null\n        args: [--port, \"8000\"]\n      env:\n        - name: EXTRA_ARGS\n          value: \"--first-flag\n--second-flag\n  --third-flag\"\n        - name: NEXT\n          value: plain\n    vllmCommon:\n      networkResource: rdma/ib\n      networkNr: \"2\"\n    decode:\n      networkNr: \"4\"\n      initContainers:\n        - name: warmup\n          imageKey: benchmark\n";
+    let text = text.replacen("    local:\n", &format!("{idioms}    local:\n"), 1).replacen(
+        "    harness:\n",
+        "    harness:\n      extraEnvVars: []\n",
+        1,
+    );
+    let extra_line = text.lines().position(|l| l.contains("extraEnvVars")).unwrap() + 1;
+    std::fs::write(&scenario, text).unwrap();
     std::fs::write(
         base.path().join("config/templates/jinja/90_idioms.yaml.j2"),
-        "{% set kept = {} %}\n{% for key, value in idioms.container.items() %}\n{% if value is not none %}\n{% set _ = kept.update({key: value}) %}\n{% endif %}\n{% endfor %}\ncontainer:\n  {{ kept | toyaml | indent(2) }}\n  env:\n{% for e in idioms.env %}\n  - name: {{ e.name }}\n    value: {{ e.value | tojson }}\n{% endfor %}\n",
+        "{% set kept = {} %}\n{% for key, value in idioms.container.items() %}\n{% if value is not none %}\n{% set _ = kept.update({key: value}) %}\n{% endif %}\n{% endfor %}\ncontainer:\n  {{ kept | toyaml | indent(2) }}\n  env:\n{% for e in idioms.env %}\n  - name: {{ e.name }}\n    value: {{ e.value | tojson }}\n{% endfor %}\nnetwork:\n  decode: {{ decode.networkResource }}/{{ decode.networkNr }}\n  prefill: {{ prefill.networkResource }}/{{ prefill.networkNr }}\n  standalone: {{ standalone.networkResource }}/{{ standalone.networkNr }}\ninitContainers:\n  {{ decode.initContainers | toyaml | indent(2) }}\n",
     )
     .unwrap();
     let ws = tempfile::tempdir().unwrap();
@@ -196,5 +205,42 @@ fn upstream_template_idioms_render() {
     let rendered = std::fs::read_to_string(ws.path().join("plan/sim/90_idioms.yaml")).unwrap();
     assert!(rendered.contains("\"--first-flag --second-flag --third-flag\""), "PyYAML folds the lines:\n{rendered}");
     assert!(!rendered.contains("unused"), "{rendered}");
+    assert!(rendered.contains("decode: rdma/ib/4\n  prefill: rdma/ib/2\n  standalone: rdma/ib/2"), "{rendered}");
+    assert!(rendered.contains("image: ghcr.io/llm-d/llm-d-benchmark:v0.8.0") && !rendered.contains("imageKey"), "{rendered}");
+    let config = std::fs::read_to_string(ws.path().join("plan/sim/config.yaml")).unwrap();
+    assert!(!config.contains("imageKey") && config.contains("networkResource: rdma/ib"), "{config}");
+    let warning = format!("sim.yaml:{extra_line}:7: [sim] harness.extraEnvVars: a key upstream's harness section does not have");
+    assert!(r.stderr.contains(&warning), "want {warning:?} in:\n{}", r.stderr);
     insta::assert_snapshot!("upstream_template_idioms", rendered);
+}
+
+/// A nok8s stack renders every template, as upstream does (a template for another deploy
+/// method renders empty), and its config has only keys upstream's renderer sets.
+#[test]
+fn a_nok8s_stack_renders_every_template_and_adds_no_keys() {
+    let files = |extra: &[&str]| {
+        let ws = tempfile::tempdir().unwrap();
+        let r = run(llmd().args(["--spec", "examples/sim", "plan"]).args(extra).arg("--workspace").arg(ws.path()));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let dir = ws.path().join("plan/sim");
+        let mut names: Vec<String> = files_under(&dir).iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        (names, std::fs::read_to_string(dir.join("config.yaml")).unwrap(), ws)
+    };
+    let (k8s, _, _ws1) = files(&[]);
+    let (nok8s, config, _ws2) = files(&["-t", "nok8s"]);
+    let templates = std::fs::read_dir(support::root().join("config/templates/jinja"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('_'))
+        .count();
+    assert_eq!(nok8s.iter().filter(|n| n.ends_with(".yaml") && *n != "config.yaml").count(), templates, "{nok8s:?}");
+    assert_eq!(
+        nok8s.iter().filter(|n| !n.starts_with("helm/")).collect::<Vec<_>>(),
+        k8s.iter().filter(|n| !n.starts_with("helm/")).collect::<Vec<_>>()
+    );
+    assert!(config.contains("nok8s:\n  enabled: true"), "{config}");
+    for llmd_only in ["clientHost", "baseId"] {
+        assert!(!config.contains(llmd_only), "{llmd_only} in:\n{config}");
+    }
 }

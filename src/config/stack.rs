@@ -5,7 +5,8 @@
 //!
 //! Steps that need a live cluster or a container registry upstream (`auto` accelerator
 //! detection, `auto` image tags) are not resolved here: llmd plans are pure functions of
-//! their input files and flags. Such values pass through unchanged.
+//! their input files and flags. Such values pass through unchanged; what those resolvers
+//! do without a cluster or a registry is done, in [`super::offline`].
 
 use std::path::Path;
 
@@ -34,13 +35,6 @@ pub struct StackConfig {
     pub index: usize,
     pub config: Node,
     pub warnings: Warnings,
-}
-
-impl StackConfig {
-    /// True when the stack is deployed without Kubernetes (only nok8s templates apply).
-    pub fn is_nok8s(&self) -> bool {
-        self.config.get_path(&["nok8s", "enabled"]).is_some_and(Node::is_truthy)
-    }
 }
 
 /// Claims shared across the stacks of one render (nok8s host ports and container names).
@@ -76,9 +70,8 @@ pub fn resolve_stacks(
         validate_epponly(&config, ctx.total, name, &mut errors);
         validate_direct_service(&config, name, &mut errors);
         validate_kustomize_patches(&config, name, &mut errors);
-        resolve_nok8s_envoy_base_id(&mut config);
-        resolve_nok8s_client_host(&mut config);
         validate_nok8s_host_claims(&config, name, &mut claims, &mut errors);
+        super::sections::check(&config, name, &mut warnings);
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
         }
@@ -141,10 +134,12 @@ impl StackContext<'_> {
                 self.log_overrides(&overrides, &c, warnings);
                 check_override_paths(&overrides, &c, self.name, warnings)?;
                 merge_into(&mut c, &overrides);
+                self.cluster_defaults(&mut c);
                 self.apply_accelerator_profile(&mut c, warnings)?;
                 // Profile defaults never beat an explicit override: apply them again.
                 merge_into(&mut c, &overrides);
             } else {
+                self.cluster_defaults(&mut c);
                 self.apply_accelerator_profile(&mut c, warnings)?;
             }
             Ok(c)
@@ -164,6 +159,15 @@ impl StackContext<'_> {
                 (old, crate::yaml::repr_node(value))
             };
             warnings.push(format!("[{}] scenario override: {dotted}: {old} -> {new} ({})", self.name, value.origin));
+        }
+    }
+
+    /// Upstream's cluster resolver runs for every stack but a nok8s one (by its config or
+    /// by `-t nok8s`); llmd does the part that needs no cluster ([`super::offline`]).
+    fn cluster_defaults(&self, config: &mut Node) {
+        let cli_nok8s = self.opts.methods.as_deref().is_some_and(|m| m.split(',').any(|m| m.trim() == "nok8s"));
+        if !cli_nok8s && !is_enabled(config, "nok8s") {
+            super::offline::cluster_defaults(config);
         }
     }
 
@@ -192,6 +196,7 @@ impl StackContext<'_> {
     /// The resolver chain that runs after the merge, in upstream's order.
     fn resolve(&self, config: &mut Node, warnings: &mut Warnings) -> Result<(), InputError> {
         apply_resource_preset(config, warnings, self.name);
+        super::offline::init_container_images(config, self.name, warnings);
         self.resolve_namespace(config);
         self.resolve_model(config, warnings);
         self.resolve_methods(config, warnings);
@@ -536,36 +541,6 @@ fn port_value(node: &Node) -> Option<i64> {
         Value::Str(s) if !s.trim().is_empty() && s.trim().chars().all(|c| c.is_ascii_digit()) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-fn resolve_nok8s_envoy_base_id(config: &mut Node) {
-    if !is_enabled(config, "nok8s") {
-        return;
-    }
-    let Some(envoy) = config.get_path_mut(&["nok8s", "envoy"]).filter(|e| e.as_map().is_some()) else { return };
-    if envoy.get("baseId").is_some_and(Node::is_truthy) {
-        return;
-    }
-    if let Some(port) = envoy.get("listenPort").and_then(port_value).filter(|p| (1..=65535).contains(p)) {
-        envoy.set_path(&["baseId"], Node::from(port));
-    }
-}
-
-/// The host nok8s containers are reached on: the host of an `ssh://[user@]host` connection,
-/// `localhost` for a local engine.
-fn resolve_nok8s_client_host(config: &mut Node) {
-    if !is_enabled(config, "nok8s") {
-        return;
-    }
-    let connection = config.get_path(&["nok8s", "connection"]).filter(|n| n.is_truthy()).map(crate::yaml::str_node).unwrap_or_default();
-    let host = connection
-        .strip_prefix("ssh://")
-        .map(|rest| {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-            rest.split([':', '/']).next().unwrap_or(rest).to_string()
-        })
-        .unwrap_or_else(|| "localhost".to_string());
-    config.set_path(&["nok8s", "clientHost"], Node::str(host));
 }
 
 const NOK8S_HOST_PORTS: &[(&[&str], bool)] = &[

@@ -207,8 +207,7 @@ fn rendered_stack(db: &dyn Db, setup: SetupInput, index: usize) -> Result<Arc<Re
     let plan = setup_plan(db, setup)?;
     let t = templates(db, setup)?;
     let stack = plan.stacks.get(index).ok_or_else(|| PlanError::Internal(format!("no stack #{index}")))?;
-    let nok8s = stack.config.get_path(&["nok8s", "enabled"]).is_some_and(Node::is_truthy);
-    let r = t.set.render_stack(&stack.config, nok8s)?;
+    let r = t.set.render_stack(&stack.config)?;
     Ok(Arc::new(RenderedOut { config_yaml: r.config_yaml(), files: r.files, config: r.config }))
 }
 

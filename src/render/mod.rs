@@ -39,7 +39,7 @@ pub fn render_plan(resolved: &ResolvedPlan, templates: &TemplateSet) -> Result<R
         for (stack_chunk, out_chunk) in stacks.chunks(chunk.max(1)).zip(results.chunks_mut(chunk.max(1))) {
             scope.spawn(move || {
                 for (stack, out) in stack_chunk.iter().zip(out_chunk.iter_mut()) {
-                    *out = Some(templates.render_stack(&stack.config, stack.is_nok8s()).map_err(|mut e| {
+                    *out = Some(templates.render_stack(&stack.config).map_err(|mut e| {
                         e.message = format!("[{}] {}", stack.name, e.message);
                         e
                     }));

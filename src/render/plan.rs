@@ -122,17 +122,15 @@ impl TemplateSet {
         h.finalize()
     }
 
-    /// Renders every template for one stack. `nok8s` stacks render only the templates
-    /// whose names contain `nok8s`. Returns the outputs and the (possibly mutated) config.
-    pub fn render_stack(&self, config: &Node, nok8s: bool) -> Result<RenderedStack, InputError> {
+    /// Renders every template for one stack, whatever its deploy method (as upstream: a
+    /// template for another method renders empty). Returns the outputs and the (possibly
+    /// mutated) config.
+    pub fn render_stack(&self, config: &Node) -> Result<RenderedStack, InputError> {
         let ctx = to_template(config);
         let macro_lines = self.macro_lines();
         let macros_path = label(&self.dir.join(MACROS_FILE)).to_string();
         let mut files = Vec::new();
         for t in &self.templates {
-            if nok8s && !t.output_name.contains("nok8s") {
-                continue;
-            }
             let path = label(&self.dir.join(&t.source_name)).to_string();
             let tmpl = self.env.get_template(&t.source_name).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
             let rendered = tmpl.render(ctx.clone()).map_err(|e| template_error(&e, &path, macro_lines, Some(&macros_path)))?;
