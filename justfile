@@ -33,6 +33,11 @@ goldens:
     cargo build && python3 tests/goldens/gen_prometheus.py  # needs prometheus_client
     cargo build && python3 tests/goldens/gen_render.py
 
+# Every specification of an llm-d-benchmark checkout rendered by upstream and by llmd, compared file by file (needs `pip install -e UPSTREAM`; FILTER picks specs, e.g. guides/).
+compare-upstream UPSTREAM FILTER="":
+    cargo build --release
+    python3 tests/goldens/compare_upstream.py {{UPSTREAM}} {{FILTER}}
+
 # The simulator: req/s, tokens/s, capacity (open loop, <1% errors, listen overflows), idle admission delay, chunk timing at 1000 streams (BENCH_SECTIONS=capacity,... picks).
 bench-sim:
     cargo bench --bench sim
