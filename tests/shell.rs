@@ -146,3 +146,15 @@ fn plan_flags_only_where_they_do_something() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("'ten' is not a duration"), "{}", r.stderr);
 }
+
+/// `--cache-dir` of `llmd cache` is taken before or after the subcommand, as users type it.
+#[test]
+fn cache_dir_goes_before_or_after_the_cache_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let after = run(llmd().args(["cache", "verify", "--cache-dir"]).arg(&cache).env_remove("LLMD_CACHE_DIR"));
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert!(after.stdout.contains("ok (0 nodes)") && cache.join("LAYOUT").is_file(), "{}", after.stdout);
+    let before = run(llmd().args(["cache", "--cache-dir"]).arg(&cache).args(["ls"]).env_remove("LLMD_CACHE_DIR"));
+    assert_eq!(before.code, 0, "{}", before.stderr);
+}

@@ -117,8 +117,9 @@ pub struct StatusArgs {
 pub struct CacheArgs {
     #[command(subcommand)]
     pub command: CacheCommand,
-    #[command(flatten)]
-    pub cache: CacheDirArg,
+    /// The cache directory (before or after the subcommand: `llmd cache verify --cache-dir X`).
+    #[arg(long, global = true, env = "LLMD_CACHE_DIR", default_value = ".llmdcache", value_name = "DIR")]
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,8 +281,15 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
         }
         None => {
             let store = Store::open(&args.cache.cache_dir)?;
-            let (path, nodes) = why::from_last_journal(&store.journals())?;
-            (why::journal_label(&path), nodes)
+            let last = why::from_last_journal(&store.journals())?;
+            if last.unreadable_lines > 0 {
+                eprintln!(
+                    "warning: {}: skipped {} damaged line(s) of the journal; what they recorded is not shown",
+                    last.path.display(),
+                    last.unreadable_lines
+                );
+            }
+            (why::journal_label(&last.path), last.nodes)
         }
     };
     let explained = why::explain(&nodes);
@@ -302,7 +310,7 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
 }
 
 pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
-    let store = Store::open(&args.cache.cache_dir)?;
+    let store = Store::open(&args.cache_dir)?;
     match &args.command {
         CacheCommand::Ls => {
             for n in store.nodes() {

@@ -29,15 +29,29 @@ pub struct Explained {
 /// `(node id, reason, status)` for each node that ran or would run.
 pub type Decided = Vec<(String, Reason, String)>;
 
-/// Reads the newest build journal: decided-to-run nodes with their outcome.
-pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<(std::path::PathBuf, Decided)> {
+/// The newest build journal: its path, the decided-to-run nodes with their outcome, and
+/// how many of its lines could not be read (damaged lines are skipped, never fatal).
+pub struct LastBuild {
+    pub path: std::path::PathBuf,
+    pub nodes: Decided,
+    pub unreadable_lines: usize,
+}
+
+/// Reads the newest build journal.
+pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<LastBuild> {
     for path in journals {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut decided: Vec<(String, Reason)> = Vec::new();
         let mut status: HashMap<String, String> = HashMap::new();
         let mut is_build = false;
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let mut unreadable_lines = 0;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+            let Ok(v) =
+                std::str::from_utf8(line).map_err(|_| ()).and_then(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|_| ()))
+            else {
+                unreadable_lines += 1;
+                continue;
+            };
             match v["event"].as_str() {
                 Some("decide") => {
                     is_build = true;
@@ -64,7 +78,7 @@ pub fn from_last_journal(journals: &[std::path::PathBuf]) -> Result<(std::path::
                     (id, r, s)
                 })
                 .collect();
-            return Ok((path.clone(), nodes));
+            return Ok(LastBuild { path: path.clone(), nodes, unreadable_lines });
         }
     }
     anyhow::bail!("no build has been recorded in this cache yet; run `llmd build <experiment.yaml>` first")
@@ -163,5 +177,19 @@ mod tests {
         assert!(text.contains("run/b/sim/r1#1  [failed]\n    never run"), "{text}");
         let only = render(&e, Some("analysis/*"), "last build");
         assert!(only.contains("analysis/a/sim/r1#1") && !only.contains("run/b/"), "{only}");
+    }
+
+    #[test]
+    fn damaged_journal_lines_are_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0001-1.jsonl");
+        let reason = serde_json::to_string(&Reason::NeverRun).unwrap();
+        let mut bytes = format!("{{\"event\":\"decide\",\"id\":\"plan/a/s\",\"decision\":\"run\",\"reason\":{reason}}}\n").into_bytes();
+        bytes.extend_from_slice(b"{\"event\":\"done\",\"id\":\"\xff\xfe\"}\n{not json\n\n");
+        bytes.extend_from_slice(b"{\"event\":\"done\",\"id\":\"plan/a/s\",\"status\":\"ran\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let last = from_last_journal(&[path]).unwrap();
+        assert_eq!(last.unreadable_lines, 2, "invalid UTF-8 and invalid JSON; blank lines are not damage");
+        assert_eq!(last.nodes, vec![("plan/a/s".to_string(), Reason::NeverRun, "ran".to_string())]);
     }
 }
