@@ -158,3 +158,46 @@ fn cache_dir_goes_before_or_after_the_cache_subcommand() {
     let before = run(llmd().args(["cache", "--cache-dir"]).arg(&cache).args(["ls"]).env_remove("LLMD_CACHE_DIR"));
     assert_eq!(before.code, 0, "{}", before.stderr);
 }
+
+/// Every command whose output is read by `head -1` or not read at all (`| true`) exits 0
+/// without a panic message, as ripgrep does.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let exp = "workload/experiments/quickstart.yaml";
+    let commands: &[&[&str]] = &[
+        &["schema", "experiment"],
+        &["config", "specs"],
+        &["config", "trees"],
+        &["--spec", "examples/sim", "plan", "-n"],
+        &["status", exp],
+        &["build", "--dry-run", exp],
+        &["cache", "ls"],
+        &["man"],
+        &["completions", "bash"],
+        &["--help"],
+    ];
+    for args in commands {
+        for read_first_line in [false, true] {
+            let mut child = llmd()
+                .args(*args)
+                .env("LLMD_CACHE_DIR", tmp.path().join("cache"))
+                .env("LLMDBENCH_WORKSPACE", &ws)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            if read_first_line {
+                let mut byte = [0u8; 1];
+                while std::io::Read::read(&mut stdout, &mut byte).map(|n| n == 1 && byte[0] != b'\n').unwrap_or(false) {}
+            }
+            drop(stdout);
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "llmd {args:?} (head -1: {read_first_line}): {stderr}");
+            assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "llmd {args:?}: {stderr}");
+        }
+    }
+}

@@ -210,8 +210,25 @@ fn parse() -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
 
+/// A closed stdout (`llmd status EXP | head -1`) ends the command quietly with exit 0, as
+/// ripgrep does. Rust's print macros panic when the reader has gone; this hook is the one
+/// place every such panic passes, so no command needs its own closed-pipe handling. Any
+/// other panic keeps the default report.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(i32::from(exit::SUCCESS));
+        }
+        default(info);
+    }));
+}
+
 /// Entry point of the `llmd` binary.
 pub fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     // Once, before anything may open a TLS connection (the kube client's).
     crate::backend::kube::cluster::install_crypto_provider();
     let cli = match parse() {
