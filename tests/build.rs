@@ -465,6 +465,65 @@ fn random_edits_are_predicted_and_explained_exactly() {
     assert_eq!(kinds.len(), 3, "every kind of edit was tried");
 }
 
+/// Cache damage of every kind `verify` finds — garbage in a node file, a pointer to a
+/// record that is gone, a malformed record of a node not needed now, a temporary file of a
+/// killed writer — is reported, `gc` refuses to guess while a node file is unreadable,
+/// `verify --repair` removes exactly the damage, and the next build runs only the node
+/// whose record was lost: the intact record behind the garbage node file is reused by key.
+#[test]
+fn cache_damage_is_repaired_and_nothing_intact_is_lost() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&[]).0, 0);
+    let cache = p.path().join("cache");
+    let node_file = |id: &str| {
+        let d = llmd::store::digest(id.as_bytes());
+        cache.join("nodes").join(&d[..2]).join(format!("{d}.json"))
+    };
+    let record_of = |id: &str| {
+        let n: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(node_file(id)).unwrap()).unwrap();
+        let key = n["last_ok"].as_str().unwrap().to_string();
+        cache.join("records").join(&key[..2]).join(format!("{key}.json"))
+    };
+    let (garbled, lost) = ("run/slow/sim/r2#1", "analysis/fast/sim/r1#1");
+    let garbled_record = record_of(garbled);
+    std::fs::write(node_file(garbled), b"{\"id\": \"run/slow/si").unwrap();
+    std::fs::remove_file(record_of(lost)).unwrap();
+    let stray = cache.join("incomplete").join(".0123abcd.tmp-4294967295-0");
+    std::fs::write(&stray, b"{\"id\": ").unwrap();
+    let malformed = cache.join("records").join("ff").join("ff00000000000000000000000000000000000000000000000000000000000000.json");
+    std::fs::create_dir_all(malformed.parent().unwrap()).unwrap();
+    std::fs::write(&malformed, b"not json").unwrap();
+
+    let verify = run(p.cmd().args(["cache", "verify"]));
+    assert_eq!(verify.code, 1, "{}", verify.stdout);
+    for says in ["unreadable node file", "record", "temporary file of a killed writer"] {
+        assert!(verify.stdout.contains(says), "{says}: {}", verify.stdout);
+    }
+    assert!(verify.stderr.contains("--repair"), "{}", verify.stderr);
+    let gc = run(p.cmd().args(["cache", "gc"]));
+    assert_eq!(gc.code, 2, "gc refuses: {}{}", gc.stdout, gc.stderr);
+    assert!(gc.stderr.contains("cannot be read") && garbled_record.is_file(), "{}", gc.stderr);
+
+    let repair = run(p.cmd().args(["cache", "verify", "--repair"]));
+    assert_eq!(repair.code, 0, "{}{}", repair.stdout, repair.stderr);
+    assert!(repair.stdout.contains(&format!("will run again: {lost}")), "{}", repair.stdout);
+    assert!(!stray.exists() && !malformed.exists() && !node_file(garbled).exists(), "{}", repair.stdout);
+    assert!(garbled_record.is_file(), "an intact record is never removed");
+    assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 0);
+    assert_eq!(
+        run(p.cmd().args(["cache", "verify", "--repair"])).stdout.lines().last().map(|l| l.ends_with("nothing to repair")),
+        Some(true)
+    );
+
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&report, "ran");
+    assert!(ran.contains(lost) && !ran.contains(garbled), "{ran:?}");
+    assert!(ran.iter().all(|id| !id.starts_with("run/")), "no run is repeated: {ran:?}");
+    assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 0);
+    assert_eq!(run(p.cmd().args(["cache", "gc"])).code, 0);
+}
+
 /// `cache ls/verify/gc/export/import`, a corrupt blob, and `plan --check`.
 #[test]
 fn cache_maintenance_corruption_and_plan_check() {

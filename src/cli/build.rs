@@ -127,7 +127,11 @@ pub enum CacheCommand {
     /// List logical nodes with their last success and last attempt.
     Ls,
     /// Check every blob against its digest and every node's records; exit 1 on problems (interrupted nodes are noted: the next build re-runs them).
-    Verify,
+    Verify {
+        /// Remove what is broken (corrupt blobs, malformed records, unreadable node files, pointers to damaged records, temporary files of killed writers) and say what will run again; intact results are never removed.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Remove records and blobs no node points at, and old journals.
     Gc {
         /// Journals to keep.
@@ -326,7 +330,31 @@ pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
                 println!("{:<60} INTERRUPTED (pid {})", m.id, m.pid);
             }
         }
-        CacheCommand::Verify => {
+        CacheCommand::Verify { repair: true } => {
+            let _lock =
+                store.lock("llmd cache verify --repair", None, |h| eprintln!("llmd: waiting for the cache lock, held by {h} ..."))?;
+            let repaired = store.repair()?;
+            for a in &repaired.actions {
+                println!("{a}");
+            }
+            for id in &repaired.rerun {
+                println!("will run again: {id}");
+            }
+            let left = store.verify();
+            for p in &left {
+                println!("still broken: {p}");
+            }
+            if !left.is_empty() {
+                return Ok(ExitCode::from(exit::FAILURE));
+            }
+            println!(
+                "{}: ok ({} nodes){}",
+                store.root().display(),
+                store.nodes().len(),
+                if repaired.actions.is_empty() { "; nothing to repair" } else { "" }
+            );
+        }
+        CacheCommand::Verify { repair: false } => {
             let problems = store.verify();
             if problems.is_empty() {
                 println!("{}: ok ({} nodes)", store.root().display(), store.nodes().len());
@@ -337,6 +365,7 @@ pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
                 for p in &problems {
                     println!("{p}");
                 }
+                eprintln!("llmd: `llmd cache verify --repair` removes what is broken; the next build runs the affected nodes again");
                 return Ok(ExitCode::from(exit::FAILURE));
             }
         }

@@ -19,6 +19,9 @@
 //! build reports. Unreadable or corrupt entries are misses with a warning, never errors.
 
 pub mod lock;
+mod repair;
+
+pub use repair::Repaired;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -432,6 +435,12 @@ impl Store {
                 }
             }
         }
+        for p in self.unreadable_nodes() {
+            problems.push(format!("unreadable node file {}", p.display()));
+        }
+        for p in self.stray_temp_files() {
+            problems.push(format!("temporary file of a killed writer {}", p.display()));
+        }
         problems.extend(self.take_warnings());
         problems
     }
@@ -448,7 +457,19 @@ impl Store {
 
     /// Removes records no node points at, blobs no kept record references, and all but
     /// the newest `keep_journals` journals. Returns (records, blobs, journals) removed.
+    /// Refuses while a node file is unreadable: the record it pointed at may be intact
+    /// and reusable by key, and gc cannot tell which one it is.
     pub fn gc(&self, keep_journals: usize) -> Result<(usize, usize, usize)> {
+        let unreadable = self.unreadable_nodes();
+        if !unreadable.is_empty() {
+            return Err(crate::error::InputError::new(format!(
+                "{} node file(s) cannot be read (first: {}); gc removes nothing while it cannot tell what they point at",
+                unreadable.len(),
+                unreadable[0].display()
+            ))
+            .help("run `llmd cache verify --repair` first")
+            .into());
+        }
         let mut keep_records = std::collections::HashSet::new();
         let mut keep_blobs = std::collections::HashSet::new();
         for n in self.nodes() {
