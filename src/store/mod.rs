@@ -462,13 +462,12 @@ impl Store {
     pub fn gc(&self, keep_journals: usize) -> Result<(usize, usize, usize)> {
         let unreadable = self.unreadable_nodes();
         if !unreadable.is_empty() {
-            return Err(crate::error::InputError::new(format!(
-                "{} node file(s) cannot be read (first: {}); gc removes nothing while it cannot tell what they point at",
+            bail!(
+                "{} node file(s) cannot be read (first: {}); gc removes nothing while it cannot tell what they point at \
+                 (run `llmd cache verify --repair` first)",
                 unreadable.len(),
                 unreadable[0].display()
-            ))
-            .help("run `llmd cache verify --repair` first")
-            .into());
+            );
         }
         let mut keep_records = std::collections::HashSet::new();
         let mut keep_blobs = std::collections::HashSet::new();
