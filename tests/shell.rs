@@ -165,7 +165,10 @@ fn cache_dir_goes_before_or_after_the_cache_subcommand() {
 fn a_closed_stdout_ends_every_command_quietly() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("ws");
-    let exp = "workload/experiments/quickstart.yaml";
+    // An absolute experiment path and a private working directory: `llmd man` writes its
+    // pages into the working directory, which must not be the repository.
+    let exp = support::root().join("workload/experiments/quickstart.yaml");
+    let exp = exp.to_str().unwrap();
     let commands: &[&[&str]] = &[
         &["schema", "experiment"],
         &["config", "specs"],
@@ -181,6 +184,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
     for args in commands {
         for read_first_line in [false, true] {
             let mut child = llmd()
+                .current_dir(tmp.path())
                 .args(*args)
                 .env("LLMD_CACHE_DIR", tmp.path().join("cache"))
                 .env("LLMDBENCH_WORKSPACE", &ws)
