@@ -2,6 +2,9 @@
 //!
 //! Modules are layered; a module imports only modules of lower layers (ARCHITECTURE.md
 //! lists them, and `tests/layers.rs` checks every `crate::` path against that list).
+// First: `say!` (util::output) is in scope for every module declared after it.
+#[macro_use]
+pub mod util;
 pub mod analysis;
 pub mod backend;
 pub mod cli;
@@ -21,5 +24,4 @@ pub mod stats;
 pub mod store;
 pub mod timing;
 pub mod tokenize;
-pub mod util;
 pub mod yaml;

@@ -219,8 +219,15 @@ fn exit_quietly_on_closed_stdout() {
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
         let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
-            std::process::exit(i32::from(exit::SUCCESS));
+        if message.is_some_and(|m| m.starts_with("failed printing to std") && m.contains("Broken pipe")) {
+            let building = crate::util::output::watched();
+            crate::util::output::closed();
+            if !building {
+                std::process::exit(i32::from(exit::SUCCESS));
+            }
+            // A build stops as on Ctrl-C (tearing down what it stood up); the thread that
+            // printed unwinds quietly.
+            return;
         }
         default(info);
     }));

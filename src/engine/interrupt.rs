@@ -35,6 +35,9 @@ impl Interrupt {
     /// Listens for SIGINT and SIGTERM on `rt` for the rest of the process.
     pub fn install(rt: &tokio::runtime::Runtime) -> Arc<Interrupt> {
         let it = Arc::new(Interrupt::default());
+        // A closed stderr (`llmd build | head`) stops the build as Ctrl-C does.
+        let on_closed = it.clone();
+        crate::util::output::on_closed(move || on_closed.trigger());
         let me = it.clone();
         rt.spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -47,10 +50,10 @@ impl Interrupt {
                 }
                 count += 1;
                 if count > 1 {
-                    eprintln!("\nllmd: interrupted again: exiting now (the cache stays consistent; the next build resumes)");
+                    say!("\nllmd: interrupted again: exiting now (the cache stays consistent; the next build resumes)");
                     std::process::exit(130);
                 }
-                eprintln!("\nllmd: interrupted: stopping the work in flight and tearing down what this build stood up (Ctrl-C again exits at once)");
+                say!("\nllmd: interrupted: stopping the work in flight and tearing down what this build stood up (Ctrl-C again exits at once)");
                 me.trigger();
             }
         });

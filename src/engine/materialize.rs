@@ -123,7 +123,7 @@ fn publish(mat: &mut Materializer, store: &Store, record_key: &str, files: Vec<(
         let Some(bytes) = store.get_blob(&d) else { continue };
         match Materializer::write(&path, &bytes) {
             Ok(_) => written.push(path),
-            Err(e) => eprintln!("warning: {e:#}"),
+            Err(e) => say!("warning: {e:#}"),
         }
     }
     mat.remember(record_key, &written);
@@ -193,7 +193,7 @@ pub fn finish(mat: &mut Materializer, graph: &Graph) {
     let live: std::collections::HashSet<String> = graph.nodes.iter().filter_map(|n| n.record.as_ref().map(|r| r.key.clone())).collect();
     mat.retain(&live);
     if let Err(e) = mat.save() {
-        eprintln!("warning: cannot save the materialization index: {e:#}");
+        say!("warning: cannot save the materialization index: {e:#}");
     }
 }
 

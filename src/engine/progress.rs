@@ -79,7 +79,7 @@ impl Board {
         if self.enabled {
             self.line(text);
         } else {
-            eprintln!("{text}");
+            say!("{text}");
         }
     }
 
@@ -91,11 +91,11 @@ impl Board {
         let mut s = self.lock();
         let mut err = std::io::stderr().lock();
         self.clear(&mut s, &mut err);
-        let _ = writeln!(err, "{text}");
+        crate::util::output::checked(writeln!(err, "{text}"));
         if self.tty {
             self.draw(&mut s, &mut err);
         }
-        let _ = err.flush();
+        crate::util::output::checked(err.flush());
     }
 
     fn clear(&self, s: &mut State, err: &mut impl Write) {
@@ -128,7 +128,7 @@ impl Board {
                 s.live.values().map(|(label, since)| format!("{label} ({:.0} s)", since.elapsed().as_secs_f64())).collect();
             let _ = writeln!(err, "  … still running: {}", running.join(", "));
         }
-        let _ = err.flush();
+        crate::util::output::checked(err.flush());
     }
 
     /// Stops redrawing and removes the board from the screen.
@@ -140,6 +140,6 @@ impl Board {
         let mut s = self.lock();
         let mut err = std::io::stderr().lock();
         self.clear(&mut s, &mut err);
-        let _ = err.flush();
+        crate::util::output::checked(err.flush());
     }
 }

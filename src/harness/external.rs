@@ -639,7 +639,7 @@ mod tests {
         ];
         for (kind, fixture_name, name, completed, failed) in cases {
             let Some(text) = fixture(fixture_name) else {
-                eprintln!("skipping {fixture_name}: ../shared/fixtures is not present");
+                say!("skipping {fixture_name}: ../shared/fixtures is not present");
                 continue;
             };
             let dir = tempfile::tempdir().unwrap();

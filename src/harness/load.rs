@@ -736,10 +736,10 @@ pub async fn run(profile: &LoadProfile, endpoint: Endpoint, model: &str, progres
     profile.validate()?;
     match crate::util::raise_nofile_limit() {
         Ok((_, after)) if after < 2 * connections_to_open(&profile.load) as u64 + 64 => {
-            eprintln!("warning: only {after} open files allowed (ulimit -n): this load may fail with TooManyOpenFiles")
+            say!("warning: only {after} open files allowed (ulimit -n): this load may fail with TooManyOpenFiles")
         }
         Ok(_) => {}
-        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+        Err(e) => say!("warning: cannot raise the open-file limit: {e}"),
     }
     let (tokenizer, words) = crate::tokenize::load(profile.tokenizer.as_deref()).context("loading the dataset tokenizer")?;
     let prompts = profile.dataset.build(tokenizer, words, profile.seed)?;

@@ -48,7 +48,7 @@ pub async fn run_native(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                eprintln!(
+                say!(
                     "  ... {} sent, {} done, {} failed",
                     progress.sent.load(Ordering::Relaxed),
                     progress.done.load(Ordering::Relaxed),

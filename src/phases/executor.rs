@@ -102,7 +102,7 @@ fn log_result(ctx: &PhaseContext, r: &StepResult) {
     match &r.status {
         StepStatus::Ok => {
             if ctx.settings.verbose || !r.message.is_empty() {
-                eprintln!(
+                say!(
                     "  step {:02} {}{tag}: {} ({:.1?})",
                     r.number,
                     r.name,
@@ -113,10 +113,10 @@ fn log_result(ctx: &PhaseContext, r: &StepResult) {
         }
         StepStatus::Skipped(why) => {
             if ctx.settings.verbose {
-                eprintln!("  step {:02} {}{tag}: skipped ({why})", r.number, r.name);
+                say!("  step {:02} {}{tag}: skipped ({why})", r.number, r.name);
             }
         }
-        StepStatus::Failed(e) => eprintln!("  step {:02} {}{tag}: FAILED: {e}", r.number, r.name),
+        StepStatus::Failed(e) => say!("  step {:02} {}{tag}: FAILED: {e}", r.number, r.name),
     }
 }
 

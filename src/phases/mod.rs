@@ -154,8 +154,8 @@ impl PhaseContext {
     pub fn say(&self, stack: Option<&str>, msg: impl AsRef<str>) {
         let prefix = if self.settings.dry_run { "[dry-run] " } else { "" };
         match stack {
-            Some(s) => eprintln!("  {prefix}[{s}] {}", msg.as_ref()),
-            None => eprintln!("  {prefix}{}", msg.as_ref()),
+            Some(s) => say!("  {prefix}[{s}] {}", msg.as_ref()),
+            None => say!("  {prefix}{}", msg.as_ref()),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! backends.
 //!
 //! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
-//!   futures; [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
+//!   futures; [`output`] — stderr lines that survive a closed pipe (`say!`); [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
 
 pub mod digest;
 pub mod embedded;
 pub mod fs;
 pub mod join;
+#[macro_use]
+pub mod output;
 pub mod rng;
 pub mod steps;
 

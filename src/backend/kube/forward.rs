@@ -86,7 +86,7 @@ pub async fn forward(client: &Client, namespace: &str, name: &str, port: i64) ->
                 let mut forwarder = match pods.portforward(&pod_name, &[to]).await {
                     Ok(f) => f,
                     Err(e) => {
-                        eprintln!("warning: port-forward to pod {pod_name}:{to} failed: {}", diagnose::api_error(&e));
+                        say!("warning: port-forward to pod {pod_name}:{to} failed: {}", diagnose::api_error(&e));
                         return;
                     }
                 };

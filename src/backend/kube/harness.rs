@@ -209,7 +209,7 @@ impl PodLauncher {
         let (ns, name) = (hp.namespace(), hp.name());
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if let Some(stack) = job.progress {
-            eprintln!("  [{stack}] harness pod {ns}/{name}: {} with {}", job.harness, job.profile_name);
+            say!("  [{stack}] harness pod {ns}/{name}: {} with {}", job.harness, job.profile_name);
         }
         wait::wait(client, &Until::new(Goal::PodDone, &ns, &name), job.timeout, job.progress).await?;
         let rc = exec(&pods, &name, &["cat", EXIT_FILE]).await.context("reading the harness's exit code")?;
@@ -227,13 +227,13 @@ impl PodLauncher {
             match collect(&pods, &name, &hp.results, job.dir).await {
                 Ok(n) => {
                     if let Some(stack) = job.progress {
-                        eprintln!("  [{stack}] collected {n} file(s) from {ns}/{name}:{}", hp.results);
+                        say!("  [{stack}] collected {n} file(s) from {ns}/{name}:{}", hp.results);
                     }
                     return Ok(());
                 }
                 Err(e) if attempt < COLLECT_ATTEMPTS => {
                     if let Some(stack) = job.progress {
-                        eprintln!("  [{stack}] collecting from {ns}/{name} failed ({e:#}); retrying");
+                        say!("  [{stack}] collecting from {ns}/{name} failed ({e:#}); retrying");
                     }
                     tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
                     attempt += 1;
@@ -276,7 +276,7 @@ impl Launcher for PodLauncher {
                 match outcome {
                     Ok(()) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => eprintln!("warning: could not delete {what}: {}", diagnose::api_error(&e)),
+                    Err(e) => say!("warning: could not delete {what}: {}", diagnose::api_error(&e)),
                 }
             }
             result

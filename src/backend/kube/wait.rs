@@ -304,7 +304,7 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
         match judge(until, object.as_deref(), &pods)? {
             Progress::Done => {
                 if let Some(stack) = progress {
-                    eprintln!("  [{stack}] {} {} ({}s)", until.display(), until.goal.word(), started.elapsed().as_secs());
+                    say!("  [{stack}] {} {} ({}s)", until.display(), until.goal.word(), started.elapsed().as_secs());
                 }
                 return Ok(());
             }
@@ -312,7 +312,7 @@ pub async fn wait(client: &Client, until: &Until, timeout: Duration, progress: O
                 if let Some(stack) = progress
                     && (line != last_line || last_print.elapsed() >= Duration::from_secs(10))
                 {
-                    eprintln!("  [{stack}] waiting for {}: {line} ({}s)", until.display(), started.elapsed().as_secs());
+                    say!("  [{stack}] waiting for {}: {line} ({}s)", until.display(), started.elapsed().as_secs());
                     last_print = Instant::now();
                 }
                 last_line = line;
