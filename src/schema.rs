@@ -18,6 +18,8 @@ pub enum Kind {
     Int {
         min: i64,
     },
+    /// A number from 0 to 1.
+    Fraction,
     /// One of these words.
     Enum(&'static [&'static str]),
     /// A mapping with exactly these keys (unknown keys are errors).
@@ -110,6 +112,7 @@ fn kind(k: &Kind) -> Json {
         Kind::Str => json!({"type": "string"}),
         Kind::Bool => json!({"type": "boolean"}),
         Kind::Int { min } => json!({"type": "integer", "minimum": min}),
+        Kind::Fraction => json!({"type": "number", "minimum": 0, "maximum": 1}),
         Kind::Enum(words) => json!({"type": "string", "enum": words}),
         Kind::Object(fields) => object(fields, false),
         Kind::Open(fields) => object(fields, true),
@@ -138,6 +141,12 @@ pub fn check_keys(node: &Node, fields: &[Field], what: &str) -> Result<(), Input
 
 fn check_kind(node: &Node, kind: &Kind, what: &str) -> Result<(), InputError> {
     match kind {
+        Kind::Object(_) | Kind::Open(_) | Kind::Dotted if !node.is_null() && node.as_map().is_none() => {
+            Err(InputError::at(&node.origin, format!("{what} must be a mapping, not a {}", node.type_name())))
+        }
+        Kind::List(_) if !node.is_null() && node.as_seq().is_none() => {
+            Err(InputError::at(&node.origin, format!("{what} must be a list, not a {}", node.type_name())))
+        }
         Kind::Object(fields) => check_keys(node, fields, what),
         Kind::Open(fields) => {
             // Listed keys are checked; others (dotted overrides) are free.

@@ -199,7 +199,7 @@ fn bad_load_and_sim_input_exits_2_before_connecting() {
         |extra: &[&str]| run(llmd().args(["load", "--endpoint", "http://127.0.0.1:9", "--rate", "1", "--duration", "1s"]).args(extra));
     for (args, says) in [
         (vec!["--range-ratio", "5"], "range_ratio must be in [0, 1)"),
-        (vec!["--dataset", "file", "--prompts-file", dir.path().to_str().unwrap()], "is not a file"),
+        (vec!["--dataset", "file", "--prompts-file", dir.path().to_str().unwrap()], "--prompts-file"),
         (vec!["--tokenizer", "/nonexistent/tokenizer.json"], "is not a file"),
     ] {
         let r = load(&args);

@@ -153,7 +153,7 @@ impl LocalBackend {
         }
     }
 
-    async fn start_replica(&self, target: &StackTarget, index: usize, log_dir: &Path) -> Result<ReplicaReceipt> {
+    async fn start_replica(&self, target: &StackTarget, index: usize, log_dir: &Path, workspace: &Path) -> Result<ReplicaReceipt> {
         // The simulator picks its own port; a command is told one.
         let port = match target.server {
             ServerSpec::Sim { .. } => 0,
@@ -163,8 +163,11 @@ impl LocalBackend {
         std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
         let log = log_dir.join(format!("{}-{index}.log", target.name));
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        // On disk before the process exists: a build killed from here on leaves an entry
+        // the next build, teardown or cache verify finds the replica by.
+        let mut pending = super::pending::Pending::record(workspace, &target.name, index)?;
         let mut cmd = std::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).env(super::pending::ENV, &pending.token);
         // A new session: the replica survives llmd and can be signalled as a group.
         // SAFETY: setsid is async-signal-safe and is all the pre_exec hook does.
         unsafe {
@@ -181,6 +184,8 @@ impl LocalBackend {
         // is one: until then a cancelled standup kills it.
         std::mem::forget(child);
         let mut abandon = Abandon(vec![pid]);
+        pending.started(pid)?;
+        crate::util::test_hold("standup:spawned");
         let start_ticks = process_start_ticks(pid).unwrap_or(0);
         let host = connect_host(&target.host);
         let mut receipt = ReplicaReceipt { pid, start_ticks, port, host, command: argv, log: log.clone() };
@@ -216,7 +221,7 @@ impl LocalBackend {
                 return Err(fail(format!("did not become ready {at} within {}s", target.ready_timeout_s), &receipt));
             }
             if self.progress && last_note.elapsed() >= Duration::from_secs(5) {
-                eprintln!("  waiting for {} replica {index} on :{} ({}s)", target.name, receipt.port, started.elapsed().as_secs());
+                say!("  waiting for {} replica {index} on :{} ({}s)", target.name, receipt.port, started.elapsed().as_secs());
                 last_note = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -288,7 +293,7 @@ impl Backend for LocalBackend {
             // Replicas already up die with a standup cancelled before its receipt exists.
             let mut abandon = Abandon(Vec::new());
             for i in 0..target.replicas {
-                match self.start_replica(target, i, request.log_dir).await {
+                match self.start_replica(target, i, request.log_dir, request.workspace).await {
                     Ok(r) => {
                         abandon.0.push(r.pid);
                         replicas.push(r);

@@ -30,6 +30,8 @@
 //!
 //! * [`kube`] — a stack is its plan's objects and helm releases, installed on a
 //!   Kubernetes cluster.
+//! * [`pending`] — replicas recorded before they are started, so that no process a
+//!   killed build started goes unnoticed.
 //! * [`releases`] — the helm releases of a plan's helmfiles (method modelservice).
 //! * [`local`] — each stack replica is a process on this machine: the built-in simulator
 //!   (`llmd sim`) or a configured command such as `vllm serve`.
@@ -37,6 +39,7 @@
 
 pub mod kube;
 pub mod local;
+pub mod pending;
 pub mod registry;
 pub mod releases;
 pub mod target;
@@ -67,6 +70,8 @@ pub struct StandupRequest<'a> {
     pub deployment: &'a str,
     /// Where replica logs go.
     pub log_dir: &'a Path,
+    /// The workspace whose receipts the stack joins (pending entries go there first).
+    pub workspace: &'a Path,
     /// The stack's current deployment, when the backend updates in place
     /// ([`Backend::updates_in_place`]): the standup changes only what differs and removes
     /// what the new plan no longer has.

@@ -313,8 +313,17 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(exit::SUCCESS))
 }
 
-pub fn run_cache(args: &CacheArgs) -> Result<ExitCode> {
+/// `llmd cache …`; `workspace` is where verify looks for replicas of killed builds.
+pub fn run_cache(args: &CacheArgs, workspace: &std::path::Path) -> Result<ExitCode> {
     let store = Store::open(&args.cache_dir)?;
+    if matches!(args.command, CacheCommand::Verify { .. }) && workspace.is_dir() {
+        // Replicas a killed build started but never recorded (none of a live build's).
+        for ws in crate::phases::teardown::receipt_workspaces(workspace) {
+            for line in crate::backend::pending::reap(&ws) {
+                println!("{line}");
+            }
+        }
+    }
     match &args.command {
         CacheCommand::Ls => {
             for n in store.nodes() {

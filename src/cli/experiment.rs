@@ -107,6 +107,7 @@ fn load(global: &GlobalArgs, args: &ExperimentArgs) -> Result<(Experiment, Vec<R
             run: Vec::new(),
             repeat: 1,
             max_attempts: 1,
+            max_failure_fraction: None,
             stop_on_error: false,
             isolation: None,
         },
@@ -344,6 +345,7 @@ impl Driver<'_> {
             timeout: Duration::from_secs(self.args.harness_timeout.max(1)),
             quiet: !self.global.verbose,
             max_attempts: self.args.max_attempts.map_or(self.experiment.max_attempts, |n| n as usize),
+            max_failure_fraction: self.experiment.max_failure_fraction.unwrap_or(crate::phases::run::DEFAULT_MAX_FAILURE_FRACTION),
             launcher: access.launcher.as_deref(),
             isolation: Some("exclusive"),
         };

@@ -382,27 +382,21 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
     Ok(verdict(&report))
 }
 
-/// Workspaces holding receipts: the workspace itself and each `setup-treatment-*`
-/// directory that `experiment` and `build` create in it.
-fn receipt_workspaces(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut setups: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("setup-treatment-") && e.path().join("receipts").is_dir())
-        .map(|e| e.path())
-        .collect();
-    setups.sort();
-    out.extend(setups);
-    out
-}
-
 pub fn teardown(global: &GlobalArgs, args: &TeardownArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let registry = global.registry();
+    let root = global.workspace_dir();
+    // One build or teardown per workspace: a build in progress finishes (or is
+    // interrupted) before its stacks are removed under it.
+    let _lock =
+        if global.dry_run || !root.is_dir() { None } else { Some(crate::store::lock::lock_workspace(&root, "llmd teardown", None)?) };
     let mut work = Vec::new();
-    for ws in receipt_workspaces(&global.workspace_dir()) {
+    for ws in crate::phases::teardown::receipt_workspaces(&root) {
+        if !global.dry_run {
+            for line in crate::backend::pending::reap(&ws) {
+                eprintln!("llmd: {line}");
+            }
+        }
         let stacks = receipt_stacks(&ws)?;
         if !stacks.is_empty() {
             check_stack_filter(&args.common, &stacks)?;

@@ -143,10 +143,15 @@ impl LoadArgs {
                     question_len: self.question_len.unwrap_or(64),
                     output_len: self.output_len.unwrap_or(64),
                 },
-                "file" => DatasetSpec::File {
-                    path: self.prompts_file.clone().ok_or_else(|| InputError::new("--dataset file needs --prompts-file"))?,
-                    output_len: self.output_len,
-                },
+                "file" => {
+                    let path = self.prompts_file.clone().ok_or_else(|| InputError::new("--dataset file needs --prompts-file"))?;
+                    if !path.is_file() {
+                        return Err(InputError::new(format!("--prompts-file {}: not a file", path.display()))
+                            .help("give a ShareGPT JSON list or a JSONL file of {\"prompt\": ...} lines")
+                            .into());
+                    }
+                    DatasetSpec::File { path, output_len: self.output_len }
+                }
                 _ => DatasetSpec::default(),
             };
         }

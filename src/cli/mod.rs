@@ -275,7 +275,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::run_build(&cli.global, args),
         Command::Why(args) => build::run_why(&cli.global, args),
         Command::Status(args) => build::run_status(&cli.global, args),
-        Command::Cache(args) => build::run_cache(args),
+        Command::Cache(args) => build::run_cache(args, &cli.global.workspace_dir()),
         Command::Analyze(args) => analyze::run(args),
         Command::Init(args) => init::init(args),
         Command::Config(args) => init::config(&cli.global, args),

@@ -179,18 +179,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let timings = std::env::var_os("LLMD_TIMINGS").is_some();
     let lap = |what: &str| {
         if timings {
-            eprintln!("[timings] {what}: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            say!("[timings] {what}: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         }
     };
     let store = Store::open(&opts.cache_dir)?;
-    let _lock =
-        if opts.dry_run {
-            None
-        } else {
-            Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| {
-                eprintln!("llmd: waiting for the cache lock, held by {holder} ...")
-            })?)
-        };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| say!("llmd: waiting for the cache lock, held by {holder} ..."))?)
+    };
     let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
     store.index_blobs();
     let mut planner = Planner::new();
@@ -200,13 +197,23 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut graph = plan_graph(opts, &store, &mut planner, &mat, &registry)?;
     lap("graph planned and decided");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    // One build per workspace too, whatever its cache: two builds would replace each
+    // other's stacks and results. (Taken once deciding succeeded, so that a bad input
+    // leaves no trace in the workspace.)
+    let _workspace_lock = if opts.dry_run {
+        None
+    } else {
+        let lock = crate::store::lock::lock_workspace(&opts.workspace, &opts.command_line, opts.lock_timeout)?;
+        clean_up_after_earlier_builds(opts, &graph, &rt, &registry);
+        Some(lock)
+    };
     check_deployments(&mut graph, &rt, &registry);
     lap("deployments checked");
     for w in store.take_warnings() {
-        eprintln!("warning: {w}");
+        say!("warning: {w}");
     }
     if opts.human {
-        eprintln!(
+        say!(
             "llmd build {}: {} setup treatment(s) x {} run treatment(s) x {} repetition(s); {} nodes, {} to run",
             graph.experiment.name,
             graph.setups.len(),
@@ -216,7 +223,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             graph.nodes.iter().filter(|n| n.runs()).count()
         );
         for n in graph.nodes.iter().filter(|n| opts.verbose || n.runs() || opts.dry_run) {
-            eprintln!("{}", node_line(n));
+            say!("{}", node_line(n));
         }
     }
     let Some(journal) = journal else {
@@ -245,7 +252,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let interrupt = Interrupt::install(&rt);
     let schedule = schedule_for(opts, &graph, &store, &rt, &registry)?;
     if opts.human && schedule.jobs > 1 {
-        eprintln!(
+        say!(
             "executing up to {} setups at once (pool: {} from {}; isolation: {})",
             schedule.jobs,
             super::schedule::describe(&schedule.capacity.pool),
@@ -277,6 +284,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     };
     journal.write(&serde_json::json!({"event": "end", "summary": report.summary_line(), "ok": report.ok()}));
     Ok(report)
+}
+
+/// What earlier builds left that no current node owns: replicas a killed build started
+/// but never recorded (always stopped), and — unless `--keep-stacks` — the stacks of
+/// setups no longer in the experiment. (Receipts of current setups are torn down after
+/// each setup executes, whether or not anything of it ran.)
+fn clean_up_after_earlier_builds(opts: &BuildOptions, graph: &Graph, rt: &tokio::runtime::Runtime, registry: &Registry) {
+    let current: Vec<&std::path::Path> = graph.setups.iter().map(|s| s.workspace.as_path()).collect();
+    for ws in crate::phases::teardown::receipt_workspaces(&opts.workspace) {
+        for line in crate::backend::pending::reap(&ws) {
+            say!("llmd: {line}");
+        }
+        if opts.keep_stacks || current.contains(&ws.as_path()) {
+            continue;
+        }
+        for r in crate::backend::Receipt::load_all(&ws).unwrap_or_default() {
+            match rt.block_on(crate::phases::teardown::teardown(registry, &ws, &r)) {
+                Ok(what) => say!("llmd: tore down {} ({what}): its setup is no longer in the experiment", r.stack),
+                Err(e) => say!("warning: teardown of {} (no longer in the experiment) failed: {e:#}", r.stack),
+            }
+        }
+    }
 }
 
 /// `-j`, the capacity pool and what each setup holds, and the isolation of runs; a
@@ -327,7 +356,7 @@ fn schedule_for(opts: &BuildOptions, graph: &Graph, store: &Store, rt: &tokio::r
                         }
                         sources.push(source);
                     }
-                    Err(e) => eprintln!("warning: the {name} backend's capacity is unknown ({e:#}); not bounding its setups"),
+                    Err(e) => say!("warning: the {name} backend's capacity is unknown ({e:#}); not bounding its setups"),
                 }
             }
             Capacity { pool, source: if sources.is_empty() { "unbounded".into() } else { sources.join(", ") } }

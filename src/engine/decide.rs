@@ -234,6 +234,7 @@ impl<'a> Decider<'a> {
         values: &BTreeMap<String, String>,
         treatment: &str,
         overrides: &[(String, Node)],
+        native: bool,
     ) -> Result<(String, Arc<str>)> {
         if !self.profile_texts.contains_key(path) {
             let raw = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
@@ -245,7 +246,10 @@ impl<'a> Decider<'a> {
         if let Some(d) = self.profile_cache.get(&cache_key) {
             return Ok((d.clone(), raw));
         }
-        let (_, yaml) = render_profile_text(&cache_key.1, &path.display().to_string(), overrides, &mut self.warnings)?;
+        let (doc, yaml) = render_profile_text(&cache_key.1, &path.display().to_string(), overrides, &mut self.warnings)?;
+        if native {
+            check_native_profile(&cache_key.1, path, &doc, treatment, overrides)?;
+        }
         let d = crate::store::digest(yaml.as_bytes());
         self.profile_cache.insert(cache_key, d.clone());
         Ok((d, raw))
@@ -264,6 +268,29 @@ impl<'a> Decider<'a> {
         self.profile_paths.insert(name.to_string(), p.clone());
         Ok(p)
     }
+}
+
+/// A native profile with a run treatment's values must be one the load generator runs:
+/// found here, while deciding, a bad value (a rate of `fast`, a duration of 0) is an
+/// input error at its line of the experiment file — before anything is stood up. The
+/// culprit is the first override that breaks the profile on its own; a profile broken
+/// without overrides is reported as itself.
+fn check_native_profile(text: &str, path: &Path, doc: &Node, treatment: &str, overrides: &[(String, Node)]) -> Result<()> {
+    use crate::harness::profile::parse_native_profile;
+    let source = path.display().to_string();
+    let Err(all) = parse_native_profile(doc, &source) else { return Ok(()) };
+    let mut quiet = Warnings::default();
+    for (i, (key, value)) in overrides.iter().enumerate() {
+        let Ok((alone, _)) = render_profile_text(text, &source, &overrides[i..=i], &mut quiet) else { continue };
+        if let Err(e) = parse_native_profile(&alone, &source) {
+            let why = format!("{e:#}");
+            let why = why.strip_prefix(&format!("{source}: ")).unwrap_or(&why);
+            return Err(InputError::at(&value.origin, format!("run treatment '{treatment}': {key}: {}", crate::yaml::str_node(value)))
+                .help(format!("{why} (profile {source})"))
+                .into());
+        }
+    }
+    Err(all)
 }
 
 /// Reads every output of `rec`, checking its digest; the first missing or corrupt one
@@ -334,7 +361,8 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
     for t in cx.run_treatments {
         let profile_name = t.profile.clone().unwrap_or_else(|| head.default_profile.clone());
         let profile_path = d.profile_path(cx.harness.kind.name(), &profile_name)?;
-        let (profile_digest, profile_text) = d.profile_digest(&profile_path, &values, &t.name, &t.values)?;
+        let (profile_digest, profile_text) =
+            d.profile_digest(&profile_path, &values, &t.name, &t.values, cx.harness.kind == HarnessKind::Llmd)?;
         let treatment_leaves = override_leaves(&t.values);
         let treatment_digest = leaves_digest(&treatment_leaves);
         for rep in 1..=cx.experiment.repeat.max(1) {
@@ -346,6 +374,10 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
             ]);
             inputs.extend(cx.harness.run_inputs(head.harness_here, &head.target.model));
             inputs.extend(head.run_inputs.clone());
+            if let Some(f) = cx.experiment.max_failure_fraction {
+                // A run is judged when it executes: a new threshold judges it again.
+                inputs.insert("policy:max_failure_fraction".into(), f.to_string());
+            }
             let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
             let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
             d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &|| treatment_leaves.clone());
@@ -602,7 +634,7 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
     let t0 = Instant::now();
     let lap = |what: &str| {
         if timings {
-            eprintln!("[timings] {what} in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+            say!("[timings] {what} in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
         }
     };
     let mut d = Decider::new(opts, store, mat);
@@ -630,7 +662,7 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
     for w in d.warnings.iter() {
         let line = w.to_string();
         if seen.insert(line.clone()) {
-            eprintln!("warning: {line}");
+            say!("warning: {line}");
         }
     }
     Ok(Graph { experiment, harness: harness_kind, nodes, setups, summary: summary_idx, renders })

@@ -26,7 +26,7 @@ use super::materialize::{self, Materializer};
 use super::progress::Board;
 use super::reason::Reason;
 use super::schedule::{self, Admit, Amounts, Capacity, Gate, Pool};
-use crate::backend::{Receipt, Registry};
+use crate::backend::{Liveness, Receipt, Registry};
 use crate::error::Warnings;
 use crate::experiment::Isolation;
 use crate::phases::analysis::{RunLabel, analyze_run, v02_report};
@@ -345,9 +345,11 @@ impl<'a> Executor<'a> {
             let g = self.g();
             materialize::publish_runs(&mut self.mat.lock().unwrap_or_else(|e| e.into_inner()), self.store, &g, si, ki);
         }
-        // An interrupted build tears down too: it stops what it started.
-        if touched && !self.opts.keep_stacks {
-            let ws = self.g().setups[si].workspace.clone();
+        // An interrupted build tears down too: it stops what it started. So does one
+        // that ran nothing here but finds a receipt (a killed build's stack).
+        let ws = self.g().setups[si].workspace.clone();
+        if !self.opts.keep_stacks && (touched || ws.join("receipts").is_dir()) {
+            crate::util::test_hold("teardown:before");
             self.teardown_setup(&ws);
             return false;
         }
@@ -490,7 +492,15 @@ impl<'a> Executor<'a> {
             )
         };
         let (profile_path, profile_text, treatment, overrides, rep) = slot;
-        let access = self.block_on(self.registry.get(&receipt.backend)?.connect(&receipt))??;
+        let backend = self.registry.get(&receipt.backend)?;
+        // A measurement counts only when the same server served all of it: alive before,
+        // and still the same deployment after (a replica that died, or was replaced by a
+        // restart, fails the run whatever fraction of requests failed).
+        if let Liveness::Gone(why) | Liveness::Drifted(why) = self.block_on(backend.check(&receipt))? {
+            bail!("the server was not serving when the run started: {why}");
+        }
+        let access = self.block_on(backend.connect(&receipt))??;
+        crate::util::test_hold("run:started");
         let endpoint = access.primary().to_string();
         let values = profile_values(&stack_name, &model, max_len.map(|l| l.to_string()), access.harness_endpoint());
         let out_dir = workspace.join("workload/profiles").join(harness.name()).join(&stack_name);
@@ -518,6 +528,7 @@ impl<'a> Executor<'a> {
             timeout: self.opts.harness_timeout,
             quiet: !self.opts.verbose,
             max_attempts,
+            max_failure_fraction: self.g().experiment.max_failure_fraction.unwrap_or(crate::phases::run::DEFAULT_MAX_FAILURE_FRACTION),
             launcher: access.launcher.as_deref(),
             isolation: Some(self.plan.isolation.name()),
         };
@@ -528,6 +539,11 @@ impl<'a> Executor<'a> {
                 journal.append(&serde_json::json!({"event": "retry", "id": id, "attempt": attempt, "error": error}));
             }
         }))?;
+        if let Liveness::Gone(why) | Liveness::Drifted(why) = self.block_on(backend.check(&receipt))? {
+            let failed: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.failed).sum();
+            let total: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.total).sum();
+            bail!("the server died during the run ({why}); {failed} of {total} requests failed — not a measurement of the stack");
+        }
         if !done.errors.is_empty() {
             let e = done.errors.join("; ");
             if done.attempts > 1 {

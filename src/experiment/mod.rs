@@ -48,6 +48,10 @@ pub struct Experiment {
     /// Attempts per run before it counts as failed (`treatment_max_attempts`, default 1).
     /// A retry policy, not an input: it is not part of any node key.
     pub max_attempts: usize,
+    /// A run fails when more than this fraction of its requests fail
+    /// (`max_failure_fraction`, default 0.5). A run is judged when it executes, so the
+    /// setting is an input of run keys when given: changing it runs them again.
+    pub max_failure_fraction: Option<f64>,
     pub stop_on_error: bool,
     /// `isolation:` — what may run beside a measurement (`llmd build -j`); `None` leaves
     /// it to the command line and the backend's default.
@@ -148,6 +152,12 @@ pub const SCHEMA: Document = Document {
         Field::new("constants", Kind::Dotted, "Dotted profile keys merged into every run treatment first."),
         Field::new("reset_caches", Kind::Bool, "Upstream's prefix-cache reset between treatments (accepted; llmd ignores it)."),
         Field::new("treatment_max_attempts", Kind::Int { min: 1 }, "Attempts per run before it counts as failed.").default("1"),
+        Field::new(
+            "max_failure_fraction",
+            Kind::Fraction,
+            "A run fails when more than this fraction of its requests fail (whatever the fraction, a run fails when its server died during it).",
+        )
+        .default("0.5"),
         Field::new("treatment_stop_on_error", Kind::Bool, "Stop at the first failed treatment (llmd experiment).").default("false"),
         Field::new("validate_failures", Kind::Bool, "Upstream's failure validation (accepted; llmd ignores it)."),
         Field::new("repeat", Kind::Int { min: 1 }, "Repetitions of every run treatment.").default("1"),
@@ -233,6 +243,17 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
     }
     let repeat = at_least_one(&doc, "repeat")?;
     let max_attempts = at_least_one(&doc, "treatment_max_attempts")?;
+    let max_failure_fraction = match doc.get("max_failure_fraction").filter(|n| !n.is_null()) {
+        None => None,
+        Some(n) => match n.as_number().filter(|f| (0.0..=1.0).contains(f)) {
+            Some(f) => Some(f),
+            None => {
+                return Err(InputError::at(&n.origin, format!("'max_failure_fraction' is '{}'", crate::yaml::str_node(n)))
+                    .help("use a number from 0 (no request may fail) to 1 (any may), e.g. 0.05")
+                    .into());
+            }
+        },
+    };
     let isolation = match doc.get("isolation").filter(|n| !n.is_null()) {
         None => None,
         Some(n) => Some(Isolation::parse(&crate::yaml::str_node(n)).ok_or_else(|| {
@@ -249,6 +270,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         run,
         repeat,
         max_attempts,
+        max_failure_fraction,
         stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),
         isolation,
     })
@@ -455,5 +477,24 @@ mod tests {
         assert!(e.contains(":2:") && e.contains("'treatment_max_attempts' must be a whole number"), "{e}");
         std::fs::write(&path, "treatmnets: []\n").unwrap();
         assert!(format!("{:#}", load_experiment(&path).unwrap_err()).contains("treatments"));
+    }
+
+    #[test]
+    fn max_failure_fraction_is_a_number_from_0_to_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(&path, "repeat: 1\n").unwrap();
+        assert_eq!(load_experiment(&path).unwrap().max_failure_fraction, None);
+        for (text, want) in [("0", 0.0), ("0.05", 0.05), ("1", 1.0)] {
+            std::fs::write(&path, format!("max_failure_fraction: {text}\n")).unwrap();
+            assert_eq!(load_experiment(&path).unwrap().max_failure_fraction, Some(want));
+        }
+        for bad in ["1.5", "-0.1", "half", "[0.1]"] {
+            std::fs::write(&path, format!("\nmax_failure_fraction: {bad}\n")).unwrap();
+            let e = load_experiment(&path).unwrap_err();
+            let text = format!("{e:#}");
+            assert!(text.contains(":2:") && text.contains("max_failure_fraction"), "{bad}: {text}");
+            assert!(e.downcast_ref::<InputError>().is_some(), "{bad}: an input error (exit 2)");
+        }
     }
 }

@@ -301,6 +301,7 @@ impl Step for DeployHarness {
                     timeout: rs.timeout,
                     quiet: !ctx.settings.verbose,
                     max_attempts: attempts,
+                    max_failure_fraction: crate::phases::run::DEFAULT_MAX_FAILURE_FRACTION,
                     launcher,
                     // Stacks run in parallel (--parallel) measure beside each other.
                     isolation: Some(if ctx.settings.parallel > 1 && ctx.stacks.len() > 1 { "per-stack" } else { "exclusive" }),

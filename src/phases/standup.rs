@@ -87,13 +87,18 @@ pub async fn deploy(
     }
     let deployment = deployment_key(target, backend);
     let log_dir = workspace.join("setup/logs");
-    let request = StandupRequest { target, plan_digest, deployment: &deployment, log_dir: &log_dir, previous: previous.as_ref() };
+    let request =
+        StandupRequest { target, plan_digest, deployment: &deployment, log_dir: &log_dir, workspace, previous: previous.as_ref() };
     match backend.standup(request).await {
         Ok(receipt) => {
             receipt.save(workspace)?;
+            crate::util::test_hold("standup:receipt-saved");
+            crate::backend::pending::settle(workspace, &target.name);
             Ok(receipt)
         }
         Err(e) => {
+            // The backend stopped what it started before returning the error.
+            crate::backend::pending::settle(workspace, &target.name);
             // An in-place update that failed leaves the previous deployment half
             // changed: remove it too, so no receipt claims something that is not there.
             if let Some(old) = &previous

@@ -12,7 +12,7 @@
 //! Stacks come from the receipts in the workspace, not from re-rendering the plan, so a
 //! changed specification or a different `-m` cannot make teardown miss what is running.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -39,6 +39,22 @@ pub async fn teardown(registry: &Registry, workspace: &Path, receipt: &Receipt) 
     }
     Receipt::remove(workspace, &receipt.stack)?;
     Ok(what)
+}
+
+/// Workspaces holding receipts: the workspace itself and each `setup-treatment-*`
+/// directory that `experiment` and `build` create in it.
+pub fn receipt_workspaces(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut setups: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("setup-treatment-") && e.path().join("receipts").is_dir())
+        .map(|e| e.path())
+        .collect();
+    setups.sort();
+    out.extend(setups);
+    out
 }
 
 pub fn steps() -> Vec<Arc<dyn Step>> {

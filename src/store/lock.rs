@@ -1,5 +1,6 @@
-//! The cache lock: an exclusive `flock` on `.llmdcache/lock`, with the holder's pid,
-//! host and command in `lock.holder` so a waiting build can say whom it waits for.
+//! Locks: an exclusive `flock` on a file (the cache's `.llmdcache/lock`, a workspace's
+//! `.llmd-lock`), with the holder's pid, host and command beside it in `<lock>.holder`
+//! so a waiting build can say whom it waits for.
 //!
 //! `flock` locks die with their process, so a crashed build never leaves a stale lock.
 
@@ -52,13 +53,18 @@ fn try_flock(file: &std::fs::File) -> std::io::Result<bool> {
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
 }
 
-pub fn acquire(root: &Path, command: &str, timeout: Option<Duration>, mut on_wait: impl FnMut(&str)) -> Result<LockGuard> {
-    let path = root.join("lock");
+/// Locks `path` (created if missing), waiting up to `timeout` (forever with `None`);
+/// `on_wait` hears once whom it waits for. `what` names the locked thing in errors.
+pub fn acquire(path: &Path, what: &str, command: &str, timeout: Option<Duration>, mut on_wait: impl FnMut(&str)) -> Result<LockGuard> {
+    let holder_path = holder_path(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let started = Instant::now();
     let mut told = false;
@@ -66,7 +72,7 @@ pub fn acquire(root: &Path, command: &str, timeout: Option<Duration>, mut on_wai
         if try_flock(&file).with_context(|| format!("cannot lock {}", path.display()))? {
             break;
         }
-        let holder = std::fs::read_to_string(root.join("lock.holder"))
+        let holder = std::fs::read_to_string(&holder_path)
             .ok()
             .and_then(|t| serde_json::from_str::<Holder>(&t).ok())
             .map_or_else(|| "another llmd process".to_string(), |h| h.describe());
@@ -75,13 +81,30 @@ pub fn acquire(root: &Path, command: &str, timeout: Option<Duration>, mut on_wai
             told = true;
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
-            bail!("the cache {} is still locked by {holder} after {:?} (--lock-timeout)", root.display(), timeout.unwrap_or_default());
+            let at = path.parent().unwrap_or(path);
+            bail!("the {what} {} is still locked by {holder} after {:?} (--lock-timeout)", at.display(), timeout.unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let holder = Holder { pid: std::process::id(), host: hostname(), command: command.to_string(), since_unix: super::unix_now() as u64 };
-    crate::util::fs::write_atomic(&root.join("lock.holder"), serde_json::to_string(&holder)?.as_bytes())?;
+    crate::util::fs::write_atomic(&holder_path, serde_json::to_string(&holder)?.as_bytes())?;
     Ok(LockGuard { _file: file })
+}
+
+/// A workspace's lock file: one build (or teardown) per workspace, whatever its cache.
+pub const WORKSPACE_LOCK: &str = ".llmd-lock";
+
+/// Locks the workspace `ws` like [`acquire`], telling on stderr whom it waits for.
+pub fn lock_workspace(ws: &Path, command: &str, timeout: Option<Duration>) -> Result<LockGuard> {
+    acquire(&ws.join(WORKSPACE_LOCK), "workspace", command, timeout, |holder| {
+        say!("llmd: waiting for the workspace lock of {}, held by {holder} ...", ws.display())
+    })
+}
+
+fn holder_path(lock: &Path) -> std::path::PathBuf {
+    let mut name = lock.file_name().unwrap_or_default().to_os_string();
+    name.push(".holder");
+    lock.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -91,12 +114,14 @@ mod tests {
     #[test]
     fn a_second_taker_waits_and_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let first = acquire(dir.path(), "llmd build a.yaml", None, |_| {}).unwrap();
+        let lock = dir.path().join("lock");
+        let first = acquire(&lock, "cache", "llmd build a.yaml", None, |_| {}).unwrap();
         let mut seen = String::new();
-        let err = acquire(dir.path(), "llmd build b.yaml", Some(Duration::from_millis(250)), |h| seen = h.to_string()).err().unwrap();
+        let err = acquire(&lock, "cache", "llmd build b.yaml", Some(Duration::from_millis(250)), |h| seen = h.to_string()).err().unwrap();
         assert!(seen.contains(&format!("pid {}", std::process::id())) && seen.contains("llmd build a.yaml"), "{seen}");
-        assert!(err.to_string().contains("--lock-timeout"));
+        assert!(err.to_string().contains("the cache") && err.to_string().contains("--lock-timeout"), "{err}");
+        assert!(dir.path().join("lock.holder").is_file());
         drop(first);
-        acquire(dir.path(), "llmd build b.yaml", Some(Duration::from_millis(250)), |_| {}).unwrap();
+        acquire(&lock, "cache", "llmd build b.yaml", Some(Duration::from_millis(250)), |_| {}).unwrap();
     }
 }

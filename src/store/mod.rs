@@ -123,6 +123,16 @@ fn shard(dir: &Path, name: &str) -> PathBuf {
 
 pub use crate::util::unix_now;
 
+impl Drop for Store {
+    /// A background listing finishes its sweep of stray temporary files before the
+    /// process ends.
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending_index.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = pending.join();
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Store> {
@@ -172,7 +182,7 @@ impl Store {
     /// Takes the cache's lock for `command`, waiting for another holder (with `on_wait`
     /// called once with its description) up to `timeout`.
     pub fn lock(&self, command: &str, timeout: Option<std::time::Duration>, on_wait: impl FnMut(&str)) -> Result<LockGuard> {
-        lock::acquire(&self.root, command, timeout, on_wait)
+        lock::acquire(&self.root.join("lock"), "cache", command, timeout, on_wait)
     }
 
     // ---- blobs
@@ -222,19 +232,25 @@ impl Store {
 
     /// Lists every blob once, so [`Store::has_blob`] answers from memory from now on.
     /// The listing runs on a background thread; the first question waits for it.
+    ///
+    /// The same listing removes temporary files of writers that are gone (a build killed
+    /// mid-write), here and in the node, record and marker directories — safe without the
+    /// lock, since a dead writer's file is nobody's.
     pub fn index_blobs(&self) {
-        let blobs = self.root.join("blobs");
+        let root = self.root.clone();
         let handle = std::thread::spawn(move || {
             let mut index = std::collections::HashSet::new();
-            for shard in std::fs::read_dir(blobs).into_iter().flatten().flatten() {
+            for shard in std::fs::read_dir(root.join("blobs")).into_iter().flatten().flatten() {
                 for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-                    if let Some(name) = e.file_name().to_str()
-                        && !name.starts_with('.')
-                    {
-                        index.insert(name.to_string());
+                    let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+                    if !name.starts_with('.') {
+                        index.insert(name);
+                    } else if repair::is_stray_temp(&name) {
+                        let _ = std::fs::remove_file(e.path());
                     }
                 }
             }
+            repair::remove_stray_temps(&root, &["incomplete", "nodes", "records"]);
             index
         });
         *self.pending_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);

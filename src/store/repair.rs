@@ -31,6 +31,22 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A temporary file whose writer is gone.
+pub(super) fn is_stray_temp(name: &str) -> bool {
+    temp_owner(name).is_some_and(|pid| !alive(pid))
+}
+
+/// Removes the stray temporary files in the store directories `dirs` (flat or sharded).
+pub(super) fn remove_stray_temps(root: &Path, dirs: &[&str]) {
+    for d in dirs {
+        for p in files_in_shards(&root.join(d)) {
+            if is_stray_temp(&name_of(&p)) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
 fn files_in_shards(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -64,7 +80,7 @@ impl Store {
         ["nodes", "records", "blobs", "incomplete"]
             .iter()
             .flat_map(|d| files_in_shards(&self.root.join(d)))
-            .filter(|p| temp_owner(&name_of(p)).is_some_and(|pid| !alive(pid)))
+            .filter(|p| is_stray_temp(&name_of(p)))
             .collect()
     }
 

@@ -33,6 +33,9 @@ fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         if sync {
             f.sync_all()?;
         }
+        if super::test_hold_wanted().is_some() {
+            super::test_hold(&format!("write:{}", path.display()));
+        }
         std::fs::rename(&tmp, path)?;
         if sync && let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();

@@ -20,6 +20,29 @@ pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Fault tests only: with `LLMD_TEST_HOLD` set to a substring of `point`, this process
+/// stops here for good — it writes its pid to `LLMD_TEST_HOLD_FILE` and sleeps — so a
+/// test can kill it at exactly this instant. Unset (always, outside tests) it costs one
+/// cached lookup.
+pub fn test_hold(point: &str) {
+    let Some(want) = test_hold_wanted() else { return };
+    if !point.contains(want) {
+        return;
+    }
+    if let Some(file) = std::env::var_os("LLMD_TEST_HOLD_FILE") {
+        let _ = std::fs::write(file, format!("{} {point}", std::process::id()));
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The hold point `LLMD_TEST_HOLD` names, if any (see [`test_hold`]).
+pub fn test_hold_wanted() -> Option<&'static str> {
+    static HOLD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOLD.get_or_init(|| std::env::var("LLMD_TEST_HOLD").ok().filter(|v| !v.is_empty())).as_deref()
+}
+
 /// The first 12 characters of a hex digest, for messages.
 pub fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]

@@ -171,6 +171,15 @@ impl Node {
         }
     }
 
+    /// An integer or a float, as a float.
+    pub fn as_number(&self) -> Option<f64> {
+        match self.value {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            _ => None,
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self.value, Value::Null)
     }

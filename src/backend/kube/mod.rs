@@ -184,7 +184,7 @@ impl KubeBackend {
 
     fn say(&self, stack: &str, msg: impl AsRef<str>) {
         if self.progress {
-            eprintln!("  [{stack}] {}", msg.as_ref());
+            say!("  [{stack}] {}", msg.as_ref());
         }
     }
 
@@ -680,7 +680,14 @@ impl Backend for KubeBackend {
     fn server_dry_run<'a>(&'a self, target: &'a StackTarget, plan_digest: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let client = self.client()?;
-            let request = StandupRequest { target, plan_digest, deployment: "", log_dir: std::path::Path::new(""), previous: None };
+            let request = StandupRequest {
+                target,
+                plan_digest,
+                deployment: "",
+                log_dir: std::path::Path::new(""),
+                workspace: std::path::Path::new(""),
+                previous: None,
+            };
             let (planned, resolved) = self.planned(&client, &request).await?;
             // A dry run creates nothing, so objects in a namespace this plan would create
             // cannot be judged yet (the server answers NotFound); say so instead.
