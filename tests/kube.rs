@@ -778,3 +778,31 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
 }
+
+/// The Hugging Face token reaches the cluster's Secret and nothing llmd keeps: the plan
+/// holds a placeholder, the receipt and workspace never the token (plain or base64).
+#[test]
+fn the_token_is_only_in_the_applied_secret() {
+    use base64::Engine;
+    let token = "hf_kubeSecretValue0123456789";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(token);
+    let cluster = Cluster::for_test();
+    let ws = tempfile::tempdir().unwrap();
+    let r = run(kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]).env("HF_TOKEN", token));
+    assert_eq!(r.code, 0, "standup: {}", r.stderr);
+    assert!(!r.stdout.contains(token) && !r.stderr.contains(token) && !r.stderr.contains(&b64), "{}", r.stderr);
+    for file in support::files_under(ws.path()) {
+        let bytes = std::fs::read(ws.path().join(&file)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(token) && !text.contains(&b64), "{} holds the token", file.display());
+    }
+    if let Some(fake) = cluster.fake() {
+        let secrets = fake.list("Secret");
+        assert!(
+            secrets.iter().any(|s| s["data"].as_object().is_some_and(|d| d.values().any(|v| v == b64.as_str()))),
+            "the applied Secret holds the token: {secrets:?}"
+        );
+    }
+    let r = run(&mut kube_cmd(&cluster, ws.path(), SERVE, &["teardown"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -4,7 +4,7 @@
 //! a template directory. Each stack of the scenario is merged as
 //! `defaults ⊕ shared ⊕ stack ⊕ overrides` ([`merge`], [`expand`], [`overrides`]) and run
 //! through upstream's resolver chain ([`stack`]): namespace, model, deploy method,
-//! Hugging Face token, `model_id_label` ([`identity`]), router normalisation ([`router`]) and
+//! Hugging Face token (a placeholder in every plan: [`secret`]), `model_id_label` ([`identity`]), router normalisation ([`router`]) and
 //! `${dotted.path}` substitution ([`substitute`]).
 //!
 //! Config stays a dynamic tree ([`crate::yaml::Node`]) because templates read arbitrary
@@ -19,6 +19,7 @@ pub mod offline;
 pub mod overrides;
 pub mod router;
 pub mod scenario_schema;
+pub mod secret;
 pub mod sections;
 pub mod spec;
 pub mod stack;

@@ -369,9 +369,9 @@ impl StackContext<'_> {
         let s = |v: String| Node::new(Value::Str(v), origin.clone());
         match &self.opts.hf_token {
             Some(token) if !token.is_empty() => {
-                use base64::Engine;
-                config.set_path(&["huggingface", "token"], s(token.clone()));
-                config.set_path(&["huggingface", "tokenBase64"], s(base64::engine::general_purpose::STANDARD.encode(token)));
+                // Never the token itself: see `config::secret`.
+                config.set_path(&["huggingface", "token"], s(super::secret::PLACEHOLDER.to_string()));
+                config.set_path(&["huggingface", "tokenBase64"], s(super::secret::placeholder_base64()));
                 config.set_path(&["huggingface", "enabled"], Node::new(Value::Bool(true), origin.clone()));
             }
             _ => {
@@ -734,7 +734,9 @@ scenario:
         assert_eq!(get(s, "monitoring.podmonitor.enabled").as_bool(), Some(false));
         assert_eq!(get(s, "router.monitoring.prometheus.enabled").as_bool(), Some(false));
         assert_eq!(get(s, "huggingface.enabled").as_bool(), Some(true));
-        assert_eq!(get(s, "huggingface.tokenBase64").as_str(), Some("aGZfc2VjcmV0"));
+        // The token itself never enters a plan: a placeholder does (config::secret).
+        assert_eq!(get(s, "huggingface.token").as_str(), Some(crate::config::secret::PLACEHOLDER));
+        assert_eq!(get(s, "huggingface.tokenBase64").as_str(), Some(crate::config::secret::placeholder_base64().as_str()));
         let epp_env = get(s, "router.epp.env").as_seq().unwrap();
         assert_eq!(epp_env[0].get("name").unwrap().as_str(), Some("HF_TOKEN"));
 

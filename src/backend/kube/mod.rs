@@ -197,7 +197,17 @@ impl KubeBackend {
                 target.name
             );
         }
-        let mut planned = objects::parse(target.deployed(), &target.name, request.plan_digest)?;
+        // The only place the Hugging Face token is put back into a plan's objects: what
+        // is applied carries it, nothing llmd stores does (`config::secret`).
+        let token = crate::config::PlanOptions::hf_token_from_env();
+        let revealed: Vec<crate::backend::Manifest> = target
+            .deployed()
+            .map(|m| crate::backend::Manifest {
+                file: m.file.clone(),
+                text: crate::config::secret::reveal(&m.text, token.as_deref()).into_owned(),
+            })
+            .collect();
+        let mut planned = objects::parse(&revealed, &target.name, request.plan_digest)?;
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
         let resolved = Resolved::discover(client, &kinds).await.map_err(|e| {
             if self.non_admin {
