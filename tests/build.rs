@@ -524,6 +524,54 @@ fn cache_damage_is_repaired_and_nothing_intact_is_lost() {
     assert_eq!(run(p.cmd().args(["cache", "gc"])).code, 0);
 }
 
+/// A blob with flipped bytes whose node's outputs another node reads: the build runs
+/// that node again (its outputs are damaged) instead of failing the reader, and verify
+/// is clean afterwards.
+#[test]
+fn a_damaged_output_that_a_node_reads_runs_its_node_again() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&[]).0, 0);
+    let cache = p.path().join("cache");
+    let outputs_of = |id: &str| -> Vec<String> {
+        let d = llmd::store::digest(id.as_bytes());
+        let n: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cache.join("nodes").join(&d[..2]).join(format!("{d}.json"))).unwrap()).unwrap();
+        let key = n["last_ok"].as_str().unwrap().to_string();
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cache.join("records").join(&key[..2]).join(format!("{key}.json"))).unwrap())
+                .unwrap();
+        r["outputs"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let flip = |digest: &str| {
+        let blob = cache.join("blobs").join(&digest[..2]).join(digest);
+        let mut bytes = std::fs::read(&blob).unwrap();
+        bytes[0] ^= 0x20;
+        std::fs::write(&blob, bytes).unwrap();
+    };
+    // A run's output, read by its analysis (forced to execute).
+    let run_id = "run/fast/sim/r1#1";
+    flip(&outputs_of(run_id)[0]);
+    assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 1);
+    let (code, report, err) = p.build(&["--force", "analysis/fast/sim/r1#1"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&report, "ran");
+    assert!(ran.contains(run_id) && ran.contains("analysis/fast/sim/r1#1"), "{ran:?}");
+    assert_eq!(reason(&report, run_id)["type"], "output_missing", "{report}");
+    assert!(!ran.contains("run/fast/sim/r2#1") && !ran.contains("run/slow/sim/r1#1"), "{ran:?}");
+    // An analysis's output, read by the summary (forced).
+    let analysis_id = "analysis/slow/sim/r2#1";
+    flip(&outputs_of(analysis_id)[0]);
+    let (code, report, err) = p.build(&["--force", "summary/*"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = with_status(&report, "ran");
+    assert!(ran.contains(analysis_id) && ran.iter().any(|id| id.starts_with("summary/")), "{ran:?}");
+    assert!(ran.iter().all(|id| !id.starts_with("run/")), "{ran:?}");
+    // Reading a damaged blob removes it, so the re-executed node wrote it afresh (an
+    // analysis of the same run has the same outputs): the cache is clean.
+    let verify = run(p.cmd().args(["cache", "verify"]));
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
 /// `cache ls/verify/gc/export/import`, a corrupt blob, and `plan --check`.
 #[test]
 fn cache_maintenance_corruption_and_plan_check() {

@@ -391,6 +391,15 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
                 analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
             } else {
                 d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()), &Vec::new);
+                // An analysis that executes reads the cached run's outputs: a damaged one
+                // runs the run again instead of failing the analysis.
+                if analysis.runs()
+                    && let Some(Err(output)) = run.record.as_ref().map(|r| verify_outputs(d.store, r))
+                {
+                    run.leaves = treatment_leaves.clone();
+                    run.decision = Decision::Run(Reason::OutputMissing { output });
+                    analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
+                }
             }
             let slot = RunSlot {
                 run: 0,
@@ -586,7 +595,7 @@ fn assemble(
 }
 
 /// The summary node: its key covers every analysis's outputs.
-fn decide_summary(d: &Decider, experiment: &Experiment, nodes: &[GraphNode], analyses: &[usize]) -> GraphNode {
+fn decide_summary(d: &Decider, experiment: &Experiment, nodes: &mut [GraphNode], analyses: &[usize]) -> GraphNode {
     let pending = analyses.iter().find(|&&a| nodes[a].runs());
     let mut inputs = BTreeMap::new();
     for &a in analyses {
@@ -600,6 +609,15 @@ fn decide_summary(d: &Decider, experiment: &Experiment, nodes: &[GraphNode], ana
             let ids: HashMap<String, String> =
                 analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
             d.decide_own(&mut summary, &|n| ids.get(n).cloned(), &Vec::new);
+            if summary.runs() {
+                // It reads every analysis's outputs: a damaged one runs that analysis again.
+                for &a in analyses {
+                    if let Some(Err(output)) = nodes[a].record.as_ref().map(|r| verify_outputs(d.store, r)) {
+                        nodes[a].decision = Decision::Run(Reason::OutputMissing { output });
+                        summary.decision = Decision::Run(Reason::UpstreamRuns { node: nodes[a].id.clone() });
+                    }
+                }
+            }
         }
     }
     summary
@@ -653,7 +671,7 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
     lap("runs decided");
     let (mut nodes, setups, renders) = assemble(opts, &experiment, heads, tails);
     let analyses: Vec<usize> = setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| k.runs.iter().map(|r| r.analysis))).collect();
-    let summary = decide_summary(&d, &experiment, &nodes, &analyses);
+    let summary = decide_summary(&d, &experiment, &mut nodes, &analyses);
     let summary_idx = nodes.len();
     nodes.push(summary);
     settle_deployments(&mut nodes, &setups);
