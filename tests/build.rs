@@ -323,14 +323,16 @@ fn a_failing_run_is_recorded_and_retried() {
     );
     let node = again["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "run/fast/sim/r2#1").unwrap();
     assert!(node["detail"].as_str().unwrap().contains("failed 2 attempts; the last"), "{node}");
-    // The failed attempt's results are gone; the last one's stay for inspection.
-    let results: Vec<String> = std::fs::read_dir(p.path().join("ws/setup-treatment-fast/results"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("-r2-"))
-        .collect();
-    assert_eq!(results.len(), 2, "the first build's attempt and this build's last one: {results:?}");
+    // The failed attempt's results are gone; the last one's stay for inspection, in
+    // failed-runs/ — results/ holds only recorded runs (what `llmd analyze` reads).
+    let r2 = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(p.path().join("ws/setup-treatment-fast").join(dir))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains("-r2-")).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(r2("failed-runs").len(), 2, "the first build's attempt and this build's last one: {:?}", r2("failed-runs"));
+    assert!(r2("results").is_empty(), "{:?}", r2("results"));
+    assert!(!p.path().join("ws/setup-treatment-fast/.llmd-running").exists(), "no staging directory is left");
     // Without --keep-going the first failure stops the build (and still tears down).
     let (code, stopped, _) = p.build(&[]);
     assert_eq!(code, 1);
@@ -570,6 +572,26 @@ fn a_damaged_output_that_a_node_reads_runs_its_node_again() {
     // analysis of the same run has the same outputs): the cache is clean.
     let verify = run(p.cmd().args(["cache", "verify"]));
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+/// A workspace write that fails (here: a directory where the summary goes, as a full
+/// disk or a read-only directory would) fails the build and names the path; the cache
+/// keeps every result, so the next build with the path fixed only writes the files.
+#[test]
+fn a_failed_workspace_write_fails_the_build_naming_the_path() {
+    let p = Project::new(EXPERIMENT);
+    std::fs::create_dir_all(p.path().join("ws/summary.txt/blocked")).unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 1, "{err}");
+    let errors = report["workspace_errors"].as_array().unwrap_or_else(|| panic!("{report}"));
+    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("ws/summary.txt")), "{errors:?}");
+    assert!(err.contains("summary.txt"), "{err}");
+    assert_eq!(with_status(&report, "failed").len(), 0, "every node succeeded: {report}");
+    std::fs::remove_dir_all(p.path().join("ws/summary.txt")).unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(with_status(&report, "ran").is_empty(), "{report}");
+    assert!(p.path().join("ws/summary.txt").is_file());
 }
 
 /// `cache ls/verify/gc/export/import`, a corrupt blob, and `plan --check`.

@@ -129,6 +129,9 @@ pub struct BuildReport {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
     pub nodes: Vec<NodeReport>,
+    /// Workspace writes that failed, each naming its path (the build fails).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workspace_errors: Vec<String>,
     pub seconds: f64,
 }
 
@@ -138,7 +141,7 @@ impl BuildReport {
     }
 
     pub fn ok(&self) -> bool {
-        self.count(NodeStatus::Failed) == 0
+        self.count(NodeStatus::Failed) == 0 && self.workspace_errors.is_empty()
     }
 
     pub fn summary_line(&self) -> String {
@@ -152,8 +155,12 @@ impl BuildReport {
                 self.seconds * 1e3
             )
         } else {
+            let workspace = match self.workspace_errors.len() {
+                0 => String::new(),
+                n => format!("; {n} workspace write(s) failed: {}", self.workspace_errors[0]),
+            };
             format!(
-                "{} ran, {} fresh, {} failed, {} skipped in {:.1} s",
+                "{} ran, {} fresh, {} failed, {} skipped in {:.1} s{workspace}",
                 self.count(Ran),
                 self.count(Fresh),
                 self.count(Failed),
@@ -233,6 +240,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             dry_run: true,
             interrupted: false,
             nodes,
+            workspace_errors: Vec::new(),
             seconds: started.elapsed().as_secs_f64(),
         });
     };
@@ -264,6 +272,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut reports = vec![None; graph.nodes.len()];
     let exec = Executor::new(opts, &store, &mut graph, &registry, &rt, &mut reports, &journal, mat, schedule, interrupt.clone());
     exec.run_all();
+    let workspace_errors = exec.workspace_errors();
     drop(exec);
     lap("executed and materialized");
     let interrupted = interrupt.is_set();
@@ -280,18 +289,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         dry_run: false,
         interrupted,
         nodes,
+        workspace_errors,
         seconds: started.elapsed().as_secs_f64(),
     };
     journal.write(&serde_json::json!({"event": "end", "summary": report.summary_line(), "ok": report.ok()}));
     Ok(report)
 }
 
-/// What earlier builds left that no current node owns: replicas a killed build started
-/// but never recorded (always stopped), and — unless `--keep-stacks` — the stacks of
+/// What earlier builds left that no current node owns: partial results of runs a killed
+/// build never finished (removed), replicas it started but never recorded (stopped), and — unless `--keep-stacks` — the stacks of
 /// setups no longer in the experiment. (Receipts of current setups are torn down after
 /// each setup executes, whether or not anything of it ran.)
 fn clean_up_after_earlier_builds(opts: &BuildOptions, graph: &Graph, rt: &tokio::runtime::Runtime, registry: &Registry) {
     let current: Vec<&std::path::Path> = graph.setups.iter().map(|s| s.workspace.as_path()).collect();
+    for setup in &graph.setups {
+        super::execute::remove_stale_staging(&setup.workspace);
+    }
     for ws in crate::phases::teardown::receipt_workspaces(&opts.workspace) {
         for line in crate::backend::pending::reap(&ws) {
             say!("llmd: {line}");

@@ -174,6 +174,11 @@ impl<'a> Executor<'a> {
         self.save_materialized();
     }
 
+    /// Workspace writes that failed, each naming its path.
+    pub fn workspace_errors(&self) -> Vec<String> {
+        self.mat.lock().unwrap_or_else(|e| e.into_inner()).failed.clone()
+    }
+
     fn save_materialized(&self) {
         let g = self.g();
         let mut mat = self.mat.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,7 +519,8 @@ impl<'a> Executor<'a> {
             out_dir: &out_dir,
         };
         let prepared = job.prepare(true, &mut Warnings::default())?;
-        let results = workspace.join("results");
+        let mut staging = Staging::new(&workspace, &id);
+        let results = staging.dir.clone();
         let request = RunRequest {
             harness,
             run: &prepared,
@@ -539,6 +545,8 @@ impl<'a> Executor<'a> {
                 journal.append(&serde_json::json!({"event": "retry", "id": id, "attempt": attempt, "error": error}));
             }
         }))?;
+        // From here an error keeps the run's files (under failed-runs/) for inspection.
+        staging.keep = true;
         if let Liveness::Gone(why) | Liveness::Drifted(why) = self.block_on(backend.check(&receipt))? {
             let failed: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.failed).sum();
             let total: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.total).sum();
@@ -558,6 +566,8 @@ impl<'a> Executor<'a> {
         let mut outputs = read_dir_files(&outcome.dir)?;
         let dir_name = outcome.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         outputs.insert("eid".into(), dir_name.into_bytes());
+        // Recorded, the outputs reach results/ from the cache; the staging copy goes.
+        staging.keep = false;
         Ok(outputs)
     }
 
@@ -646,6 +656,49 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// Where a run writes while it runs: `<setup workspace>/.llmd-running/<node>/`. Only a
+/// recorded run reaches `results/` (materialized from the cache), so `results/` never
+/// holds a partial or failed run that `llmd analyze` would mix in. Dropped, the staging
+/// directory is removed — after moving a failed run's files to `failed-runs/` for
+/// inspection (`keep`); an interrupted run's simply go. A killed build's are removed by
+/// the next build ([`remove_stale_staging`]).
+struct Staging {
+    dir: std::path::PathBuf,
+    failed_to: std::path::PathBuf,
+    keep: bool,
+}
+
+pub const STAGING_DIR: &str = ".llmd-running";
+
+impl Staging {
+    fn new(workspace: &Path, node_id: &str) -> Staging {
+        let name: String = node_id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        Staging { dir: workspace.join(STAGING_DIR).join(name), failed_to: workspace.join("failed-runs"), keep: false }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.keep {
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let _ = std::fs::create_dir_all(&self.failed_to);
+                let to = self.failed_to.join(e.file_name());
+                let _ = std::fs::remove_dir_all(&to);
+                let _ = std::fs::rename(e.path(), to);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Removes staging directories a killed build left in `workspace` (under its lock).
+pub fn remove_stale_staging(workspace: &Path) {
+    let _ = std::fs::remove_dir_all(workspace.join(STAGING_DIR));
 }
 
 /// Every regular file in `dir` (recursively) as `file:<relative path>` → bytes.

@@ -33,6 +33,9 @@ pub struct Materializer {
     /// Keys already found intact in this process: deciding and materializing both ask,
     /// and each stat costs (thousands of files in a large experiment).
     intact: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Workspace writes that failed (a full disk, a read-only directory), each naming
+    /// its path: they fail the build, since its outputs are not where it says.
+    pub failed: Vec<String>,
 }
 
 fn stamp(path: &Path) -> Option<(u64, i128)> {
@@ -51,7 +54,7 @@ impl Materializer {
             .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
             .filter(|i| i.version == Self::VERSION)
             .unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
-        Materializer { path, index, dirty: false, intact: Default::default() }
+        Materializer { path, index, dirty: false, intact: Default::default(), failed: Vec::new() }
     }
 
     /// Whether the files written for `record_key` are all still as written.
@@ -119,14 +122,26 @@ fn publish(mat: &mut Materializer, store: &Store, record_key: &str, files: Vec<(
         return;
     }
     let mut written = Vec::new();
+    let mut complete = true;
     for (path, d) in files {
-        let Some(bytes) = store.get_blob(&d) else { continue };
+        let Some(bytes) = store.get_blob(&d) else {
+            complete = false;
+            continue;
+        };
         match Materializer::write(&path, &bytes) {
             Ok(_) => written.push(path),
-            Err(e) => say!("warning: {e:#}"),
+            Err(e) => {
+                say!("error: {e:#}");
+                mat.failed.push(format!("{e:#}"));
+                complete = false;
+            }
         }
     }
-    mat.remember(record_key, &written);
+    // A record is up to date only when all its files were written: the next build
+    // writes what is missing.
+    if complete {
+        mat.remember(record_key, &written);
+    }
 }
 
 /// A stack's plan: `<setup workspace>/plan/<stack>/`, manifests an older plan rendered
@@ -193,7 +208,8 @@ pub fn finish(mat: &mut Materializer, graph: &Graph) {
     let live: std::collections::HashSet<String> = graph.nodes.iter().filter_map(|n| n.record.as_ref().map(|r| r.key.clone())).collect();
     mat.retain(&live);
     if let Err(e) = mat.save() {
-        say!("warning: cannot save the materialization index: {e:#}");
+        say!("error: cannot save the materialization index: {e:#}");
+        mat.failed.push(format!("cannot save the materialization index: {e:#}"));
     }
 }
 
