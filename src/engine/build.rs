@@ -312,10 +312,10 @@ fn clean_up_after_earlier_builds(opts: &BuildOptions, graph: &Graph, rt: &tokio:
         if opts.keep_stacks || current.contains(&ws.as_path()) {
             continue;
         }
-        for r in crate::backend::Receipt::load_all(&ws).unwrap_or_default() {
-            match rt.block_on(crate::phases::teardown::teardown(registry, &ws, &r)) {
-                Ok(what) => say!("llmd: tore down {} ({what}): its setup is no longer in the experiment", r.stack),
-                Err(e) => say!("warning: teardown of {} (no longer in the experiment) failed: {e:#}", r.stack),
+        for (stack, result) in rt.block_on(crate::phases::teardown::teardown_all(registry, &ws)) {
+            match result {
+                Ok(what) => say!("llmd: tore down {stack} ({what}): its setup is no longer in the experiment"),
+                Err(e) => say!("warning: teardown of {stack} (no longer in the experiment) failed: {e:#}"),
             }
         }
     }

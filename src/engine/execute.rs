@@ -645,14 +645,12 @@ impl<'a> Executor<'a> {
     /// Tears down every stack the setup's workspace has receipts for (also after an
     /// interrupt: the teardown itself is not cancelled).
     fn teardown_setup(&self, ws: &Path) {
-        for r in Receipt::load_all(ws).unwrap_or_default() {
-            match self.rt.block_on(crate::phases::teardown::teardown(self.registry, ws, &r)) {
-                Ok(what) => self.board.line(&format!("  torn down {} ({what})", r.stack)),
-                Err(e) => self.board.warn(&format!(
-                    "warning: teardown of {} failed: {e:#}; `llmd --workspace {} teardown` retries",
-                    r.stack,
-                    ws.display()
-                )),
+        for (stack, result) in self.rt.block_on(crate::phases::teardown::teardown_all(self.registry, ws)) {
+            match result {
+                Ok(what) => self.board.line(&format!("  torn down {stack} ({what})")),
+                Err(e) => self
+                    .board
+                    .warn(&format!("warning: teardown of {stack} failed: {e:#}; `llmd --workspace {} teardown` retries", ws.display())),
             }
         }
     }

@@ -57,6 +57,17 @@ pub fn receipt_workspaces(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Tears down every stack `workspace` has a receipt for, one after the other; each
+/// stack's name with what was removed, or why not.
+pub async fn teardown_all(registry: &Registry, workspace: &Path) -> Vec<(String, Result<String>)> {
+    let mut out = Vec::new();
+    for r in Receipt::load_all(workspace).unwrap_or_default() {
+        let result = teardown(registry, workspace, &r).await;
+        out.push((r.stack, result));
+    }
+    out
+}
+
 pub fn steps() -> Vec<Arc<dyn Step>> {
     vec![Arc::new(Preflight), Arc::new(TeardownStack)]
 }
