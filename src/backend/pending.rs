@@ -213,8 +213,16 @@ pub fn processes_with(token: &str) -> Vec<u32> {
 mod tests {
     use super::*;
 
+    /// A process carrying `token`, once it has exec'd: `spawn` may return while the child
+    /// is still mid-exec, with an empty environment in /proc (seen under parallel tests).
     fn spawn_with(token: &str) -> std::process::Child {
-        std::process::Command::new("sleep").arg("30").env(ENV, token).spawn().unwrap()
+        let child = std::process::Command::new("sleep").arg("30").env(ENV, token).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !processes_with(token).contains(&child.id()) {
+            assert!(std::time::Instant::now() < deadline, "the child never showed its environment");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
     }
 
     #[test]
