@@ -684,6 +684,104 @@ fn a_build_killed_during_standup_reapplies_without_duplicates() {
     assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
 }
 
+/// A secret is an input of no key: a new token re-runs nothing, and the kept stack's
+/// Secret is updated in place (an unchanged one is left alone).
+#[test]
+fn a_new_token_updates_the_kept_stack_secret_and_runs_nothing() {
+    use base64::Engine;
+    let cluster = Cluster::for_test();
+    let Some(image) = llmd_image(&cluster) else { return };
+    let _sim = serve_with_sim(&cluster, &["--model", "sshleifer/tiny-gpt2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let one_setup = KUBE_EXPERIMENT.replace("    - name: b\n      namespace.name: llmd-test-b\n", "");
+    std::fs::write(dir.path().join("exp.yaml"), one_setup).unwrap();
+    let build = |token: &str| {
+        let r = run(kube_build(&cluster, dir.path(), &image, "").env("HF_TOKEN", token));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(!r.stderr.contains(token) && !r.stdout.contains(token), "{}", r.stderr);
+        let report: Value = serde_json::from_str(&r.stdout).unwrap();
+        let ran = report["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "ran").count();
+        (ran, r.stderr)
+    };
+    let secret = |token: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(token);
+        let rt = rt();
+        rt.block_on(async {
+            use k8s_openapi::api::core::v1::Secret;
+            let api: kube::Api<Secret> = kube::Api::namespaced(client(&cluster).await, "llmd-test-a");
+            let s = api.get("llm-d-hf-token").await.unwrap();
+            let data = s.data.unwrap_or_default();
+            let held = data.values().any(|v| base64::engine::general_purpose::STANDARD.encode(&v.0) == b64);
+            (held, s.metadata.uid.unwrap(), s.metadata.resource_version.unwrap())
+        })
+    };
+    let (ran, _) = build("hf_firstToken0123456789");
+    assert!(ran > 0);
+    let (held, uid, _) = secret("hf_firstToken0123456789");
+    assert!(held, "the first token is applied");
+    let (ran, err) = build("hf_secondToken9876543210");
+    assert_eq!(ran, 0, "a new token runs nothing: {err}");
+    assert!(err.contains("updated in place with a changed secret"), "{err}");
+    let (held, uid2, version) = secret("hf_secondToken9876543210");
+    assert!(held, "the new token is applied");
+    assert_eq!(uid, uid2, "updated in place, not replaced");
+    let (ran, err) = build("hf_secondToken9876543210");
+    assert_eq!(ran, 0);
+    assert!(!err.contains("changed secret"), "{err}");
+    assert_eq!(secret("hf_secondToken9876543210").2, version, "an unchanged Secret is left as it is");
+    let mut down = llmd();
+    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
+    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+}
+
+/// A serving container that restarts while a run measures fails the run (the numbers
+/// mix two servers); the next build runs it again.
+#[test]
+fn a_server_restarted_during_a_run_fails_it() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: the restart is injected into the fake's pod status");
+        return;
+    };
+    let Some(image) = llmd_image(&cluster) else { return };
+    let sim = serve_with_sim(&cluster, &["--model", "sshleifer/tiny-gpt2"]).unwrap();
+    // The first harness pod finds its server restarted once (as the kubelet reports a
+    // container restart); later ones run undisturbed.
+    let (editor, play) = (fake.editor(), kubeplay::play_llmd_load(format!("http://127.0.0.1:{}", sim.port)));
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    fake.on_pod_run(move |pod| {
+        if !restarted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let n = editor.edit(
+                "Pod",
+                |p| p["metadata"]["labels"]["job-name"].is_null() && !p["metadata"]["name"].as_str().unwrap_or("").contains("harness"),
+                |p| p["status"]["containerStatuses"][0]["restartCount"] = serde_json::json!(1),
+            );
+            assert!(n > 0, "a serving pod to restart");
+        }
+        play(pod)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let one_setup = KUBE_EXPERIMENT.replace("    - name: b\n      namespace.name: llmd-test-b\n", "");
+    std::fs::write(dir.path().join("exp.yaml"), one_setup).unwrap();
+    let r = run(&mut kube_build(&cluster, dir.path(), &image, ""));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let node = |report: &Value, prefix: &str| {
+        report["nodes"].as_array().unwrap().iter().find(|n| n["id"].as_str().unwrap().starts_with(prefix)).unwrap().clone()
+    };
+    let failed = node(&report, "run/");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed.to_string().contains("restarted during the run") && failed.to_string().contains("1 restart(s)"), "{failed}");
+    let r = run(&mut kube_build(&cluster, dir.path(), &image, ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(node(&report, "run/")["status"], "ran");
+    assert_eq!(node(&report, "standup/")["status"], "fresh", "the restarted server serves again; only the run re-runs");
+    let mut down = llmd();
+    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
+    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+}
+
 #[test]
 fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     let cluster = Cluster::for_test();
@@ -783,12 +881,30 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
 /// holds a placeholder, the receipt and workspace never the token (plain or base64).
 #[test]
 fn the_token_is_only_in_the_applied_secret() {
-    use base64::Engine;
     let token = "hf_kubeSecretValue0123456789";
+    token_only_in_the_applied_secret(token, |c| {
+        c.env("HF_TOKEN", token);
+    });
+}
+
+#[test]
+fn a_token_in_the_config_is_only_in_the_applied_secret() {
+    let token = "hf_configuredForThisStack0123456789";
+    token_only_in_the_applied_secret(token, |c| {
+        c.env_remove("HF_TOKEN").args(["--set", &format!("huggingface.token={token}")]);
+    });
+}
+
+/// Stands the test stack up with `token` given by `give`: the fake cluster's Secret
+/// holds it (base64), nothing llmd printed or wrote does.
+fn token_only_in_the_applied_secret(token: &str, give: impl Fn(&mut Command)) {
+    use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(token);
     let cluster = Cluster::for_test();
     let ws = tempfile::tempdir().unwrap();
-    let r = run(kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]).env("HF_TOKEN", token));
+    let mut standup = kube_cmd(&cluster, ws.path(), SERVE, &["standup", "--skip-smoketest"]);
+    give(&mut standup);
+    let r = run(&mut standup);
     assert_eq!(r.code, 0, "standup: {}", r.stderr);
     assert!(!r.stdout.contains(token) && !r.stderr.contains(token) && !r.stderr.contains(&b64), "{}", r.stderr);
     for file in support::files_under(ws.path()) {

@@ -397,6 +397,53 @@ fn a_failing_release_names_helm_output_and_leaves_nothing_of_the_stack() {
     assert!(fake.list("HTTPRoute").is_empty(), "the stack's route was never applied");
 }
 
+/// A secret in a values file reaches helm (from a private directory that is gone once
+/// helm is done) and nothing llmd keeps: the workspace's copy holds the placeholder.
+#[test]
+fn a_secret_in_helm_values_reaches_helm_but_not_the_workspace() {
+    let cluster = Cluster::for_test();
+    let Some(fake) = cluster.fake() else {
+        eprintln!("skipping: the values helm received are read from the stand-in's release record");
+        return;
+    };
+    let helm = Helm::for_cluster(&cluster);
+    let ws = tempfile::tempdir().unwrap();
+    let key = "sk-helmValuesSecret0123456789";
+    let mut c = ms_cmd(&cluster, &helm, ws.path(), &["standup", "--skip-smoketest", "--stack", STACKS[0]]);
+    c.args(["--set", &format!("decode.extraEnvVars=[{{name: OPENAI_API_KEY, value: {key}}}]")]);
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains(key) && !r.stdout.contains(key), "{}", r.stderr);
+    let release_values = |secret: &Value| -> String {
+        use base64::Engine;
+        use std::io::Read;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let outer = b64.decode(secret["data"]["release"].as_str().unwrap_or_default()).unwrap_or_default();
+        let gz = b64.decode(outer).unwrap_or_default();
+        let mut json = String::new();
+        let _ = flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut json);
+        json
+    };
+    let releases: Vec<String> = fake.list("Secret").iter().filter(|s| s["type"] == "helm.sh/release.v1").map(release_values).collect();
+    assert!(releases.iter().any(|r| r.contains(key)), "helm installed a release with the secret: {releases:?}");
+    for file in support::files_under(ws.path()) {
+        let text = String::from_utf8_lossy(&std::fs::read(ws.path().join(&file)).unwrap()).into_owned();
+        assert!(!text.contains(key), "{} holds the secret", file.display());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("llmd-helm-values-"))
+        .filter(|e| {
+            std::fs::read_dir(e.path())
+                .is_ok_and(|d| d.flatten().any(|f| std::fs::read(f.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(key))))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "the private values files are removed: {leftovers:?}");
+    let r = run(&mut ms_cmd(&cluster, &helm, ws.path(), &["teardown"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 #[test]
 fn a_standup_killed_during_helm_recovers_the_pending_release() {
     let cluster = Cluster::for_test();

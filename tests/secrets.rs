@@ -1,7 +1,8 @@
-//! A Hugging Face token in the environment is used, never kept: no cache blob, plan,
-//! workspace file, journal, export bundle or command output holds it (plain or base64),
-//! and it is an input of no key — a build with another token executes nothing. (Where it
-//! does go, the Secret a cluster backend applies, is tested in `tests/kube.rs`.)
+//! Secrets are used, never kept: a Hugging Face token in the environment, a token in a
+//! config file and the value of a credential env entry are in no cache blob, plan,
+//! workspace file, journal, export bundle or command output (plain or base64), and are
+//! inputs of no key — a build with other values executes nothing. (Where they do go,
+//! the objects a cluster backend applies, is tested in `tests/kube.rs`.)
 
 mod support;
 
@@ -11,6 +12,13 @@ use support::{copy_dir, files_under, llmd, run};
 
 const TOKEN: &str = "hf_s3cretTokenValue0123456789abcdef";
 const OTHER: &str = "hf_anotherTokenValue9876543210fedcba";
+/// In the experiment file: a token in the config, a credential in an env entry.
+const IN_CONFIG: [&str; 2] = ["hf_fromTheConfigFile0123456789", "sk-apiKeyFromTheConfig0123456789"];
+const IN_CONFIG_LATER: [&str; 2] = ["hf_changedInTheConfigFile987654", "sk-apiKeyChangedLater9876543210"];
+
+fn experiment(secrets: [&str; 2]) -> String {
+    EXPERIMENT.replace("CONFIG_TOKEN", secrets[0]).replace("CONFIG_KEY", secrets[1])
+}
 
 const EXPERIMENT: &str = "\
 experiment:
@@ -18,6 +26,12 @@ experiment:
   spec: examples/sim
   harness: llmd
   profile: sanity_random.yaml
+setup:
+  constants:
+    huggingface.token: CONFIG_TOKEN
+    standalone.extraEnvVars:
+      - name: OPENAI_API_KEY
+        value: CONFIG_KEY
 constants:
   load.stages.0.requests: 2
   load.stages.0.duration: 5
@@ -33,7 +47,7 @@ fn forms(token: &str) -> [String; 2] {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    for token in [TOKEN, OTHER] {
+    for token in [TOKEN, OTHER].into_iter().chain(IN_CONFIG).chain(IN_CONFIG_LATER) {
         for form in forms(token) {
             assert!(!text.contains(&form), "{what} holds the token ({form})");
         }
@@ -46,7 +60,7 @@ fn a_token_is_never_stored_printed_or_keyed() {
     let root = dir.path();
     copy_dir(&support::root().join("config"), &root.join("config"));
     copy_dir(&support::root().join("workload"), &root.join("workload"));
-    std::fs::write(root.join("exp.yaml"), EXPERIMENT).unwrap();
+    std::fs::write(root.join("exp.yaml"), experiment(IN_CONFIG)).unwrap();
     let cmd = |token: &str| {
         let mut c = llmd();
         c.current_dir(root).args(["--workspace", "ws"]).env("LLMD_CACHE_DIR", root.join("cache")).env("HF_TOKEN", token);
@@ -65,7 +79,8 @@ fn a_token_is_never_stored_printed_or_keyed() {
     step("why", TOKEN, &["why"]);
     step("plan", TOKEN, &["--spec", "examples/sim", "plan"]);
     step("config show", TOKEN, &["--spec", "examples/sim", "plan", "-n", "-v"]);
-    // Another token: nothing to execute (it is an input of no key), nothing to explain.
+    // Other tokens: nothing to execute (they are inputs of no key), nothing to explain.
+    std::fs::write(root.join("exp.yaml"), experiment(IN_CONFIG_LATER)).unwrap();
     let json = step("build with another token", OTHER, &["build", "exp.yaml", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     let ran: Vec<&serde_json::Value> = report["nodes"].as_array().unwrap().iter().filter(|n| n["status"] != "fresh").collect();
@@ -91,12 +106,14 @@ fn a_token_is_never_stored_printed_or_keyed() {
     // The plan knows a token exists (the stack gets the Secret reference), not its value.
     let config = std::fs::read_to_string(plan_config(root)).unwrap();
     assert!(config.contains("llmd-secret-huggingface-token"), "{config}");
+    assert!(config.contains("llmd-secret-standalone-extraenvvars-0-value"), "{config}");
+    assert!(config.contains("name: OPENAI_API_KEY"), "{config}");
 }
 
 fn plan_config(root: &Path) -> std::path::PathBuf {
     files_under(&root.join("ws"))
         .into_iter()
         .map(|f| root.join("ws").join(f))
-        .find(|f| f.ends_with("plan/sim/config.yaml"))
+        .find(|f| f.ends_with("setup-treatment-default/plan/sim/config.yaml"))
         .expect("a rendered config.yaml")
 }

@@ -281,6 +281,22 @@ pub trait Backend: Send + Sync {
     fn updates_in_place(&self) -> bool {
         false
     }
+    /// Re-applies, to the deployment the receipt lists, the plan's objects that hold
+    /// secrets ([`StackTarget::secrets`]), so a changed secret reaches a kept stack
+    /// without re-running anything (a secret is an input of no key). Unchanged objects
+    /// are left as they are. Returns the objects that changed.
+    fn refresh_secrets<'a>(&'a self, target: &'a StackTarget, receipt: &'a Receipt) -> BoxFuture<'a, Result<Vec<String>>> {
+        let _ = (target, receipt);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// What serves the deployment right now, as lines that change when a replica is
+    /// replaced or restarted (kube: each serving pod's uid and its containers' restart
+    /// counts). A run compares a reading before it with one after it. `None` where
+    /// [`Backend::check`] already tells (local: a replica's pid and start time).
+    fn incarnation<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
+        let _ = receipt;
+        Box::pin(async { Ok(None) })
+    }
     /// Observes whether what the receipt lists is still there and serving.
     fn check<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Liveness>;
     /// How clients reach the deployment.

@@ -307,6 +307,7 @@ mod tests {
                 m("13_ms.yaml", "decode:\n  replicas: 2\n  image: a\nlist: [1, 2]\n"),
                 m("13_extra.yaml", "decode:\n  replicas: 3\nlist: [3]\n"),
             ],
+            secrets: Default::default(),
         }
     }
 

@@ -30,6 +30,10 @@ pub struct StackTarget {
     /// the target was read from a config alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<Manifest>,
+    /// The secret values the manifests hold placeholders for (`config::secret`); in
+    /// memory only, so never in a cached target.
+    #[serde(skip)]
+    pub secrets: crate::config::secret::Secrets,
 }
 
 /// One rendered manifest file of a plan.
@@ -86,6 +90,11 @@ impl StackTarget {
     /// The harness pod's manifest, if the plan renders one.
     pub fn harness_pod(&self) -> Option<&Manifest> {
         self.manifests.iter().find(|m| m.is_harness_pod())
+    }
+
+    pub fn with_secrets(mut self, secrets: crate::config::secret::Secrets) -> StackTarget {
+        self.secrets = secrets;
+        self
     }
 
     pub fn with_manifests(mut self, manifests: Vec<Manifest>) -> StackTarget {
@@ -224,6 +233,7 @@ pub fn target_from_config(name: &str, config: &Node) -> Result<StackTarget> {
         host: str_at(&["local", "host"]).unwrap_or_else(|| "127.0.0.1".into()),
         ready_timeout_s: int_at(&["local", "readyTimeout"]).unwrap_or(120).max(1) as u64,
         manifests: Vec::new(),
+        secrets: Default::default(),
     })
 }
 

@@ -133,6 +133,8 @@ pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -
     if write {
         write_plan(workspace, &plan)?;
     }
+    let mut secrets: std::collections::BTreeMap<String, crate::config::secret::Secrets> =
+        resolved.stacks.iter().map(|s| (s.name.clone(), s.secrets.clone())).collect();
     Ok(plan
         .stacks
         .into_iter()
@@ -141,6 +143,7 @@ pub(crate) fn render_stacks(opts: &PlanOptions, workspace: &Path, write: bool) -
             Arc::new(StackEntry {
                 plan_digest: crate::phases::plan::plan_digest(&s.rendered.files, &config_yaml),
                 manifests: crate::backend::standup_manifests(&s.rendered.files),
+                secrets: secrets.remove(&s.name).unwrap_or_default(),
                 name: s.name,
                 config: s.rendered.config,
                 state: Mutex::new(StackState::default()),
@@ -326,6 +329,7 @@ pub(crate) fn receipt_stacks(workspace: &Path) -> Result<Vec<Arc<StackEntry>>> {
                 config: Node::null(),
                 plan_digest: r.plan_digest.clone(),
                 manifests: Vec::new(),
+                secrets: Default::default(),
                 state: Mutex::new(StackState { receipt: Some(r), ..Default::default() }),
             })
         })
@@ -339,6 +343,7 @@ fn endpoint_stack() -> Arc<StackEntry> {
         config: Node::null(),
         plan_digest: String::new(),
         manifests: Vec::new(),
+        secrets: Default::default(),
         state: Mutex::new(StackState::default()),
     })
 }

@@ -149,7 +149,7 @@ impl Overrides {
 }
 
 fn short(node: &Node) -> String {
-    crate::yaml::repr_node(node)
+    crate::yaml::repr_node(&super::secret::redacted(node))
 }
 
 /// True when a selector is a glob rather than a stack name.

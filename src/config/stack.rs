@@ -18,6 +18,7 @@ use super::identity::{model_id_label, suffix_stack_scoped_names};
 use super::merge::{merge_into, merged};
 use super::overrides::{check_override_paths, is_secret_path, leaf_entries};
 use super::router::{list_or_empty, normalize_router_block};
+use super::secret::Secrets;
 use super::{PlanOptions, Scenario};
 
 /// Namespace used when the config says `auto`.
@@ -35,6 +36,8 @@ pub struct StackConfig {
     pub index: usize,
     pub config: Node,
     pub warnings: Warnings,
+    /// The secret values `config` holds placeholders for (`config::secret`).
+    pub secrets: Secrets,
 }
 
 /// Claims shared across the stacks of one render (nok8s host ports and container names).
@@ -61,6 +64,7 @@ pub fn resolve_stacks(
         let mut warnings = Warnings::default();
         let mut config = ctx.merge_layers(&shared, stack, &mut warnings)?;
         ctx.resolve(&mut config, &mut warnings)?;
+        let secrets = ctx.conceal_secrets(&mut config);
         let root = config.as_map_mut().expect("config root is a mapping");
         root.insert("siblingStacks".into(), Node::bare(Value::Seq(siblings.clone())));
         root.insert("stackIndex".into(), Node::from(ctx.index as i64));
@@ -75,7 +79,7 @@ pub fn resolve_stacks(
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
         }
-        out.push(StackConfig { name: name.clone(), index: ctx.index, config, warnings });
+        out.push(StackConfig { name: name.clone(), index: ctx.index, config, warnings, secrets });
     }
     Ok(out)
 }
@@ -155,8 +159,8 @@ impl StackContext<'_> {
             let (old, new) = if is_secret_path(&dotted) {
                 ("<redacted>".to_string(), "<redacted>".to_string())
             } else {
-                let old = base.get_path(&path).map_or("<unset>".to_string(), crate::yaml::repr_node);
-                (old, crate::yaml::repr_node(value))
+                let show = |n: &Node| crate::yaml::repr_node(&super::secret::redacted(n));
+                (base.get_path(&path).map_or("<unset>".to_string(), show), show(value))
             };
             warnings.push(format!("[{}] scenario override: {dotted}: {old} -> {new} ({})", self.name, value.origin));
         }
@@ -354,6 +358,19 @@ impl StackContext<'_> {
             config.set_path(&["monitoring", "podmonitor", "enabled"], b(false));
             config.set_path(&["router", "monitoring", "prometheus", "enabled"], b(false));
         }
+    }
+
+    /// Replaces the stack's secret values with placeholders (the Hugging Face token from
+    /// the environment already is one) and returns the values.
+    fn conceal_secrets(&self, config: &mut Node) -> Secrets {
+        let mut secrets = Secrets::default();
+        if config.get_path(&["huggingface", "token"]).and_then(Node::as_str) == Some(super::secret::PLACEHOLDER)
+            && let Some(token) = self.opts.hf_token.as_ref()
+        {
+            secrets.add(super::secret::PLACEHOLDER.to_string(), token.clone());
+        }
+        secrets.extend(super::secret::conceal(config));
+        secrets
     }
 
     fn resolve_hf_token(&self, config: &mut Node) {

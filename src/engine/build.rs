@@ -215,6 +215,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         Some(lock)
     };
     check_deployments(&mut graph, &rt, &registry);
+    if !opts.dry_run {
+        refresh_secrets_of_kept_stacks(&graph, &rt, &registry);
+    }
     lap("deployments checked");
     for w in store.take_warnings() {
         say!("warning: {w}");
@@ -316,6 +319,23 @@ fn clean_up_after_earlier_builds(opts: &BuildOptions, graph: &Graph, rt: &tokio:
             match result {
                 Ok(what) => say!("llmd: tore down {stack} ({what}): its setup is no longer in the experiment"),
                 Err(e) => say!("warning: teardown of {stack} (no longer in the experiment) failed: {e:#}"),
+            }
+        }
+    }
+}
+
+/// A secret is an input of no key, so a new value re-runs nothing: the stacks this
+/// build keeps (their standups are fresh and a receipt lists them) get the objects that
+/// hold secrets re-applied, which changes only those whose secret changed.
+fn refresh_secrets_of_kept_stacks(graph: &Graph, rt: &tokio::runtime::Runtime, registry: &Registry) {
+    for setup in &graph.setups {
+        for stack in setup.stacks.iter().filter(|s| !graph.nodes[s.standup].runs()) {
+            let Ok(Some(receipt)) = crate::backend::Receipt::load(&setup.workspace, &stack.name) else { continue };
+            let Ok(backend) = registry.get(&receipt.backend) else { continue };
+            match rt.block_on(backend.refresh_secrets(&stack.target, &receipt)) {
+                Ok(changed) if changed.is_empty() => {}
+                Ok(changed) => say!("llmd: [{}] updated in place with a changed secret: {}", stack.name, changed.join(", ")),
+                Err(e) => say!("warning: [{}] the deployment's secrets could not be updated: {e:#}", stack.name),
             }
         }
     }

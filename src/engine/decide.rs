@@ -476,6 +476,7 @@ fn decide_plans(
                     (p.target.clone(), Some(Arc::new(p)))
                 }
             };
+            let target = target.with_secrets(stack.secrets.clone());
             if harness.is_none() {
                 let scenario = |key: &str| stack.config.get_path(&["harness", key]).map(crate::yaml::str_node).filter(|s| !s.is_empty());
                 let name =

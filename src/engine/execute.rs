@@ -504,6 +504,7 @@ impl<'a> Executor<'a> {
         if let Liveness::Gone(why) | Liveness::Drifted(why) = self.block_on(backend.check(&receipt))? {
             bail!("the server was not serving when the run started: {why}");
         }
+        let serving_before = self.block_on(backend.incarnation(&receipt))??;
         let access = self.block_on(backend.connect(&receipt))??;
         crate::util::test_hold("run:started");
         let endpoint = access.primary().to_string();
@@ -551,6 +552,18 @@ impl<'a> Executor<'a> {
             let failed: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.failed).sum();
             let total: u64 = done.outcomes.iter().filter_map(|o| o.tally.as_ref()).map(|t| t.total).sum();
             bail!("the server died during the run ({why}); {failed} of {total} requests failed — not a measurement of the stack");
+        }
+        if let Some(before) = serving_before {
+            let after = self.block_on(backend.incarnation(&receipt))??.unwrap_or_default();
+            if after != before {
+                let gone: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
+                let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+                bail!(
+                    "a server was replaced or restarted during the run (before: {}; after: {}) — not a measurement of the stack",
+                    gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
         }
         if !done.errors.is_empty() {
             let e = done.errors.join("; ");

@@ -108,6 +108,8 @@ pub struct PlannedStack {
     /// Digest of the leaves (paths and values).
     pub config_digest: String,
     pub warnings: Vec<String>,
+    /// The secret values `config` holds placeholders for (in memory only).
+    pub secrets: crate::config::secret::Secrets,
 }
 
 /// A setup treatment's merged stacks.
@@ -129,7 +131,8 @@ impl PartialEq for SetupPlan {
                 .stacks
                 .iter()
                 .zip(&other.stacks)
-                .all(|(a, b)| a.name == b.name && a.config_digest == b.config_digest && a.warnings == b.warnings)
+                // Secrets are in no digest; a new value must still reach the standup.
+                .all(|(a, b)| a.name == b.name && a.config_digest == b.config_digest && a.warnings == b.warnings && a.secrets == b.secrets)
     }
 }
 
@@ -157,6 +160,7 @@ fn setup_plan(db: &dyn Db, setup: SetupInput) -> Result<Arc<SetupPlan>, PlanErro
                 leaves: Arc::new(l),
                 config: s.config,
                 warnings: s.warnings.iter().map(ToString::to_string).collect(),
+                secrets: s.secrets,
             }
         })
         .collect();

@@ -224,6 +224,7 @@ mod tests {
                 config: crate::yaml::Node::null(),
                 plan_digest: String::new(),
                 manifests: Vec::new(),
+                secrets: Default::default(),
                 state: Mutex::new(Default::default()),
             })
         };

@@ -99,13 +99,17 @@ pub struct StackEntry {
     pub plan_digest: String,
     /// The plan's standup manifests (for cluster backends; empty without a plan).
     pub manifests: Vec<crate::backend::Manifest>,
+    /// The secret values the manifests hold placeholders for (`config::secret`).
+    pub secrets: crate::config::secret::Secrets,
     pub state: Mutex<StackState>,
 }
 
 impl StackEntry {
     /// What a backend stands up for this stack.
     pub fn target(&self) -> anyhow::Result<crate::backend::StackTarget> {
-        Ok(crate::backend::target_from_config(&self.name, &self.config)?.with_manifests(self.manifests.clone()))
+        Ok(crate::backend::target_from_config(&self.name, &self.config)?
+            .with_manifests(self.manifests.clone())
+            .with_secrets(self.secrets.clone()))
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, StackState> {

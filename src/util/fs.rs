@@ -114,6 +114,44 @@ pub fn unique_sibling(path: &Path, stem: &str) -> std::path::PathBuf {
     path.with_file_name(format!("{stem}-{}-{n}", std::process::id()))
 }
 
+/// A directory only this user can read, removed with everything in it when dropped:
+/// where files holding secrets live while a tool (helm) reads them.
+pub struct PrivateDir {
+    path: std::path::PathBuf,
+}
+
+impl PrivateDir {
+    pub fn new(what: &str) -> Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("llmd-{what}-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(PrivateDir { path })
+    }
+
+    /// Writes `name` (mode 0600) and returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<std::path::PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,28 @@ pub struct PodExit {
 
 pub type Hook = Arc<dyn Fn(&PodRun) -> PodExit + Send + Sync>;
 
+/// Changes stored objects (a new resourceVersion and a watch event), as a controller or
+/// the kubelet would: a container restart, say.
+#[derive(Clone)]
+pub struct Editor {
+    store: Arc<Mutex<Store>>,
+    events: tokio::sync::broadcast::Sender<WatchEvent>,
+}
+
+impl Editor {
+    /// Applies `f` to every object of `kind` for which `pick` holds; returns how many.
+    pub fn edit(&self, kind: &str, pick: impl Fn(&Value) -> bool, f: impl Fn(&mut Value)) -> usize {
+        let res = res_by_kind(kind);
+        let mut s = self.store.lock().unwrap();
+        let picked: Vec<Value> = s.objects.iter().filter(|(k, v)| k.0 == res.key() && pick(v)).map(|(_, v)| v.clone()).collect();
+        for mut obj in picked.clone() {
+            f(&mut obj);
+            s.put(&self.events, res, obj);
+        }
+        picked.len()
+    }
+}
+
 pub struct FakeKube {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
@@ -463,6 +485,11 @@ impl FakeKube {
         let res = res_by_kind(kind);
         let ns = if res.namespaced { namespace } else { "" };
         self.store.lock().unwrap().objects.get(&(res.key(), ns.to_string(), name.to_string())).cloned()
+    }
+
+    /// A handle that changes objects as a controller would, usable from pod hooks.
+    pub fn editor(&self) -> Editor {
+        Editor { store: self.store.clone(), events: self.events.clone() }
     }
 
     /// Every object of `kind`.
@@ -780,6 +807,20 @@ fn update(
     op: &str,
     dry: bool,
 ) -> Response<Body> {
+    // As the API server: a write that changes nothing stores nothing (same
+    // resourceVersion, no event), so re-applying an unchanged object is a no-op.
+    let content = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(m) = o["metadata"].as_object_mut() {
+            for k in ["resourceVersion", "managedFields", "generation"] {
+                m.remove(k);
+            }
+        }
+        o
+    };
+    if content(&new) == content(old) {
+        return respond(200, old);
+    }
     if new["spec"] != old["spec"] {
         new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
     }

@@ -48,9 +48,8 @@ fn target_port(svc: &Service, port: i64, pod: &Pod) -> Result<u16> {
     u16::try_from(n).with_context(|| format!("target port {n} is not a port number"))
 }
 
-/// Forwards a loopback port to Service `namespace/name`'s `port`; returns the local
-/// base URL and the guard.
-pub async fn forward(client: &Client, namespace: &str, name: &str, port: i64) -> Result<(String, Forward)> {
+/// Service `namespace/name`, its selector (`k=v,…`) and the pods it selects.
+pub async fn service_pods(client: &Client, namespace: &str, name: &str) -> Result<(Service, String, Vec<Pod>)> {
     let what = format!("Service {namespace}/{name}");
     let svc = Api::<Service>::namespaced(client.clone(), namespace)
         .get(name)
@@ -58,15 +57,41 @@ pub async fn forward(client: &Client, namespace: &str, name: &str, port: i64) ->
         .map_err(|e| anyhow::anyhow!("cannot read {what}: {}", diagnose::api_error(&e)))?;
     let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
     if selector.is_empty() {
-        bail!("{what} selects no pods (no selector) to forward to");
+        bail!("{what} selects no pods (no selector)");
     }
     let labels = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let list = pods
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&labels))
         .await
         .map_err(|e| anyhow::anyhow!("cannot list the pods of {what}: {}", diagnose::api_error(&e)))?;
-    let pod = list.items.into_iter().find(serving).with_context(|| format!("{what} has no Ready pod to forward to ({labels})"))?;
+    Ok((svc, labels, pods.items))
+}
+
+/// What serves behind a Service, one line per serving pod and container: the pod's uid
+/// and the container's restart count. A line that changes between two readings is a
+/// replica that was replaced or restarted in between.
+pub fn incarnation(pods: &[Pod]) -> Vec<String> {
+    let mut lines: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .flat_map(|p| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+            statuses.into_iter().map(move |c| format!("pod {name} (uid {uid}) container {}: {} restart(s)", c.name, c.restart_count))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Forwards a loopback port to Service `namespace/name`'s `port`; returns the local
+/// base URL and the guard.
+pub async fn forward(client: &Client, namespace: &str, name: &str, port: i64) -> Result<(String, Forward)> {
+    let what = format!("Service {namespace}/{name}");
+    let (svc, labels, selected) = service_pods(client, namespace, name).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let pod = selected.into_iter().find(serving).with_context(|| format!("{what} has no Ready pod to forward to ({labels})"))?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let to = target_port(&svc, port, &pod).with_context(|| format!("{what} port {port}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on a loopback port")?;

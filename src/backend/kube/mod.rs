@@ -197,17 +197,14 @@ impl KubeBackend {
                 target.name
             );
         }
-        // The only place the Hugging Face token is put back into a plan's objects: what
-        // is applied carries it, nothing llmd stores does (`config::secret`).
-        let token = crate::config::PlanOptions::hf_token_from_env();
-        let revealed: Vec<crate::backend::Manifest> = target
-            .deployed()
-            .map(|m| crate::backend::Manifest {
-                file: m.file.clone(),
-                text: crate::config::secret::reveal(&m.text, token.as_deref()).into_owned(),
-            })
-            .collect();
-        let mut planned = objects::parse(&revealed, &target.name, request.plan_digest)?;
+        // The only place secrets are put back into a plan's objects: what is applied
+        // carries them, nothing llmd stores does (`config::secret`). A stored plan's
+        // target knows no values; the Hugging Face token then comes from the environment.
+        let secrets = target.secrets.clone().with_hf_token_from_env();
+        let mut planned = objects::parse(target.deployed(), &target.name, request.plan_digest)?;
+        for p in &mut planned {
+            objects::reveal(&mut p.object, &secrets);
+        }
         let kinds: Vec<(GroupVersionKind, String)> = planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
         let resolved = Resolved::discover(client, &kinds).await.map_err(|e| {
             if self.non_admin {
@@ -357,9 +354,16 @@ impl KubeBackend {
             (_, live) => {
                 let dir = request.log_dir.parent().unwrap_or(request.log_dir).join("helm").join(stack);
                 let mut paths = Vec::new();
+                // A values file a secret is revealed into goes to a private directory
+                // that lives until helm is done; the workspace keeps the placeholder.
+                let secrets = request.target.secrets.clone().with_hf_token_from_env();
+                let private = crate::util::fs::PrivateDir::new("helm-values")?;
                 for m in r.values_files(request.target)? {
                     crate::util::fs::write_atomic(&dir.join(&m.file), m.text.as_bytes())?;
-                    paths.push(dir.join(&m.file));
+                    match secrets.reveal(&m.text) {
+                        std::borrow::Cow::Owned(text) => paths.push(private.write(&m.file, text.as_bytes())?),
+                        std::borrow::Cow::Borrowed(_) => paths.push(dir.join(&m.file)),
+                    }
                 }
                 let log = request.log_dir.join(format!("helm-{stack}.log"));
                 let mut live = live;
@@ -687,6 +691,33 @@ impl Backend for KubeBackend {
         })
     }
 
+    fn refresh_secrets<'a>(&'a self, target: &'a StackTarget, receipt: &'a Receipt) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let secrets = target.secrets.clone().with_hf_token_from_env();
+            // Only the objects a secret is revealed into; the rest cannot have changed.
+            let mut planned = objects::parse(target.deployed(), &target.name, &receipt.plan_digest)?;
+            planned.retain_mut(|p| objects::reveal(&mut p.object, &secrets));
+            if planned.is_empty() {
+                return Ok(Vec::new());
+            }
+            let client = self.client()?;
+            let kinds: Vec<(GroupVersionKind, String)> =
+                planned.iter().map(|p| (p.gvk.clone(), format!("{}:{}", p.file, p.line))).collect();
+            let resolved = Resolved::discover(&client, &kinds).await?;
+            let mut changed = Vec::new();
+            for p in planned.iter().filter(|p| resolved.namespaced(&p.gvk) || !self.non_admin) {
+                let api = resolved.api(&client, &p.gvk, p.namespace().as_deref())?;
+                let version = |o: Option<&DynamicObject>| o.and_then(|o| o.metadata.resource_version.clone());
+                let before = api.get_opt(&p.name()).await.map_err(|e| anyhow::anyhow!("{}: {}", p.display(), diagnose::api_error(&e)))?;
+                let after = objects::apply(&api, p, false).await?;
+                if version(before.as_ref()) != version(Some(&after)) {
+                    changed.push(p.display());
+                }
+            }
+            Ok(changed)
+        })
+    }
+
     fn server_dry_run<'a>(&'a self, target: &'a StackTarget, plan_digest: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let client = self.client()?;
@@ -736,6 +767,15 @@ impl Backend for KubeBackend {
                 );
             }
             Ok(accepted)
+        })
+    }
+
+    fn incarnation<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
+        Box::pin(async move {
+            let body = KubeBody::of(receipt)?;
+            let Some(ep) = body.endpoint else { return Ok(None) };
+            let (_, _, pods) = forward::service_pods(&self.client()?, &ep.namespace, &ep.name).await?;
+            Ok(Some(forward::incarnation(&pods)))
         })
     }
 

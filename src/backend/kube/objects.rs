@@ -113,6 +113,26 @@ impl ObjectRef {
 
 /// Parses a stack's manifests into objects in application order, each labelled
 /// managed-by llmd and with the stack, and annotated with the plan digest.
+/// Puts the secrets' values back into `object`'s strings (`config::secret`); true when
+/// it held any placeholder. Per string, so a value needs no quoting in any manifest.
+pub fn reveal(object: &mut DynamicObject, secrets: &crate::config::secret::Secrets) -> bool {
+    fn walk(v: &mut serde_json::Value, secrets: &crate::config::secret::Secrets) -> bool {
+        match v {
+            serde_json::Value::String(s) => match secrets.reveal(s) {
+                std::borrow::Cow::Owned(revealed) => {
+                    *s = revealed;
+                    true
+                }
+                std::borrow::Cow::Borrowed(_) => false,
+            },
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, i| walk(i, secrets) | any),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |any, i| walk(i, secrets) | any),
+            _ => false,
+        }
+    }
+    !secrets.is_empty() && walk(&mut object.data, secrets)
+}
+
 pub fn parse<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, stack: &str, plan_digest: &str) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for m in manifests {
