@@ -806,3 +806,51 @@ fn zero_jobs_is_a_usage_error() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("must be at least 1"), "{}", r.stderr);
 }
+
+/// The seeds in the `run_metadata.yaml` of treatment `r1`'s latest runs of setup
+/// `fast`, one per repetition (results directories end in `_<repetition>`).
+fn r1_seeds(p: &Project) -> BTreeSet<i64> {
+    let results = p.path().join("ws/setup-treatment-fast/results");
+    let mut latest: std::collections::BTreeMap<String, (f64, i64)> = Default::default();
+    for f in support::files_under(&results).into_iter().filter(|f| f.ends_with("run_metadata.yaml")) {
+        let meta = std::fs::read_to_string(results.join(&f)).unwrap();
+        if !meta.contains("treatment: r1") {
+            continue;
+        }
+        let field = |k: &str| meta.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("{k} in {meta}")).to_string();
+        let dir = f.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+        let rep = dir.rsplit('_').next().unwrap().to_string();
+        let (start, seed): (f64, i64) = (field("start: ").parse().unwrap(), field("seed: ").parse().unwrap());
+        if latest.get(&rep).is_none_or(|(s, _)| *s < start) {
+            latest.insert(rep, (start, seed));
+        }
+    }
+    assert_eq!(latest.len(), 2, "two repetitions: {latest:?}");
+    latest.values().map(|(_, seed)| *seed).collect()
+}
+
+#[test]
+fn repetitions_draw_their_own_seeds_unless_repeat_seed_is_same() {
+    let p = Project::new(&EXPERIMENT.replace("experiment:\n", "repeat: 2\nexperiment:\n"));
+    let (code, _, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    let seeds = r1_seeds(&p);
+    assert_eq!(seeds.len(), 2, "each repetition its own request stream: {seeds:?}");
+    let profiles = p.path().join("ws/setup-treatment-fast/workload/profiles/llmd/sim");
+    let rendered = std::fs::read_to_string(profiles.join("rep-2/sanity_random-r1.yaml")).expect("repetition 2's own profile");
+    assert!(seeds.iter().any(|s| rendered.contains(&format!("seed: {s}")) && *s != 42), "{rendered}");
+    assert!(seeds.contains(&42), "repetition 1 keeps the profile's seed: {seeds:?}");
+    // One stream for all: only the later repetitions run again.
+    p.edit("exp.yaml", "repeat: 2\n", "repeat: 2\nrepeat_seed: same\n");
+    let (_, dry, _) = p.build(&["--dry-run"]);
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    let ran: BTreeSet<&str> = with_status(&report, "ran").into_iter().filter(|id| id.starts_with("run/")).collect();
+    assert_eq!(ran, ["run/fast/sim/r1#2", "run/fast/sim/r2#2", "run/slow/sim/r1#2", "run/slow/sim/r2#2"].into(), "{err}");
+    assert_eq!(with_status(&dry, "would_run"), with_status(&report, "ran"), "the dry run predicted the build");
+    assert_eq!(r1_seeds(&p), [42].into(), "one seed for every repetition");
+    let bad = Project::new(&EXPERIMENT.replace("experiment:\n", "repeat_seed: sometimes\nexperiment:\n"));
+    let r = run(bad.cmd().args(["build", "exp.yaml"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("exp.yaml:1:") && r.stderr.contains("per-repetition"), "{}", r.stderr);
+}

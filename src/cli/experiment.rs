@@ -106,6 +106,7 @@ fn load(global: &GlobalArgs, args: &ExperimentArgs) -> Result<(Experiment, Vec<R
             setup: vec![default_setup()],
             run: Vec::new(),
             repeat: 1,
+            repeat_seed_same: false,
             max_attempts: 1,
             max_failure_fraction: None,
             stop_on_error: false,

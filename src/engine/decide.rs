@@ -46,6 +46,8 @@ pub struct RunSlot {
     /// The profile's text as read while deciding: the run renders exactly what its key covers.
     pub profile_text: Arc<str>,
     pub overrides: Vec<(String, Node)>,
+    /// The repetition's own seed (also the last override), when it has one.
+    pub seed: Option<i64>,
 }
 
 pub struct StackSlot {
@@ -304,6 +306,22 @@ fn verify_outputs(store: &Store, rec: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// The seed a native profile runs with: the treatment's `seed`, else the profile's,
+/// else 0 (the profile's default).
+fn profile_seed(profile_text: &str, overrides: &[(String, Node)]) -> i64 {
+    let from_treatment = overrides.iter().rev().find(|(k, _)| k == "seed").and_then(|(_, v)| v.as_i64());
+    from_treatment
+        .or_else(|| crate::yaml::load_str(profile_text, "profile").ok().and_then(|doc| doc.get("seed").and_then(Node::as_i64)))
+        .unwrap_or(0)
+}
+
+/// Repetition `rep`'s seed: SplitMix64 of the base seed and the repetition, kept within
+/// 2^53 so that every YAML and JSON reader reads it exactly.
+pub fn repetition_seed(base: i64, rep: usize) -> i64 {
+    let mut rng = crate::util::rng::Rng::new((base as u64) ^ (rep as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (rng.next_u64() >> 11) as i64
+}
+
 /// A stack after the first pass: its plan node decided and its deployment target known.
 struct StackHead {
     setup: usize,
@@ -365,7 +383,12 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
             d.profile_digest(&profile_path, &values, &t.name, &t.values, cx.harness.kind == HarnessKind::Llmd)?;
         let treatment_leaves = override_leaves(&t.values);
         let treatment_digest = leaves_digest(&treatment_leaves);
+        // Repetitions of a native-harness run draw from their own seeds (unless
+        // `repeat_seed: same`); repetition 1 keeps the profile's.
+        let base_seed = (cx.harness.kind == HarnessKind::Llmd && !cx.experiment.repeat_seed_same && cx.experiment.repeat > 1)
+            .then(|| profile_seed(&profile_text, &t.values));
         for rep in 1..=cx.experiment.repeat.max(1) {
+            let seed = base_seed.filter(|_| rep > 1).map(|base| repetition_seed(base, rep));
             let mut inputs = BTreeMap::from([
                 ("deployment".to_string(), standup_key.clone()),
                 (format!("profile:{profile_name}"), profile_digest.clone()),
@@ -377,6 +400,9 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
             if let Some(f) = cx.experiment.max_failure_fraction {
                 // A run is judged when it executes: a new threshold judges it again.
                 inputs.insert("policy:max_failure_fraction".into(), f.to_string());
+            }
+            if let Some(seed) = seed {
+                inputs.insert("seed".into(), seed.to_string());
             }
             let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
             let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
@@ -408,7 +434,8 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
                 rep,
                 profile_path: profile_path.clone(),
                 profile_text: profile_text.clone(),
-                overrides: t.values.clone(),
+                overrides: t.values.iter().cloned().chain(seed.map(|s| ("seed".to_string(), Node::from(s)))).collect(),
+                seed,
             };
             runs.push((run, analysis, slot));
         }

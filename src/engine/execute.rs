@@ -493,10 +493,10 @@ impl<'a> Executor<'a> {
                 g.harness,
                 g.experiment.max_attempts,
                 g.nodes[slot.run].id.clone(),
-                (slot.profile_path.clone(), slot.profile_text.clone(), slot.treatment.clone(), slot.overrides.clone(), slot.rep),
+                (slot.profile_path.clone(), slot.profile_text.clone(), slot.treatment.clone(), slot.overrides.clone(), slot.rep, slot.seed),
             )
         };
-        let (profile_path, profile_text, treatment, overrides, rep) = slot;
+        let (profile_path, profile_text, treatment, overrides, rep, seed) = slot;
         let backend = self.registry.get(&receipt.backend)?;
         // A measurement counts only when the same server served all of it: alive before,
         // and still the same deployment after (a replica that died, or was replaced by a
@@ -509,7 +509,11 @@ impl<'a> Executor<'a> {
         crate::util::test_hold("run:started");
         let endpoint = access.primary().to_string();
         let values = profile_values(&stack_name, &model, max_len.map(|l| l.to_string()), access.harness_endpoint());
-        let out_dir = workspace.join("workload/profiles").join(harness.name()).join(&stack_name);
+        let mut out_dir = workspace.join("workload/profiles").join(harness.name()).join(&stack_name);
+        if seed.is_some() {
+            // A repetition with its own seed renders its own profile.
+            out_dir = out_dir.join(format!("rep-{rep}"));
+        }
         let job = ProfileJob {
             harness,
             source: &profile_path,

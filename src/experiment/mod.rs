@@ -45,6 +45,10 @@ pub struct Experiment {
     pub run: Vec<RunTreatment>,
     /// Repetitions of every run treatment (`repeat: N`, default 1).
     pub repeat: usize,
+    /// `repeat_seed: same` — every repetition sends the same request stream; by default
+    /// (`per-repetition`) repetition N > 1 of a native-harness run draws its prompts and
+    /// arrivals from a seed derived from the profile's seed and N.
+    pub repeat_seed_same: bool,
     /// Attempts per run before it counts as failed (`treatment_max_attempts`, default 1).
     /// A retry policy, not an input: it is not part of any node key.
     pub max_attempts: usize,
@@ -162,6 +166,12 @@ pub const SCHEMA: Document = Document {
         Field::new("validate_failures", Kind::Bool, "Upstream's failure validation (accepted; llmd ignores it)."),
         Field::new("repeat", Kind::Int { min: 1 }, "Repetitions of every run treatment.").default("1"),
         Field::new(
+            "repeat_seed",
+            Kind::Enum(&["per-repetition", "same"]),
+            "Seeds of repetitions (native harness): per-repetition draws repetition N > 1 from a seed derived from the profile's seed and N; same sends one request stream in every repetition.",
+        )
+        .default("per-repetition"),
+        Field::new(
             "isolation",
             Kind::Enum(&["exclusive", "per-stack"]),
             "What may run beside a measurement under `llmd build -j`: exclusive (one run at a time) or per-stack (runs on different stacks may overlap). Default: exclusive locally, per-stack on a cluster.",
@@ -254,6 +264,16 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
             }
         },
     };
+    let repeat_seed_same = match doc.get("repeat_seed").filter(|n| !n.is_null()).map(|n| (n, crate::yaml::str_node(n))) {
+        None => false,
+        Some((_, v)) if v == "per-repetition" => false,
+        Some((_, v)) if v == "same" => true,
+        Some((n, v)) => {
+            return Err(InputError::at(&n.origin, format!("'repeat_seed' is '{v}'"))
+                .help("use 'per-repetition' (each repetition its own request stream; the default) or 'same' (one stream for all)")
+                .into());
+        }
+    };
     let isolation = match doc.get("isolation").filter(|n| !n.is_null()) {
         None => None,
         Some(n) => Some(Isolation::parse(&crate::yaml::str_node(n)).ok_or_else(|| {
@@ -269,6 +289,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
         setup,
         run,
         repeat,
+        repeat_seed_same,
         max_attempts,
         max_failure_fraction,
         stop_on_error: doc.get("treatment_stop_on_error").is_some_and(Node::is_truthy),

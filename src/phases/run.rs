@@ -218,6 +218,15 @@ impl Instance<'_> {
             ("model", Node::str(req.model)),
             ("endpoint", Node::str(harness_endpoint)),
             ("profile", Node::str(profile_path.display().to_string())),
+            // The native harness's seed (prompts and arrivals): repetitions differ by it.
+            (
+                "seed",
+                if req.harness == HarnessKind::Llmd {
+                    Node::from(doc.get("seed").and_then(Node::as_i64).unwrap_or(0))
+                } else {
+                    Node::null()
+                },
+            ),
             ("start", Node::bare(Value::Float(start))),
             ("stop", Node::bare(Value::Float(stop))),
             ("delta", Node::bare(Value::Float(stop - start))),
