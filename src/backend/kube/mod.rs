@@ -694,6 +694,10 @@ impl Backend for KubeBackend {
     fn refresh_secrets<'a>(&'a self, target: &'a StackTarget, receipt: &'a Receipt) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let secrets = target.secrets.clone().with_hf_token_from_env();
+            if secrets.is_empty() {
+                // Nothing to reveal (every build asks): no parse, no cluster call.
+                return Ok(Vec::new());
+            }
             // Only the objects a secret is revealed into; the rest cannot have changed.
             let mut planned = objects::parse(target.deployed(), &target.name, &receipt.plan_digest)?;
             planned.retain_mut(|p| objects::reveal(&mut p.object, &secrets));
