@@ -2,7 +2,7 @@
 //! backends.
 //!
 //! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
-//!   futures; [`output`] — stderr lines that survive a closed pipe (`say!`); [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections.
+//!   futures; [`output`] — stderr lines that survive a closed pipe (`say!`); [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections; [`textdiff`] — short unified diffs for `why`.
 
 pub mod digest;
 pub mod embedded;
@@ -12,6 +12,7 @@ pub mod join;
 pub mod output;
 pub mod rng;
 pub mod steps;
+pub mod textdiff;
 
 use std::path::Path;
 
