@@ -1,8 +1,8 @@
 //! Snapshots of `llmd why` for every reason, as text and as JSON.
 
 use llmd::engine::key::LeafChange;
-use llmd::engine::reason::Reason;
-use llmd::engine::why::{explain, render};
+use llmd::engine::reason::{FileChange, FileDiff, Reason};
+use llmd::engine::why::{Twins, explain, render, twins};
 
 fn every_reason() -> Vec<(String, Reason, String)> {
     let change = |path: &str, old: Option<&str>, new: Option<&str>, origin: &str| LeafChange {
@@ -32,8 +32,33 @@ fn every_reason() -> Vec<(String, Reason, String)> {
             Reason::TreatmentChanged { changes: vec![change("load.stages.0.rate", Some("4"), Some("8"), "exp.yaml:22:5")] },
             "ran",
         ),
-        n("plan/c/sim", Reason::TemplateChanged, "ran"),
-        n("run/c/sim/r1#1", Reason::ProfileChanged { profile: "sanity_random.yaml".into() }, "ran"),
+        n(
+            "plan/c/sim",
+            Reason::TemplateChanged {
+                templates: vec![FileChange { file: "14_standalone-deployment.yaml.j2".into(), change: "edited".into() }],
+                rendered: vec![FileDiff {
+                    file: "14_standalone-deployment.yaml".into(),
+                    change: "edited".into(),
+                    diff: "@@ -7,3 +7,3 @@\n   labels:\n-    app: sim\n+    app: sim-v2\n   annotations: {}\n".into(),
+                }],
+            },
+            "ran",
+        ),
+        n(
+            "run/c/sim/r1#1",
+            Reason::ProfileChanged {
+                profile: "sanity_random.yaml".into(),
+                changes: vec![change("dataset.output_len", Some("32"), Some("64"), "workload/profiles/llmd/sanity_random.yaml.in:9:15")],
+            },
+            "ran",
+        ),
+        n(
+            "run/c/sim/r7#1",
+            Reason::TreatmentChanged { changes: vec![change("load.stages.0.rate", Some("2"), Some("32"), "exp.yaml:24:5")] },
+            "not run: identical inputs to run/c/sim/r8#1, which ran",
+        ),
+        n("run/c/sim/r8#1", Reason::NeverRun, "ran"),
+        n("summary/e", Reason::UpstreamChanged { node: "analysis/c/sim/r9#1".into() }, "ran"),
         n(
             "run/c/sim/r2#1",
             Reason::ToolVersionChanged { tool: "harness".into(), old: "inference-perf@0.6.1".into(), new: "inference-perf@0.7.0".into() },
@@ -53,15 +78,25 @@ fn every_reason() -> Vec<(String, Reason, String)> {
     ]
 }
 
+/// r7 and r8 have identical inputs; so have the analyses of r9 (fresh) and r8.
+fn shared() -> Twins {
+    let pair = |a: &str, b: &str, key: &str| [(a.to_string(), key.to_string()), (b.to_string(), key.to_string())];
+    let mut keys = Vec::new();
+    keys.extend(pair("run/c/sim/r7#1", "run/c/sim/r8#1", "k1"));
+    keys.extend(pair("analysis/c/sim/r9#1", "analysis/c/sim/r8#1", "k2"));
+    keys.push(("run/c/sim/r1#1".into(), "k3".into()));
+    twins(&keys)
+}
+
 #[test]
 fn why_text() {
-    let e = explain(&every_reason());
-    insta::assert_snapshot!("why_text", render(&e, None, "last build (0001-1.jsonl)"));
-    insta::assert_snapshot!("why_text_filtered", render(&e, Some("smoketest/*"), "last build (0001-1.jsonl)"));
+    let e = explain(&every_reason(), &shared());
+    insta::assert_snapshot!("why_text", render(&e, &shared(), None, "last build (0001-1.jsonl)"));
+    insta::assert_snapshot!("why_text_filtered", render(&e, &shared(), Some("smoketest/*"), "last build (0001-1.jsonl)"));
 }
 
 #[test]
 fn why_json() {
-    let e = explain(&every_reason());
+    let e = explain(&every_reason(), &shared());
     insta::assert_snapshot!("why_json", serde_json::to_string_pretty(&serde_json::json!({"source": "last build", "nodes": e})).unwrap());
 }

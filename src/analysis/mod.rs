@@ -96,6 +96,18 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
         }
         table.push(row);
     }
+    // Run treatments with identical inputs share one run: a note column names it.
+    if rows.iter().any(|r| r.get("shared_with").is_some()) {
+        header.push("note".into());
+        for (row, r) in table.iter_mut().zip(rows) {
+            let others: Vec<&str> = r["shared_with"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            row.push(if others.is_empty() {
+                String::new()
+            } else {
+                format!("shared run {} (identical inputs to {})", num(&r["results_dir"]), others.join(", "))
+            });
+        }
+    }
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(&header)?;
     for row in &table {
@@ -115,6 +127,7 @@ pub fn summary_table(rows: &[Value]) -> Result<(String, String)> {
         "tpot_p50_ms",
         "e2e_p50_ms",
         "e2e_p99_ms",
+        "note",
     ];
     let idx: Vec<usize> = keep.iter().filter_map(|k| header.iter().position(|h| h == k)).collect();
     let widths: Vec<usize> = idx.iter().map(|&i| table.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();

@@ -275,13 +275,20 @@ pub fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<ExitCode> {
 }
 
 pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
-    let (label, nodes) = match &args.experiment {
+    let (label, nodes, keys) = match &args.experiment {
         Some(exp) => {
             let mut opts = options(global, &args.common, &args.cache, &args.tokenizer, exp, true)?;
             opts.human = false;
             let report = build(&opts)?;
+            // An analysis or summary that would run has no final key yet.
+            let keys: Vec<(String, String)> = report
+                .nodes
+                .iter()
+                .filter(|n| n.status != NodeStatus::WouldRun || !matches!(n.kind, "analysis" | "summary"))
+                .map(|n| (n.id.clone(), n.key.clone()))
+                .collect();
             let nodes = report.nodes.into_iter().filter_map(|n| n.reason.map(|r| (n.id, r, n.status.to_string()))).collect();
-            ("if built now".to_string(), nodes)
+            ("if built now".to_string(), nodes, keys)
         }
         None => {
             let store = Store::open(&args.cache.cache_dir)?;
@@ -293,10 +300,11 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
                     last.unreadable_lines
                 );
             }
-            (why::journal_label(&last.path), last.nodes)
+            (why::journal_label(&last.path), last.nodes, last.keys)
         }
     };
-    let explained = why::explain(&nodes);
+    let twins = why::twins(&keys);
+    let explained = why::explain(&nodes, &twins);
     if args.json {
         let shown: Vec<&why::Explained> = explained
             .iter()
@@ -308,7 +316,7 @@ pub fn run_why(global: &GlobalArgs, args: &WhyArgs) -> Result<ExitCode> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"source": label, "nodes": shown}))?);
     } else {
-        print!("{}", why::render(&explained, args.node.as_deref(), &label));
+        print!("{}", why::render(&explained, &twins, args.node.as_deref(), &label));
     }
     Ok(ExitCode::from(exit::SUCCESS))
 }

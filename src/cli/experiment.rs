@@ -392,6 +392,8 @@ impl Driver<'_> {
         }
         let reports = outputs.iter().filter_map(|(n, b)| v02_report(n).map(|f| (f.to_string(), b.clone()))).collect();
         self.summary.push(SummaryRun {
+            run: run_id.clone(),
+            shared_with: Vec::new(),
             setup: setup.name.clone(),
             treatment: t.name.clone(),
             repetition: instance,

@@ -211,18 +211,6 @@ fn replace_padded(text: &str, placeholder: &str, value: &str) -> String {
 /// Placeholders already there (the Hugging Face token from the environment), empty
 /// values, upstream's sentinels and `$VAR` references are left as they are.
 pub fn conceal(config: &mut Node) -> Secrets {
-    fn scrub(node: &mut Node, secrets: &Secrets) {
-        match &mut node.value {
-            Value::Str(s) => {
-                if let Cow::Owned(hidden) = secrets.hide(s) {
-                    *s = hidden;
-                }
-            }
-            Value::Map(map) => map.values_mut().for_each(|c| scrub(c, secrets)),
-            Value::Seq(items) => items.iter_mut().for_each(|c| scrub(c, secrets)),
-            _ => {}
-        }
-    }
     let mut found = Secrets::default();
     for_each_secret(config, &mut Vec::new(), &mut |path, value| {
         let placeholder = placeholder_for(path);
@@ -232,6 +220,21 @@ pub fn conceal(config: &mut Node) -> Secrets {
         scrub(config, &found);
     }
     found
+}
+
+/// Replaces every copy of a value of `secrets` in the strings of `node` with its
+/// placeholder.
+pub fn scrub(node: &mut Node, secrets: &Secrets) {
+    match &mut node.value {
+        Value::Str(s) => {
+            if let Cow::Owned(hidden) = secrets.hide(s) {
+                *s = hidden;
+            }
+        }
+        Value::Map(map) => map.values_mut().for_each(|c| scrub(c, secrets)),
+        Value::Seq(items) => items.iter_mut().for_each(|c| scrub(c, secrets)),
+        _ => {}
+    }
 }
 
 /// `node` with every secret value shown as `<redacted>` (for messages about config

@@ -35,6 +35,11 @@ pub struct StackConfig {
     /// 1-based position in the scenario.
     pub index: usize,
     pub config: Node,
+    /// The merged layers before the resolver chain: what users wrote (defaults,
+    /// scenario, setup overrides), each value at its origin. Changes are explained in
+    /// these terms — a derived value (a `${…}` substitution, a label made from the model
+    /// name) is not something anyone edited. Secrets concealed as in `config`.
+    pub inputs: Node,
     pub warnings: Warnings,
     /// The secret values `config` holds placeholders for (`config::secret`).
     pub secrets: Secrets,
@@ -63,8 +68,11 @@ pub fn resolve_stacks(
         let ctx = StackContext { opts, name, index: i + 1, total: scenario.stacks.len(), defaults, overlays_dir };
         let mut warnings = Warnings::default();
         let mut config = ctx.merge_layers(&shared, stack, &mut warnings)?;
+        let mut inputs = config.clone();
         ctx.resolve(&mut config, &mut warnings)?;
         let secrets = ctx.conceal_secrets(&mut config);
+        super::secret::conceal(&mut inputs);
+        super::secret::scrub(&mut inputs, &secrets);
         let root = config.as_map_mut().expect("config root is a mapping");
         root.insert("siblingStacks".into(), Node::bare(Value::Seq(siblings.clone())));
         root.insert("stackIndex".into(), Node::from(ctx.index as i64));
@@ -79,7 +87,7 @@ pub fn resolve_stacks(
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
         }
-        out.push(StackConfig { name: name.clone(), index: ctx.index, config, warnings, secrets });
+        out.push(StackConfig { name: name.clone(), index: ctx.index, config, inputs, warnings, secrets });
     }
     Ok(out)
 }

@@ -107,7 +107,7 @@ impl NodeReport {
     /// The report of a node the executor did not reach (or a dry run's).
     fn unexecuted(node: &GraphNode, dry_run: bool) -> NodeReport {
         match &node.decision {
-            Decision::Fresh => NodeReport::new(node, NodeStatus::Fresh, None, None, 0.0),
+            Decision::Fresh => NodeReport::new(node, NodeStatus::Fresh, node.changed.clone(), None, 0.0),
             Decision::Run(r) if dry_run => NodeReport::new(node, NodeStatus::WouldRun, Some(r.clone()), None, 0.0),
             Decision::Run(r) => NodeReport::new(
                 node,
@@ -249,7 +249,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     };
     for n in &graph.nodes {
         let (decision, reason) = match &n.decision {
-            Decision::Fresh => ("fresh", None),
+            Decision::Fresh => ("fresh", n.changed.as_ref()),
             Decision::Run(r) => ("run", Some(r)),
             Decision::Skip(_) => ("skip", None),
         };
@@ -287,6 +287,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
     };
     let nodes: Vec<NodeReport> = reports.into_iter().zip(&graph.nodes).map(|(r, n)| r.unwrap_or_else(|| unreached(n))).collect();
+    // What the next build's reasons are diffs against: every node this build found
+    // fresh or executed, at its final key (a node it never reached keeps the old one).
+    let settled = nodes
+        .iter()
+        .zip(&graph.nodes)
+        .filter(|(r, _)| matches!(r.status, NodeStatus::Fresh | NodeStatus::Ran | NodeStatus::Failed))
+        .map(|(_, n)| (n.id.as_str(), n.key.as_str()));
+    if let Err(e) = store.record_decisions(settled) {
+        say!("warning: cannot record this build's decisions (the next `why` compares with older ones): {e:#}");
+    }
     let report = BuildReport {
         experiment: graph.experiment.name.clone(),
         dry_run: false,

@@ -59,6 +59,8 @@ pub struct StackSlot {
     /// The registry name of the stack's backend.
     pub backend: String,
     pub runs: Vec<RunSlot>,
+    /// What a standup that executes records of the config (for later reasons).
+    pub target_leaves: TargetLeaves,
 }
 
 pub struct SetupSlot {
@@ -200,13 +202,13 @@ impl<'a> Decider<'a> {
         self.opts.force.iter().find(|p| glob_match(p, id)).cloned()
     }
 
-    /// Decides a node from its own record (fresh, or why it runs). `leaves` are the
-    /// node's canonical leaves, computed only when it runs (they can be large).
-    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>, leaves: &dyn Fn() -> Vec<Leaf>) {
+    /// Decides a node from its own record (fresh, or why it runs). `explain` sets the
+    /// node's leaves and detail blobs, computed only when it runs (they can be large).
+    fn decide_own(&self, node: &mut GraphNode, upstream: &dyn Fn(&str) -> Option<String>, explain: &dyn Fn(&mut GraphNode)) {
         if let Some(p) = self.forced(&node.id) {
             node.decision = Decision::Run(Reason::Forced { pattern: p });
             node.record = usable_record(self.store, &node.key).ok().flatten();
-            node.leaves = leaves();
+            explain(node);
             return;
         }
         let verified = usable_record(self.store, &node.key).and_then(|rec| match rec {
@@ -217,13 +219,19 @@ impl<'a> Decider<'a> {
             Ok(Some(rec)) => {
                 node.record = Some(rec);
                 node.decision = Decision::Fresh;
+                // Fresh, but not by the result the previous build used (a revert, or
+                // another run treatment's identical inputs): `why` still names the change.
+                if self.store.decided(&node.id).is_some_and(|k| k != node.key) {
+                    explain(node);
+                    node.changed = Some(reason_to_run(self.store, node, upstream));
+                }
             }
             Ok(None) => {
-                node.leaves = leaves();
+                explain(node);
                 node.decision = Decision::Run(reason_to_run(self.store, node, upstream));
             }
             Err(output) => {
-                node.leaves = leaves();
+                explain(node);
                 node.decision = Decision::Run(Reason::OutputMissing { output });
             }
         }
@@ -322,6 +330,65 @@ pub fn repetition_seed(base: i64, rep: usize) -> i64 {
     (rng.next_u64() >> 11) as i64
 }
 
+/// The run's rendered profile (with the placeholder endpoint its key covers) as leaves,
+/// each at its line of the profile or of the experiment: what a profile change is
+/// explained with.
+fn profile_details(text: &str, path: &Path, values: &BTreeMap<String, String>, overrides: &[(String, Node)]) -> BTreeMap<String, Vec<u8>> {
+    let filled = substitute_placeholders(text, values);
+    // As the experiment's own origins are: relative to where llmd runs, when below it.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let label = path.strip_prefix(&cwd).unwrap_or(path).display().to_string();
+    match render_profile_text(&filled, &label, overrides, &mut Warnings::default()) {
+        Ok((doc, _)) => {
+            BTreeMap::from([("profile".to_string(), serde_json::to_vec(&crate::engine::key::leaves(&doc)).unwrap_or_default())])
+        }
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// How a template change shows in a stack's rendered files: each file that differs
+/// from the baseline plan's, with a short diff.
+fn rendered_diffs(store: &Store, plan: &GraphNode, files: &[(String, String)]) -> Vec<super::reason::FileDiff> {
+    let Some(old) = super::graph::baseline(store, plan) else { return Vec::new() };
+    let text = |d: &String| store.get_blob(d).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut out = Vec::new();
+    for (name, new) in files {
+        let diff = |change: &str, diff: String| super::reason::FileDiff { file: name.clone(), change: change.into(), diff };
+        match old.outputs.get(&format!("file:{name}")).and_then(text) {
+            None => out.push(diff("added", String::new())),
+            Some(o) if o != *new => out.push(diff("edited", crate::util::textdiff::unified(&o, new, 2, 16))),
+            Some(_) => {}
+        }
+    }
+    for name in old.outputs.keys().filter_map(|k| k.strip_prefix("file:")) {
+        if !files.iter().any(|(n, _)| n == name) {
+            out.push(super::reason::FileDiff { file: name.to_string(), change: "removed".into(), diff: String::new() });
+        }
+    }
+    out
+}
+
+/// The input leaves a stack's deployment consumes, computed when its standup runs.
+#[derive(Clone)]
+pub struct TargetLeaves {
+    inputs: Arc<Node>,
+    /// The local backend starts processes from a few config paths; a cluster backend
+    /// applies manifests any leaf may shape.
+    local: bool,
+}
+
+impl TargetLeaves {
+    pub fn get(&self) -> Vec<Leaf> {
+        let all = crate::engine::key::leaves(&self.inputs);
+        if !self.local {
+            return all;
+        }
+        all.into_iter()
+            .filter(|l| TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p }))
+            .collect()
+    }
+}
+
 /// A stack after the first pass: its plan node decided and its deployment target known.
 struct StackHead {
     setup: usize,
@@ -338,7 +405,7 @@ struct StackHead {
     /// The harness runs on this machine (not in a pod on the cluster).
     harness_here: bool,
     /// The config leaves the backend consumes (for `why` on standups).
-    target_leaves: Vec<Leaf>,
+    target_leaves: TargetLeaves,
     default_profile: String,
 }
 
@@ -364,14 +431,14 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
     let stack = &head.name;
     // The standup key is the deployment key (`phases::standup::deployment_key`).
     let inputs = head.deployment_inputs.clone();
-    let mut standup = GraphNode::new(format!("standup/{setup}/{stack}"), Kind::Standup, inputs, head.target_leaves.clone());
-    d.decide_own(&mut standup, &|_| None, &|| head.target_leaves.clone());
+    let mut standup = GraphNode::new(format!("standup/{setup}/{stack}"), Kind::Standup, inputs, Vec::new());
+    d.decide_own(&mut standup, &|_| None, &|n| n.leaves = head.target_leaves.get());
     let standup_key = standup.key.clone();
 
     let inputs = BTreeMap::from([("deployment".to_string(), standup_key.clone())]);
     let mut smoketest = GraphNode::new(format!("smoketest/{setup}/{stack}"), Kind::Smoketest, inputs, Vec::new());
     let standup_id = standup.id.clone();
-    d.decide_own(&mut smoketest, &|n| (n == "deployment").then(|| standup_id.clone()), &Vec::new);
+    d.decide_own(&mut smoketest, &|n| (n == "deployment").then(|| standup_id.clone()), &|_| {});
 
     let mut runs = Vec::new();
     let max_len = head.target.max_model_len.map(|l| l.to_string());
@@ -406,7 +473,11 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
             }
             let id = format!("run/{setup}/{stack}/{}#{rep}", t.name);
             let mut run = GraphNode::new(id.clone(), Kind::Run, inputs, treatment_leaves.clone());
-            d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &|| treatment_leaves.clone());
+            let explain = |n: &mut GraphNode| {
+                n.leaves = treatment_leaves.clone();
+                n.details = profile_details(&profile_text, &profile_path, &values, &t.values);
+            };
+            d.decide_own(&mut run, &|n| (n == "deployment").then(|| standup_id.clone()), &explain);
             let run_out = run.record.as_ref().filter(|_| !run.runs()).map(Record::outputs_digest);
             let inputs = BTreeMap::from([
                 ("run".to_string(), run_out.unwrap_or_else(|| "pending".into())),
@@ -416,13 +487,13 @@ fn decide_stack(d: &mut Decider, cx: &TailContext, head: &StackHead) -> Result<S
             if run.runs() {
                 analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
             } else {
-                d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()), &Vec::new);
+                d.decide_own(&mut analysis, &|n| (n == "run").then(|| id.clone()), &|_| {});
                 // An analysis that executes reads the cached run's outputs: a damaged one
                 // runs the run again instead of failing the analysis.
                 if analysis.runs()
                     && let Some(Err(output)) = run.record.as_ref().map(|r| verify_outputs(d.store, r))
                 {
-                    run.leaves = treatment_leaves.clone();
+                    explain(&mut run);
                     run.decision = Decision::Run(Reason::OutputMissing { output });
                     analysis.decision = Decision::Run(Reason::UpstreamRuns { node: id.clone() });
                 }
@@ -483,7 +554,13 @@ fn decide_plans(
                 ("tool:llmd".to_string(), version.clone()),
             ]);
             let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, Vec::new());
-            d.decide_own(&mut plan_node, &|_| None, &|| (*stack.leaves).clone());
+            let explain = |n: &mut GraphNode| {
+                n.leaves = crate::engine::key::leaves(&stack.inputs);
+                if let Ok(files) = planner.template_files(handles[si]) {
+                    n.details.insert("templates".into(), serde_json::to_vec(&files).unwrap_or_default());
+                }
+            };
+            d.decide_own(&mut plan_node, &|_| None, &explain);
             let cached_target = match (&plan_node.decision, &plan_node.record) {
                 (Decision::Fresh, Some(rec)) => blob_json::<StackTarget>(d.store, rec, "target"),
                 _ => None,
@@ -496,9 +573,17 @@ fn decide_plans(
                 None => {
                     if !plan_node.runs() {
                         plan_node.decision = Decision::Run(Reason::OutputMissing { output: "target".into() });
-                        plan_node.leaves = (*stack.leaves).clone();
+                        explain(&mut plan_node);
                     }
                     let r = planner.render(handles[si], ki)?;
+                    if matches!(plan_node.decision, Decision::Run(Reason::TemplateChanged { .. })) {
+                        let mut files = r.files.clone();
+                        files.push(("config.yaml".to_string(), r.config_yaml.clone()));
+                        let diffs = rendered_diffs(d.store, &plan_node, &files);
+                        if let Decision::Run(Reason::TemplateChanged { rendered, .. }) = &mut plan_node.decision {
+                            *rendered = diffs;
+                        }
+                    }
                     let p = StackPlan::new(&stack.name, r.files.clone(), r.config.clone(), r.config_yaml.clone())?;
                     (p.target.clone(), Some(Arc::new(p)))
                 }
@@ -511,15 +596,7 @@ fn decide_plans(
                 harness = Some(HarnessKind::parse(&name).map_err(|e| InputError::new(format!("harness: {e}")))?);
             }
             // A cluster deployment is the plan's manifests, which any config leaf may shape.
-            let target_leaves: Vec<Leaf> = stack
-                .leaves
-                .iter()
-                .filter(|l| {
-                    backend.name() != "local"
-                        || TARGET_PATHS.iter().any(|p| if p.ends_with('.') { l.path.starts_with(p) } else { l.path == *p })
-                })
-                .cloned()
-                .collect();
+            let target_leaves = TargetLeaves { inputs: stack.inputs.clone(), local: backend.name() == "local" };
             let default_profile = opts
                 .workload
                 .clone()
@@ -617,6 +694,7 @@ fn assemble(
             target: head.target,
             backend: head.backend,
             runs,
+            target_leaves: head.target_leaves,
         });
     }
     (nodes, setups, renders)
@@ -636,7 +714,7 @@ fn decide_summary(d: &Decider, experiment: &Experiment, nodes: &mut [GraphNode],
         None => {
             let ids: HashMap<String, String> =
                 analyses.iter().map(|&a| (format!("analysis:{}", nodes[a].id), nodes[a].id.clone())).collect();
-            d.decide_own(&mut summary, &|n| ids.get(n).cloned(), &Vec::new);
+            d.decide_own(&mut summary, &|n| ids.get(n).cloned(), &|_| {});
             if summary.runs() {
                 // It reads every analysis's outputs: a damaged one runs that analysis again.
                 for &a in analyses {
@@ -734,7 +812,13 @@ pub fn check_deployments(graph: &mut Graph, rt: &tokio::runtime::Runtime, regist
                 Err(e) => Some(Reason::DeploymentGone { detail: format!("{e:#}") }),
             };
             if let Some(r) = reason {
+                // A deployment that drifted (or went) while its config changed: the
+                // change is the root cause, the drift its consequence.
+                let r = graph.nodes[stack.standup].changed.take().unwrap_or(r);
                 graph.nodes[stack.standup].decision = Decision::Run(r);
+                if graph.nodes[stack.standup].leaves.is_empty() {
+                    graph.nodes[stack.standup].leaves = stack.target_leaves.get();
+                }
                 let id = graph.nodes[stack.standup].id.clone();
                 graph.nodes[stack.smoketest].decision = Decision::Run(Reason::UpstreamRuns { node: id });
             }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 
 use super::build::{BuildOptions, NodeReport, NodeStatus};
 use super::decide::Graph;
-use super::graph::Decision;
+use super::graph::{Decision, Kind, usable_record};
 use super::interrupt::{Interrupt, Interrupted, is_interrupted};
 use super::materialize::{self, Materializer};
 use super::progress::Board;
@@ -146,7 +146,9 @@ impl<'a> Executor<'a> {
                 let g = self.g();
                 let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
                 g.analyses().into_iter().any(|a| {
-                    reports[a].as_ref().is_some_and(|r| r.status != NodeStatus::Ran) || (reports[a].is_none() && g.nodes[a].runs())
+                    // (Fresh: it shared the result of an identical analysis of this build.)
+                    reports[a].as_ref().is_some_and(|r| !matches!(r.status, NodeStatus::Ran | NodeStatus::Fresh))
+                        || (reports[a].is_none() && g.nodes[a].runs())
                 })
             };
             if blocked {
@@ -182,7 +184,7 @@ impl<'a> Executor<'a> {
     fn save_materialized(&self) {
         let g = self.g();
         let mut mat = self.mat.lock().unwrap_or_else(|e| e.into_inner());
-        materialize::finish(&mut mat, &g);
+        materialize::finish(&mut mat, &g, &self.opts.workspace);
     }
 
     /// One worker: setups from the pool until none is left.
@@ -247,6 +249,12 @@ impl<'a> Executor<'a> {
             };
             (n.id.clone(), n.kind, n.key.clone(), reason)
         };
+        if matches!(kind, Kind::Run | Kind::Analysis)
+            && !matches!(reason, Reason::Forced { .. })
+            && let Some((first, rec)) = self.executed_with_same_key(idx)
+        {
+            return self.share(idx, &first, rec, reason);
+        }
         let k = self.started_nodes.fetch_add(1, Ordering::SeqCst) + 1;
         let label = format!("[{k}/{}] {id}", self.to_run.max(k));
         self.board.line(&format!("▶ {label}  ({})", reason.describe(3)));
@@ -268,7 +276,7 @@ impl<'a> Executor<'a> {
         let outcome = if interrupted { Err(anyhow::anyhow!("interrupted")) } else { self.record(idx, &result, started_unix, seconds) };
         let (status, detail) = match (&result, outcome) {
             (Ok(_), Ok(rec)) => {
-                self.mat.lock().unwrap_or_else(|e| e.into_inner()).forget(&rec.key);
+                self.mat.lock().unwrap_or_else(|e| e.into_inner()).forget_record(&rec.key);
                 self.g().nodes[idx].record = Some(rec);
                 (NodeStatus::Ran, None)
             }
@@ -291,6 +299,31 @@ impl<'a> Executor<'a> {
             self.halt();
         }
         status == NodeStatus::Ran
+    }
+
+    /// Another node of this build with the same key that already executed (two run
+    /// treatments with identical inputs): its id and record.
+    fn executed_with_same_key(&self, idx: usize) -> Option<(String, Record)> {
+        let g = self.g();
+        let key = &g.nodes[idx].key;
+        let first =
+            g.nodes.iter().enumerate().find(|(i, n)| *i != idx && n.key == *key && n.record.as_ref().is_some_and(|r| r.key == *key))?;
+        let rec = usable_record(self.store, key).ok().flatten()?;
+        Some((first.1.id.clone(), rec))
+    }
+
+    /// Node `idx` takes the result of `first`, which executed the same key earlier in
+    /// this build: it is not executed again, and says so.
+    fn share(&self, idx: usize, first: &str, rec: Record, reason: Reason) -> bool {
+        let (id, key) = (self.g().nodes[idx].id.clone(), rec.key.clone());
+        self.g().nodes[idx].record = Some(rec);
+        let detail = format!("identical inputs to {first}, which ran first in this build: its result is shared");
+        self.board.line(&format!("= {id}  ({detail})"));
+        self.journal.write(&serde_json::json!({"event": "begin", "id": id, "key": key, "t": unix_now()}));
+        self.journal.write(&serde_json::json!({"event": "done", "id": id, "status": "shared", "with": first, "t": unix_now()}));
+        let report = NodeReport::new(&self.g().nodes[idx], NodeStatus::Fresh, Some(reason), Some(detail), 0.0);
+        self.reports.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(report);
+        true
     }
 
     /// Blobs first (made durable together), then the record that names them.
@@ -583,6 +616,11 @@ impl<'a> Executor<'a> {
         let mut outputs = read_dir_files(&outcome.dir)?;
         let dir_name = outcome.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         outputs.insert("eid".into(), dir_name.into_bytes());
+        // The rendered profile is an output too: the workspace copy is restored from
+        // the cache like the results it produced.
+        if let Ok(rel) = prepared.profile_path.strip_prefix(&workspace) {
+            outputs.insert(format!("profile:{}", rel.display()), prepared.text.clone().into_bytes());
+        }
         // Recorded, the outputs reach results/ from the cache; the staging copy goes.
         staging.keep = false;
         Ok(outputs)
@@ -620,6 +658,11 @@ impl<'a> Executor<'a> {
                 .with_context(|| format!("{what} is missing from the cache"))
         };
         let g = self.g();
+        // Run treatments with identical inputs share one run: each row names the others.
+        let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for r in g.setups.iter().flat_map(|s| s.stacks.iter().flat_map(|k| &k.runs)) {
+            by_key.entry(g.nodes[r.run].key.as_str()).or_default().push(g.nodes[r.run].id.as_str());
+        }
         let mut runs = Vec::new();
         for s in &g.setups {
             for r in s.stacks.iter().flat_map(|k| &k.runs) {
@@ -637,7 +680,10 @@ impl<'a> Executor<'a> {
                         reports.push((file.to_string(), blob(Some(d), name)?));
                     }
                 }
+                let shared_with = by_key[run_node.key.as_str()].iter().filter(|id| **id != run_node.id).map(|id| id.to_string()).collect();
                 runs.push(SummaryRun {
+                    run: run_node.id.clone(),
+                    shared_with,
                     setup: s.name.clone(),
                     treatment: r.treatment.clone(),
                     repetition: r.rep,

@@ -71,8 +71,14 @@ pub struct GraphNode {
     pub inputs: BTreeMap<String, String>,
     /// Canonical leaves the node was derived from (for `why`).
     pub leaves: Vec<Leaf>,
+    /// Detail blobs recorded with an execution (see `Manifest::details`), set when the
+    /// node runs.
+    pub details: BTreeMap<String, Vec<u8>>,
     pub key: String,
     pub decision: Decision,
+    /// A fresh node whose key is not the one the previous build settled on: what
+    /// changed (it is fresh by an earlier result with the same inputs).
+    pub changed: Option<Reason>,
     /// The successful record for `key`, when there is one.
     pub record: Option<Record>,
 }
@@ -80,7 +86,7 @@ pub struct GraphNode {
 impl GraphNode {
     pub fn new(id: String, kind: Kind, inputs: BTreeMap<String, String>, leaves: Vec<Leaf>) -> GraphNode {
         let key = node_key(kind.name(), &inputs);
-        GraphNode { id, kind, inputs, leaves, key, decision: Decision::Fresh, record: None }
+        GraphNode { id, kind, inputs, leaves, details: BTreeMap::new(), key, decision: Decision::Fresh, changed: None, record: None }
     }
 
     /// Recomputes the key after an input became known (a run's outputs, say).
@@ -94,7 +100,11 @@ impl GraphNode {
 
     pub fn manifest(&self, store: &Store) -> anyhow::Result<Manifest> {
         let leaves = if self.leaves.is_empty() { None } else { Some(store.put_blob(&serde_json::to_vec(&self.leaves)?)?) };
-        Ok(Manifest { inputs: self.inputs.clone(), leaves })
+        let mut details = BTreeMap::new();
+        for (name, bytes) in &self.details {
+            details.insert(name.clone(), store.put_blob(bytes)?);
+        }
+        Ok(Manifest { inputs: self.inputs.clone(), leaves, details })
     }
 }
 
@@ -113,14 +123,28 @@ fn classify(name: &str, old: &str, new: &str, upstream: &dyn Fn(&str) -> Option<
         return Reason::UpstreamChanged { node };
     }
     match name {
-        "templates" => Reason::TemplateChanged,
-        n if n.starts_with("profile:") => Reason::ProfileChanged { profile: n["profile:".len()..].to_string() },
+        "templates" => Reason::TemplateChanged { templates: Vec::new(), rendered: Vec::new() },
+        n if n.starts_with("profile:") => Reason::ProfileChanged { profile: n["profile:".len()..].to_string(), changes: Vec::new() },
         other => Reason::InputsChanged { inputs: vec![other.to_string()] },
     }
 }
 
-/// Why `node` (whose key has no successful record) must execute, judged against the
-/// last attempt and the last success of the same logical node.
+/// The record a node's reasons are judged against: the one for the key the previous
+/// build settled on for this node id (found fresh or executed), else the node's last
+/// success. Judging against the last *execution* instead would report stale diffs: after
+/// an edit and its revert, the node is fresh again by an older record.
+pub fn baseline(store: &Store, node: &GraphNode) -> Option<Record> {
+    let previous = store.decided(&node.id).filter(|k| *k != node.key).and_then(|k| store.get_record(k));
+    previous.or_else(|| store.node(&node.id).last_ok.as_deref().and_then(|k| store.get_record(k)))
+}
+
+/// A detail blob of a record, parsed.
+pub fn detail<T: serde::de::DeserializeOwned>(store: &Store, rec: &Record, name: &str) -> Option<T> {
+    serde_json::from_slice(&store.get_blob(rec.manifest.details.get(name)?)?).ok()
+}
+
+/// Why `node` (whose key has no successful record) must execute, judged against
+/// [`baseline`]: a failure of the same key, an interruption, or what changed since.
 pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) -> Option<String>) -> Reason {
     if let Some(m) = store.incomplete(&node.key)
         && !std::path::Path::new(&format!("/proc/{}", m.pid)).exists()
@@ -132,7 +156,7 @@ pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) ->
         let error = store.get_record(&node.key).and_then(|r| r.error);
         return Reason::PreviousFailed { error };
     }
-    let Some(old) = state.last_ok.as_deref().and_then(|k| store.get_record(k)) else { return Reason::NeverRun };
+    let Some(old) = baseline(store, node) else { return Reason::NeverRun };
     let old_leaves: Vec<Leaf> =
         old.manifest.leaves.as_deref().and_then(|d| store.get_blob(d)).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let changes: Vec<LeafChange> = diff_leaves(&old_leaves, &node.leaves);
@@ -149,12 +173,13 @@ pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) ->
         changed.iter().map(|k| classify(k, old.manifest.inputs.get(*k).map_or("", |s| s.as_str()), &node.inputs[*k], upstream)).collect();
     by_priority.sort_by_key(|r| match r {
         Reason::ProfileChanged { .. } => 0,
-        Reason::TemplateChanged => 1,
+        Reason::TemplateChanged { .. } => 1,
         Reason::ToolVersionChanged { .. } => 2,
         Reason::UpstreamChanged { .. } => 3,
         _ => 4,
     });
-    if let Some(r) = by_priority.into_iter().next() {
+    if let Some(mut r) = by_priority.into_iter().next() {
+        explain_in_detail(store, &old, node, &mut r);
         return r;
     }
     if !removed.is_empty() {
@@ -162,6 +187,42 @@ pub fn reason_to_run(store: &Store, node: &GraphNode, upstream: &dyn Fn(&str) ->
     }
     // Same inputs, different key: the engine's own version changed.
     Reason::ToolVersionChanged { tool: "llmd engine".into(), old: "?".into(), new: super::key::ENGINE_VERSION.into() }
+}
+
+/// Fills in which template files or profile keys changed, from the detail blobs of the
+/// baseline record and of the node (absent in records of older llmd versions: the
+/// reason then stays as general as it was).
+fn explain_in_detail(store: &Store, old: &Record, node: &GraphNode, reason: &mut Reason) {
+    fn new<T: serde::de::DeserializeOwned>(node: &GraphNode, name: &str) -> Option<T> {
+        serde_json::from_slice(node.details.get(name)?).ok()
+    }
+    match reason {
+        Reason::TemplateChanged { templates, .. } => {
+            let (Some(a), Some(b)) = (detail::<BTreeMap<String, String>>(store, old, "templates"), new(node, "templates")) else { return };
+            *templates = diff_files(&a, &b);
+        }
+        Reason::ProfileChanged { changes, .. } => {
+            let (Some(a), Some(b)) = (detail::<Vec<Leaf>>(store, old, "profile"), new::<Vec<Leaf>>(node, "profile")) else { return };
+            *changes = diff_leaves(&a, &b);
+        }
+        _ => {}
+    }
+}
+
+/// Files added, edited or removed between two `file → digest` maps.
+pub fn diff_files(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<super::reason::FileChange> {
+    let change = |file: &str, what: &str| super::reason::FileChange { file: file.to_string(), change: what.to_string() };
+    let mut out: Vec<_> = new
+        .iter()
+        .filter_map(|(f, d)| match old.get(f) {
+            None => Some(change(f, "added")),
+            Some(o) if o != d => Some(change(f, "edited")),
+            Some(_) => None,
+        })
+        .collect();
+    out.extend(old.keys().filter(|f| !new.contains_key(*f)).map(|f| change(f, "removed")));
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
 }
 
 /// The successful record for a key, with every output still in the cache; otherwise
@@ -213,7 +274,11 @@ mod tests {
             id: id.into(),
             kind: "run".into(),
             status,
-            manifest: Manifest { inputs: inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), leaves },
+            manifest: Manifest {
+                inputs: inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+                leaves,
+                details: BTreeMap::new(),
+            },
             outputs: BTreeMap::new(),
             started_unix: 0.0,
             duration_s: 0.0,
@@ -260,5 +325,38 @@ mod tests {
         store.mark_incomplete(&n4.id, &n4.key).unwrap();
         // Our own pid is alive: a marker of a live build is not an interruption.
         assert!(!matches!(reason_to_run(&store, &n4, &up), Reason::Interrupted { .. }));
+    }
+
+    #[test]
+    fn reasons_diff_against_what_the_previous_build_settled_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let leaf = |v: &str| Leaf { path: "load.stages.0.rate".into(), value: v.into(), origin: "e.yaml:3:5".into() };
+        let node = |rate: &str| {
+            let inputs = BTreeMap::from([("treatment".to_string(), format!("t{rate}"))]);
+            GraphNode::new("run/s/x/t#1".into(), Kind::Run, inputs, vec![leaf(rate)])
+        };
+        let commit = |n: &GraphNode| {
+            let inputs: Vec<(&str, &str)> = n.inputs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            store.commit(&rec(&n.key, &n.id, &inputs, Status::Ok, &store, &n.leaves)).unwrap();
+        };
+        let (n8, n9) = (node("8"), node("9"));
+        commit(&n8);
+        commit(&n9);
+        // Reverted to 8: fresh by its old record; the build settles on it.
+        store.record_decisions([(n8.id.as_str(), n8.key.as_str())]).unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.decided(&n8.id), Some(n8.key.as_str()));
+        // Then 8 → 16: the change is 8 → 16, not the last execution's 9 → 16.
+        match reason_to_run(&reopened, &node("16"), &|_| None) {
+            Reason::TreatmentChanged { changes } => {
+                assert_eq!((changes[0].old.as_deref(), changes[0].new.as_deref()), (Some("8"), Some("16")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a settled key, the last success is the baseline.
+        let fresh_cache = tempfile::tempdir().unwrap();
+        let other = Store::open(fresh_cache.path()).unwrap();
+        assert_eq!(reason_to_run(&other, &node("16"), &|_| None), Reason::NeverRun);
     }
 }

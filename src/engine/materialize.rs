@@ -7,6 +7,15 @@
 //! edited or touched file, a record never materialized) re-materializes it, comparing
 //! bytes so unchanged files are not rewritten. The index is a cache of stat results, not
 //! a source of truth: losing it costs one full comparison pass.
+//!
+//! The workspace is a projection of the build: after a build that changed it, every
+//! file under the directories builds write (`plan/`, `results/`, `analysis/`,
+//! `workload/profiles/` of each setup, `cross-treatment-comparison/`, the summary files
+//! at the root) that no current node's record wrote is removed — superseded results,
+//! analyses, rendered profiles and plots do not pile up, and `rm -rf workspace` plus a
+//! build gives back the same tree. Live deployment state (`receipts/`, `setup/logs/`)
+//! and the files of failed runs kept for inspection (`failed-runs/`) are not outputs of
+//! any record and are left alone.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -22,16 +31,25 @@ const FILE_NAME: &str = ".llmd-materialized.json";
 #[derive(Default, Serialize, Deserialize)]
 struct IndexFile {
     version: u32,
-    /// record key → file path → (size, mtime in ns)
+    /// publication (see [`unit`]) → file path → (size, mtime in ns)
     records: BTreeMap<String, BTreeMap<PathBuf, (u64, i128)>>,
+}
+
+/// One publication of a record: the same record can be published in several places
+/// (two setup treatments with identical stacks share their plan, runs and analyses),
+/// each tracked on its own: `<record key>@<destination directory>`.
+pub fn unit(record_key: &str, dest: &Path) -> String {
+    format!("{record_key}@{}", dest.display())
 }
 
 pub struct Materializer {
     path: PathBuf,
     index: IndexFile,
     dirty: bool,
-    /// Keys already found intact in this process: deciding and materializing both ask,
-    /// and each stat costs (thousands of files in a large experiment).
+    /// The index was missing or unreadable: the workspace may hold anything.
+    fresh_index: bool,
+    /// Publications already found intact in this process: deciding and materializing
+    /// both ask, and each stat costs (thousands of files in a large experiment).
     intact: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Workspace writes that failed (a full disk, a read-only directory), each naming
     /// its path: they fail the build, since its outputs are not where it says.
@@ -44,27 +62,40 @@ fn stamp(path: &Path) -> Option<(u64, i128)> {
 }
 
 impl Materializer {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     /// Loads the workspace's index (an unreadable or old one is treated as empty).
     pub fn open(workspace: &Path) -> Materializer {
         let path = workspace.join(FILE_NAME);
-        let index = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
-            .filter(|i| i.version == Self::VERSION)
-            .unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
-        Materializer { path, index, dirty: false, intact: Default::default(), failed: Vec::new() }
+        let index =
+            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok()).filter(|i| i.version == Self::VERSION);
+        let fresh_index = index.is_none();
+        let index = index.unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
+        Materializer { path, index, dirty: false, fresh_index, intact: Default::default(), failed: Vec::new() }
     }
 
-    /// Whether the files written for `record_key` are all still as written.
+    /// The publications of `record_key`.
+    fn units_of<'a>(&'a self, record_key: &str) -> impl Iterator<Item = &'a String> + 'a {
+        let from = format!("{record_key}@");
+        let to = format!("{record_key}A"); // 'A' follows '@'
+        self.index.records.range(from..to).map(|(u, _)| u)
+    }
+
+    /// Whether `record_key` was published and every file of every publication is still
+    /// as written.
     pub fn up_to_date(&self, record_key: &str) -> bool {
-        if self.intact.lock().unwrap_or_else(|e| e.into_inner()).contains(record_key) {
+        let units: Vec<String> = self.units_of(record_key).cloned().collect();
+        !units.is_empty() && units.iter().all(|u| self.unit_up_to_date(u))
+    }
+
+    /// Whether the files of publication `unit` are all still as written.
+    pub fn unit_up_to_date(&self, unit: &str) -> bool {
+        if self.intact.lock().unwrap_or_else(|e| e.into_inner()).contains(unit) {
             return true;
         }
-        let ok = self.index.records.get(record_key).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)));
+        let ok = self.index.records.get(unit).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)));
         if ok {
-            self.intact.lock().unwrap_or_else(|e| e.into_inner()).insert(record_key.to_string());
+            self.intact.lock().unwrap_or_else(|e| e.into_inner()).insert(unit.to_string());
         }
         ok
     }
@@ -79,24 +110,37 @@ impl Materializer {
         Ok(true)
     }
 
-    /// Remembers that `record_key` was materialized into `files`.
-    pub fn remember(&mut self, record_key: &str, files: &[PathBuf]) {
-        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).insert(record_key.to_string());
+    /// Whether the index lists `path` among the files of publication `unit`.
+    pub fn lists(&self, unit: &str, path: &Path) -> bool {
+        self.index.records.get(unit).is_some_and(|files| files.contains_key(path))
+    }
+
+    /// Remembers that publication `unit` wrote `files`.
+    pub fn remember(&mut self, unit: &str, files: &[PathBuf]) {
+        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).insert(unit.to_string());
         let stamped: BTreeMap<PathBuf, (u64, i128)> = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
-        if self.index.records.get(record_key) != Some(&stamped) {
-            self.index.records.insert(record_key.to_string(), stamped);
+        if self.index.records.get(unit) != Some(&stamped) {
+            self.index.records.insert(unit.to_string(), stamped);
             self.dirty = true;
         }
     }
 
-    /// Forgets what was written for `record_key` (it was just re-executed: same key,
-    /// possibly different bytes), so the next materialization compares and rewrites.
-    pub fn forget(&mut self, record_key: &str) {
-        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).remove(record_key);
-        self.dirty |= self.index.records.remove(record_key).is_some();
+    /// Forgets publication `unit`, so the next materialization compares and rewrites.
+    pub fn forget(&mut self, unit: &str) {
+        self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).remove(unit);
+        self.dirty |= self.index.records.remove(unit).is_some();
     }
 
-    /// Drops every record not in `live` (files of superseded records are no longer tracked).
+    /// Forgets every publication of `record_key` (it was just re-executed: same key,
+    /// possibly different bytes).
+    pub fn forget_record(&mut self, record_key: &str) {
+        let units: Vec<String> = self.units_of(record_key).cloned().collect();
+        for u in units {
+            self.forget(&u);
+        }
+    }
+
+    /// Drops every publication not in `live` (files of superseded ones are no longer tracked).
     pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
         let before = self.index.records.len();
         self.index.records.retain(|k, _| live.contains(k));
@@ -115,10 +159,10 @@ impl Materializer {
 
 // ---- what each node kind publishes, and where
 
-/// Writes each `(path, digest)` of `record_key` into the workspace, unless the index
-/// says they are all still as written.
-fn publish(mat: &mut Materializer, store: &Store, record_key: &str, files: Vec<(PathBuf, String)>) {
-    if mat.up_to_date(record_key) {
+/// Writes each `(path, digest)` of publication `unit` into the workspace, unless the
+/// index says they are all still as written.
+fn publish(mat: &mut Materializer, store: &Store, unit: &str, files: Vec<(PathBuf, String)>) {
+    if mat.unit_up_to_date(unit) {
         return;
     }
     let mut written = Vec::new();
@@ -140,7 +184,7 @@ fn publish(mat: &mut Materializer, store: &Store, record_key: &str, files: Vec<(
     // A record is up to date only when all its files were written: the next build
     // writes what is missing.
     if complete {
-        mat.remember(record_key, &written);
+        mat.remember(unit, &written);
     }
 }
 
@@ -150,7 +194,8 @@ pub fn publish_plan(mat: &mut Materializer, store: &Store, graph: &Graph, si: us
     let setup = &graph.setups[si];
     let stack = &setup.stacks[ki];
     let Some(rec) = &graph.nodes[stack.plan].record else { return };
-    if mat.up_to_date(&rec.key) {
+    let unit = unit(&rec.key, &setup.workspace);
+    if mat.unit_up_to_date(&unit) {
         return;
     }
     let dir = setup.workspace.join("plan").join(&stack.name);
@@ -164,18 +209,51 @@ pub fn publish_plan(mat: &mut Materializer, store: &Store, graph: &Graph, si: us
             }
         }
     }
-    publish(mat, store, &rec.key.clone(), files);
+    publish(mat, store, &unit, files);
+}
+
+/// Where a run slot's rendered profile goes: named after the slot's own treatment (a run
+/// shared by two treatments with identical inputs shows under both names), as the run
+/// wrote it (`<setup>/workload/profiles/<harness>/<stack>[/rep-N]/<profile>-<treatment>`).
+fn profile_path(graph: &Graph, workspace: &Path, stack: &str, slot: &super::decide::RunSlot) -> PathBuf {
+    let mut dir = workspace.join("workload/profiles").join(graph.harness.name()).join(stack);
+    if slot.seed.is_some() {
+        dir = dir.join(format!("rep-{}", slot.rep));
+    }
+    dir.join(crate::phases::run::rendered_name(&slot.profile_path, Some(&slot.treatment)))
 }
 
 /// A stack's runs and analyses, under each run's results directory
-/// (see `phases::analysis::workspace_path`).
+/// (see `phases::analysis::workspace_path`), and each run's rendered profile.
 pub fn publish_runs(mat: &mut Materializer, store: &Store, graph: &Graph, si: usize, ki: usize) {
     let setup = &graph.setups[si];
-    let mut todo = Vec::new();
-    for slot in &setup.stacks[ki].runs {
+    let stack = &setup.stacks[ki];
+    let profile_of = |slot: &super::decide::RunSlot, rec: &crate::store::Record| {
+        let d = rec.outputs.iter().find(|(name, _)| name.starts_with("profile:")).map(|(_, d)| d.clone())?;
+        Some((profile_path(graph, &setup.workspace, &stack.name, slot), d))
+    };
+    // The records to publish (again): one whose files, or the profile of any slot that
+    // uses it, are not all as written. Slots sharing a run publish the union.
+    let here = |key: &str| unit(key, &setup.workspace);
+    let mut stale = std::collections::BTreeSet::new();
+    for slot in &stack.runs {
         let Some(rec) = &graph.nodes[slot.run].record else { continue };
-        let analysis = graph.nodes[slot.analysis].record.as_ref().filter(|a| !mat.up_to_date(&a.key));
-        if mat.up_to_date(&rec.key) && analysis.is_none() {
+        let listed = profile_of(slot, rec).is_none_or(|(p, _)| mat.lists(&here(&rec.key), &p));
+        if !mat.unit_up_to_date(&here(&rec.key)) || !listed {
+            stale.insert(rec.key.clone());
+        }
+        if let Some(a) = graph.nodes[slot.analysis].record.as_ref().filter(|a| !mat.unit_up_to_date(&here(&a.key))) {
+            stale.insert(a.key.clone());
+        }
+    }
+    if stale.is_empty() {
+        return;
+    }
+    let mut todo: BTreeMap<String, BTreeMap<PathBuf, String>> = BTreeMap::new();
+    for slot in &stack.runs {
+        let Some(rec) = &graph.nodes[slot.run].record else { continue };
+        let analysis = graph.nodes[slot.analysis].record.as_ref().filter(|a| stale.contains(&a.key));
+        if !stale.contains(&rec.key) && analysis.is_none() {
             continue;
         }
         let Some(dir) = rec.outputs.get("eid").and_then(|d| store.get_blob(d)) else { continue };
@@ -183,16 +261,24 @@ pub fn publish_runs(mat: &mut Materializer, store: &Store, graph: &Graph, si: us
         let place = |r: &crate::store::Record| -> Vec<(PathBuf, String)> {
             r.outputs
                 .iter()
+                .filter(|(name, _)| !name.starts_with("profile:"))
                 .filter_map(|(name, d)| crate::phases::analysis::workspace_path(&setup.workspace, &dir, name).map(|p| (p, d.clone())))
                 .collect()
         };
-        todo.push((rec.key.clone(), place(rec)));
+        if stale.contains(&rec.key) {
+            let files = todo.entry(rec.key.clone()).or_default();
+            files.extend(place(rec));
+            files.extend(profile_of(slot, rec));
+        }
         if let Some(a) = analysis {
-            todo.push((a.key.clone(), place(a)));
+            todo.entry(a.key.clone()).or_default().extend(place(a));
         }
     }
     for (key, files) in todo {
-        publish(mat, store, &key, files);
+        // Published as a whole: files already as written are compared, not rewritten.
+        let unit = here(&key);
+        mat.forget(&unit);
+        publish(mat, store, &unit, files.into_iter().collect());
     }
 }
 
@@ -200,22 +286,157 @@ pub fn publish_runs(mat: &mut Materializer, store: &Store, graph: &Graph, si: us
 pub fn publish_summary(mat: &mut Materializer, store: &Store, graph: &Graph, workspace: &Path) {
     let Some(rec) = &graph.nodes[graph.summary].record else { return };
     let files: Vec<(PathBuf, String)> = rec.outputs.iter().map(|(name, d)| (workspace.join(name), d.clone())).collect();
-    publish(mat, store, &rec.key.clone(), files);
+    publish(mat, store, &unit(&rec.key, workspace), files);
 }
 
-/// Forgets index entries of records this build no longer uses, and saves the index.
-pub fn finish(mat: &mut Materializer, graph: &Graph) {
-    let live: std::collections::HashSet<String> = graph.nodes.iter().filter_map(|n| n.record.as_ref().map(|r| r.key.clone())).collect();
+/// Forgets index entries of records this build no longer uses, removes what no current
+/// node wrote (when anything changed), and saves the index.
+pub fn finish(mat: &mut Materializer, graph: &Graph, workspace: &Path) {
+    // Every current publication: each setup's plans, runs and analyses in its own
+    // directory, the summary at the root.
+    let mut live = std::collections::HashSet::new();
+    for setup in &graph.setups {
+        for stack in &setup.stacks {
+            let nodes = std::iter::once(stack.plan).chain(stack.runs.iter().flat_map(|r| [r.run, r.analysis]));
+            live.extend(nodes.filter_map(|i| graph.nodes[i].record.as_ref()).map(|r| unit(&r.key, &setup.workspace)));
+        }
+    }
+    live.extend(graph.nodes[graph.summary].record.as_ref().map(|r| unit(&r.key, workspace)));
     mat.retain(&live);
+    // Only when every current output is accounted for: a file the index does not list
+    // (its record could not be materialized) is never taken for a superseded one.
+    let complete = mat.failed.is_empty() && live.iter().all(|u| mat.index.records.contains_key(u));
+    if (mat.dirty || mat.fresh_index) && complete {
+        let setups = graph.setups.iter().map(|s| s.workspace.clone());
+        let removed = sweep(workspace, setups, &mat.index);
+        if removed > 0 && std::env::var_os("LLMD_TIMINGS").is_some() {
+            say!("[timings] removed {removed} superseded workspace file(s)");
+        }
+    }
     if let Err(e) = mat.save() {
         say!("error: cannot save the materialization index: {e:#}");
         mat.failed.push(format!("cannot save the materialization index: {e:#}"));
     }
 }
 
+/// Summary outputs at the workspace root (see `phases::summary::summarize`).
+const ROOT_OUTPUTS: [&str; 5] = ["summary.json", "summary.csv", "summary.txt", "repetitions.csv", "report.html"];
+
+/// Removes every file under the output directories of `workspace` that no record in
+/// `index` wrote, then the directories left empty. Files are told apart by device and
+/// inode, so a workspace named two ways (`ws`, `./ws`) is still one. Returns how many
+/// files went.
+fn sweep(workspace: &Path, setups: impl Iterator<Item = PathBuf>, index: &IndexFile) -> usize {
+    use std::collections::HashSet;
+    let identity = |p: &Path| std::fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let keep: HashSet<(u64, u64)> = index.records.values().flat_map(|files| files.keys()).filter_map(|p| identity(p)).collect();
+    // Every setup directory, current or not: a setup dropped from the experiment has no
+    // current outputs.
+    let mut setup_dirs: Vec<PathBuf> = std::fs::read_dir(workspace)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("setup-treatment-") && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    setup_dirs.extend(setups);
+    let mut roots: Vec<PathBuf> =
+        setup_dirs.iter().flat_map(|d| ["plan", "results", "analysis", "workload/profiles"].map(|sub| d.join(sub))).collect();
+    roots.push(workspace.join("cross-treatment-comparison"));
+    let mut removed = 0;
+    let mut remove = |p: &Path| {
+        if identity(p).is_some_and(|id| !keep.contains(&id)) && std::fs::remove_file(p).is_ok() {
+            removed += 1;
+        }
+    };
+    for name in ROOT_OUTPUTS {
+        let p = workspace.join(name);
+        if p.is_file() {
+            remove(&p);
+        }
+    }
+    let mut seen = HashSet::new();
+    for root in roots {
+        if !seen.insert(identity(&root)) || identity(&root).is_none() {
+            continue;
+        }
+        remove_tree_except(&root, &mut remove);
+        // Emptied, the output directory goes too (a build makes it again when needed).
+        if std::fs::remove_dir(&root).is_ok() && root.ends_with("workload/profiles") {
+            let _ = root.parent().map(std::fs::remove_dir);
+        }
+    }
+    // A setup no longer in the experiment whose outputs are all gone (its stacks torn down).
+    for dir in setup_dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    removed
+}
+
+/// Calls `remove` on every file below `dir`, depth first, and removes the directories
+/// that end up empty (not `dir` itself).
+fn remove_tree_except(dir: &Path, remove: &mut impl FnMut(&Path)) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                remove_tree_except(&p, remove);
+                let _ = std::fs::remove_dir(&p);
+            }
+            Ok(_) => remove(&p),
+            Err(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_outputs_no_publication_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let file = |rel: &str| {
+            let p = ws.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, rel).unwrap();
+            p
+        };
+        let live = [
+            file("setup-treatment-a/results/r1_1/report.json"),
+            file("setup-treatment-a/workload/profiles/llmd/sim/p-r1.yaml"),
+            file("summary.txt"),
+        ];
+        let superseded = [
+            file("setup-treatment-a/results/r0_1/report.json"),
+            file("setup-treatment-a/analysis/r0_1.json"),
+            file("setup-treatment-a/workload/profiles/llmd/sim/p-r0.yaml"),
+            file("setup-treatment-gone/plan/sim/config.yaml"),
+            file("cross-treatment-comparison/plots/old.png"),
+            file("report.html"),
+        ];
+        let kept = [
+            file("setup-treatment-a/receipts/sim.json"),
+            file("setup-treatment-a/setup/logs/sim-0.log"),
+            file("setup-treatment-a/failed-runs/r9_1/report.json"),
+            file("notes.md"),
+            file(".llmd-materialized.json"),
+        ];
+        let mut m = Materializer::open(ws);
+        // Named another way (`./`): files are told apart by inode, not by spelling.
+        let spelled: Vec<PathBuf> = live.iter().map(|p| ws.join(".").join(p.strip_prefix(ws).unwrap())).collect();
+        m.remember(&unit("k", ws), &spelled);
+        assert_eq!(sweep(ws, std::iter::once(ws.join("setup-treatment-a")), &m.index), superseded.len());
+        for p in live.iter().chain(&kept) {
+            assert!(p.is_file(), "{} was removed", p.display());
+        }
+        for p in &superseded {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        assert!(!ws.join("setup-treatment-a/results/r0_1").exists(), "emptied directories go too");
+        assert!(!ws.join("setup-treatment-gone").exists(), "a setup no longer built leaves nothing behind");
+    }
 
     #[test]
     fn stale_after_any_file_changes() {
@@ -225,7 +446,7 @@ mod tests {
         assert!(!m.up_to_date("k"));
         assert!(Materializer::write(&f, b"one").unwrap());
         assert!(!Materializer::write(&f, b"one").unwrap(), "same bytes are not rewritten");
-        m.remember("k", std::slice::from_ref(&f));
+        m.remember(&unit("k", dir.path()), std::slice::from_ref(&f));
         assert!(m.up_to_date("k"));
         m.save().unwrap();
         let m = Materializer::open(dir.path());

@@ -105,6 +105,9 @@ pub struct PlannedStack {
     pub name: String,
     pub config: Node,
     pub leaves: Arc<Vec<Leaf>>,
+    /// The merged inputs before resolution (`StackConfig::inputs`): what reasons are
+    /// told in (their leaves are computed only for nodes that run).
+    pub inputs: Arc<Node>,
     /// Digest of the leaves (paths and values).
     pub config_digest: String,
     pub warnings: Vec<String>,
@@ -158,6 +161,7 @@ fn setup_plan(db: &dyn Db, setup: SetupInput) -> Result<Arc<SetupPlan>, PlanErro
                 name: s.name,
                 config_digest: leaves_digest(&l),
                 leaves: Arc::new(l),
+                inputs: Arc::new(s.inputs),
                 config: s.config,
                 warnings: s.warnings.iter().map(ToString::to_string).collect(),
                 secrets: s.secrets,
@@ -244,6 +248,11 @@ impl Planner {
 
     pub fn template_digest(&self, setup: usize) -> Result<String, PlanError> {
         Ok(templates(&self.db, self.setups[setup])?.digest)
+    }
+
+    /// The setup's template files, each with the digest of its text.
+    pub fn template_files(&self, setup: usize) -> Result<std::collections::BTreeMap<String, String>, PlanError> {
+        Ok(templates(&self.db, self.setups[setup])?.set.file_digests())
     }
 
     pub fn render(&self, setup: usize, stack: usize) -> Result<Arc<RenderedOut>, PlanError> {

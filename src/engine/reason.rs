@@ -13,10 +13,20 @@ pub enum Reason {
     ConfigChanged { changes: Vec<LeafChange> },
     /// The run treatment's values changed.
     TreatmentChanged { changes: Vec<LeafChange> },
-    /// The template set changed (and the config did not).
-    TemplateChanged,
-    /// The workload profile's text changed.
-    ProfileChanged { profile: String },
+    /// The template set changed (and the config did not): which template files, and
+    /// what that did to the rendered files.
+    TemplateChanged {
+        #[serde(default)]
+        templates: Vec<FileChange>,
+        #[serde(default)]
+        rendered: Vec<FileDiff>,
+    },
+    /// The workload profile changed: its rendered keys, old → new, at their lines.
+    ProfileChanged {
+        profile: String,
+        #[serde(default)]
+        changes: Vec<LeafChange>,
+    },
     /// A node this one consumes has a different key.
     UpstreamChanged { node: String },
     /// A node this one consumes executes in this build.
@@ -37,6 +47,22 @@ pub enum Reason {
     DeploymentDrifted { detail: String },
     /// The record exists but an output is gone from the cache.
     OutputMissing { output: String },
+}
+
+/// A file added, edited or removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub file: String,
+    /// added | edited | removed
+    pub change: String,
+}
+
+/// A rendered file and a short unified diff of it (empty for an added or removed file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDiff {
+    pub file: String,
+    pub change: String,
+    pub diff: String,
 }
 
 impl Reason {
@@ -66,8 +92,15 @@ impl Reason {
             Reason::NeverRun => "never run".into(),
             Reason::ConfigChanged { changes: c } => changes("config changed", c),
             Reason::TreatmentChanged { changes: c } => changes("treatment changed", c),
-            Reason::TemplateChanged => "templates changed".into(),
-            Reason::ProfileChanged { profile } => format!("profile {profile} changed"),
+            Reason::TemplateChanged { templates, .. } if templates.is_empty() => "templates changed".into(),
+            Reason::TemplateChanged { templates, .. } => {
+                let files: Vec<String> = templates.iter().take(max_changes).map(|f| format!("{} {}", f.file, f.change)).collect();
+                let more = templates.len().saturating_sub(max_changes);
+                let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+                format!("templates changed: {}{more}", files.join("; "))
+            }
+            Reason::ProfileChanged { profile, changes: c } if c.is_empty() => format!("profile {profile} changed"),
+            Reason::ProfileChanged { profile, changes: c } => changes(&format!("profile {profile} changed"), c),
             Reason::UpstreamChanged { node } => format!("upstream {node} changed"),
             Reason::UpstreamRuns { node } => format!("upstream {node} runs"),
             Reason::ToolVersionChanged { tool, old, new } => format!("{tool} version changed: {old} → {new}"),
@@ -82,6 +115,27 @@ impl Reason {
             Reason::DeploymentDrifted { detail } => format!("deployment drifted: {detail}"),
             Reason::OutputMissing { output } => format!("output {output} missing from the cache"),
         }
+    }
+}
+
+impl Reason {
+    /// Lines that explain the reason beyond [`Reason::describe`]: the rendered files a
+    /// template change touched, each with its diff.
+    pub fn detail(&self) -> Option<String> {
+        let Reason::TemplateChanged { rendered, .. } = self else { return None };
+        if rendered.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        for f in rendered {
+            out.push_str(&format!(
+                "rendered {} {}
+",
+                f.file, f.change
+            ));
+            out.push_str(&f.diff);
+        }
+        Some(out)
     }
 }
 

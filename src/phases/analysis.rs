@@ -64,9 +64,16 @@ pub fn v02_report(output: &str) -> Option<&str> {
 
 /// Where a run's or an analysis's output lives in a setup's workspace: `file:<name>`
 /// beside the harness's results (`results/<results-dir>/<name>`, as upstream places
-/// benchmark reports), `analysis.json` as `analysis/<results-dir>.json`; other outputs
-/// stay in the cache only.
+/// benchmark reports), `analysis.json` as `analysis/<results-dir>.json`, a run's
+/// `profile:<path>` (its rendered workload profile) at that path; other outputs stay in
+/// the cache only.
 pub fn workspace_path(workspace: &Path, results_dir: &str, output: &str) -> Option<PathBuf> {
+    if let Some(rel) = output.strip_prefix("profile:") {
+        // The rendered profile the run used, where the run wrote it (never outside).
+        let rel = Path::new(rel);
+        let inside = rel.is_relative() && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        return inside.then(|| workspace.join(rel));
+    }
     match output.strip_prefix("file:") {
         Some(file) => Some(workspace.join("results").join(results_dir).join(file)),
         None if output == "analysis.json" => Some(workspace.join("analysis").join(format!("{results_dir}.json"))),
@@ -84,5 +91,11 @@ mod tests {
         assert_eq!(workspace_path(ws, "llmd-a-1-x_1", "file:report.json"), Some(PathBuf::from("/w/results/llmd-a-1-x_1/report.json")));
         assert_eq!(workspace_path(ws, "e_1", "analysis.json"), Some(PathBuf::from("/w/analysis/e_1.json")));
         assert_eq!(workspace_path(ws, "e_1", "distributions.json"), None);
+        assert_eq!(
+            workspace_path(ws, "e_1", "profile:workload/profiles/llmd/sim/p-r1.yaml"),
+            Some(PathBuf::from("/w/workload/profiles/llmd/sim/p-r1.yaml"))
+        );
+        assert_eq!(workspace_path(ws, "e_1", "profile:../x.yaml"), None);
+        assert_eq!(workspace_path(ws, "e_1", "profile:/etc/x.yaml"), None);
     }
 }

@@ -14,6 +14,10 @@ use crate::analysis::plots::{self, Distributions, PlotRow};
 /// One analysed run, as the summary sees it.
 #[derive(Clone, Debug)]
 pub struct SummaryRun {
+    /// The run node (`run/<setup>/<stack>/<treatment>#<rep>`).
+    pub run: String,
+    /// Other run nodes with identical inputs: they share this run's results.
+    pub shared_with: Vec<String>,
     pub setup: String,
     pub treatment: String,
     pub repetition: usize,
@@ -28,9 +32,27 @@ pub struct SummaryRun {
     pub provenance: Vec<(String, String)>,
 }
 
+/// A run's summary row: its analysis, labelled with this run's own node (an analysis
+/// shared by run treatments with identical inputs carries the labels of the one that
+/// ran), and which runs share it.
+fn row(r: &SummaryRun) -> serde_json::Value {
+    let mut row = r.analysis.clone();
+    if let Some(m) = row.as_object_mut() {
+        m.insert("run".into(), r.run.clone().into());
+        m.insert("setup".into(), r.setup.clone().into());
+        m.insert("treatment".into(), r.treatment.clone().into());
+        m.insert("repetition".into(), r.repetition.into());
+        if !r.shared_with.is_empty() {
+            m.insert("results_dir".into(), r.results_dir.clone().into());
+            m.insert("shared_with".into(), r.shared_with.clone().into());
+        }
+    }
+    row
+}
+
 /// The summary outputs for `runs` of experiment `name`.
 pub fn summarize(name: &str, runs: &[SummaryRun]) -> Result<BTreeMap<String, Vec<u8>>> {
-    let rows: Vec<serde_json::Value> = runs.iter().map(|r| r.analysis.clone()).collect();
+    let rows: Vec<serde_json::Value> = runs.iter().map(row).collect();
     let multi_setup = runs.iter().any(|r| r.setup != runs[0].setup);
     // (label, source file, report, distributions, provenance)
     type Entry<'a> = (String, String, ReportV02, &'a Distributions, Vec<(String, String)>);

@@ -122,6 +122,19 @@ impl TemplateSet {
         h.finalize()
     }
 
+    /// Each template file (and `_macros.j2`) with the digest of its text, for telling
+    /// which of them changed.
+    pub fn file_digests(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(m) = &self.macros {
+            out.insert(MACROS_FILE.to_string(), blake3::hash(m.as_bytes()).to_hex().to_string());
+        }
+        for t in &self.templates {
+            out.insert(t.source_name.clone(), blake3::hash(t.text.as_bytes()).to_hex().to_string());
+        }
+        out
+    }
+
     /// Renders every template for one stack, whatever its deploy method (as upstream: a
     /// template for another method renders empty). Returns the outputs and the (possibly
     /// mutated) config.

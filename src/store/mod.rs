@@ -11,6 +11,8 @@
 //!   nodes/ab/<b3(id)>.json  per logical node: the last attempt and the last success
 //!   incomplete/<key>        written before a node's side effects, removed after its record
 //!   journal/<ms>-<pid>.jsonl  every decision of one invocation, with its reason
+//!   decided.json    node id → the key the last build settled on (fresh or executed):
+//!                   what the next build's reasons are diffs against
 //! ```
 //!
 //! Writes are atomic (temp file, fsync, rename). A record is written only after every
@@ -59,6 +61,11 @@ pub struct Manifest {
     /// Blob holding `[[dotted.path, canonical JSON value, origin], ...]`.
     #[serde(default)]
     pub leaves: Option<Digest>,
+    /// Blobs that explain a change of an input in detail (not part of the key): the
+    /// template files' digests of a plan (`templates`), the rendered profile's leaves of
+    /// a run (`profile`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, Digest>,
 }
 
 /// One execution of one node.
@@ -115,6 +122,8 @@ pub struct Store {
     blob_index: Mutex<Option<std::collections::HashSet<String>>>,
     /// The listing, while a background thread still makes it.
     pending_index: Mutex<Option<std::thread::JoinHandle<std::collections::HashSet<String>>>>,
+    /// `decided.json`, read on first use.
+    decided: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
 
 fn shard(dir: &Path, name: &str) -> PathBuf {
@@ -163,6 +172,7 @@ impl Store {
             warnings: Mutex::new(Vec::new()),
             blob_index: Mutex::new(None),
             pending_index: Mutex::new(None),
+            decided: std::sync::OnceLock::new(),
         })
     }
 
@@ -364,6 +374,45 @@ impl Store {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    // ---- the last build's decisions
+
+    fn decisions(&self) -> &std::collections::HashMap<String, String> {
+        self.decided.get_or_init(|| {
+            let path = self.root.join("decided.json");
+            match std::fs::read(&path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    self.warn(format!("{} is unreadable ({e}); reasons are judged against each node's last success", path.display()));
+                    Default::default()
+                }),
+                Err(_) => Default::default(),
+            }
+        })
+    }
+
+    /// The key the last build settled on for node `id`: the key it found fresh, or the
+    /// one it executed.
+    pub fn decided(&self, id: &str) -> Option<&str> {
+        self.decisions().get(id).map(String::as_str)
+    }
+
+    /// Records what this build settled on (`id`, key) for each node; written only when
+    /// something changed, so a no-op build writes nothing.
+    pub fn record_decisions<'a>(&self, settled: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+        let mut all = self.decisions().clone();
+        let mut changed = false;
+        for (id, key) in settled {
+            if all.get(id).map(String::as_str) != Some(key) {
+                all.insert(id.to_string(), key.to_string());
+                changed = true;
+            }
+        }
+        if changed {
+            let sorted: BTreeMap<&String, &String> = all.iter().collect();
+            crate::util::fs::write_atomic(&self.root.join("decided.json"), &serde_json::to_vec(&sorted)?)?;
+        }
+        Ok(())
     }
 
     // ---- incomplete markers
