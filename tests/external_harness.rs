@@ -330,7 +330,8 @@ fn quickstart_with(harness: &str, program: &str, env: &str, rate_key: &str) {
         .into_iter()
         .filter(|f| f.to_string_lossy().contains("benchmark_report_v0.2,_") && f.extension().is_some_and(|e| e == "json"))
         .collect();
-    assert!(reports.len() >= 6, "4 runs, then 2 again: {reports:?}");
+    // The workspace is a projection: the 4 current runs, not the 2 the edit superseded.
+    assert_eq!(reports.len(), 4, "one report per current run: {reports:?}");
     for r in &reports {
         let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.join(r)).unwrap()).unwrap();
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
