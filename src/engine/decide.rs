@@ -350,22 +350,20 @@ fn profile_details(text: &str, path: &Path, values: &BTreeMap<String, String>, o
 /// from the baseline plan's, with a short diff.
 fn rendered_diffs(store: &Store, plan: &GraphNode, files: &[(String, String)]) -> Vec<super::reason::FileDiff> {
     let Some(old) = super::graph::baseline(store, plan) else { return Vec::new() };
-    let text = |d: &String| store.get_blob(d).map(|b| String::from_utf8_lossy(&b).into_owned());
-    let mut out = Vec::new();
-    for (name, new) in files {
-        let diff = |change: &str, diff: String| super::reason::FileDiff { file: name.clone(), change: change.into(), diff };
-        match old.outputs.get(&format!("file:{name}")).and_then(text) {
-            None => out.push(diff("added", String::new())),
-            Some(o) if o != *new => out.push(diff("edited", crate::util::textdiff::unified(&o, new, 2, 16))),
-            Some(_) => {}
-        }
-    }
-    for name in old.outputs.keys().filter_map(|k| k.strip_prefix("file:")) {
-        if !files.iter().any(|(n, _)| n == name) {
-            out.push(super::reason::FileDiff { file: name.to_string(), change: "removed".into(), diff: String::new() });
-        }
-    }
-    out
+    let before: BTreeMap<String, String> =
+        old.outputs.iter().filter_map(|(k, d)| Some((k.strip_prefix("file:")?.to_string(), d.clone()))).collect();
+    let after: BTreeMap<String, String> = files.iter().map(|(n, text)| (n.clone(), crate::store::digest(text.as_bytes()))).collect();
+    let text = |d: &String| store.get_blob(d).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    super::graph::diff_files(&before, &after)
+        .into_iter()
+        .map(|f| {
+            let diff = match (f.change.as_str(), files.iter().find(|(n, _)| *n == f.file)) {
+                ("edited", Some((_, new))) => crate::util::textdiff::unified(&text(&before[&f.file]), new, 2, 16),
+                _ => String::new(),
+            };
+            super::reason::FileDiff { file: f.file, change: f.change, diff }
+        })
+        .collect()
 }
 
 /// The input leaves a stack's deployment consumes, computed when its standup runs.

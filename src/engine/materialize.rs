@@ -84,8 +84,14 @@ impl Materializer {
     /// Whether `record_key` was published and every file of every publication is still
     /// as written.
     pub fn up_to_date(&self, record_key: &str) -> bool {
-        let units: Vec<String> = self.units_of(record_key).cloned().collect();
-        !units.is_empty() && units.iter().all(|u| self.unit_up_to_date(u))
+        let mut any = false;
+        for u in self.units_of(record_key) {
+            if !self.unit_up_to_date(u) {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// Whether the files of publication `unit` are all still as written.
