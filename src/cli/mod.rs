@@ -235,6 +235,7 @@ fn exit_quietly_on_closed_stdout() {
 
 /// Entry point of the `llmd` binary.
 pub fn main() -> ExitCode {
+    crate::util::lap("llmd started");
     exit_quietly_on_closed_stdout();
     // Once, before anything may open a TLS connection (the kube client's).
     crate::backend::kube::cluster::install_crypto_provider();
@@ -245,10 +246,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::INPUT_ERROR } else { exit::SUCCESS });
         }
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => exit::report(&e),
-    }
+    };
+    crate::util::lap("llmd done");
+    code
 }
 
 fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {

@@ -33,7 +33,7 @@ use crate::yaml::{Node, load_file};
 
 pub use overrides::Overrides;
 pub use spec::Spec;
-pub use stack::StackConfig;
+pub use stack::{StackConfig, StackInputs};
 
 /// Everything from the command line (and environment) that shapes a plan.
 #[derive(Clone, Debug, Default)]
@@ -173,7 +173,21 @@ pub fn resolve_loaded(opts: &PlanOptions, spec: Spec, defaults: Node, scenario: 
     opts.overrides.validate_selectors(&names)?;
     let mut warnings = Warnings::default();
     keys::warn_unknown_keys(&defaults, &scenario, &mut warnings);
-    let overlays = spec.values_file.parent().map(|p| p.join("overlays")).unwrap_or_default();
-    let stacks = stack::resolve_stacks(opts, &defaults, &scenario, &overlays)?;
+    let stacks = stack::resolve_stacks(opts, &defaults, &scenario, &overlays_dir(&spec))?;
     Ok(ResolvedPlan { spec, defaults, scenario, stacks, warnings })
+}
+
+/// Where a spec's accelerator profile overlays live.
+fn overlays_dir(spec: &Spec) -> std::path::PathBuf {
+    spec.values_file.parent().map(|p| p.join("overlays")).unwrap_or_default()
+}
+
+impl ResolvedPlan {
+    /// The resolved stacks, the plan's warnings, and what users wrote for each stack
+    /// ([`StackInputs`], merged again only if a change must be explained).
+    pub fn into_stacks(self, opts: std::sync::Arc<PlanOptions>) -> (Vec<StackConfig>, Warnings, StackInputs) {
+        let secrets = self.stacks.iter().map(|s| s.secrets.clone()).collect();
+        let overlays = overlays_dir(&self.spec);
+        (self.stacks, self.warnings, StackInputs::new(opts, self.defaults, self.scenario, overlays, secrets))
+    }
 }

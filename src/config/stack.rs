@@ -8,7 +8,8 @@
 //! their input files and flags. Such values pass through unchanged; what those resolvers
 //! do without a cluster or a registry is done, in [`super::offline`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{InputError, Warnings};
 use crate::yaml::{Mapping, Node, Origin, Value, load_file, map_of};
@@ -35,11 +36,6 @@ pub struct StackConfig {
     /// 1-based position in the scenario.
     pub index: usize,
     pub config: Node,
-    /// The merged layers before the resolver chain: what users wrote (defaults,
-    /// scenario, setup overrides), each value at its origin. Changes are explained in
-    /// these terms — a derived value (a `${…}` substitution, a label made from the model
-    /// name) is not something anyone edited. Secrets concealed as in `config`.
-    pub inputs: Node,
     pub warnings: Warnings,
     /// The secret values `config` holds placeholders for (`config::secret`).
     pub secrets: Secrets,
@@ -68,11 +64,8 @@ pub fn resolve_stacks(
         let ctx = StackContext { opts, name, index: i + 1, total: scenario.stacks.len(), defaults, overlays_dir };
         let mut warnings = Warnings::default();
         let mut config = ctx.merge_layers(&shared, stack, &mut warnings)?;
-        let mut inputs = config.clone();
         ctx.resolve(&mut config, &mut warnings)?;
         let secrets = ctx.conceal_secrets(&mut config);
-        super::secret::conceal(&mut inputs);
-        super::secret::scrub(&mut inputs, &secrets);
         let root = config.as_map_mut().expect("config root is a mapping");
         root.insert("siblingStacks".into(), Node::bare(Value::Seq(siblings.clone())));
         root.insert("stackIndex".into(), Node::from(ctx.index as i64));
@@ -87,9 +80,64 @@ pub fn resolve_stacks(
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
         }
-        out.push(StackConfig { name: name.clone(), index: ctx.index, config, inputs, warnings, secrets });
+        out.push(StackConfig { name: name.clone(), index: ctx.index, config, warnings, secrets });
     }
     Ok(out)
+}
+
+/// What users wrote for each stack of a plan: the merged layers (defaults, scenario,
+/// setup overrides) before the resolver chain, each value at its origin, secrets
+/// concealed as in the resolved config. Changes are explained in these terms — a
+/// derived value (a `${…}` substitution, a label made from the model name) is not
+/// something anyone edited.
+///
+/// Merged on first use, for every stack at once: only a node that runs is explained,
+/// and a build that runs nothing should not merge every stack twice.
+pub struct StackInputs {
+    opts: Arc<PlanOptions>,
+    defaults: Node,
+    scenario: Scenario,
+    overlays_dir: PathBuf,
+    /// Per stack, the secrets its resolved config conceals (their copies are scrubbed).
+    secrets: Vec<Secrets>,
+    merged: OnceLock<Vec<Arc<Node>>>,
+}
+
+impl StackInputs {
+    pub fn new(opts: Arc<PlanOptions>, defaults: Node, scenario: Scenario, overlays_dir: PathBuf, secrets: Vec<Secrets>) -> StackInputs {
+        StackInputs { opts, defaults, scenario, overlays_dir, secrets, merged: OnceLock::new() }
+    }
+
+    /// Stack `index`'s (0-based) merged inputs.
+    pub fn of(&self, index: usize) -> Arc<Node> {
+        let merged = self.merged.get_or_init(|| self.merge().unwrap_or_default());
+        merged.get(index).cloned().unwrap_or_else(|| Arc::new(Node::map(Mapping::new())))
+    }
+
+    /// The merge [`resolve_stacks`] did, again (it succeeded on these inputs, so an
+    /// error here cannot be the user's; it leaves reasons without leaves).
+    fn merge(&self) -> Result<Vec<Arc<Node>>, InputError> {
+        let shared = expand_common(&self.scenario.shared, Some(&self.defaults))?;
+        let total = self.scenario.stacks.len();
+        let mut out = Vec::with_capacity(total);
+        for (i, (name, stack)) in self.scenario.stacks.iter().enumerate() {
+            let ctx =
+                StackContext { opts: &self.opts, name, index: i + 1, total, defaults: &self.defaults, overlays_dir: &self.overlays_dir };
+            let mut inputs = ctx.merge_layers(&shared, stack, &mut Warnings::default())?;
+            super::secret::conceal(&mut inputs);
+            if let Some(secrets) = self.secrets.get(i) {
+                super::secret::scrub(&mut inputs, secrets);
+            }
+            out.push(Arc::new(inputs));
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for StackInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StackInputs({} stacks, merged: {})", self.scenario.stacks.len(), self.merged.get().is_some())
+    }
 }
 
 /// `siblingStacks`: one `{name, modelName, standalone}` entry per stack, from the raw

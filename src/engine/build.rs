@@ -179,16 +179,22 @@ fn node_line(node: &GraphNode) -> String {
     }
 }
 
+/// A journal line for one decision (a struct, not a `json!` map: a build journals
+/// thousands of them).
+#[derive(Serialize)]
+struct DecideEvent<'a> {
+    event: &'static str,
+    id: &'a str,
+    kind: &'static str,
+    key: &'a str,
+    decision: &'static str,
+    reason: Option<&'a Reason>,
+}
+
 /// Decides (and, unless `dry_run`, executes) the experiment.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
-    // `LLMD_TIMINGS=1`: where the build's own time goes (deciding, journaling, materializing).
-    let timings = std::env::var_os("LLMD_TIMINGS").is_some();
-    let lap = |what: &str| {
-        if timings {
-            say!("[timings] {what}: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
-        }
-    };
+    let lap = crate::util::lap;
     let store = Store::open(&opts.cache_dir)?;
     let _lock = if opts.dry_run {
         None
@@ -196,11 +202,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         Some(store.lock(&opts.command_line, opts.lock_timeout, |holder| say!("llmd: waiting for the cache lock, held by {holder} ..."))?)
     };
     let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
-    store.index_blobs();
+    store.sweep_stray_temps();
     let mut planner = Planner::new();
-    lap("cache opened (blobs listed in the background)");
+    lap("cache opened (stray temporaries swept in the background)");
     let registry = Registry::new(opts.backend.clone());
     let mat = Materializer::open(&opts.workspace);
+    lap("workspace index read");
     let mut graph = plan_graph(opts, &store, &mut planner, &mat, &registry)?;
     lap("graph planned and decided");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
@@ -253,7 +260,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             Decision::Run(r) => ("run", Some(r)),
             Decision::Skip(_) => ("skip", None),
         };
-        journal.append(&serde_json::json!({"event": "decide", "id": n.id, "kind": n.kind.name(), "key": n.key, "decision": decision, "reason": reason}));
+        journal.append(&DecideEvent { event: "decide", id: &n.id, kind: n.kind.name(), key: &n.key, decision, reason });
     }
     lap("decisions journaled");
     if let Some(hook) = std::env::var_os("LLMD_TEST_AFTER_DECIDE") {
@@ -276,7 +283,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let exec = Executor::new(opts, &store, &mut graph, &registry, &rt, &mut reports, &journal, mat, schedule, interrupt.clone());
     exec.run_all();
     let workspace_errors = exec.workspace_errors();
-    drop(exec);
+    crate::util::drop_in_background(exec.into_materializer());
     lap("executed and materialized");
     let interrupted = interrupt.is_set();
     let unreached = |n: &GraphNode| {
@@ -306,6 +313,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         seconds: started.elapsed().as_secs_f64(),
     };
     journal.write(&serde_json::json!({"event": "end", "summary": report.summary_line(), "ok": report.ok()}));
+    crate::util::drop_in_background((graph, planner));
     Ok(report)
 }
 

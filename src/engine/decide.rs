@@ -11,12 +11,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use super::build::BuildOptions;
-use super::graph::{Decision, GraphNode, Kind, glob_match, reason_to_run, usable_record};
+use super::graph::{Decision, GraphNode, Kind, glob_match, missing_output, ok_record, reason_to_run, usable_record};
 use super::key::{Leaf, leaves_digest, override_leaves};
 use super::materialize::Materializer;
 use super::planner::Planner;
@@ -211,10 +210,17 @@ impl<'a> Decider<'a> {
             explain(node);
             return;
         }
-        let verified = usable_record(self.store, &node.key).and_then(|rec| match rec {
-            Some(rec) if node.kind.materializes() && !self.mat.up_to_date(&rec.key) => verify_outputs(self.store, &rec).map(|()| Some(rec)),
-            other => Ok(other),
-        });
+        let verified = match ok_record(self.store, &node.key) {
+            None => Ok(None),
+            // The workspace holds its outputs as they were written: they are there. (A
+            // blob lost from the cache since is found when something reads it — a
+            // consumer that executes, a workspace copy to restore — and its node runs
+            // again then; `cache verify` reports it.)
+            Some(rec) if node.kind.materializes() && self.mat.up_to_date(&rec.key) => Ok(Some(rec)),
+            // Not in the workspace as written: every output is read and checked.
+            Some(rec) if node.kind.materializes() => verify_outputs(self.store, &rec).map(|()| Some(rec)),
+            Some(rec) => missing_output(self.store, &rec).map_or(Ok(Some(rec)), Err),
+        };
         match verified {
             Ok(Some(rec)) => {
                 node.record = Some(rec);
@@ -369,7 +375,7 @@ fn rendered_diffs(store: &Store, plan: &GraphNode, files: &[(String, String)]) -
 /// The input leaves a stack's deployment consumes, computed when its standup runs.
 #[derive(Clone)]
 pub struct TargetLeaves {
-    inputs: Arc<Node>,
+    inputs: super::planner::StackInputsOf,
     /// The local backend starts processes from a few config paths; a cluster backend
     /// applies manifests any leaf may shape.
     local: bool,
@@ -377,7 +383,7 @@ pub struct TargetLeaves {
 
 impl TargetLeaves {
     pub fn get(&self) -> Vec<Leaf> {
-        let all = crate::engine::key::leaves(&self.inputs);
+        let all = crate::engine::key::leaves(&self.inputs.get());
         if !self.local {
             return all;
         }
@@ -542,6 +548,7 @@ fn decide_plans(
     for (si, setup) in experiment.setup.iter().enumerate() {
         let plan = planner.plan(handles[si])?;
         let template_digest = planner.template_digest(handles[si])?;
+        crate::util::lap(&format!("setup {} merged", setup.name));
         for w in plan.warnings.iter().chain(plan.stacks.iter().flat_map(|s| s.warnings.iter())) {
             d.warnings.push(w.clone());
         }
@@ -553,7 +560,7 @@ fn decide_plans(
             ]);
             let mut plan_node = GraphNode::new(format!("plan/{}/{}", setup.name, stack.name), Kind::Plan, inputs, Vec::new());
             let explain = |n: &mut GraphNode| {
-                n.leaves = crate::engine::key::leaves(&stack.inputs);
+                n.leaves = crate::engine::key::leaves(&stack.inputs.get());
                 if let Ok(files) = planner.template_files(handles[si]) {
                     n.details.insert("templates".into(), serde_json::to_vec(&files).unwrap_or_default());
                 }
@@ -752,13 +759,8 @@ fn settle_deployments(nodes: &mut [GraphNode], setups: &[SetupSlot]) {
 /// Decides every node of the experiment.
 pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat: &Materializer, registry: &Registry) -> Result<Graph> {
     let (experiment, spec) = load(opts)?;
-    let timings = std::env::var_os("LLMD_TIMINGS").is_some();
-    let t0 = Instant::now();
-    let lap = |what: &str| {
-        if timings {
-            say!("[timings] {what} in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
-        }
-    };
+    let lap = crate::util::lap;
+    lap("experiment loaded");
     let mut d = Decider::new(opts, store, mat);
     let (heads, harness) = decide_plans(&mut d, planner, registry, &experiment, &spec)?;
     lap("plans decided");
@@ -779,6 +781,7 @@ pub fn plan_graph(opts: &BuildOptions, store: &Store, planner: &mut Planner, mat
     let summary_idx = nodes.len();
     nodes.push(summary);
     settle_deployments(&mut nodes, &setups);
+    lap("graph assembled");
     // Each decision thread reports what it met; the same profile warning once.
     let mut seen = std::collections::HashSet::new();
     for w in d.warnings.iter() {

@@ -181,6 +181,12 @@ impl<'a> Executor<'a> {
         self.mat.lock().unwrap_or_else(|e| e.into_inner()).failed.clone()
     }
 
+    /// The materializer, once the build is done with it (its index can be large: the
+    /// caller decides where to free it).
+    pub fn into_materializer(self) -> Materializer {
+        self.mat.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn save_materialized(&self) {
         let g = self.g();
         let mut mat = self.mat.lock().unwrap_or_else(|e| e.into_inner());

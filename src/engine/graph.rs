@@ -228,16 +228,21 @@ pub fn diff_files(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>
 /// The successful record for a key, with every output still in the cache; otherwise
 /// the output that is missing.
 pub fn usable_record(store: &Store, key: &str) -> Result<Option<Record>, String> {
-    let Some(rec) = store.get_record(key) else { return Ok(None) };
-    if rec.status != Status::Ok {
-        return Ok(None);
+    let Some(rec) = ok_record(store, key) else { return Ok(None) };
+    match missing_output(store, &rec) {
+        Some(name) => Err(name),
+        None => Ok(Some(rec)),
     }
-    for (name, d) in &rec.outputs {
-        if !store.has_blob(d) {
-            return Err(name.clone());
-        }
-    }
-    Ok(Some(rec))
+}
+
+/// The successful record of `key`, its outputs unchecked.
+pub fn ok_record(store: &Store, key: &str) -> Option<Record> {
+    store.get_record(key).filter(|rec| rec.status == Status::Ok)
+}
+
+/// The first output of `rec` whose blob is not stored.
+pub fn missing_output(store: &Store, rec: &Record) -> Option<String> {
+    rec.outputs.iter().find(|(_, d)| !store.has_blob(d)).map(|(name, _)| name.clone())
 }
 
 /// `*` matches any run of characters (including `/`); `?` one character.

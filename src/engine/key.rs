@@ -24,50 +24,79 @@ pub struct Leaf {
 
 /// A scalar (or empty container) as canonical JSON.
 pub fn canonical(node: &Node) -> String {
+    let mut out = Vec::new();
+    write_canonical(node, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`canonical`], appended to `out`.
+fn write_canonical(node: &Node, out: &mut Vec<u8>) {
     match &node.value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => crate::pyfmt::json_float(*f),
-        Value::Str(s) => serde_json::to_string(s).unwrap_or_default(),
-        Value::Seq(_) => "[]".into(),
-        Value::Map(_) => "{}".into(),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) => out.extend_from_slice(crate::pyfmt::json_float(*f).as_bytes()),
+        Value::Str(s) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        Value::Seq(_) => out.extend_from_slice(b"[]"),
+        Value::Map(_) => out.extend_from_slice(b"{}"),
+    }
+}
+
+/// Calls `visit` with each leaf's dotted path and node, in tree order: list items are
+/// indexed (`args.0`), empty containers are leaves.
+fn walk_leaves<'a>(node: &'a Node, path: &mut String, visit: &mut dyn FnMut(&str, &'a Node)) {
+    let len = path.len();
+    let mut child = |path: &mut String, step: &str, v: &'a Node| {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(step);
+        walk_leaves(v, path, visit);
+        path.truncate(len);
+    };
+    match &node.value {
+        Value::Map(m) if !m.is_empty() => {
+            for (k, v) in m {
+                child(path, k, v);
+            }
+        }
+        Value::Seq(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                child(path, &i.to_string(), v);
+            }
+        }
+        _ => visit(path, node),
     }
 }
 
 /// The leaves of a tree, sorted by path: list items are indexed (`args.0`), empty
 /// containers are leaves. Key order and formatting of the source do not matter.
 pub fn leaves(node: &Node) -> Vec<Leaf> {
-    fn walk(node: &Node, path: &mut String, out: &mut Vec<Leaf>) {
-        let len = path.len();
-        match &node.value {
-            Value::Map(m) if !m.is_empty() => {
-                for (k, v) in m {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(k);
-                    walk(v, path, out);
-                    path.truncate(len);
-                }
-            }
-            Value::Seq(items) if !items.is_empty() => {
-                for (i, v) in items.iter().enumerate() {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(&i.to_string());
-                    walk(v, path, out);
-                    path.truncate(len);
-                }
-            }
-            _ => out.push(Leaf { path: path.clone(), value: canonical(node), origin: node.origin.to_string() }),
-        }
-    }
     let mut out = Vec::new();
-    walk(node, &mut String::new(), &mut out);
+    walk_leaves(node, &mut String::new(), &mut |path, n| {
+        out.push(Leaf { path: path.to_string(), value: canonical(n), origin: n.origin.to_string() })
+    });
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// `leaves_digest(&leaves(node))` without building the leaves (no origin formatted,
+/// every value written into one buffer): each build digests every stack's config.
+pub fn tree_digest(node: &Node) -> String {
+    let mut found: Vec<(String, &Node)> = Vec::new();
+    walk_leaves(node, &mut String::new(), &mut |path, n| found.push((path.to_string(), n)));
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = blake3::Hasher::new();
+    let mut value = Vec::new();
+    for (path, n) in &found {
+        value.clear();
+        write_canonical(n, &mut value);
+        h.update(&(path.len() as u64).to_le_bytes()).update(path.as_bytes());
+        h.update(&(value.len() as u64).to_le_bytes()).update(&value);
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Leaves of dotted overrides (`a.b: v` pairs), each value expanded to its own leaves.
@@ -149,6 +178,26 @@ mod tests {
         let paths: Vec<String> = leaves(&a).into_iter().map(|l| l.path).collect();
         assert_eq!(paths, ["a.x.0", "a.x.1", "a.y", "b"]);
         assert_eq!(leaves(&a)[3].origin, "a.yaml:1:1");
+    }
+
+    #[test]
+    fn the_tree_digest_is_the_digest_of_the_leaves() {
+        // Equal by construction is not enough: every cached plan key depends on it.
+        let texts = [
+            "b: 1\na:\n  x: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n  y: {}\n  a-c: 'q\"uote'\n  a: [[], {}, null, 1.5, true]\n'a.x': dup\n",
+            "{}",
+            "[]",
+            "x",
+        ];
+        for text in texts {
+            let doc = load_str(text, "t.yaml").unwrap();
+            assert_eq!(tree_digest(&doc), leaves_digest(&leaves(&doc)), "{text}");
+        }
+        let defaults =
+            crate::yaml::load_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/templates/values/defaults.yaml")))
+                .unwrap();
+        assert!(leaves(&defaults).len() > 200, "{}", leaves(&defaults).len());
+        assert_eq!(tree_digest(&defaults), leaves_digest(&leaves(&defaults)));
     }
 
     #[test]

@@ -44,16 +44,47 @@ pub fn unit(record_key: &str, dest: &Path) -> String {
 
 pub struct Materializer {
     path: PathBuf,
-    index: IndexFile,
+    /// The index, read on a background thread from [`Materializer::open`] on (a large
+    /// experiment's takes a while to parse, and planning needs no workspace); the first
+    /// use waits for it.
+    loaded: std::sync::OnceLock<Loaded>,
+    loading: std::sync::Mutex<Option<std::thread::JoinHandle<Loaded>>>,
     dirty: bool,
-    /// The index was missing or unreadable: the workspace may hold anything.
-    fresh_index: bool,
     /// Publications already found intact in this process: deciding and materializing
     /// both ask, and each stat costs (thousands of files in a large experiment).
     intact: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Workspace writes that failed (a full disk, a read-only directory), each naming
     /// its path: they fail the build, since its outputs are not where it says.
     pub failed: Vec<String>,
+}
+
+struct Loaded {
+    index: IndexFile,
+    /// The index was missing or unreadable: the workspace may hold anything.
+    fresh: bool,
+    /// The publications whose files were all as written when the index was read.
+    intact: std::collections::HashSet<String>,
+}
+
+impl Loaded {
+    /// Reads an index (an unreadable or old one is treated as empty) and checks every
+    /// publication it lists: every fresh node asks about its own, and answering them all
+    /// here, off the planning thread, keeps thousands of stats out of deciding.
+    fn read(path: &Path) -> Loaded {
+        let index = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
+            .filter(|i| i.version == Materializer::VERSION);
+        let fresh = index.is_none();
+        let index = index.unwrap_or(IndexFile { version: Materializer::VERSION, records: BTreeMap::new() });
+        let intact = index.records.iter().filter(|(_, files)| files_intact(files)).map(|(unit, _)| unit.clone()).collect();
+        Loaded { index, fresh, intact }
+    }
+}
+
+/// Whether each file still has the size and mtime it was written with.
+fn files_intact(files: &BTreeMap<PathBuf, (u64, i128)>) -> bool {
+    files.iter().all(|(p, s)| stamp(p) == Some(*s))
 }
 
 fn stamp(path: &Path) -> Option<(u64, i128)> {
@@ -64,21 +95,51 @@ fn stamp(path: &Path) -> Option<(u64, i128)> {
 impl Materializer {
     const VERSION: u32 = 2;
 
-    /// Loads the workspace's index (an unreadable or old one is treated as empty).
+    /// Starts reading the workspace's index (an unreadable or old one is treated as
+    /// empty).
     pub fn open(workspace: &Path) -> Materializer {
         let path = workspace.join(FILE_NAME);
-        let index =
-            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok()).filter(|i| i.version == Self::VERSION);
-        let fresh_index = index.is_none();
-        let index = index.unwrap_or(IndexFile { version: Self::VERSION, records: BTreeMap::new() });
-        Materializer { path, index, dirty: false, fresh_index, intact: Default::default(), failed: Vec::new() }
+        let reader = path.clone();
+        // Without a thread, the first use reads the index itself.
+        let loading = std::thread::Builder::new().name("llmd-workspace-index".into()).spawn(move || Loaded::read(&reader)).ok();
+        Materializer {
+            path,
+            loaded: std::sync::OnceLock::new(),
+            loading: std::sync::Mutex::new(loading),
+            dirty: false,
+            intact: Default::default(),
+            failed: Vec::new(),
+        }
+    }
+
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            let pending = self.loading.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let mut loaded = pending.and_then(|h| h.join().ok()).unwrap_or_else(|| Loaded::read(&self.path));
+            self.intact.lock().unwrap_or_else(|e| e.into_inner()).extend(std::mem::take(&mut loaded.intact));
+            loaded
+        })
+    }
+
+    fn index(&self) -> &IndexFile {
+        &self.loaded().index
+    }
+
+    fn index_mut(&mut self) -> &mut IndexFile {
+        self.loaded();
+        &mut self.loaded.get_mut().expect("the index was just loaded").index
+    }
+
+    /// The index was missing or unreadable: the workspace may hold anything.
+    fn fresh_index(&self) -> bool {
+        self.loaded().fresh
     }
 
     /// The publications of `record_key`.
     fn units_of<'a>(&'a self, record_key: &str) -> impl Iterator<Item = &'a String> + 'a {
         let from = format!("{record_key}@");
         let to = format!("{record_key}A"); // 'A' follows '@'
-        self.index.records.range(from..to).map(|(u, _)| u)
+        self.index().records.range(from..to).map(|(u, _)| u)
     }
 
     /// Whether `record_key` was published and every file of every publication is still
@@ -96,10 +157,11 @@ impl Materializer {
 
     /// Whether the files of publication `unit` are all still as written.
     pub fn unit_up_to_date(&self, unit: &str) -> bool {
+        let index = self.index();
         if self.intact.lock().unwrap_or_else(|e| e.into_inner()).contains(unit) {
             return true;
         }
-        let ok = self.index.records.get(unit).is_some_and(|files| files.iter().all(|(p, s)| stamp(p) == Some(*s)));
+        let ok = index.records.get(unit).is_some_and(files_intact);
         if ok {
             self.intact.lock().unwrap_or_else(|e| e.into_inner()).insert(unit.to_string());
         }
@@ -118,15 +180,15 @@ impl Materializer {
 
     /// Whether the index lists `path` among the files of publication `unit`.
     pub fn lists(&self, unit: &str, path: &Path) -> bool {
-        self.index.records.get(unit).is_some_and(|files| files.contains_key(path))
+        self.index().records.get(unit).is_some_and(|files| files.contains_key(path))
     }
 
     /// Remembers that publication `unit` wrote `files`.
     pub fn remember(&mut self, unit: &str, files: &[PathBuf]) {
         self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).insert(unit.to_string());
         let stamped: BTreeMap<PathBuf, (u64, i128)> = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
-        if self.index.records.get(unit) != Some(&stamped) {
-            self.index.records.insert(unit.to_string(), stamped);
+        if self.index().records.get(unit) != Some(&stamped) {
+            self.index_mut().records.insert(unit.to_string(), stamped);
             self.dirty = true;
         }
     }
@@ -134,7 +196,7 @@ impl Materializer {
     /// Forgets publication `unit`, so the next materialization compares and rewrites.
     pub fn forget(&mut self, unit: &str) {
         self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).remove(unit);
-        self.dirty |= self.index.records.remove(unit).is_some();
+        self.dirty |= self.index_mut().records.remove(unit).is_some();
     }
 
     /// Forgets every publication of `record_key` (it was just re-executed: same key,
@@ -148,15 +210,16 @@ impl Materializer {
 
     /// Drops every publication not in `live` (files of superseded ones are no longer tracked).
     pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
-        let before = self.index.records.len();
-        self.index.records.retain(|k, _| live.contains(k));
-        self.dirty |= self.index.records.len() != before;
+        let records = &mut self.index_mut().records;
+        let before = records.len();
+        records.retain(|k, _| live.contains(k));
+        self.dirty |= self.index().records.len() != before;
     }
 
     /// Saves the index if it changed.
     pub fn save(&mut self) -> anyhow::Result<()> {
         if self.dirty {
-            crate::util::fs::write_atomic_unsynced(&self.path, &serde_json::to_vec(&self.index)?)?;
+            crate::util::fs::write_atomic_unsynced(&self.path, &serde_json::to_vec(self.index())?)?;
             self.dirty = false;
         }
         Ok(())
@@ -311,12 +374,12 @@ pub fn finish(mat: &mut Materializer, graph: &Graph, workspace: &Path) {
     mat.retain(&live);
     // Only when every current output is accounted for: a file the index does not list
     // (its record could not be materialized) is never taken for a superseded one.
-    let complete = mat.failed.is_empty() && live.iter().all(|u| mat.index.records.contains_key(u));
-    if (mat.dirty || mat.fresh_index) && complete {
+    let complete = mat.failed.is_empty() && live.iter().all(|u| mat.index().records.contains_key(u));
+    if (mat.dirty || mat.fresh_index()) && complete {
         let setups = graph.setups.iter().map(|s| s.workspace.clone());
-        let removed = sweep(workspace, setups, &mat.index);
-        if removed > 0 && std::env::var_os("LLMD_TIMINGS").is_some() {
-            say!("[timings] removed {removed} superseded workspace file(s)");
+        let removed = sweep(workspace, setups, mat.index());
+        if removed > 0 {
+            crate::util::lap(&format!("removed {removed} superseded workspace file(s)"));
         }
     }
     if let Err(e) = mat.save() {
@@ -433,7 +496,7 @@ mod tests {
         // Named another way (`./`): files are told apart by inode, not by spelling.
         let spelled: Vec<PathBuf> = live.iter().map(|p| ws.join(".").join(p.strip_prefix(ws).unwrap())).collect();
         m.remember(&unit("k", ws), &spelled);
-        assert_eq!(sweep(ws, std::iter::once(ws.join("setup-treatment-a")), &m.index), superseded.len());
+        assert_eq!(sweep(ws, std::iter::once(ws.join("setup-treatment-a")), m.index()), superseded.len());
         for p in live.iter().chain(&kept) {
             assert!(p.is_file(), "{} was removed", p.display());
         }

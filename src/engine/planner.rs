@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::key::{Leaf, leaves, leaves_digest};
-use crate::config::{PlanOptions, parse_scenario, resolve_loaded};
+use super::key::tree_digest;
+use crate::config::{PlanOptions, StackInputs, parse_scenario, resolve_loaded};
 use crate::error::InputError;
 use crate::render::TemplateSet;
 use crate::util::embedded::label;
@@ -104,15 +104,28 @@ fn text_of(db: &dyn Db, path: &Path) -> Result<Arc<str>, PlanError> {
 pub struct PlannedStack {
     pub name: String,
     pub config: Node,
-    pub leaves: Arc<Vec<Leaf>>,
-    /// The merged inputs before resolution (`StackConfig::inputs`): what reasons are
-    /// told in (their leaves are computed only for nodes that run).
-    pub inputs: Arc<Node>,
+    /// What users wrote for this stack (see [`StackInputs`]): what reasons are told in,
+    /// merged only when a node of the stack must be explained.
+    pub inputs: StackInputsOf,
     /// Digest of the leaves (paths and values).
     pub config_digest: String,
     pub warnings: Vec<String>,
     /// The secret values `config` holds placeholders for (in memory only).
     pub secrets: crate::config::secret::Secrets,
+}
+
+/// One stack's share of its setup's [`StackInputs`].
+#[derive(Clone, Debug)]
+pub struct StackInputsOf {
+    setup: Arc<StackInputs>,
+    index: usize,
+}
+
+impl StackInputsOf {
+    /// The stack's merged inputs (merging every stack of the setup on first use).
+    pub fn get(&self) -> Arc<Node> {
+        self.setup.of(self.index)
+    }
 }
 
 /// A setup treatment's merged stacks.
@@ -151,24 +164,21 @@ fn setup_plan(db: &dyn Db, setup: SetupInput) -> Result<Arc<SetupPlan>, PlanErro
     let scenario_doc = load_str(&text_of(db, &spec.scenario_file)?, &label(&spec.scenario_file))?;
     let scenario = parse_scenario(&spec.scenario_file, scenario_doc)?;
     let (spec_name, template_dir) = (spec.name.clone(), spec.template_dir.clone());
-    let resolved = resolve_loaded(opts, spec, defaults, scenario)?;
-    let stacks = resolved
-        .stacks
+    let (stacks, warnings, inputs) = resolve_loaded(opts, spec, defaults, scenario)?.into_stacks(opts.clone());
+    let inputs = Arc::new(inputs);
+    let stacks = stacks
         .into_iter()
-        .map(|s| {
-            let l = leaves(&s.config);
-            PlannedStack {
-                name: s.name,
-                config_digest: leaves_digest(&l),
-                leaves: Arc::new(l),
-                inputs: Arc::new(s.inputs),
-                config: s.config,
-                warnings: s.warnings.iter().map(ToString::to_string).collect(),
-                secrets: s.secrets,
-            }
+        .enumerate()
+        .map(|(index, s)| PlannedStack {
+            name: s.name,
+            config_digest: tree_digest(&s.config),
+            inputs: StackInputsOf { setup: inputs.clone(), index },
+            config: s.config,
+            warnings: s.warnings.iter().map(ToString::to_string).collect(),
+            secrets: s.secrets,
         })
         .collect();
-    Ok(Arc::new(SetupPlan { spec_name, template_dir, stacks, warnings: resolved.warnings.iter().map(ToString::to_string).collect() }))
+    Ok(Arc::new(SetupPlan { spec_name, template_dir, stacks, warnings: warnings.iter().map(ToString::to_string).collect() }))
 }
 
 /// A template set, compared by digest.

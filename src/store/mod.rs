@@ -117,11 +117,8 @@ pub struct Store {
     root: PathBuf,
     /// Problems met while reading (corrupt blobs or records), reported by the caller.
     warnings: Mutex<Vec<String>>,
-    /// Every blob's digest, once [`Store::index_blobs`] listed them: a build asks about
-    /// thousands of blobs, and 256 directory listings cost less than one stat each.
-    blob_index: Mutex<Option<std::collections::HashSet<String>>>,
-    /// The listing, while a background thread still makes it.
-    pending_index: Mutex<Option<std::thread::JoinHandle<std::collections::HashSet<String>>>>,
+    /// The sweep of stray temporary files, while a background thread still makes it.
+    sweeping: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// `decided.json`, read on first use.
     decided: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
@@ -133,10 +130,9 @@ fn shard(dir: &Path, name: &str) -> PathBuf {
 pub use crate::util::unix_now;
 
 impl Drop for Store {
-    /// A background listing finishes its sweep of stray temporary files before the
-    /// process ends.
+    /// A background sweep of stray temporary files finishes before the process ends.
     fn drop(&mut self) {
-        if let Some(pending) = self.pending_index.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(pending) = self.sweeping.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = pending.join();
         }
     }
@@ -170,8 +166,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             warnings: Mutex::new(Vec::new()),
-            blob_index: Mutex::new(None),
-            pending_index: Mutex::new(None),
+            sweeping: Mutex::new(None),
             decided: std::sync::OnceLock::new(),
         })
     }
@@ -216,9 +211,6 @@ impl Store {
                 crate::util::fs::write_atomic_unsynced(&path, bytes)?;
             }
         }
-        if let Some(index) = self.blob_index().as_mut() {
-            index.insert(d.clone());
-        }
         Ok(d)
     }
 
@@ -240,46 +232,16 @@ impl Store {
         Ok(())
     }
 
-    /// Lists every blob once, so [`Store::has_blob`] answers from memory from now on.
-    /// The listing runs on a background thread; the first question waits for it.
-    ///
-    /// The same listing removes temporary files of writers that are gone (a build killed
-    /// mid-write), here and in the node, record and marker directories — safe without the
-    /// lock, since a dead writer's file is nobody's.
-    pub fn index_blobs(&self) {
+    /// Removes, on a background thread, the temporary files of writers that are gone (a
+    /// build killed mid-write) from the blob, node, record and marker directories — safe
+    /// without the lock, since a dead writer's file is nobody's. It reads directory
+    /// entries only, so every build can afford it.
+    pub fn sweep_stray_temps(&self) {
         let root = self.root.clone();
-        let handle = std::thread::spawn(move || {
-            let mut index = std::collections::HashSet::new();
-            for shard in std::fs::read_dir(root.join("blobs")).into_iter().flatten().flatten() {
-                for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-                    let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
-                    if !name.starts_with('.') {
-                        index.insert(name);
-                    } else if repair::is_stray_temp(&name) {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-            repair::remove_stray_temps(&root, &["incomplete", "nodes", "records"]);
-            index
-        });
-        *self.pending_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-    }
-
-    /// The blob index, once listed (waiting for a listing in progress).
-    fn blob_index(&self) -> std::sync::MutexGuard<'_, Option<std::collections::HashSet<String>>> {
-        let mut index = self.blob_index.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pending) = self.pending_index.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            // A listing thread that panicked leaves the index off: has_blob then stats.
-            *index = pending.join().ok();
-        }
-        index
-    }
-
-    fn forget_blob(&self, d: &str) {
-        if let Some(index) = self.blob_index().as_mut() {
-            index.remove(d);
-        }
+        let sweep = move || repair::remove_stray_temps(&root, &["blobs", "incomplete", "nodes", "records"]);
+        // Without a thread, the next build sweeps.
+        let handle = std::thread::Builder::new().name("llmd-cache-sweep".into()).spawn(sweep).ok();
+        *self.sweeping.lock().unwrap_or_else(|e| e.into_inner()) = handle;
     }
 
     /// Reads a blob and checks its digest; a missing or corrupt blob is `None` (corrupt
@@ -290,16 +252,14 @@ impl Store {
         if digest(&bytes) != d {
             self.warn(format!("cache blob {} is corrupt (content does not match its digest); it is ignored and removed", path.display()));
             let _ = std::fs::remove_file(&path);
-            self.forget_blob(d);
             return None;
         }
         Some(bytes)
     }
 
+    /// Whether blob `d` is stored (not whether it is intact: reading checks that). A
+    /// stat: a no-op build asks only about nodes whose workspace copies are not intact.
     pub fn has_blob(&self, d: &str) -> bool {
-        if let Some(index) = self.blob_index().as_ref() {
-            return index.contains(d);
-        }
         self.blob_path(d).is_file()
     }
 
@@ -546,7 +506,6 @@ impl Store {
             }
         }
         let mut removed = (0, 0, 0);
-        *self.blob_index() = None;
         for (dir, keep, count) in [("records", &keep_records, &mut removed.0), ("blobs", &keep_blobs, &mut removed.1)] {
             for shard in std::fs::read_dir(self.root.join(dir)).into_iter().flatten().flatten() {
                 for e in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
@@ -638,9 +597,11 @@ pub struct Journal {
 
 impl Journal {
     /// Appends a line without flushing.
-    pub fn append(&self, entry: &serde_json::Value) {
+    pub fn append(&self, entry: &impl serde::Serialize) {
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(f, "{entry}");
+        if serde_json::to_writer(&mut *f, entry).is_ok() {
+            let _ = f.write_all(b"\n");
+        }
     }
 
     /// Appends a line and flushes everything buffered.

@@ -37,13 +37,23 @@ pub(super) fn is_stray_temp(name: &str) -> bool {
 }
 
 /// Removes the stray temporary files in the store directories `dirs` (flat or sharded).
+/// Runs on every build: it reads directory entries only (their type comes with the
+/// listing), and looks closer only at the dot-files temporaries are.
 pub(super) fn remove_stray_temps(root: &Path, dirs: &[&str]) {
-    for d in dirs {
-        for p in files_in_shards(&root.join(d)) {
-            if is_stray_temp(&name_of(&p)) {
-                let _ = std::fs::remove_file(p);
+    fn sweep(dir: &Path, depth: usize) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name.as_encoded_bytes().first() == Some(&b'.') {
+                if name.to_str().is_some_and(is_stray_temp) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            } else if depth == 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                sweep(&e.path(), 1);
             }
         }
+    }
+    for d in dirs {
+        sweep(&root.join(d), 0);
     }
 }
 
@@ -103,7 +113,6 @@ impl Store {
                 remove(&p, "a corrupt blob", &mut done.actions);
             }
         }
-        *self.blob_index() = None;
         for mut n in self.nodes() {
             let before = (n.last.clone(), n.last_ok.clone());
             for slot in [&mut n.last, &mut n.last_ok] {
@@ -158,5 +167,29 @@ mod tests {
         assert_eq!(temp_owner(".abc.json.tmp-4242-7"), Some(4242));
         assert_eq!(temp_owner("abc.json"), None);
         assert_eq!(temp_owner(".abc.json"), None);
+    }
+
+    #[test]
+    fn the_sweep_removes_only_temporaries_of_dead_writers_flat_or_sharded() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = 4_294_967_295u32; // no such pid
+        let me = std::process::id();
+        let files = [
+            (format!("records/ab/.ab12.json.tmp-{dead}-0"), false),
+            (format!("records/ab/.ab34.json.tmp-{me}-1"), true),
+            ("records/ab/ab56.json".to_string(), true),
+            (format!("incomplete/.cd78.tmp-{dead}-2"), false),
+            ("incomplete/cd90".to_string(), true),
+            ("nodes/.hidden-but-no-temp".to_string(), true),
+        ];
+        for (f, _) in &files {
+            let p = root.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        remove_stray_temps(root.path(), &["incomplete", "nodes", "records"]);
+        for (f, kept) in &files {
+            assert_eq!(root.path().join(f).exists(), *kept, "{f}");
+        }
     }
 }

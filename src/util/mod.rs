@@ -1,7 +1,7 @@
 //! Small helpers every layer may use: nothing here knows about plans, stacks or
 //! backends.
 //!
-//! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
+//! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`drop_in_background`] — freeing big values off the exit path; [`lap`] — `LLMD_TIMINGS` lines; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
 //!   futures; [`output`] — stderr lines that survive a closed pipe (`say!`); [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections; [`textdiff`] — short unified diffs for `why`.
 
 pub mod digest;
@@ -15,6 +15,24 @@ pub mod steps;
 pub mod textdiff;
 
 use std::path::Path;
+
+/// `LLMD_TIMINGS=1`: prints `what` with the milliseconds since the first lap (the
+/// start of the command): where a build's own time goes. Off, it costs one cached
+/// lookup.
+pub fn lap(what: &str) {
+    static START: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    if let Some(start) = START.get_or_init(|| std::env::var_os("LLMD_TIMINGS").is_some().then(std::time::Instant::now)) {
+        say!("[timings] {:>7.1} ms  {what}", start.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// Frees `value` on a background thread. Freeing a large build graph takes tens of
+/// milliseconds — a visible share of a no-op build — and a process that is about to
+/// exit need not wait for it; one that lives on still gets the memory back.
+pub fn drop_in_background<T: Send + 'static>(value: T) {
+    // Without a thread to be had, the failed spawn drops the closure, and the value, here.
+    let _ = std::thread::Builder::new().name("llmd-drop".into()).spawn(move || drop(value));
+}
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> f64 {
