@@ -6,7 +6,10 @@
 //! when every one of its files still has that size and mtime; anything else (a deleted,
 //! edited or touched file, a record never materialized) re-materializes it, comparing
 //! bytes so unchanged files are not rewritten. The index is a cache of stat results, not
-//! a source of truth: losing it costs one full comparison pass.
+//! a source of truth: losing it costs one full comparison pass. It is read, and every
+//! publication it lists checked, on a background thread from [`Materializer::open`]
+//! on — while the planner merges stacks — so deciding thousands of fresh nodes asks a
+//! set, not the file system.
 //!
 //! The workspace is a projection of the build: after a build that changed it, every
 //! file under the directories builds write (`plan/`, `results/`, `analysis/`,
@@ -31,9 +34,12 @@ const FILE_NAME: &str = ".llmd-materialized.json";
 #[derive(Default, Serialize, Deserialize)]
 struct IndexFile {
     version: u32,
-    /// publication (see [`unit`]) → file path → (size, mtime in ns)
-    records: BTreeMap<String, BTreeMap<PathBuf, (u64, i128)>>,
+    /// publication (see [`unit`]) → its files
+    records: BTreeMap<String, Stamps>,
 }
+
+/// File path → (size, mtime in ns) as written.
+type Stamps = BTreeMap<PathBuf, (u64, i128)>;
 
 /// One publication of a record: the same record can be published in several places
 /// (two setup treatments with identical stacks share their plan, runs and analyses),
@@ -77,13 +83,25 @@ impl Loaded {
             .filter(|i| i.version == Materializer::VERSION);
         let fresh = index.is_none();
         let index = index.unwrap_or(IndexFile { version: Materializer::VERSION, records: BTreeMap::new() });
-        let intact = index.records.iter().filter(|(_, files)| files_intact(files)).map(|(unit, _)| unit.clone()).collect();
+        // In parallel: the planning thread waits for this once it has merged the stacks.
+        let units: Vec<(&String, &Stamps)> = index.records.iter().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let intact = std::thread::scope(|scope| {
+            let parts: Vec<_> = units
+                .chunks(units.len().div_ceil(threads).max(1))
+                .map(|part| {
+                    scope.spawn(move || part.iter().filter(|(_, files)| files_intact(files)).map(|(u, _)| (*u).clone()).collect::<Vec<_>>())
+                })
+                .collect();
+            // A checker that panicked leaves its publications unchecked: they are stat'ed when asked.
+            parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        });
         Loaded { index, fresh, intact }
     }
 }
 
 /// Whether each file still has the size and mtime it was written with.
-fn files_intact(files: &BTreeMap<PathBuf, (u64, i128)>) -> bool {
+fn files_intact(files: &Stamps) -> bool {
     files.iter().all(|(p, s)| stamp(p) == Some(*s))
 }
 

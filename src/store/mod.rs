@@ -91,7 +91,10 @@ impl Record {
     /// Digest of the record's output names and digests: what a downstream node's key
     /// covers of this node (the JSON of the sorted output map).
     pub fn outputs_digest(&self) -> Digest {
-        digest(serde_json::to_string(&self.outputs).unwrap_or_default().as_bytes())
+        // Streamed into the hasher: every fresh run and analysis asks.
+        let mut h = blake3::Hasher::new();
+        let _ = serde_json::to_writer(&mut h, &self.outputs);
+        h.finalize().to_hex().to_string()
     }
 }
 
@@ -119,6 +122,8 @@ pub struct Store {
     warnings: Mutex<Vec<String>>,
     /// The sweep of stray temporary files, while a background thread still makes it.
     sweeping: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `records/`, opened on first use (`None`: it could not be; paths are used).
+    records_dir: std::sync::OnceLock<Option<crate::util::fs::Dir>>,
     /// `decided.json`, read on first use.
     decided: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
@@ -167,6 +172,7 @@ impl Store {
             root: root.to_path_buf(),
             warnings: Mutex::new(Vec::new()),
             sweeping: Mutex::new(None),
+            records_dir: std::sync::OnceLock::new(),
             decided: std::sync::OnceLock::new(),
         })
     }
@@ -278,17 +284,28 @@ impl Store {
         crate::util::fs::write_atomic(&self.record_path(&rec.key), serde_json::to_string_pretty(rec)?.as_bytes())
     }
 
+    /// A record's bytes (`None`: there is none, or it cannot be read).
+    fn record_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        let dir = self.records_dir.get_or_init(|| crate::util::fs::Dir::open(&self.root.join("records")).ok());
+        match dir {
+            Some(dir) if key.len() > 2 && key.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                dir.read(&format!("{}/{key}.json", &key[..2])).ok()
+            }
+            _ => std::fs::read(self.record_path(key)).ok(),
+        }
+    }
+
     pub fn get_record(&self, key: &str) -> Option<Record> {
-        let path = self.record_path(key);
-        let text = std::fs::read_to_string(&path).ok()?;
-        match serde_json::from_str::<Record>(&text) {
+        let bytes = self.record_bytes(key)?;
+        let path = || self.record_path(key);
+        match serde_json::from_slice::<Record>(&bytes) {
             Ok(r) if r.key == key && r.version == Record::VERSION => Some(r),
             Ok(_) => {
-                self.warn(format!("cache record {} does not match its key or version; ignored", path.display()));
+                self.warn(format!("cache record {} does not match its key or version; ignored", path().display()));
                 None
             }
             Err(e) => {
-                self.warn(format!("cache record {} is unreadable ({e}); ignored", path.display()));
+                self.warn(format!("cache record {} is unreadable ({e}); ignored", path().display()));
                 None
             }
         }
@@ -629,6 +646,13 @@ mod tests {
             duration_s: 0.1,
             error: None,
         }
+    }
+
+    #[test]
+    fn the_outputs_digest_is_the_digest_of_the_outputs_json() {
+        let outputs = BTreeMap::from([("a \"b\"".to_string(), digest(b"1")), ("file:x/y.yaml".to_string(), digest(b"2"))]);
+        let rec = record("k", "run/x", Status::Ok, outputs.clone());
+        assert_eq!(rec.outputs_digest(), digest(serde_json::to_string(&outputs).unwrap().as_bytes()));
     }
 
     #[test]
