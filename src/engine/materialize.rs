@@ -204,7 +204,7 @@ impl Materializer {
     /// Remembers that publication `unit` wrote `files`.
     pub fn remember(&mut self, unit: &str, files: &[PathBuf]) {
         self.intact.get_mut().unwrap_or_else(|e| e.into_inner()).insert(unit.to_string());
-        let stamped: BTreeMap<PathBuf, (u64, i128)> = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
+        let stamped: Stamps = files.iter().filter_map(|p| stamp(p).map(|s| (p.clone(), s))).collect();
         if self.index().records.get(unit) != Some(&stamped) {
             self.index_mut().records.insert(unit.to_string(), stamped);
             self.dirty = true;
