@@ -490,8 +490,11 @@ fn cache_damage_is_repaired_and_nothing_intact_is_lost() {
     let garbled_record = record_of(garbled);
     std::fs::write(node_file(garbled), b"{\"id\": \"run/slow/si").unwrap();
     std::fs::remove_file(record_of(lost)).unwrap();
-    let stray = cache.join("incomplete").join(".0123abcd.tmp-4294967295-0");
+    // Where temporaries live (`tmp/`), and beside their destination (earlier versions).
+    let stray = cache.join("tmp").join(".0123abcd.json.tmp-4294967295-1");
     std::fs::write(&stray, b"{\"id\": ").unwrap();
+    let stray_old = cache.join("incomplete").join(".0123abcd.tmp-4294967295-0");
+    std::fs::write(&stray_old, b"{\"id\": ").unwrap();
     let malformed = cache.join("records").join("ff").join("ff00000000000000000000000000000000000000000000000000000000000000.json");
     std::fs::create_dir_all(malformed.parent().unwrap()).unwrap();
     std::fs::write(&malformed, b"not json").unwrap();
@@ -509,7 +512,7 @@ fn cache_damage_is_repaired_and_nothing_intact_is_lost() {
     let repair = run(p.cmd().args(["cache", "verify", "--repair"]));
     assert_eq!(repair.code, 0, "{}{}", repair.stdout, repair.stderr);
     assert!(repair.stdout.contains(&format!("will run again: {lost}")), "{}", repair.stdout);
-    assert!(!stray.exists() && !malformed.exists() && !node_file(garbled).exists(), "{}", repair.stdout);
+    assert!(!stray.exists() && !stray_old.exists() && !malformed.exists() && !node_file(garbled).exists(), "{}", repair.stdout);
     assert!(garbled_record.is_file(), "an intact record is never removed");
     assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 0);
     assert_eq!(
@@ -572,6 +575,30 @@ fn a_damaged_output_that_a_node_reads_runs_its_node_again() {
     // analysis of the same run has the same outputs): the cache is clean.
     let verify = run(p.cmd().args(["cache", "verify"]));
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+/// A build reads the records the last one used from one file (`records.pack`); a record
+/// removed by hand from `records/` still runs its node again, and only that run (and what
+/// reads it) executes.
+#[test]
+fn a_record_removed_by_hand_runs_its_node_again_despite_the_record_pack() {
+    let p = Project::new(EXPERIMENT);
+    assert_eq!(p.build(&[]).0, 0);
+    let cache = p.path().join("cache");
+    assert!(cache.join("records.pack").is_file(), "a build that wrote records packs them");
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(with_status(&report, "ran").is_empty(), "{report}");
+    let id = "run/slow/sim/r2#1";
+    let key = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["key"].as_str().unwrap().to_string();
+    // Past the clock tick of directory mtimes, as any hand is.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::remove_file(cache.join("records").join(&key[..2]).join(format!("{key}.json"))).unwrap();
+    let (code, report, err) = p.build(&[]);
+    assert_eq!(code, 0, "{err}");
+    let runs: BTreeSet<&str> = with_status(&report, "ran").into_iter().filter(|n| n.starts_with("run/")).collect();
+    assert_eq!(runs, BTreeSet::from([id]), "{report}");
+    assert_eq!(run(p.cmd().args(["cache", "verify"])).code, 0);
 }
 
 /// A workspace write that fails (here: a directory where the summary goes, as a full

@@ -268,12 +268,21 @@ fn alive(pid: u32) -> bool {
 
 /// Targeted SIGKILLs: before a replica's receipt exists, after it, during a run,
 /// between a setup's last run and its teardown, and in the middle of writing an
-/// incomplete marker, a blob, a record and a node pointer.
+/// incomplete marker, a blob, a record, a node pointer and the record pack.
 #[test]
 fn kill_9_at_targeted_instants() {
     let mut b = Bench::new(1);
-    let points =
-        ["standup:spawned", "standup:receipt-saved", "run:started", "teardown:before", "/incomplete/", "/blobs/", "/records/", "/nodes/"];
+    let points = [
+        "standup:spawned",
+        "standup:receipt-saved",
+        "run:started",
+        "teardown:before",
+        "/incomplete/",
+        "/blobs/",
+        "/records/",
+        "/nodes/",
+        "/records.pack",
+    ];
     for round in 0..3 {
         for point in points {
             b.touch();
@@ -281,10 +290,14 @@ fn kill_9_at_targeted_instants() {
             if point.starts_with("standup") {
                 assert!(!fault.started.is_empty(), "a build held at {point} has started a replica");
             }
+            if point == "/records/" {
+                // The pack is a copy of records: it goes before the first record changes.
+                assert!(!b.path().join("cache/records.pack").exists(), "a record is being written beside a record pack");
+            }
             b.recover(&fault, &format!("round {round}, SIGKILL at {point}"));
         }
     }
-    assert_eq!(b.trials, 24);
+    assert_eq!(b.trials, 27);
 }
 
 /// SIGKILL at random instants of a whole build.

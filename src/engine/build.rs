@@ -204,7 +204,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let journal = if opts.dry_run { None } else { Some(store.journal(&opts.command_line)?) };
     store.sweep_stray_temps();
     let mut planner = Planner::new();
-    lap("cache opened (stray temporaries swept in the background)");
+    lap("cache opened and stray temporaries swept");
     let registry = Registry::new(opts.backend.clone());
     let mat = Materializer::open(&opts.workspace);
     lap("workspace index read");
@@ -303,6 +303,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .map(|(_, n)| (n.id.as_str(), n.key.as_str()));
     if let Err(e) = store.record_decisions(settled) {
         say!("warning: cannot record this build's decisions (the next `why` compares with older ones): {e:#}");
+    }
+    if let Err(e) = store.write_record_pack() {
+        say!("warning: cannot write the record pack (the next build reads each record's file): {e:#}");
     }
     let report = BuildReport {
         experiment: graph.experiment.name.clone(),

@@ -10,17 +10,21 @@
 //!   records/ab/<key>.json   one action record per node key (ok or failed)
 //!   nodes/ab/<b3(id)>.json  per logical node: the last attempt and the last success
 //!   incomplete/<key>        written before a node's side effects, removed after its record
+//!   tmp/            every write's temporary file until it is renamed into place
 //!   journal/<ms>-<pid>.jsonl  every decision of one invocation, with its reason
 //!   decided.json    node id → the key the last build settled on (fresh or executed):
 //!                   what the next build's reasons are diffs against
+//!   records.pack    the records the last build used, in one file (see `pack`)
 //! ```
 //!
-//! Writes are atomic (temp file, fsync, rename). A record is written only after every
+//! Writes are atomic (temp file in `tmp/`, fsync, rename): a killed writer's leftovers
+//! are all in one directory, which every build sweeps. A record is written only after every
 //! blob it references, and a node's `last_ok` only after a successful record — so a
 //! crash leaves either the old state or the new, plus an incomplete marker that the next
 //! build reports. Unreadable or corrupt entries are misses with a warning, never errors.
 
 pub mod lock;
+mod pack;
 mod repair;
 
 pub use repair::Repaired;
@@ -120,10 +124,18 @@ pub struct Store {
     root: PathBuf,
     /// Problems met while reading (corrupt blobs or records), reported by the caller.
     warnings: Mutex<Vec<String>>,
-    /// The sweep of stray temporary files, while a background thread still makes it.
-    sweeping: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// `records/`, opened on first use (`None`: it could not be; paths are used).
     records_dir: std::sync::OnceLock<Option<crate::util::fs::Dir>>,
+    /// `records.pack`, read on first use (`None`: there is none, or it was written
+    /// against other records).
+    pack: std::sync::OnceLock<Option<pack::Pack>>,
+    /// Records this process read or wrote, by key (`None`: as the pack has it): what
+    /// the next pack holds. Bytes here are newer than the pack's.
+    used: Mutex<std::collections::HashMap<String, Option<std::sync::Arc<[u8]>>>>,
+    /// A record was read from its file or written: the pack on disk lacks it.
+    pack_stale: std::sync::atomic::AtomicBool,
+    /// The pack file is gone: removed by this process before it changed a record.
+    pack_removed: Mutex<bool>,
     /// `decided.json`, read on first use.
     decided: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
@@ -133,15 +145,6 @@ fn shard(dir: &Path, name: &str) -> PathBuf {
 }
 
 pub use crate::util::unix_now;
-
-impl Drop for Store {
-    /// A background sweep of stray temporary files finishes before the process ends.
-    fn drop(&mut self) {
-        if let Some(pending) = self.sweeping.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = pending.join();
-        }
-    }
-}
 
 impl Store {
     /// Opens (creating if needed) the cache at `root`.
@@ -165,20 +168,29 @@ impl Store {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", layout.display())),
         }
-        for dir in ["blobs", "records", "nodes", "incomplete", "journal"] {
+        for dir in ["blobs", "records", "nodes", "incomplete", "journal", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
         Ok(Store {
             root: root.to_path_buf(),
             warnings: Mutex::new(Vec::new()),
-            sweeping: Mutex::new(None),
             records_dir: std::sync::OnceLock::new(),
+            pack: std::sync::OnceLock::new(),
+            used: Mutex::new(Default::default()),
+            pack_stale: Default::default(),
+            pack_removed: Mutex::new(false),
             decided: std::sync::OnceLock::new(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Writes `path` (inside the store) atomically, its temporary file in `tmp/`; without
+    /// `durable`, no fsyncs (see [`Store::put_blob_unsynced`]).
+    fn write(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+        crate::util::fs::write_atomic_via(&self.root.join("tmp"), path, bytes, durable)
     }
 
     fn warn(&self, msg: String) {
@@ -211,11 +223,7 @@ impl Store {
         let d = digest(bytes);
         let path = self.blob_path(&d);
         if !path.exists() {
-            if durable {
-                crate::util::fs::write_atomic(&path, bytes)?;
-            } else {
-                crate::util::fs::write_atomic_unsynced(&path, bytes)?;
-            }
+            self.write(&path, bytes, durable)?;
         }
         Ok(d)
     }
@@ -238,16 +246,11 @@ impl Store {
         Ok(())
     }
 
-    /// Removes, on a background thread, the temporary files of writers that are gone (a
-    /// build killed mid-write) from the blob, node, record and marker directories — safe
-    /// without the lock, since a dead writer's file is nobody's. It reads directory
-    /// entries only, so every build can afford it.
+    /// Removes the temporary files of writers that are gone (a build killed mid-write):
+    /// one read of `tmp/`, so every build (and `--dry-run`) can afford it — safe without
+    /// the lock, since a dead writer's file is nobody's.
     pub fn sweep_stray_temps(&self) {
-        let root = self.root.clone();
-        let sweep = move || repair::remove_stray_temps(&root, &["blobs", "incomplete", "nodes", "records"]);
-        // Without a thread, the next build sweeps.
-        let handle = std::thread::Builder::new().name("llmd-cache-sweep".into()).spawn(sweep).ok();
-        *self.sweeping.lock().unwrap_or_else(|e| e.into_inner()) = handle;
+        repair::remove_stray_temps(&self.root.join("tmp"));
     }
 
     /// Reads a blob and checks its digest; a missing or corrupt blob is `None` (corrupt
@@ -281,13 +284,20 @@ impl Store {
                 bail!("internal error: record {} references blob {d}, which is not stored", rec.id);
             }
         }
-        crate::util::fs::write_atomic(&self.record_path(&rec.key), serde_json::to_string_pretty(rec)?.as_bytes())
+        self.remove_pack()?;
+        let bytes = serde_json::to_vec_pretty(rec)?;
+        self.write(&self.record_path(&rec.key), &bytes, true)?;
+        self.note_used(&rec.key, Some(bytes.into()));
+        Ok(())
     }
 
-    /// A record's bytes (`None`: there is none, or it cannot be read).
-    fn record_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        let dir = self.records_dir.get_or_init(|| crate::util::fs::Dir::open(&self.root.join("records")).ok());
-        match dir {
+    fn records_dir(&self) -> Option<&crate::util::fs::Dir> {
+        self.records_dir.get_or_init(|| crate::util::fs::Dir::open(&self.root.join("records")).ok()).as_ref()
+    }
+
+    /// A record file's bytes (`None`: there is none, or it cannot be read).
+    fn record_file_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        match self.records_dir() {
             Some(dir) if key.len() > 2 && key.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 dir.read(&format!("{}/{key}.json", &key[..2])).ok()
             }
@@ -295,20 +305,114 @@ impl Store {
         }
     }
 
+    fn pack(&self) -> Option<&pack::Pack> {
+        self.pack
+            .get_or_init(|| {
+                let stamp = pack::records_stamp(self.records_dir()?);
+                pack::Pack::read(&self.root.join(pack::FILE), &stamp)
+            })
+            .as_ref()
+    }
+
+    /// `bytes`: read from the record's file or written (the pack lacks them), or `None`
+    /// (as the pack has it).
+    fn note_used(&self, key: &str, bytes: Option<std::sync::Arc<[u8]>>) {
+        if bytes.is_some() {
+            self.pack_stale.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), bytes);
+    }
+
+    fn parse_record(key: &str, bytes: &[u8]) -> Result<Record, String> {
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(r) if r.key == key && r.version == Record::VERSION => Ok(r),
+            Ok(_) => Err("does not match its key or version".into()),
+            Err(e) => Err(format!("is unreadable ({e})")),
+        }
+    }
+
     pub fn get_record(&self, key: &str) -> Option<Record> {
-        let bytes = self.record_bytes(key)?;
-        let path = || self.record_path(key);
-        match serde_json::from_slice::<Record>(&bytes) {
-            Ok(r) if r.key == key && r.version == Record::VERSION => Some(r),
-            Ok(_) => {
-                self.warn(format!("cache record {} does not match its key or version; ignored", path().display()));
-                None
-            }
-            Err(e) => {
-                self.warn(format!("cache record {} is unreadable ({e}); ignored", path().display()));
+        // Written, or read from its file, by this process: newer than the pack's copy.
+        let known = self.used.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned().flatten();
+        if let Some(bytes) = known {
+            return Self::parse_record(key, &bytes).ok();
+        }
+        // A damaged pack entry (it was a copy of a record that parsed) falls through to the file.
+        if let Some(r) = self.pack().and_then(|p| p.get(key)).and_then(|b| Self::parse_record(key, b).ok()) {
+            self.note_used(key, None);
+            return Some(r);
+        }
+        let (r, bytes) = self.read_record_file(key)?;
+        self.note_used(key, Some(bytes.into()));
+        Some(r)
+    }
+
+    /// A record as its file has it, never the pack's copy (what `verify` checks); an
+    /// unreadable one is `None` with a warning.
+    fn read_record_file(&self, key: &str) -> Option<(Record, Vec<u8>)> {
+        let bytes = self.record_file_bytes(key)?;
+        match Self::parse_record(key, &bytes) {
+            Ok(r) => Some((r, bytes)),
+            Err(problem) => {
+                self.warn(format!("cache record {} {problem}; ignored", self.record_path(key).display()));
                 None
             }
         }
+    }
+
+    /// Removes the record pack, durably, before this process first changes `records/`:
+    /// a crash between the two must not leave a pack that claims records that changed.
+    fn remove_pack(&self) -> Result<()> {
+        let mut removed = self.pack_removed.lock().unwrap_or_else(|e| e.into_inner());
+        if *removed {
+            return Ok(());
+        }
+        let path = self.root.join(pack::FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => std::fs::File::open(&self.root)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync {} after removing {}", self.root.display(), path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {} (it must go before records change)", path.display())),
+        }
+        *removed = true;
+        Ok(())
+    }
+
+    /// Keys whose copy in the (current) pack differs from their record file.
+    fn pack_disagreements(&self) -> Vec<String> {
+        let pack = self.pack().into_iter().flat_map(|p| p.iter());
+        pack.filter(|(k, b)| self.record_file_bytes(k).as_deref() != Some(*b)).map(|(k, _)| k.to_string()).collect()
+    }
+
+    /// Writes the record pack of what this process used, when the pack on disk lacks
+    /// any of it (a record read from its file, or written). Records of other
+    /// experiments the old pack held stay, up to a bound. Call under the lock, after
+    /// the last record write.
+    pub fn write_record_pack(&self) -> Result<()> {
+        if !self.pack_stale.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(dir) = self.records_dir() else { return Ok(()) };
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.pack();
+        let mut entries: Vec<(&str, &[u8])> = used
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Some(bytes) => Some((k.as_str(), &bytes[..])),
+                None => old.and_then(|p| p.get(k)).map(|b| (k.as_str(), b)),
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(k, _)| *k);
+        let bound = (2 * entries.len()).max(10_000);
+        if let Some(old) = old {
+            entries.extend(old.iter().filter(|(k, _)| !used.contains_key(*k)).take(bound.saturating_sub(entries.len())));
+        }
+        let bytes = pack::encode(&pack::records_stamp(dir), entries);
+        self.write(&self.root.join(pack::FILE), &bytes, true)?;
+        *self.pack_removed.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.pack_stale.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     // ---- node index
@@ -334,7 +438,7 @@ impl Store {
         if rec.status == Status::Ok {
             n.last_ok = Some(rec.key.clone());
         }
-        crate::util::fs::write_atomic(&self.node_path(&rec.id), serde_json::to_string_pretty(&n)?.as_bytes())?;
+        self.write(&self.node_path(&rec.id), serde_json::to_string_pretty(&n)?.as_bytes(), true)?;
         self.clear_incomplete(&rec.key);
         Ok(())
     }
@@ -387,7 +491,7 @@ impl Store {
         }
         if changed {
             let sorted: BTreeMap<&String, &String> = all.iter().collect();
-            crate::util::fs::write_atomic(&self.root.join("decided.json"), &serde_json::to_vec(&sorted)?)?;
+            self.write(&self.root.join("decided.json"), &serde_json::to_vec(&sorted)?, true)?;
         }
         Ok(())
     }
@@ -396,7 +500,7 @@ impl Store {
 
     pub fn mark_incomplete(&self, id: &str, key: &str) -> Result<()> {
         let m = Incomplete { id: id.to_string(), key: key.to_string(), pid: std::process::id(), started_unix: unix_now() };
-        crate::util::fs::write_atomic(&self.root.join("incomplete").join(key), serde_json::to_string(&m)?.as_bytes())
+        self.write(&self.root.join("incomplete").join(key), serde_json::to_string(&m)?.as_bytes(), true)
     }
 
     pub fn clear_incomplete(&self, key: &str) {
@@ -465,9 +569,9 @@ impl Store {
         }
         for n in self.nodes() {
             for key in n.last_ok.iter().chain(n.last.iter()) {
-                match self.get_record(key) {
+                match self.read_record_file(key) {
                     None => problems.push(format!("node {}: record {key} is missing or unreadable", n.id)),
-                    Some(r) => {
+                    Some((r, _)) => {
                         for d in r.outputs.values().chain(r.manifest.leaves.iter()) {
                             if !self.has_blob(d) {
                                 problems.push(format!("node {}: record {key} references missing blob {d}", n.id));
@@ -482,6 +586,13 @@ impl Store {
         }
         for p in self.stray_temp_files() {
             problems.push(format!("temporary file of a killed writer {}", p.display()));
+        }
+        for key in self.pack_disagreements() {
+            problems.push(format!(
+                "{} holds another copy of record {key} than {}",
+                self.root.join(pack::FILE).display(),
+                self.record_path(&key).display()
+            ));
         }
         problems.extend(self.take_warnings());
         problems
@@ -511,6 +622,7 @@ impl Store {
                 unreadable[0].display()
             );
         }
+        self.remove_pack()?;
         let mut keep_records = std::collections::HashSet::new();
         let mut keep_blobs = std::collections::HashSet::new();
         for n in self.nodes() {
@@ -682,12 +794,54 @@ mod tests {
         assert!(s.get_blob(&d).is_none());
         assert!(s.take_warnings()[0].contains("corrupt"));
         std::fs::write(s.record_path("k1"), b"{not json").unwrap();
+        let s = Store::open(&root).unwrap(); // this process remembers what it wrote
         assert!(s.get_record("k1").is_none());
         assert!(!s.verify().is_empty());
 
         // A different layout is refused.
         std::fs::write(root.join("LAYOUT"), "llmd-cache 0\n").unwrap();
         assert!(Store::open(&root).err().unwrap().to_string().contains("llmd-cache 0"));
+    }
+
+    #[test]
+    fn the_record_pack_serves_reads_until_records_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".llmdcache");
+        let s = Store::open(&root).unwrap();
+        let d = s.put_blob(b"out").unwrap();
+        for (key, id) in [("a1", "run/a"), ("b2", "run/b")] {
+            s.commit(&record(key, id, Status::Ok, BTreeMap::from([("out".to_string(), d.clone())]))).unwrap();
+        }
+        s.write_record_pack().unwrap();
+        let pack = root.join(pack::FILE);
+        assert!(pack.is_file());
+
+        // A later process reads the pack, not the files: an in-place edit of a record
+        // (which no writer makes) shows only as the pack's copy, and `verify` names it.
+        std::fs::write(s.record_path("a1"), b"{not json").unwrap();
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.get_record("a1").map(|r| r.id), Some("run/a".to_string()));
+        assert!(s.verify().iter().any(|p| p.contains("records.pack holds another copy of record a1")), "{:?}", s.verify());
+        let fixed = s.repair().unwrap();
+        assert!(!pack.exists() && fixed.actions.iter().any(|a| a.contains("records.pack")), "{:?}", fixed.actions);
+
+        // A record removed by hand changes `records/`: the pack is not trusted.
+        let s = Store::open(&root).unwrap();
+        assert!(s.get_record("b2").is_some());
+        s.write_record_pack().unwrap();
+        assert!(pack.is_file(), "a record read from its file is packed");
+        std::thread::sleep(std::time::Duration::from_millis(20)); // past the clock tick of the mtimes
+        std::fs::remove_file(s.record_path("b2")).unwrap();
+        assert!(Store::open(&root).unwrap().get_record("b2").is_none());
+
+        // Writing a record removes the pack first; a pack written after it holds it.
+        let s = Store::open(&root).unwrap();
+        s.commit(&record("c3", "run/c", Status::Ok, BTreeMap::new())).unwrap();
+        assert!(!pack.exists(), "a record write removes the pack");
+        s.write_record_pack().unwrap();
+        let s = Store::open(&root).unwrap();
+        assert!(s.pack().is_some_and(|p| p.get("c3").is_some()));
+        assert_eq!(s.get_record("c3").map(|r| r.id), Some("run/c".to_string()));
     }
 
     #[test]

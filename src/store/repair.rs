@@ -36,24 +36,14 @@ pub(super) fn is_stray_temp(name: &str) -> bool {
     temp_owner(name).is_some_and(|pid| !alive(pid))
 }
 
-/// Removes the stray temporary files in the store directories `dirs` (flat or sharded).
-/// Runs on every build: it reads directory entries only (their type comes with the
-/// listing), and looks closer only at the dot-files temporaries are.
-pub(super) fn remove_stray_temps(root: &Path, dirs: &[&str]) {
-    fn sweep(dir: &Path, depth: usize) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name();
-            if name.as_encoded_bytes().first() == Some(&b'.') {
-                if name.to_str().is_some_and(is_stray_temp) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            } else if depth == 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
-                sweep(&e.path(), 1);
-            }
+/// Removes the stray temporary files in `dir` (the store's `tmp/`): it reads directory
+/// entries only and looks closer only at the dot-files temporaries are.
+pub(super) fn remove_stray_temps(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if name.as_encoded_bytes().first() == Some(&b'.') && name.to_str().is_some_and(is_stray_temp) {
+            let _ = std::fs::remove_file(e.path());
         }
-    }
-    for d in dirs {
-        sweep(&root.join(d), 0);
     }
 }
 
@@ -85,9 +75,10 @@ impl Store {
             .collect()
     }
 
-    /// Temporary files of writers that are gone (killed mid-write), in every store directory.
+    /// Temporary files of writers that are gone (killed mid-write): in `tmp/`, and beside
+    /// their destinations, where earlier llmd versions (same cache layout) wrote them.
     pub fn stray_temp_files(&self) -> Vec<PathBuf> {
-        ["nodes", "records", "blobs", "incomplete"]
+        ["tmp", "nodes", "records", "blobs", "incomplete"]
             .iter()
             .flat_map(|d| files_in_shards(&self.root.join(d)))
             .filter(|p| is_stray_temp(&name_of(p)))
@@ -98,6 +89,13 @@ impl Store {
     /// Takes the cache lock's place in the caller: run it under the lock.
     pub fn repair(&self) -> Result<Repaired> {
         let mut done = Repaired::default();
+        if !self.pack_disagreements().is_empty() {
+            self.remove_pack()?;
+            done.actions.push(format!(
+                "removed {}, which disagreed with the records (the next build writes it again)",
+                self.root.join(super::pack::FILE).display()
+            ));
+        }
         for p in self.stray_temp_files() {
             remove(&p, "a temporary file of a killed writer", &mut done.actions);
         }
@@ -117,7 +115,8 @@ impl Store {
             let before = (n.last.clone(), n.last_ok.clone());
             for slot in [&mut n.last, &mut n.last_ok] {
                 let intact = slot.as_deref().is_some_and(|key| {
-                    self.get_record(key).is_some_and(|r| r.outputs.values().chain(r.manifest.leaves.iter()).all(|d| self.has_blob(d)))
+                    self.read_record_file(key)
+                        .is_some_and(|(r, _)| r.outputs.values().chain(r.manifest.leaves.iter()).all(|d| self.has_blob(d)))
                 });
                 if slot.is_some() && !intact {
                     *slot = None;
@@ -133,7 +132,7 @@ impl Store {
             if n.last.is_none() && n.last_ok.is_none() {
                 remove(&path, &format!("the pointers of node {} (its records are damaged or gone)", n.id), &mut done.actions);
             } else {
-                crate::util::fs::write_atomic(&path, serde_json::to_string_pretty(&n)?.as_bytes())?;
+                self.write(&path, serde_json::to_string_pretty(&n)?.as_bytes(), true)?;
                 done.actions.push(format!("dropped node {}'s pointer to a damaged or missing record", n.id));
             }
             done.rerun.push(n.id);
@@ -141,7 +140,7 @@ impl Store {
         for p in files_in_shards(&self.root.join("records")) {
             let name = name_of(&p);
             let Some(key) = name.strip_suffix(".json") else { continue };
-            if !name.starts_with('.') && self.get_record(key).is_none() {
+            if !name.starts_with('.') && self.read_record_file(key).is_none() {
                 remove(&p, "a malformed record", &mut done.actions);
             }
         }
@@ -170,24 +169,21 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_removes_only_temporaries_of_dead_writers_flat_or_sharded() {
+    fn the_sweep_removes_only_temporaries_of_dead_writers() {
         let root = tempfile::tempdir().unwrap();
         let dead = 4_294_967_295u32; // no such pid
         let me = std::process::id();
         let files = [
-            (format!("records/ab/.ab12.json.tmp-{dead}-0"), false),
-            (format!("records/ab/.ab34.json.tmp-{me}-1"), true),
-            ("records/ab/ab56.json".to_string(), true),
-            (format!("incomplete/.cd78.tmp-{dead}-2"), false),
-            ("incomplete/cd90".to_string(), true),
-            ("nodes/.hidden-but-no-temp".to_string(), true),
+            (format!(".ab12.json.tmp-{dead}-0"), false),
+            (format!(".ab34.json.tmp-{me}-1"), true),
+            ("ab56.json".to_string(), true),
+            (format!(".cd78.tmp-{dead}-2"), false),
+            (".hidden-but-no-temp".to_string(), true),
         ];
         for (f, _) in &files {
-            let p = root.path().join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, b"x").unwrap();
+            std::fs::write(root.path().join(f), b"x").unwrap();
         }
-        remove_stray_temps(root.path(), &["incomplete", "nodes", "records"]);
+        remove_stray_temps(root.path());
         for (f, kept) in &files {
             assert_eq!(root.path().join(f).exists(), *kept, "{f}");
         }

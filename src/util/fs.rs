@@ -54,6 +54,33 @@ impl Dir {
     }
 }
 
+/// What [`Dir::stat`] tells about a file: enough to see that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub len: u64,
+    /// Modification time, in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    pub ino: u64,
+}
+
+impl Dir {
+    /// Size, mtime and inode of `rel` (relative to this directory; symlinks followed):
+    /// one `fstatat` that walks only `rel`, not this directory's own path.
+    pub fn stat(&self, rel: &str) -> std::io::Result<Stamp> {
+        use std::os::fd::AsRawFd;
+        let c = std::ffi::CString::new(rel)?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a valid directory descriptor, a NUL-terminated relative path and a
+        // buffer of the size fstatat writes.
+        if unsafe { libc::fstatat(self.0.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstatat succeeded, so it filled the buffer.
+        let st = unsafe { st.assume_init() };
+        Ok(Stamp { len: st.st_size as u64, mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128, ino: st.st_ino })
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory is
 /// written and fsynced, then renamed over `path`, and the directory is fsynced. Readers
 /// see the old content or the new, never a torn file.
@@ -70,12 +97,20 @@ pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    write_atomic_via(dir, path, bytes, sync)
+}
+
+/// [`write_atomic`] (or, without `sync`, [`write_atomic_unsynced`]) with the temporary
+/// file in `tmp_dir`, which must be on `path`'s file system: a store that keeps every
+/// temporary in one directory finds a killed writer's leftovers by reading that one.
+pub fn write_atomic_via(tmp_dir: &Path, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     // pid + a per-process counter: concurrent writers (processes or threads) never share a temp file.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let tmp = tmp_dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -217,6 +252,12 @@ mod tests {
         assert_eq!(dir.read("ab/empty").unwrap(), b"");
         assert_eq!(dir.read("ab/none").unwrap_err().kind(), std::io::ErrorKind::NotFound);
         assert!(Dir::open(&d.path().join("ab/big")).is_err(), "a file is no directory");
+        let meta = std::fs::metadata(d.path().join("ab/big")).unwrap();
+        let st = dir.stat("ab/big").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.len, st.ino), (20_000, meta.ino()));
+        assert_eq!(st.mtime_ns, meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128);
+        assert_eq!(dir.stat("ab/none").unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
