@@ -114,6 +114,11 @@ fn main() {
             t
         })
         .collect();
+    // The project is left as it was filled: a build run there later must not cache the
+    // edited treatment, or the next bench on this BENCH_DIR would time deciding nothing.
+    std::fs::write(dir.join("exp.yaml"), &exp).unwrap();
+    let expected = format!("{} would run", STACKS * 4 + 1);
+    assert_eq!(would_run, expected, "the cache in {} already holds the edited treatment's results: use another BENCH_DIR", dir.display());
     let m = median(decide.clone());
     println!(
         "decide after a one-leaf edit:   median {:>6.1} ms  min {:>6.1} ms  (target < 300 ms; {:.2}x of budget; {would_run}: each stack's run, analysis, standup and smoketest, and the summary)",
