@@ -196,6 +196,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
     let lap = crate::util::lap;
     let store = Store::open(&opts.cache_dir)?;
+    store.preload_record_pack();
     let _lock = if opts.dry_run {
         None
     } else {

@@ -1,7 +1,7 @@
 //! Copies cached outputs into the workspace, where users browse them, and remembers
 //! what it wrote so a no-op build does not read a single blob.
 //!
-//! The index (`<workspace>/.llmd-materialized.json`) maps a record key to the files it
+//! The index (`<workspace>/.llmd-materialized`) maps a record key to the files it
 //! was materialized into, each with its size and mtime as written. A record is up to date
 //! when every one of its files still has that size and mtime; anything else (a deleted,
 //! edited or touched file, a record never materialized) re-materializes it, comparing
@@ -24,18 +24,67 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::decide::Graph;
 use crate::store::Store;
 
-const FILE_NAME: &str = ".llmd-materialized.json";
+const FILE_NAME: &str = ".llmd-materialized";
+/// Where versions before 3 kept the index (as JSON); removed when the index is saved.
+const OLD_FILE_NAME: &str = ".llmd-materialized.json";
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct IndexFile {
-    version: u32,
     /// publication (see [`unit`]) → its files
     records: BTreeMap<String, Stamps>,
+}
+
+impl IndexFile {
+    const MAGIC: &[u8] = b"llmd-workspace-index 3\n";
+
+    /// Lines, parsed in a few milliseconds even for thousands of publications (a no-op
+    /// build reads it): the header, then per publication `@<unit>` and one
+    /// `<size> <mtime ns> <path>` line per file. Names with a newline are not saved —
+    /// their publication is compared again by the next build.
+    fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Self::MAGIC.to_vec();
+        let plain = |b: &[u8]| !b.contains(&b'\n');
+        for (unit, files) in &self.records {
+            if !plain(unit.as_bytes()) || !files.keys().all(|p| plain(p.as_os_str().as_bytes())) {
+                continue;
+            }
+            out.push(b'@');
+            out.extend_from_slice(unit.as_bytes());
+            out.push(b'\n');
+            for (path, (len, mtime)) in files {
+                out.extend_from_slice(format!("{len} {mtime} ").as_bytes());
+                out.extend_from_slice(path.as_os_str().as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    /// `None`: not an index of this version, or damaged.
+    fn decode(bytes: &[u8]) -> Option<IndexFile> {
+        use std::os::unix::ffi::OsStrExt;
+        let body = bytes.strip_prefix(Self::MAGIC)?;
+        let mut records = BTreeMap::new();
+        let mut current: Option<(String, Stamps)> = None;
+        for line in body.split(|&b| b == b'\n') {
+            if let Some(unit) = line.strip_prefix(b"@") {
+                records.extend(current.take());
+                current = Some((String::from_utf8(unit.to_vec()).ok()?, Stamps::new()));
+            } else if !line.is_empty() {
+                let mut parts = line.splitn(3, |&b| b == b' ');
+                let len = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+                let mtime = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(parts.next()?));
+                current.as_mut()?.1.insert(path, (len, mtime));
+            }
+        }
+        records.extend(current);
+        Some(IndexFile { records })
+    }
 }
 
 /// File path → (size, mtime in ns) as written.
@@ -77,12 +126,9 @@ impl Loaded {
     /// publication it lists: every fresh node asks about its own, and answering them all
     /// here, off the planning thread, keeps thousands of stats out of deciding.
     fn read(path: &Path) -> Loaded {
-        let index = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
-            .filter(|i| i.version == Materializer::VERSION);
+        let index = std::fs::read(path).ok().and_then(|b| IndexFile::decode(&b));
         let fresh = index.is_none();
-        let index = index.unwrap_or(IndexFile { version: Materializer::VERSION, records: BTreeMap::new() });
+        let index = index.unwrap_or_default();
         // In parallel: the planning thread waits for this once it has merged the stacks.
         let units: Vec<(&String, &Stamps)> = index.records.iter().collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
@@ -111,8 +157,6 @@ fn stamp(path: &Path) -> Option<(u64, i128)> {
 }
 
 impl Materializer {
-    const VERSION: u32 = 2;
-
     /// Starts reading the workspace's index (an unreadable or old one is treated as
     /// empty).
     pub fn open(workspace: &Path) -> Materializer {
@@ -237,7 +281,8 @@ impl Materializer {
     /// Saves the index if it changed.
     pub fn save(&mut self) -> anyhow::Result<()> {
         if self.dirty {
-            crate::util::fs::write_atomic_unsynced(&self.path, &serde_json::to_vec(self.index())?)?;
+            crate::util::fs::write_atomic_unsynced(&self.path, &self.index().encode())?;
+            let _ = std::fs::remove_file(self.path.with_file_name(OLD_FILE_NAME));
             self.dirty = false;
         }
         Ok(())
@@ -481,6 +526,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_index_round_trips_and_a_damaged_or_old_one_is_none() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"ws/r\xff s/a b.json"));
+        let mut index = IndexFile::default();
+        index
+            .records
+            .insert("k1@ws".into(), Stamps::from([(PathBuf::from("ws/p/x.yaml"), (12, 1_796_154_856_614_047_770)), (odd, (0, -5))]));
+        index.records.insert("k2@ws".into(), Stamps::new());
+        let bytes = index.encode();
+        let back = IndexFile::decode(&bytes).unwrap();
+        assert_eq!(back.records, index.records);
+        // A name with a newline is left out (compared again next build), the rest kept.
+        index.records.insert("k3@ws".into(), Stamps::from([(PathBuf::from("ws/a\nb"), (1, 1))]));
+        assert_eq!(IndexFile::decode(&index.encode()).unwrap().records.len(), 2);
+        assert!(IndexFile::decode(b"{\"version\": 2, \"records\": {}}").is_none(), "the JSON of version 2");
+        assert!(IndexFile::decode(&[&bytes[..], b"12 x ws/y\n"].concat()).is_none(), "a bad mtime");
+        assert!(IndexFile::decode(&[IndexFile::MAGIC, b"1 2 ws/orphan\n"].concat()).is_none(), "a file before any publication");
+    }
+
+    #[test]
     fn the_sweep_removes_only_outputs_no_publication_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path();
@@ -508,7 +573,7 @@ mod tests {
             file("setup-treatment-a/setup/logs/sim-0.log"),
             file("setup-treatment-a/failed-runs/r9_1/report.json"),
             file("notes.md"),
-            file(".llmd-materialized.json"),
+            file(".llmd-materialized"),
         ];
         let mut m = Materializer::open(ws);
         // Named another way (`./`): files are told apart by inode, not by spelling.

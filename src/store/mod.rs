@@ -129,6 +129,8 @@ pub struct Store {
     /// `records.pack`, read on first use (`None`: there is none, or it was written
     /// against other records).
     pack: std::sync::OnceLock<Option<pack::Pack>>,
+    /// The pack, while a background thread reads it ([`Store::preload_record_pack`]).
+    pack_loading: Mutex<Option<std::thread::JoinHandle<Option<pack::Pack>>>>,
     /// Records this process read or wrote, by key (`None`: as the pack has it): what
     /// the next pack holds. Bytes here are newer than the pack's.
     used: Mutex<std::collections::HashMap<String, Option<std::sync::Arc<[u8]>>>>,
@@ -176,6 +178,7 @@ impl Store {
             warnings: Mutex::new(Vec::new()),
             records_dir: std::sync::OnceLock::new(),
             pack: std::sync::OnceLock::new(),
+            pack_loading: Mutex::new(None),
             used: Mutex::new(Default::default()),
             pack_stale: Default::default(),
             pack_removed: Mutex::new(false),
@@ -305,11 +308,20 @@ impl Store {
         }
     }
 
+    /// Starts reading the record pack on a background thread: a build plans meanwhile,
+    /// and its first decision waits for it.
+    pub fn preload_record_pack(&self) {
+        let root = self.root.clone();
+        let loading = std::thread::Builder::new().name("llmd-record-pack".into()).spawn(move || pack::load(&root)).ok();
+        *self.pack_loading.lock().unwrap_or_else(|e| e.into_inner()) = loading;
+    }
+
     fn pack(&self) -> Option<&pack::Pack> {
         self.pack
             .get_or_init(|| {
-                let stamp = pack::records_stamp(self.records_dir()?);
-                pack::Pack::read(&self.root.join(pack::FILE), &stamp)
+                let pending = self.pack_loading.lock().unwrap_or_else(|e| e.into_inner()).take();
+                // A reader that panicked: read it here.
+                pending.and_then(|h| h.join().ok()).unwrap_or_else(|| pack::load(&self.root))
             })
             .as_ref()
     }

@@ -49,6 +49,12 @@ pub(super) fn records_stamp(records: &Dir) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// The pack of the cache at `root`, if there is one written against its records as they are.
+pub(super) fn load(root: &Path) -> Option<Pack> {
+    let stamp = records_stamp(&Dir::open(&root.join("records")).ok()?);
+    Pack::read(&root.join(FILE), &stamp)
+}
+
 impl Pack {
     /// The pack at `path`, if there is one and it was written against `stamp`.
     pub(super) fn read(path: &Path, stamp: &str) -> Option<Pack> {
