@@ -629,27 +629,14 @@ fn decide_plans(
 /// Pass 2, stacks in parallel: each stack's chain reads only its own records.
 fn decide_tails(d: &mut Decider, cx: &TailContext, heads: &[StackHead]) -> Result<Vec<StackTail>> {
     let (opts, store, mat) = (d.opts, d.store, d.mat);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(heads.len().max(1));
-    let chunk = heads.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<(Vec<StackTail>, Warnings)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = heads
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut d = Decider::new(opts, store, mat);
-                    let tails = part.iter().map(|h| decide_stack(&mut d, cx, h)).collect::<Result<Vec<_>>>()?;
-                    Ok((tails, d.warnings))
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("internal error: a decision thread panicked"))))
-            .collect()
+    let parts = crate::util::map_chunks(heads, 8, |part| -> Result<(Vec<StackTail>, Warnings)> {
+        let mut d = Decider::new(opts, store, mat);
+        let tails = part.iter().map(|h| decide_stack(&mut d, cx, h)).collect::<Result<Vec<_>>>()?;
+        Ok((tails, d.warnings))
     });
     let mut tails = Vec::with_capacity(heads.len());
     for part in parts {
-        let (t, w) = part?;
+        let (t, w) = part.unwrap_or_else(|| Err(anyhow::anyhow!("internal error: a decision thread panicked")))?;
         tails.extend(t);
         d.warnings.extend(w);
     }

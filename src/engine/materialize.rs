@@ -131,17 +131,11 @@ impl Loaded {
         let index = index.unwrap_or_default();
         // In parallel: the planning thread waits for this once it has merged the stacks.
         let units: Vec<(&String, &Stamps)> = index.records.iter().collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-        let intact = std::thread::scope(|scope| {
-            let parts: Vec<_> = units
-                .chunks(units.len().div_ceil(threads).max(1))
-                .map(|part| {
-                    scope.spawn(move || part.iter().filter(|(_, files)| files_intact(files)).map(|(u, _)| (*u).clone()).collect::<Vec<_>>())
-                })
-                .collect();
-            // A checker that panicked leaves its publications unchecked: they are stat'ed when asked.
-            parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        let parts = crate::util::map_chunks(&units, 4, |part| {
+            part.iter().filter(|(_, files)| files_intact(files)).map(|(u, _)| (*u).clone()).collect::<Vec<_>>()
         });
+        // A checker that panicked leaves its publications unchecked: they are stat'ed when asked.
+        let intact = parts.into_iter().flatten().flatten().collect();
         Loaded { index, fresh, intact }
     }
 }

@@ -1,7 +1,7 @@
 //! Small helpers every layer may use: nothing here knows about plans, stacks or
 //! backends.
 //!
-//! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`drop_in_background`] — freeing big values off the exit path; [`lap`] — `LLMD_TIMINGS` lines; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
+//! * [`raise_nofile_limit`] — the descriptor limit load generators need; [`drop_in_background`] — freeing big values off the exit path; [`map_chunks`] — work split over scoped threads; [`lap`] — `LLMD_TIMINGS` lines; [`digest`] — blake3 digests and node keys; [`embedded`] — the config and workload trees built into the binary; [`fs`] — atomic writes and scratch directories; [`join`] — `join_all` for borrowed
 //!   futures; [`output`] — stderr lines that survive a closed pipe (`say!`); [`rng`] — SplitMix64 and string hashing; [`steps`] — `--step` selections; [`textdiff`] — short unified diffs for `why`.
 
 pub mod digest;
@@ -32,6 +32,18 @@ pub fn lap(what: &str) {
 pub fn drop_in_background<T: Send + 'static>(value: T) {
     // Without a thread to be had, the failed spawn drops the closure, and the value, here.
     let _ = std::thread::Builder::new().name("llmd-drop".into()).spawn(move || drop(value));
+}
+
+/// Maps `f` over `items` split into one chunk per thread — as many threads as cores, at
+/// most `max_threads` — on scoped threads; results in chunk order, `None` for a chunk
+/// whose thread panicked.
+pub fn map_chunks<T: Sync, R: Send>(items: &[T], max_threads: usize, f: impl Fn(&[T]) -> R + Sync) -> Vec<Option<R>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, max_threads.max(1));
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items.chunks(items.len().div_ceil(threads).max(1)).map(|part| scope.spawn(move || f(part))).collect();
+        workers.into_iter().map(|w| w.join().ok()).collect()
+    })
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -116,6 +128,18 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_mapped_in_order_and_a_panic_is_a_none() {
+        let items: Vec<u32> = (0..1000).collect();
+        let sums = map_chunks(&items, 8, |part| part.iter().sum::<u32>());
+        assert_eq!(sums.iter().map(|s| s.unwrap()).sum::<u32>(), 499_500);
+        let firsts: Vec<u32> = map_chunks(&items, 8, |part| part[0]).into_iter().flatten().collect();
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{firsts:?}");
+        assert!(map_chunks(&[] as &[u32], 4, |part| part.len()).is_empty());
+        let hurt = map_chunks(&items, 2, |part| if part[0] == 0 { panic!("a worker panics") } else { 1 });
+        assert_eq!(hurt[0], None);
+    }
 
     #[test]
     fn shell_words() {
