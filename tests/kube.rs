@@ -47,6 +47,14 @@ fn test_stack(command: &str) -> Vec<String> {
 
 const SERVE: &str = "mkdir -p /w && echo ok > /w/health && httpd -f -p 8000 -h /w";
 
+/// Tears down what a build left in the setup workspace `ws` (its receipts name the stacks).
+fn teardown(cluster: &Cluster, ws: &Path) {
+    let mut down = llmd();
+    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig()).arg("--workspace").arg(ws);
+    let r = run(&mut down);
+    assert_eq!(r.code, 0, "teardown of {}: {}", ws.display(), r.stderr);
+}
+
 /// `llmd <sub...>` on the test stack (subcommand first: `-p` belongs to it).
 fn kube_cmd(cluster: &Cluster, ws: &Path, command: &str, sub: &[&str]) -> Command {
     let mut c = llmd();
@@ -679,9 +687,7 @@ fn a_build_killed_during_standup_reapplies_without_duplicates() {
     assert_eq!(deps[0]["metadata"]["uid"], dep["metadata"]["uid"], "re-applied in place (server-side apply)");
     let serving = fake.list("Pod").into_iter().filter(|p| p["metadata"]["labels"]["job-name"].is_null()).count();
     assert_eq!(serving, 1, "one serving pod, no harness pod left");
-    let mut down = llmd();
-    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
-    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+    teardown(&cluster, &dir.path().join("ws/setup-treatment-a"));
 }
 
 /// A secret is an input of no key: a new token re-runs nothing, and the kept stack's
@@ -729,9 +735,7 @@ fn a_new_token_updates_the_kept_stack_secret_and_runs_nothing() {
     assert_eq!(ran, 0);
     assert!(!err.contains("changed secret"), "{err}");
     assert_eq!(secret("hf_secondToken9876543210").2, version, "an unchanged Secret is left as it is");
-    let mut down = llmd();
-    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
-    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+    teardown(&cluster, &dir.path().join("ws/setup-treatment-a"));
 }
 
 /// A serving container that restarts while a run measures fails the run (the numbers
@@ -777,9 +781,7 @@ fn a_server_restarted_during_a_run_fails_it() {
     let report: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(node(&report, "run/")["status"], "ran");
     assert_eq!(node(&report, "standup/")["status"], "fresh", "the restarted server serves again; only the run re-runs");
-    let mut down = llmd();
-    down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
-    assert_eq!(run(down.arg("--workspace").arg(dir.path().join("ws/setup-treatment-a"))).code, 0);
+    teardown(&cluster, &dir.path().join("ws/setup-treatment-a"));
 }
 
 #[test]
@@ -870,10 +872,7 @@ fn build_reuses_live_deployments_for_a_run_treatment_edit() {
     let run_a = nodes.iter().find(|n| n["id"].as_str().unwrap().starts_with("run/a/")).unwrap();
     assert!(run_a["reason"].to_string().contains("kube:harness-pod"), "the reason names the harness pod: {}", run_a["reason"]);
     for setup in ["a", "b"] {
-        let mut down = llmd();
-        down.arg("teardown").arg("--backend").arg("kube").arg("--kubeconfig").arg(cluster.kubeconfig());
-        let r = run(down.arg("--workspace").arg(dir.path().join(format!("ws/setup-treatment-{setup}"))));
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        teardown(&cluster, &dir.path().join(format!("ws/setup-treatment-{setup}")));
     }
 }
 
