@@ -170,9 +170,12 @@ impl Store {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", layout.display())),
         }
-        for dir in ["blobs", "records", "nodes", "incomplete", "journal", "tmp"] {
+        for dir in ["blobs", "records", "nodes", "incomplete", "journal"] {
             std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.join(dir).display()))?;
         }
+        // Newer than the rest: a cache an older llmd made, mounted read-only, still opens
+        // for reading (`why`, `status`); writing to it fails as it would anyway.
+        let _ = std::fs::create_dir(root.join("tmp"));
         Ok(Store {
             root: root.to_path_buf(),
             warnings: Mutex::new(Vec::new()),
