@@ -146,8 +146,7 @@ fn files_intact(files: &Stamps) -> bool {
 }
 
 fn stamp(path: &Path) -> Option<(u64, i128)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
+    crate::util::fs::Stamp::of(path).ok().map(|s| (s.len, s.mtime_ns))
 }
 
 impl Materializer {

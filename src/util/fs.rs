@@ -63,6 +63,15 @@ pub struct Stamp {
     pub ino: u64,
 }
 
+impl Stamp {
+    /// The stamp of `path` (symlinks followed).
+    pub fn of(path: &Path) -> std::io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp { len: m.len(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128, ino: m.ino() })
+    }
+}
+
 impl Dir {
     /// Size, mtime and inode of `rel` (relative to this directory; symlinks followed):
     /// one `fstatat` that walks only `rel`, not this directory's own path.
@@ -95,16 +104,20 @@ pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     write_renamed(path, bytes, false)
 }
 
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    write_atomic_via(dir, path, bytes, sync)
+    write_atomic_via(parent_dir(path), path, bytes, sync)
 }
 
 /// [`write_atomic`] (or, without `sync`, [`write_atomic_unsynced`]) with the temporary
 /// file in `tmp_dir`, which must be on `path`'s file system: a store that keeps every
 /// temporary in one directory finds a killed writer's leftovers by reading that one.
 pub fn write_atomic_via(tmp_dir: &Path, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     // pid + a per-process counter: concurrent writers (processes or threads) never share a temp file.
@@ -252,11 +265,9 @@ mod tests {
         assert_eq!(dir.read("ab/empty").unwrap(), b"");
         assert_eq!(dir.read("ab/none").unwrap_err().kind(), std::io::ErrorKind::NotFound);
         assert!(Dir::open(&d.path().join("ab/big")).is_err(), "a file is no directory");
-        let meta = std::fs::metadata(d.path().join("ab/big")).unwrap();
         let st = dir.stat("ab/big").unwrap();
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!((st.len, st.ino), (20_000, meta.ino()));
-        assert_eq!(st.mtime_ns, meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128);
+        assert_eq!(st, Stamp::of(&d.path().join("ab/big")).unwrap());
+        assert_eq!(st.len, 20_000);
         assert_eq!(dir.stat("ab/none").unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 
