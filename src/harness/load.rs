@@ -17,7 +17,6 @@
 //!   one hung request cannot stretch the run (or the report's window, see
 //!   [`super::window`]) to the request timeout.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::dataset::{DatasetSpec, Prompt};
+use super::openai::{ChunkMsg, ErrorBody, request_body};
 use super::record::{RequestRecord, Status};
 use super::window::StageWindow;
 use crate::http::client::{Conn, Endpoint, SseSplitter};
@@ -312,89 +312,6 @@ async fn preconnect(shared: &Shared, n: usize) {
             opened += batch;
         }
         shared.pool.lock().unwrap_or_else(|e| e.into_inner()).extend(ok);
-    }
-}
-
-fn request_body(profile: &LoadProfile, model: &str, prompt: &Prompt) -> Vec<u8> {
-    let mut body = serde_json::json!({
-        "model": model,
-        "max_tokens": prompt.output_len,
-        "stream": profile.stream,
-    });
-    match profile.api {
-        Api::Completions => body["prompt"] = serde_json::Value::from(prompt.text.as_str()),
-        Api::Chat => body["messages"] = serde_json::json!([{"role": "user", "content": prompt.text}]),
-    }
-    if profile.ignore_eos {
-        body["ignore_eos"] = true.into();
-    }
-    if profile.stream {
-        body["stream_options"] = serde_json::json!({"include_usage": true});
-    }
-    serde_json::to_vec(&body).expect("JSON")
-}
-
-#[derive(Deserialize)]
-struct ChunkMsg<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<ChoiceMsg<'a>>,
-    #[serde(default)]
-    usage: Option<UsageMsg>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceMsg<'a> {
-    #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    delta: Option<DeltaMsg<'a>>,
-    #[serde(default, borrow)]
-    message: Option<DeltaMsg<'a>>,
-}
-
-#[derive(Deserialize)]
-struct DeltaMsg<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct UsageMsg {
-    #[serde(default)]
-    prompt_tokens: Option<u32>,
-    #[serde(default)]
-    completion_tokens: Option<u32>,
-    #[serde(default)]
-    prompt_tokens_details: Option<Details>,
-}
-
-#[derive(Deserialize)]
-struct Details {
-    #[serde(default)]
-    cached_tokens: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: Option<ErrorDetail>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-}
-
-impl ChoiceMsg<'_> {
-    fn content(&self) -> &str {
-        self.text
-            .as_deref()
-            .or_else(|| self.delta.as_ref().and_then(|d| d.content.as_deref()))
-            .or_else(|| self.message.as_ref().and_then(|d| d.content.as_deref()))
-            .unwrap_or("")
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! * [`dataset`] — random, shared-prefix and file prompt sets.
 //! * [`load`] — open/closed loop scheduling and request execution.
+//! * [`openai`] — the request body it sends and the streamed chunks and errors it reads.
 //! * [`record`] — per-request records (JSONL).
 //! * [`report`] — run metrics with the canonical definitions.
 //! * [`window`] — the measured window: what duration and achieved rate divide by.
@@ -15,6 +16,7 @@ pub mod command;
 pub mod dataset;
 pub mod external;
 pub mod load;
+pub mod openai;
 pub mod profile;
 pub mod record;
 pub mod report;
